@@ -1,0 +1,22 @@
+"""Exceptions the package raises for bad input. Each message names the file or value at fault
+and says what to do; the command line prints the message without a traceback."""
+
+
+class LrgmmError(Exception):
+    """Base class of every error raised on purpose by lrgmm."""
+
+
+class WeightsError(LrgmmError):
+    """Autoencoder weights are missing, unreadable, or have the wrong sha256."""
+
+
+class ImageInputError(LrgmmError):
+    """No usable image in the input, or an input path that does not exist."""
+
+
+class ModelFileError(LrgmmError):
+    """A model file is truncated, from a newer format, or made for another autoencoder."""
+
+
+class FitError(LrgmmError):
+    """The data cannot be fitted as asked (too few images, non-finite latents...)."""
