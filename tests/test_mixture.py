@@ -1,0 +1,121 @@
+import math
+
+import pytest
+import torch
+
+from lrgmm.errors import FitError
+from lrgmm.mixture import LowRankGaussianMixture, low_rank_dims
+
+
+def _planted_mixture(n_per=150, d=60, k=3, rank=3, seed=0):
+    """k well separated low-rank-plus-noise Gaussians in d dimensions."""
+    g = torch.Generator().manual_seed(seed)
+    xs, labels, truth = [], [], []
+    for j in range(k):
+        mean = torch.randn(d, generator=g) * 6
+        basis, _ = torch.linalg.qr(torch.randn(d, rank, generator=g, dtype=torch.float64))
+        scales = torch.tensor([4.0, 2.5, 1.5][:rank], dtype=torch.float64)
+        lat = torch.randn(n_per, rank, generator=g, dtype=torch.float64) * scales
+        x = mean.double() + lat @ basis.T + 0.3 * torch.randn(n_per, d, generator=g, dtype=torch.float64)
+        xs.append(x)
+        labels.append(torch.full((n_per,), j))
+        truth.append((mean, basis, scales**2))
+    return torch.cat(xs).float(), torch.cat(labels), truth
+
+
+def _same_partition(a, b):
+    # Labels are defined up to a permutation: compare the co-membership matrices.
+    return torch.equal(a[:, None] == a[None, :], b[:, None] == b[None, :])
+
+
+def test_em_recovers_planted_mixture():
+    x, labels, truth = _planted_mixture()
+    gmm = LowRankGaussianMixture(n_components=3, temperature=3 * 3 / 60 * 1.01, random_state=0).fit(x)
+    assert gmm.converged_
+    assert _same_partition(gmm.labels_, labels)
+    assert torch.allclose(gmm.weights_, torch.full((3,), 1 / 3), atol=1e-6)
+    for k in range(3):
+        j = int(labels[gmm.labels_ == k][0])
+        mean, basis, var = truth[j]
+        assert (gmm.means_[k] - mean).norm() / mean.norm() < 0.05
+        r = int(gmm.ranks_[k])
+        assert r == 3  # floor(lambda * 1/3 * 60) = 3
+        # The fitted subspace is the planted one: principal angles near zero.
+        cos = torch.linalg.svdvals(gmm.eigenvectors_[k, :r].double() @ basis)
+        assert cos.min() > 0.97
+        # Eigenvalues = planted variances + noise variance, within sampling error.
+        assert torch.allclose(gmm.eigenvalues_[k, :r].double(), var + 0.09, rtol=0.35)
+        assert float(gmm.noise_variance_[k]) == pytest.approx(0.09, rel=0.25)
+
+
+def test_score_matches_dense_gaussian_density():
+    x, _, _ = _planted_mixture(n_per=80, d=20, k=2, rank=2)
+    gmm = LowRankGaussianMixture(n_components=2, temperature=0.2, random_state=1).fit(x)
+    dense = []
+    for k in range(2):
+        mvn = torch.distributions.MultivariateNormal(gmm.means_[k].double(), covariance_matrix=gmm.covariance(k))
+        dense.append(mvn.log_prob(x.double()) + gmm.weights_[k].double().log())
+    expected = torch.logsumexp(torch.stack(dense, 1), 1)
+    # Parameters are stored in float32, so V V^T = I holds to ~1e-7: log-densities agree to 1e-4.
+    assert torch.allclose(gmm.score_samples(x), expected, rtol=0, atol=1e-4)
+    proba = gmm.predict_proba(x)
+    assert torch.allclose(proba.sum(1), torch.ones(x.shape[0], dtype=torch.float64))
+
+
+def test_gram_and_covariance_paths_agree():
+    # d < m takes the d x d covariance path, d > m the Gram path: same eigenpairs.
+    from lrgmm.mixture import _top_eigen
+
+    g = torch.Generator().manual_seed(3)
+    a = torch.randn(30, 12, generator=g, dtype=torch.float64) * torch.linspace(5, 0.5, 12, dtype=torch.float64)
+    v1, u1 = _top_eigen(a, 5)
+    v2, u2 = _top_eigen(a.T.contiguous() @ torch.eye(30, dtype=torch.float64)[:, :30], 5)  # m=12 < d=30
+    ref = torch.linalg.eigvalsh(a.T @ a).flip(0)[:5]
+    assert torch.allclose(v1, ref)
+    # a.T's scatter a a^T shares its nonzero spectrum with a^T a.
+    assert torch.allclose(v2, ref)
+    assert torch.allclose((u1 @ u1.T), torch.eye(5, dtype=torch.float64), atol=1e-10)
+
+
+def test_rank_follows_temperature_and_sample_count():
+    w = torch.tensor([0.5, 0.25, 0.25])
+    assert low_rank_dims(w, 4096, 0.12).tolist() == [245, 122, 122]
+    assert low_rank_dims(torch.tensor([1e-6, 1.0]), 100, 0.12).tolist() == [1, 12]
+    with pytest.raises(ValueError):
+        low_rank_dims(w, 10, 0.0)
+    # K = 1 on 10 samples: d_k would be 0.12*1000 = 120 but 10 samples span only 9 directions.
+    x = torch.randn(10, 1000, generator=torch.Generator().manual_seed(0))
+    gmm = LowRankGaussianMixture(n_components=1).fit(x)
+    assert int(gmm.ranks_[0]) == 9
+    assert float(gmm.noise_variance_[0]) == pytest.approx(gmm.reg_covar)
+    assert gmm.labels_.tolist() == [0] * 10
+
+
+def test_deterministic_for_a_seed():
+    x, _, _ = _planted_mixture(seed=4)
+    a = LowRankGaussianMixture(n_components=3, random_state=7).fit(x)
+    b = LowRankGaussianMixture(n_components=3, random_state=7).fit(x)
+    assert torch.equal(a.means_, b.means_) and torch.equal(a.eigenvectors_, b.eigenvectors_)
+
+
+def test_bad_input():
+    with pytest.raises(FitError, match="at least 2 samples"):
+        LowRankGaussianMixture(n_components=8).fit(torch.randn(10, 5))
+    x = torch.randn(20, 5)
+    x[3, 1] = math.inf
+    with pytest.raises(FitError, match="NaN or inf"):
+        LowRankGaussianMixture(n_components=2).fit(x)
+    with pytest.raises(ValueError, match="shape"):
+        LowRankGaussianMixture(n_components=2).fit(torch.randn(20))
+
+
+def test_beats_full_covariance_em_that_sticks_at_init():
+    """The documented reason for the PPCA regulariser: with d0 >> n_k, a full covariance with a
+    small floor keeps every point in its initial cluster. Our fit on the same data separates the
+    planted clusters."""
+    sklearn = pytest.importorskip("sklearn.mixture")
+    x, labels, _ = _planted_mixture(n_per=40, d=200, k=3, rank=3, seed=5)
+    ours = LowRankGaussianMixture(n_components=3, temperature=0.05, random_state=0).fit(x)
+    assert _same_partition(ours.labels_, labels)
+    ref = sklearn.GaussianMixture(3, covariance_type="full", reg_covar=1e-3, random_state=0).fit(x.numpy())
+    assert ref.n_iter_ <= 3  # the degenerate fit stops almost at once
