@@ -1,0 +1,367 @@
+"""On-disk cache of encoded latents, and :func:`encode_images`, the cached image -> latent step.
+
+Encoding is the slow part of every run, and users rerun on the same folders with a few images
+added. Latents are therefore cached by the sha256 of the image file's bytes (renaming or moving a
+file keeps its cache entry; editing it does not), per autoencoder id and resolution.
+
+Storage is a folder of safetensors shards (never pickle: a cache folder must not be able to run
+code), one per encoded batch, each holding one float32 tensor ``latents`` (n, c, h, w) and the n
+content hashes as JSON in the header metadata. Shards are written atomically as soon as a batch is
+encoded, so an interrupted run loses at most the batch in flight and the next run resumes. Only
+the headers are read to build the index; a shard that cannot be read is reported and ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.numpy import save as _st_save
+from tqdm.auto import tqdm
+
+from lrgmm.autoencoders.base import Autoencoder
+from lrgmm.io.images import (
+    InputReport,
+    LoadedImage,
+    Source,
+    atomic_write_bytes,
+    iter_images,
+    list_images,
+    prepare_image,
+)
+from lrgmm.errors import ImageInputError
+
+_FORMAT = "lrgmm-latents"
+_VERSION = "1"
+_TENSOR = "latents"
+_SUFFIX = ".safetensors"
+
+
+class LatentCacheWarning(UserWarning):
+    """A cache shard could not be used (it is ignored; its images are encoded again)."""
+
+
+def default_cache_root() -> Path:
+    """``$LRGMM_CACHE_DIR/latents``, else ``$XDG_CACHE_HOME/lrgmm/latents``, else
+    ``~/.cache/lrgmm/latents``."""
+    if os.environ.get("LRGMM_CACHE_DIR"):
+        return Path(os.environ["LRGMM_CACHE_DIR"]).expanduser() / "latents"
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "lrgmm" / "latents"
+    return Path.home() / ".cache" / "lrgmm" / "latents"
+
+
+def _folder_name(autoencoder_id: str) -> str:
+    """A file-system safe folder name for an id. A short hash of the raw id keeps two ids that
+    sanitise to the same text apart."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", autoencoder_id).strip("._") or "autoencoder"
+    return f"{safe[:80]}-{hashlib.sha256(autoencoder_id.encode()).hexdigest()[:8]}"
+
+
+class _Index:
+    """Where each hash lives in one namespace folder, built from shard headers only."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.shards: dict[str, list[str] | None] = {}  # file name -> hashes; None = unusable
+        self.where: dict[str, tuple[str, int]] = {}  # hash -> (file name, row)
+
+    def refresh(self, autoencoder_id: str) -> None:
+        """Read the headers of shards not seen yet (cheap: a listdir when nothing changed)."""
+        try:
+            names = sorted(n for n in os.listdir(self.folder) if n.endswith(_SUFFIX))
+        except FileNotFoundError:
+            names = []
+        for name in names:
+            if name in self.shards:
+                continue
+            hashes = self._read_header(self.folder / name, autoencoder_id)
+            self.shards[name] = hashes
+            for row, h in enumerate(hashes or ()):
+                self.where.setdefault(h, (name, row))
+
+    def _read_header(self, path: Path, autoencoder_id: str) -> list[str] | None:
+        try:
+            with safe_open(str(path), framework="np") as f:
+                meta = f.metadata() or {}
+                if meta.get("format") != _FORMAT or _TENSOR not in f.keys():
+                    raise ValueError("not an lrgmm latent shard")
+                if meta.get("autoencoder_id") != autoencoder_id:
+                    raise ValueError(f"written for autoencoder {meta.get('autoencoder_id')!r}")
+                hashes = json.loads(meta["hashes"])
+                n = f.get_slice(_TENSOR).get_shape()[0]
+            if not isinstance(hashes, list) or len(hashes) != n or not all(isinstance(h, str) for h in hashes):
+                raise ValueError("hash list does not match the tensor")
+            return hashes
+        except Exception as e:  # any unreadable shard is skipped, never fatal
+            self.forget(path.name, f"{e}")
+            return None
+
+    def forget(self, name: str, reason: str) -> None:
+        """Drop a shard from the index, warning once."""
+        warnings.warn(
+            f"ignoring unreadable latent cache shard {self.folder / name}: {reason} "
+            "(its images will be encoded again; the file can be deleted)",
+            LatentCacheWarning,
+            stacklevel=4,
+        )
+        old = self.shards.get(name) or []
+        self.shards[name] = None
+        for h in old:
+            if self.where.get(h, (None,))[0] == name:
+                del self.where[h]
+
+
+class LatentCache:
+    """Latents keyed by image content hash, namespaced by autoencoder id and resolution.
+
+    Args:
+        root: cache folder; default :func:`default_cache_root`.
+    """
+
+    def __init__(self, root: str | os.PathLike[str] | None = None):
+        self.root = Path(root).expanduser() if root is not None else default_cache_root()
+        self._indexes: dict[tuple[str, int], _Index] = {}
+
+    def __repr__(self) -> str:
+        return f"LatentCache({str(self.root)!r})"
+
+    def folder(self, autoencoder_id: str, resolution: int) -> Path:
+        """The namespace folder holding the shards of one autoencoder at one resolution."""
+        return self.root / _folder_name(autoencoder_id) / f"res{int(resolution)}"
+
+    def _index(self, autoencoder_id: str, resolution: int) -> _Index:
+        key = (autoencoder_id, int(resolution))
+        if key not in self._indexes:
+            self._indexes[key] = _Index(self.folder(autoencoder_id, resolution))
+        idx = self._indexes[key]
+        idx.refresh(autoencoder_id)
+        return idx
+
+    def known(self, *, autoencoder_id: str, resolution: int) -> set[str]:
+        """The hashes the cache holds for this namespace (from headers only)."""
+        return set(self._index(autoencoder_id, resolution).where)
+
+    def get(self, hashes, *, autoencoder_id: str, resolution: int) -> dict[str, np.ndarray]:
+        """The cached float32 (c, h, w) latents of those ``hashes`` that are present."""
+        idx = self._index(autoencoder_id, resolution)
+        by_shard: dict[str, list[tuple[str, int]]] = {}
+        for h in dict.fromkeys(hashes):
+            if h in idx.where:
+                name, row = idx.where[h]
+                by_shard.setdefault(name, []).append((h, row))
+        out: dict[str, np.ndarray] = {}
+        for name, rows in by_shard.items():
+            try:
+                with safe_open(str(idx.folder / name), framework="np") as f:
+                    z = f.get_tensor(_TENSOR)
+                if z.dtype != np.float32 or z.ndim != 4:
+                    raise ValueError(f"unexpected tensor {z.dtype} {z.shape}")
+            except Exception as e:
+                idx.forget(name, str(e))
+                continue
+            for h, row in rows:
+                out[h] = z[row]
+        return out
+
+    def put(self, hashes, latents, *, autoencoder_id: str, resolution: int) -> Path | None:
+        """Store ``latents`` (n, c, h, w) for ``hashes`` as one new shard, atomically.
+        Returns the shard path (None when there is nothing to store)."""
+        hashes = [str(h) for h in hashes]
+        if isinstance(latents, torch.Tensor):
+            latents = latents.detach().to("cpu", torch.float32).numpy()
+        z = np.ascontiguousarray(latents, dtype=np.float32)
+        if z.ndim != 4 or len(hashes) != z.shape[0]:
+            raise ValueError(f"need (n, c, h, w) latents for {len(hashes)} hashes, got {z.shape}")
+        if not hashes:
+            return None
+        meta = {
+            "format": _FORMAT,
+            "version": _VERSION,
+            "autoencoder_id": autoencoder_id,
+            "resolution": str(int(resolution)),
+            "hashes": json.dumps(hashes),
+        }
+        # Named after its content, so writing the same batch twice just replaces the file.
+        name = hashlib.sha256("\n".join(hashes).encode()).hexdigest()[:32] + _SUFFIX
+        path = self.folder(autoencoder_id, resolution) / name
+        atomic_write_bytes(path, _st_save({_TENSOR: z}, metadata=meta))
+        idx = self._indexes.get((autoencoder_id, int(resolution)))
+        if idx is not None:  # keep a loaded index current without rereading the header
+            idx.shards[name] = hashes
+            for row, h in enumerate(hashes):
+                idx.where[h] = (name, row)
+        return path
+
+
+@dataclass
+class EncodedSet:
+    """The latents of the usable, distinct images of a source.
+
+    Attributes:
+        latents: float32 CPU tensor (N, c, h, w).
+        paths: file of each latent.
+        hashes: sha256 of each file's bytes.
+        report: skipped files (including "non-finite latent"), duplicates, upsampled images.
+        resolution: image side the latents were encoded at.
+        autoencoder_id: ``Autoencoder.id`` of the encoder.
+        n_encoded: images encoded in this call; n_cached: images read from the cache.
+    """
+
+    latents: torch.Tensor
+    paths: list[str]
+    hashes: list[str]
+    report: InputReport
+    resolution: int
+    autoencoder_id: str
+    n_encoded: int = 0
+    n_cached: int = 0
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def _resolve_cache(cache: bool | LatentCache | None) -> LatentCache | None:
+    if cache is True:
+        return LatentCache()
+    if cache is None or cache is False:
+        return None
+    if isinstance(cache, LatentCache):
+        return cache
+    raise TypeError(f"cache must be True, False, None or a LatentCache, got {cache!r}")
+
+
+def encode_images(
+    source: Source,
+    autoencoder: Autoencoder,
+    resolution: int = 128,
+    batch_size: int = 16,
+    cache: bool | LatentCache | None = True,
+    progress: bool = True,
+    *,
+    workers: int | None = None,
+) -> EncodedSet:
+    """List, load and encode the images of ``source`` (folder, file or list of them), reusing
+    cached latents and encoding only the missing images, in batches of ``batch_size``.
+
+    Each encoded batch goes to the cache at once, so an interrupted run resumes where it
+    stopped. Images whose latents are not finite are skipped ("non-finite latent") and not
+    cached. The result keeps the listing order.
+
+    Raises:
+        ImageInputError: a path does not exist, or no image is usable.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    store = _resolve_cache(cache)
+    ae_id = autoencoder.id
+    ns = {"autoencoder_id": ae_id, "resolution": resolution}
+    images = list_images(source)
+    report = InputReport()
+    known = store.known(**ns) if store is not None else set()
+
+    latents: dict[str, np.ndarray] = {}
+    nonfinite: set[str] = set()
+    kept: list[LoadedImage] = []  # usable images in listing order (pixels dropped once encoded)
+    from_cache: list[LoadedImage] = []
+    pending: list[LoadedImage] = []
+    counts = {"encoded": 0, "cached": 0}
+
+    def flush() -> None:
+        if not pending:
+            return
+        x = torch.from_numpy(np.stack([p.array for p in pending]))
+        with torch.no_grad():
+            z = autoencoder.encode(x)
+        z = z.detach().to("cpu", torch.float32).numpy()
+        if z.ndim != 4 or z.shape[0] != len(pending):
+            raise RuntimeError(f"{ae_id} returned latents of shape {z.shape} for {len(pending)} images")
+        finite = np.isfinite(z.reshape(len(z), -1)).all(axis=1)
+        for p, zi, ok in zip(pending, z, finite):
+            if ok:
+                latents[p.sha256] = zi
+            else:
+                nonfinite.add(p.sha256)
+        if store is not None and finite.any():
+            store.put([p.sha256 for p, ok in zip(pending, finite) if ok], z[finite], **ns)
+        counts["encoded"] += len(pending)
+        for p in pending:
+            p.array = None  # only the latent is needed from now on; keeps memory flat
+        pending.clear()
+
+    with tqdm(total=len(images), desc="encoding", unit="img", disable=not progress) as bar:
+
+        def advance() -> None:
+            done = report.n_used + len(report.skipped) + len(report.duplicates) - len(pending)
+            bar.update(done - bar.n)
+
+        for item in iter_images(images, resolution, report=report, decode=lambda h: h not in known,
+                                workers=workers):
+            kept.append(item)
+            if item.array is None:
+                from_cache.append(item)
+            else:
+                pending.append(item)
+                if len(pending) == batch_size:
+                    flush()
+                    bar.set_postfix(cached=len(from_cache), encoded=counts["encoded"], refresh=False)
+            advance()
+        flush()
+        advance()
+
+        # Cached entries are read at the end, shard by shard. Any that vanished or turned out
+        # unreadable since the index was built are decoded and encoded after all.
+        if store is not None:
+            got = store.get([it.sha256 for it in from_cache], **ns)
+            expected = tuple(autoencoder.latent_shape(resolution))
+            wrong = [h for h, z in got.items() if tuple(z.shape) != expected]
+            if wrong:
+                warnings.warn(f"{len(wrong)} cached latent(s) in {store.folder(ae_id, resolution)} have "
+                              f"shape {tuple(got[wrong[0]].shape)}, expected {expected}; encoding again",
+                              LatentCacheWarning, stacklevel=2)
+            for h in wrong:
+                del got[h]
+            latents.update(got)
+            counts["cached"] = len(got)
+            for it in from_cache:
+                if it.sha256 not in latents:
+                    try:
+                        it.array = prepare_image(it.path, resolution).array
+                    except ImageInputError as e:  # e.g. the file changed since it was hashed
+                        report.skipped.append((it.path, str(e).split(": ", 1)[-1]))
+                        report.n_used -= 1
+                        continue
+                    pending.append(it)
+                    if len(pending) == batch_size:
+                        flush()
+            flush()
+        bar.set_postfix(cached=counts["cached"], encoded=counts["encoded"])
+
+    out_z, out_paths, out_hashes = [], [], []
+    for it in kept:
+        if it.sha256 in nonfinite:
+            report.skipped.append((it.path, "non-finite latent"))
+            report.n_used -= 1
+        elif it.sha256 in latents:
+            out_z.append(latents[it.sha256])
+            out_paths.append(it.path)
+            out_hashes.append(it.sha256)
+    report.error_if_empty()
+    return EncodedSet(
+        latents=torch.from_numpy(np.stack(out_z).astype(np.float32, copy=False)),
+        paths=out_paths,
+        hashes=out_hashes,
+        report=report,
+        resolution=resolution,
+        autoencoder_id=ae_id,
+        n_encoded=counts["encoded"],
+        n_cached=counts["cached"],
+    )
