@@ -138,15 +138,21 @@ def _shared_search_starts() -> list[Path]:
     return [Path(__file__).resolve().parent, Path.cwd().resolve()]
 
 
-def _shared_candidates(backend: str, filename: str) -> Iterator[Path]:
+def shared_candidates(*parts: str) -> Iterator[Path]:
+    """``<A>/shared/<parts>`` and ``<A>/../shared/<parts>`` for every ancestor A of the search
+    starts: where a checkout finds the project's shared folder (weights, data) beside it."""
     seen: set[Path] = set()
     for start in _shared_search_starts():
         for ancestor in (start, *start.parents):
             for root in (ancestor / "shared", ancestor.parent / "shared"):
-                cand = root / "weights" / backend / filename
+                cand = root.joinpath(*parts)
                 if cand not in seen:
                     seen.add(cand)
                     yield cand
+
+
+def _shared_candidates(backend: str, filename: str) -> Iterator[Path]:
+    return shared_candidates("weights", backend, filename)
 
 
 # ---------------------------------------------------------------------------------------------

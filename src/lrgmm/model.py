@@ -1,0 +1,199 @@
+"""LR-GMM-NN on autoencoder latents: projector P0, low-rank mixture, NN memory (section 3).
+
+``LRGMM`` is the generative model proper. It knows nothing about images or autoencoders: it is
+fitted on latents y_i = E(x_i) of shape (N, c, h, w) and samples latents of the same shape, with
+the component each sample came from and its provenance map. ``lrgmm.pipeline`` ties it to an
+autoencoder and to image files.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+from .errors import FitError
+from .mixture import LowRankGaussianMixture, low_rank_dims
+from .nn_projection import nn_project
+from .projector import PixelPCA
+from .randomness import as_generator
+from .sampling import sample_components, sample_low_rank
+
+
+def default_n_components(n_images: int) -> int:
+    """K from the training-set size, after the paper: K = 1 for N <= 32 (fig. 1), 8 for N ~ 1k
+    (section 4.1), 64 for the full 28k set (appendix 1): one component per 128 images, in [1, 64]."""
+    return int(min(64, max(1, n_images // 128)))
+
+
+@dataclass
+class LatentSamples:
+    """What ``LRGMM.sample`` returns.
+
+    latents: (n, c, h, w) float32, P0*(codes), ready for the decoder.
+    codes: (n, q, h, w) float32, the projected codes z (after the NN step when it ran).
+    components: (n,) int64, the mixture component k each sample was drawn from.
+    provenance: (n, h, w) int64 index of the training image each latent pixel was copied from,
+        or None when the NN step was skipped (the paper's plain "LR-GMM").
+    """
+
+    latents: torch.Tensor
+    codes: torch.Tensor
+    components: torch.Tensor
+    provenance: torch.Tensor | None
+
+
+class LRGMM:
+    """Low-rank Gaussian mixture latent model with nearest-neighbour refinement.
+
+    Parameters
+    ----------
+    n_channels : int or None
+        q, projector channels per latent pixel (eq. 1). None: min(16, c), the measured starting
+        point for 32-channel TAEF2 latents (SPEC.md; the paper's q=8 suited a 256-channel VQGAN).
+    n_components : int or None
+        K. None: ``default_n_components(N)``.
+    temperature : float
+        lambda of eq. 4 (d_k = max(1, floor(lambda pi_k d0))): low = sharper, high = more diverse.
+        The fitted model stores the eigenvectors for this value; ``sample`` can use a lower one.
+    patch_size : int
+        omega of eq. 6 (odd).
+    nn_iterations : int
+        Number of NN projections at sampling time (the paper uses 1).
+    reg_covar, max_iter, tol : EM settings of ``LowRankGaussianMixture``.
+    random_state : int, torch.Generator or None
+        Seeds the EM initialisation, and sampling when ``sample`` gets no seed.
+
+    Attributes
+    ----------
+    projector_ : fitted ``PixelPCA``.
+    mixture_ : fitted ``LowRankGaussianMixture``.
+    codes_ : (N, q, h, w) float32 training codes P0(y_i), the NN memory.
+    labels_ : (N,) int64 hard cluster of each training code.
+    n_components_ : int, the K actually fitted.
+    """
+
+    def __init__(
+        self,
+        n_channels: int | None = None,
+        n_components: int | None = None,
+        temperature: float = 0.12,
+        patch_size: int = 5,
+        nn_iterations: int = 1,
+        reg_covar: float = 1e-3,
+        max_iter: int = 100,
+        tol: float = 1e-3,
+        random_state: int | torch.Generator | None = 0,
+    ):
+        self.n_channels = n_channels
+        self.n_components = n_components
+        self.temperature = temperature
+        self.patch_size = patch_size
+        self.nn_iterations = nn_iterations
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.tol = tol
+        self.random_state = random_state
+
+    def get_params(self) -> dict:
+        """Constructor parameters, as scikit-learn estimators expose them."""
+        return {name: getattr(self, name) for name in inspect.signature(type(self).__init__).parameters if name != "self"}
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, latents: torch.Tensor) -> "LRGMM":
+        """Fit P0 on all latent pixels, then the mixture on the N flattened codes."""
+        if latents.ndim != 4:
+            raise ValueError(f"latents must have shape (N, c, h, w), got {tuple(latents.shape)}")
+        n, c = latents.shape[:2]
+        if n < 2:
+            raise FitError(f"need at least 2 training images, got {n}")
+        if not torch.isfinite(latents).all():
+            bad = (~torch.isfinite(latents.reshape(n, -1))).any(1).nonzero().squeeze(1).tolist()
+            raise FitError(f"latents of training images {bad[:10]} contain NaN or inf; drop or re-encode them")
+        if self.patch_size % 2 != 1 or self.patch_size < 1:
+            raise ValueError(f"patch_size (omega) must be a positive odd integer, got {self.patch_size}")
+        q = self.n_channels if self.n_channels is not None else min(16, c)
+        k = self.n_components if self.n_components is not None else default_n_components(n)
+        latents = latents.to(torch.float32)
+        self.projector_ = PixelPCA(n_channels=q).fit(latents)
+        self.codes_ = self.projector_.transform(latents)
+        self.mixture_ = LowRankGaussianMixture(
+            n_components=k,
+            temperature=self.temperature,
+            reg_covar=self.reg_covar,
+            max_iter=self.max_iter,
+            tol=self.tol,
+            random_state=self.random_state,
+        ).fit(self.codes_.reshape(n, -1))
+        self.labels_ = self.mixture_.labels_
+        self.n_components_ = k
+        return self
+
+    # ----------------------------------------------------------------- sampling
+    def sample(
+        self,
+        n: int,
+        seed: int | torch.Generator | None = None,
+        *,
+        nn: bool = True,
+        temperature: float | None = None,
+        nn_iterations: int | None = None,
+        patch_size: int | None = None,
+    ) -> LatentSamples:
+        """Draw n latents: component k ~ pi, low-rank Gaussian code (eq. 4), NN projection (eq. 5).
+
+        ``seed`` (int or generator) makes the draw reproducible; None falls back to
+        ``random_state``. ``nn=False`` skips the NN step (the paper's "LR-GMM").
+        ``temperature`` may lower lambda below the fitted one (fewer directions per component);
+        a higher value is capped at the stored rank, with a warning: refit to raise it.
+        """
+        self._check_fitted()
+        gen = as_generator(seed if seed is not None else self.random_state)
+        mix = self.mixture_
+        q, h, w = self.codes_.shape[1:]
+        dims = self._sampling_dims(temperature)
+        comps = sample_components(mix.weights_, n, gen)
+        flat = sample_low_rank(mix.means_, mix.eigenvectors_, mix.eigenvalues_, dims, comps, gen)
+        codes = flat.reshape(n, q, h, w)
+        provenance = None
+        if nn and n > 0:
+            codes, provenance = nn_project(
+                codes,
+                comps,
+                self.codes_,
+                self.labels_,
+                patch_size=self.patch_size if patch_size is None else patch_size,
+                iterations=self.nn_iterations if nn_iterations is None else nn_iterations,
+            )
+        return LatentSamples(self.projector_.inverse_transform(codes), codes, comps, provenance)
+
+    def _sampling_dims(self, temperature: float | None) -> torch.Tensor:
+        mix = self.mixture_
+        if temperature is None or temperature == self.temperature:
+            return mix.ranks_
+        dims = low_rank_dims(mix.weights_, mix.means_.shape[1], temperature)
+        if bool((dims > mix.ranks_).any()) and temperature > self.temperature:
+            warnings.warn(
+                f"temperature {temperature} > fitted {self.temperature}: using the stored "
+                f"{mix.ranks_.tolist()} directions; refit with temperature={temperature} to use more",
+                UserWarning,
+                stacklevel=3,
+            )
+        return torch.minimum(dims, mix.ranks_)
+
+    def _check_fitted(self):
+        if not hasattr(self, "mixture_"):
+            raise RuntimeError("this LRGMM is not fitted yet: call fit(latents) first")
+
+    # ------------------------------------------------------------------- sizes
+    def parameter_counts(self) -> dict[str, int]:
+        """Values stored per part, as in the paper's appendix 3: the projector, the mixture, and
+        the NN memory (N training codes of d0 values, plus their labels)."""
+        self._check_fitted()
+        return {
+            "projector": self.projector_.n_parameters(),
+            "mixture": self.mixture_.n_parameters(),
+            "nn_memory": int(self.codes_.numel()),
+        }

@@ -1,0 +1,298 @@
+"""From face photos to new faces: an autoencoder, the LR-GMM-NN latent model, and files.
+
+    pipe = FacePipeline().fit("photos/")          # encode (cached) + fit, seconds after encoding
+    out = pipe.generate(64, seed=0)                # images + provenance
+    out.save("out/")                               # faces, grid, provenance maps and lists
+    pipe.save("faces.lrgmm"); FacePipeline.load("faces.lrgmm")
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from . import __version__
+from .autoencoders import Autoencoder, get_autoencoder
+from .errors import ModelFileError
+from .io.images import atomic_write_bytes, make_grid, save_png
+from .io.latent_cache import EncodedSet, encode_images
+from .io.model_file import load_model_file, save_model_file
+from .model import LatentSamples, LRGMM
+from .provenance import provenance_image, provenance_record
+
+
+@dataclass
+class Generated:
+    """Faces made by ``FacePipeline.generate``.
+
+    images: (n, 3, H, W) float32 RGB in [0, 1].
+    samples: the latent samples (codes, components, provenance) they were decoded from.
+    training_files: the model's training files; provenance indices point into this list.
+    seed: the seed they were drawn with (None if drawn from fresh entropy).
+    """
+
+    images: torch.Tensor
+    samples: LatentSamples
+    training_files: list[str]
+    seed: int | None = None
+    settings: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def save(self, out_dir: str | Path, prefix: str = "face", progress: bool = False) -> dict[str, list[Path]]:
+        """Write every face as a PNG, its colour-coded provenance map beside it
+        (``<prefix>_0000_provenance.png``) with the list of training files used and their
+        share of latent pixels (``..._provenance.json``), plus ``grid.png`` and
+        ``provenance_grid.png``. Each file is written atomically."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        written: dict[str, list[Path]] = {"faces": [], "provenance_maps": [], "provenance_json": [], "grids": []}
+        prov = self.samples.provenance
+        size = self.images.shape[-1]
+        maps = []
+        for i in tqdm(range(len(self)), desc="writing", unit="face", disable=not progress):
+            stem = f"{prefix}_{i:04d}"
+            written["faces"].append(save_png(self.images[i], out / f"{stem}.png"))
+            if prov is not None:
+                m = provenance_image(prov[i], size)
+                maps.append(m)
+                written["provenance_maps"].append(save_png(m, out / f"{stem}_provenance.png"))
+                record = {
+                    "face": f"{stem}.png",
+                    "component": int(self.samples.components[i]),
+                    **provenance_record(prov[i], self.training_files),
+                }
+                path = out / f"{stem}_provenance.json"
+                atomic_write_bytes(path, json.dumps(record, indent=1).encode())
+                written["provenance_json"].append(path)
+        if len(self):
+            written["grids"].append(save_png(make_grid(self.images), out / "grid.png"))
+            if maps:
+                written["grids"].append(save_png(make_grid(torch.stack(maps)), out / "provenance_grid.png"))
+        summary = {"n": len(self), "seed": self.seed, "settings": self.settings, "files": {k: [p.name for p in v] for k, v in written.items()}}
+        atomic_write_bytes(out / "samples.json", json.dumps(summary, indent=1).encode())
+        return written
+
+
+class FacePipeline:
+    """An autoencoder and an ``LRGMM`` fitted on its latents of a folder of faces.
+
+    Parameters
+    ----------
+    autoencoder : str or Autoencoder
+        A registered backend name (``lrgmm.autoencoders.available()``) or an instance.
+    resolution : int
+        Working image side in pixels (images are centre-cropped and resized to it).
+    n_channels : int or None
+        q. None: the autoencoder's ``preferred_q`` (16 for TAEF2).
+    n_components, temperature, patch_size, nn_iterations, reg_covar, max_iter, tol, random_state
+        As in ``LRGMM``.
+    batch_size : int
+        Images per encoder/decoder batch.
+    cache : bool
+        Reuse and store encoded latents in the per-user latent cache.
+    progress : bool
+        Show progress bars.
+
+    Attributes
+    ----------
+    model_ : fitted ``LRGMM``.
+    autoencoder_ : the ``Autoencoder`` used.
+    training_files_, training_hashes_ : the N images the model was fitted on (provenance indices
+        point into these lists).
+    report_ : ``InputReport`` of the fit's input (skipped, duplicates, upsampled files).
+    fit_seconds_ : time of the projector + mixture fit, excluding encoding.
+    """
+
+    def __init__(
+        self,
+        autoencoder: str | Autoencoder = "taef2",
+        resolution: int = 128,
+        n_channels: int | None = None,
+        n_components: int | None = None,
+        temperature: float = 0.12,
+        patch_size: int = 5,
+        nn_iterations: int = 1,
+        reg_covar: float = 1e-3,
+        max_iter: int = 100,
+        tol: float = 1e-3,
+        random_state: int | None = 0,
+        batch_size: int = 16,
+        cache: bool = True,
+        progress: bool = True,
+    ):
+        self.autoencoder = autoencoder
+        self.resolution = resolution
+        self.n_channels = n_channels
+        self.n_components = n_components
+        self.temperature = temperature
+        self.patch_size = patch_size
+        self.nn_iterations = nn_iterations
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.tol = tol
+        self.random_state = random_state
+        self.batch_size = batch_size
+        self.cache = cache
+        self.progress = progress
+
+    def get_params(self) -> dict:
+        return {n: getattr(self, n) for n in inspect.signature(type(self).__init__).parameters if n != "self"}
+
+    def _resolve_autoencoder(self) -> Autoencoder:
+        if isinstance(self.autoencoder, Autoencoder):
+            return self.autoencoder
+        return get_autoencoder(self.autoencoder, batch_size=self.batch_size)
+
+    # ------------------------------------------------------------------ fitting
+    def encode(self, source) -> EncodedSet:
+        """Encode a folder, a file or a list of them (cached; see ``lrgmm.io.latent_cache``)."""
+        ae = self.autoencoder_ if hasattr(self, "autoencoder_") else self._resolve_autoencoder()
+        ae.latent_shape(self.resolution)  # validates the resolution before any work
+        return encode_images(source, ae, self.resolution, self.batch_size, self.cache, self.progress)
+
+    def fit(self, source) -> "FacePipeline":
+        """Fit on a folder, an image file list, or an ``EncodedSet`` from ``encode``."""
+        self.autoencoder_ = self._resolve_autoencoder()
+        encoded = source if isinstance(source, EncodedSet) else self.encode(source)
+        if encoded.autoencoder_id != self.autoencoder_.id or encoded.resolution != self.resolution:
+            raise ValueError(
+                f"latents were encoded with {encoded.autoencoder_id} at {encoded.resolution}px, "
+                f"this pipeline uses {self.autoencoder_.id} at {self.resolution}px"
+            )
+        q = self.n_channels if self.n_channels is not None else self.autoencoder_.preferred_q
+        start = time.perf_counter()
+        self.model_ = LRGMM(
+            n_channels=q,
+            n_components=self.n_components,
+            temperature=self.temperature,
+            patch_size=self.patch_size,
+            nn_iterations=self.nn_iterations,
+            reg_covar=self.reg_covar,
+            max_iter=self.max_iter,
+            tol=self.tol,
+            random_state=self.random_state,
+        ).fit(encoded.latents)
+        self.fit_seconds_ = time.perf_counter() - start
+        self.training_files_ = list(encoded.paths)
+        self.training_hashes_ = list(encoded.hashes)
+        self.report_ = encoded.report
+        return self
+
+    # --------------------------------------------------------------- generating
+    def generate(
+        self,
+        n: int,
+        seed: int | None = None,
+        *,
+        nn: bool = True,
+        temperature: float | None = None,
+        nn_iterations: int | None = None,
+        patch_size: int | None = None,
+    ) -> Generated:
+        """Draw n latents (``LRGMM.sample``) and decode them. Same model + same seed + same n
+        gives bit-identical images."""
+        self._check_fitted()
+        samples = self.model_.sample(
+            n, seed, nn=nn, temperature=temperature, nn_iterations=nn_iterations, patch_size=patch_size
+        )
+        return Generated(
+            images=self.decode(samples.latents),
+            samples=samples,
+            training_files=self.training_files_,
+            seed=seed,
+            settings={
+                "nn": nn,
+                "temperature": self.model_.temperature if temperature is None else temperature,
+                "nn_iterations": self.model_.nn_iterations if nn_iterations is None else nn_iterations,
+                "patch_size": self.model_.patch_size if patch_size is None else patch_size,
+            },
+        )
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Decode latents in batches, with a progress bar for long runs."""
+        ae = self.autoencoder_
+        chunks = []
+        bs = max(1, self.batch_size)
+        steps = range(0, latents.shape[0], bs)
+        for start in tqdm(steps, desc="decoding", unit="batch", disable=not self.progress or len(steps) < 2):
+            chunks.append(ae.decode(latents[start : start + bs]))
+        if not chunks:
+            size = self.resolution
+            return torch.zeros(0, 3, size, size)
+        return torch.cat(chunks)
+
+    def _check_fitted(self):
+        if not hasattr(self, "model_"):
+            raise RuntimeError("this FacePipeline is not fitted: call fit(folder) or FacePipeline.load(path)")
+
+    # ------------------------------------------------------------- model files
+    def metadata(self) -> dict:
+        """Everything the model file records besides the tensors."""
+        self._check_fitted()
+        m = self.model_
+        ae = self.autoencoder_
+        n, q, h, w = m.codes_.shape
+        counts = m.parameter_counts()
+        return {
+            "lrgmm_version": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "autoencoder": {"name": ae.name, "id": ae.id, "weights_sha256": ae.weights_sha256},
+            "resolution": self.resolution,
+            "latent_shape": list(ae.latent_shape(self.resolution)),
+            "hyperparameters": {**m.get_params(), "n_channels": q, "n_components": m.n_components_},
+            "fit": {
+                "n_images": n,
+                "d0": q * h * w,
+                "ranks": m.mixture_.ranks_.tolist(),
+                "weights": [round(float(x), 6) for x in m.mixture_.weights_],
+                "em_iterations": m.mixture_.n_iter_,
+                "em_converged": m.mixture_.converged_,
+                "mean_log_likelihood": m.mixture_.lower_bound_,
+                "explained_variance_ratio": m.projector_.explained_variance_ratio_,
+                "fit_seconds": round(self.fit_seconds_, 4),
+            },
+            "parameter_counts": counts,
+            "training_files": [{"path": p, "sha256": s} for p, s in zip(self.training_files_, self.training_hashes_)],
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write the model file (atomic; see ``lrgmm.io.model_file``)."""
+        save_model_file(path, self.model_, self.metadata())
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path, autoencoder: str | Autoencoder | None = None, **params) -> "FacePipeline":
+        """Read a model file. The autoencoder (the recorded backend by default) must be the one
+        the model was fitted with: same backend and same weights sha256."""
+        model, meta = load_model_file(path)
+        ae_meta = meta.get("autoencoder", {})
+        ae_arg = autoencoder if autoencoder is not None else ae_meta.get("name", "taef2")
+        accepted = inspect.signature(cls.__init__).parameters
+        kwargs = {k: v for k, v in meta.get("hyperparameters", {}).items() if k in accepted}
+        kwargs.update(autoencoder=ae_arg, resolution=int(meta.get("resolution", 128)), **params)
+        pipe = cls(**kwargs)
+        ae = pipe._resolve_autoencoder()
+        if ae.id != ae_meta.get("id") or ae.weights_sha256 != ae_meta.get("weights_sha256"):
+            raise ModelFileError(
+                f"{path} was fitted with autoencoder {ae_meta.get('id')!r} "
+                f"(weights sha256 {str(ae_meta.get('weights_sha256'))[:16]}...), but {ae.id!r} was given; "
+                "load it with the same autoencoder weights, or refit the model with this one"
+            )
+        if tuple(meta.get("latent_shape", ())) != tuple(ae.latent_shape(pipe.resolution)):
+            raise ModelFileError(f"{path}: latent shape {meta.get('latent_shape')} does not match {ae.id}")
+        pipe.autoencoder_ = ae
+        pipe.model_ = model
+        pipe.training_files_ = [f["path"] for f in meta.get("training_files", [])]
+        pipe.training_hashes_ = [f["sha256"] for f in meta.get("training_files", [])]
+        pipe.fit_seconds_ = meta.get("fit", {}).get("fit_seconds", float("nan"))
+        if len(pipe.training_files_) != model.codes_.shape[0]:
+            raise ModelFileError(f"{path}: {len(pipe.training_files_)} training files listed for {model.codes_.shape[0]} codes; the file is corrupt")
+        return pipe
