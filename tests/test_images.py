@@ -44,6 +44,13 @@ def _save(arr: np.ndarray, path: Path, **kw) -> Path:
     return path
 
 
+def _pil(src) -> Image.Image:
+    """Open, load and close (no ResourceWarning from a file left open)."""
+    with Image.open(src) as im:
+        im.load()
+        return im.copy()
+
+
 def _rgb(h: int, w: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
@@ -117,11 +124,11 @@ def test_real_face_matches_plain_pil(face_files):
     arr = load_image(face_files[0], 64)
     assert arr.shape == (3, 64, 64) and arr.dtype == np.float32
     assert 0.0 <= arr.min() and arr.max() <= 1.0
-    ref = np.asarray(Image.open(face_files[0]).convert("RGB").resize((64, 64), Image.LANCZOS))
+    ref = np.asarray(_pil(face_files[0]).convert("RGB").resize((64, 64), Image.LANCZOS))
     np.testing.assert_allclose(arr, ref.transpose(2, 0, 1) / 255.0, atol=1e-6)
     # Same size as the file: no resampling at all.
     full = load_image(face_files[0], 200)
-    ref = np.asarray(Image.open(face_files[0]).convert("RGB")).transpose(2, 0, 1) / 255.0
+    ref = np.asarray(_pil(face_files[0]).convert("RGB")).transpose(2, 0, 1) / 255.0
     np.testing.assert_allclose(full, ref, atol=1e-6)
 
 
@@ -160,7 +167,7 @@ def test_16bit_png_scaled_not_clipped(tmp_path):
     img16 = np.tile(ramp, (64, 1))
     path = tmp_path / "g16.png"
     Image.fromarray(img16).save(path)
-    assert Image.open(path).mode.startswith("I")  # what PIL would clip in convert("RGB")
+    assert _pil(path).mode.startswith("I")  # what PIL would clip in convert("RGB")
     arr = load_image(path, 64)
     np.testing.assert_allclose(arr[0], img16 / 65535.0, atol=1e-6)
     np.testing.assert_array_equal(arr[0], arr[2])
@@ -174,12 +181,12 @@ def test_16bit_png_scaled_not_clipped(tmp_path):
     # (PIL cannot write mode "I" as PNG, so the bytes are a TIFF here.)
     buf = io.BytesIO()
     Image.fromarray(img16.astype(np.int32)).save(buf, format="TIFF")
-    assert Image.open(io.BytesIO(buf.getvalue())).mode == "I"
+    assert _pil(io.BytesIO(buf.getvalue())).mode == "I"
     np.testing.assert_allclose(prepare_image(buf.getvalue(), 64).array[1], img16 / 65535.0, atol=1e-6)
 
 
 def test_webp(tmp_path, face_files):
-    Image.open(face_files[0]).save(tmp_path / "f.webp", quality=95)
+    _pil(face_files[0]).save(tmp_path / "f.webp", quality=95)
     a = load_image(tmp_path / "f.webp", 64)
     b = load_image(face_files[0], 64)
     assert a.shape == (3, 64, 64) and np.abs(a - b).mean() < 0.03
@@ -323,7 +330,7 @@ def test_save_png_roundtrip_atomic(tmp_path, monkeypatch):
     img = np.random.default_rng(0).random((3, 12, 10)).astype(np.float32)
     out = tmp_path / "out" / "x.png"
     save_png(img, out)
-    back = np.asarray(Image.open(out)).transpose(2, 0, 1) / 255.0
+    back = np.asarray(_pil(out)).transpose(2, 0, 1) / 255.0
     assert np.abs(back - img).max() <= 0.5 / 255 + 1e-6
     assert os.listdir(out.parent) == ["x.png"]  # no temp file left behind
     umask = os.umask(0)
@@ -332,7 +339,7 @@ def test_save_png_roundtrip_atomic(tmp_path, monkeypatch):
 
     # Out-of-range values are clipped; torch tensors work too.
     save_png(torch.tensor(img) * 3 - 1, out)
-    back = np.asarray(Image.open(out))
+    back = np.asarray(_pil(out))
     assert back.min() == 0 and back.max() == 255
 
     # A crash before the rename leaves the old file intact and no temp file.

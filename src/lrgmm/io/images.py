@@ -395,12 +395,13 @@ def _process_file(path: Path, resolution: int, decode: Callable[[str], bool] | N
         return _FileResult(p, None, error="empty file (0 bytes)")
     sha = hashlib.sha256(data).hexdigest()
     if decode is not None and not decode(sha):
+        # These bytes decoded fine before (e.g. their latents are cached): the header is enough
+        # to know the size, for the "upsampled" report.
         try:
             with Image.open(io.BytesIO(data)) as im:
                 size = im.size
                 if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF rotations by 90 degrees
                     size = (size[1], size[0])
-                # The bytes are known to decode (their latents are cached), so the header is enough.
         except Exception as e:
             return _FileResult(p, sha, error=_describe_error(e))
         return _FileResult(p, sha, size=size)
@@ -457,6 +458,8 @@ def iter_images(
 
     ``report.n_used`` counts the yielded images. Raises ImageInputError only from listing.
     """
+    if int(resolution) != resolution or resolution < 1:
+        raise ValueError(f"resolution must be a positive integer, got {resolution!r}")
     images = list_images(source)
     if report is None:
         report = InputReport()

@@ -259,6 +259,8 @@ def encode_images(
     Raises:
         ImageInputError: a path does not exist, or no image is usable.
     """
+    if int(resolution) != resolution or resolution < 1:
+        raise ValueError(f"resolution must be a positive integer, got {resolution!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     store = _resolve_cache(cache)
