@@ -150,6 +150,10 @@ def load_model_file(path: str | Path) -> tuple[LRGMM, dict]:
     mix.ranks_ = t["mixture.ranks"]
     mix.labels_ = t["memory.labels"]
     mix.n_features_in_ = mix.means_.shape[1]
+    fit = meta.get("fit", {})
+    mix.n_iter_ = fit.get("em_iterations", 0)
+    mix.converged_ = fit.get("em_converged", True)
+    mix.lower_bound_ = fit.get("mean_log_likelihood", float("nan"))
     model.projector_, model.mixture_ = proj, mix
     model.codes_, model.labels_ = t["memory.codes"], t["memory.labels"]
     model.n_components_ = mix.means_.shape[0]

@@ -1,0 +1,228 @@
+"""Command line: a thin layer over the Python API.
+
+Every option's default is read from the signature of the API function it feeds
+(``FacePipeline.__init__``, ``FacePipeline.generate``, ``run_demo``...), so the command line and
+the library cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import secrets
+import sys
+import warnings
+from pathlib import Path
+
+from . import __version__
+from .errors import LrgmmError
+
+
+def _default(func, name):
+    return inspect.signature(func).parameters[name].default
+
+
+def _opt(parser, func, name, *flags, help, **kw):
+    """Add ``--name`` (plus ``flags``) with its default taken from ``func``'s signature."""
+    default = _default(func, name)
+    flags = flags or (f"--{name.replace('_', '-')}",)
+    parser.add_argument(*flags, dest=name, default=default, help=f"{help} (default: {default})", **kw)
+
+
+def _add_model_options(p):
+    from .pipeline import FacePipeline
+
+    init = FacePipeline.__init__
+    _opt(p, init, "autoencoder", help="autoencoder backend (see `lrgmm autoencoders`)")
+    _opt(p, init, "resolution", type=int, help="working image side in pixels")
+    _opt(p, init, "n_channels", "-q", "--n-channels", type=int, help="projector channels q; default: the autoencoder's preferred q")
+    _opt(p, init, "n_components", "-K", "--n-components", type=int, help="mixture components K; default: N // 128 in [1, 64]")
+    _opt(p, init, "temperature", "--temperature", "--lambda", type=float, help="lambda: d_k = floor(lambda * pi_k * d0)")
+    _opt(p, init, "patch_size", "--patch-size", "--omega", type=int, help="NN patch size omega (odd)")
+    _opt(p, init, "nn_iterations", type=int, help="NN projections per sample")
+    _opt(p, init, "reg_covar", type=float, help="floor of the components' isotropic variance")
+    _opt(p, init, "max_iter", type=int, help="maximum EM iterations")
+    _opt(p, init, "tol", type=float, help="EM tolerance on the mean log-likelihood")
+    _opt(p, init, "random_state", "--seed", type=int, help="seed of the EM initialisation")
+    _opt(p, init, "batch_size", type=int, help="images per encoder/decoder batch")
+
+
+def _add_sampling_options(p, n_default=16):
+    from .pipeline import FacePipeline
+
+    gen = FacePipeline.generate
+    p.add_argument("-n", "--n", type=int, default=n_default, help=f"number of faces (default: {n_default})")
+    p.add_argument("--seed", type=int, default=None, help="seed; default: a fresh one, printed so the run can be repeated")
+    p.add_argument("--no-nn", dest="nn", action="store_false", default=_default(gen, "nn"), help="skip the NN step (the paper's plain LR-GMM)")
+    p.add_argument("--temperature", "--lambda", type=float, default=None, help="lower lambda than the fitted one (default: the model's)")
+    p.add_argument("--nn-iterations", type=int, default=None, help="NN projections per sample (default: the model's)")
+    p.add_argument("--patch-size", "--omega", type=int, default=None, help="NN patch size (default: the model's)")
+
+
+def _info_lines(pipe) -> list[str]:
+    meta = pipe.metadata()
+    fit, hp, counts = meta["fit"], meta["hyperparameters"], meta["parameter_counts"]
+    q, K = hp["n_channels"], hp["n_components"]
+    c, h, w = meta["latent_shape"]
+    mix = counts["mixture"]
+    return [
+        f"autoencoder      {meta['autoencoder']['id']}  ({meta['resolution']} px -> {c}x{h}x{w} latents)",
+        f"training images  {fit['n_images']}",
+        f"projector        q = {q} of {c} channels, {100 * fit['explained_variance_ratio']:.1f}% of latent-pixel variance kept",
+        f"mixture          K = {K}, d0 = {fit['d0']}, lambda = {hp['temperature']}, d_k = {fit['ranks']}",
+        f"                 EM: {fit['em_iterations']} iterations, converged: {fit['em_converged']}, fit {fit['fit_seconds']:.2f} s",
+        f"NN step          omega = {hp['patch_size']}, iterations = {hp['nn_iterations']}",
+        "parameters       projector {:,}  mixture {:,} (the paper: ~1M)  NN memory {:,} values (N x d0)".format(
+            counts["projector"], mix, counts["nn_memory"]
+        ),
+    ]
+
+
+def cmd_fit(args) -> int:
+    from .pipeline import FacePipeline
+
+    params = {k: getattr(args, k) for k in FacePipeline().get_params() if hasattr(args, k)}
+    params.update(cache=not args.no_cache, progress=not args.quiet)
+    pipe = FacePipeline(**params).fit(args.sources if len(args.sources) > 1 else args.sources[0])
+    print(pipe.report_.summary())
+    path = pipe.save(args.output)
+    print("\n".join(_info_lines(pipe)))
+    print(f"model written to {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from .pipeline import FacePipeline
+
+    pipe = FacePipeline.load(args.model, progress=not args.quiet)
+    seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
+    out = pipe.generate(
+        args.n, seed, nn=args.nn, temperature=args.temperature, nn_iterations=args.nn_iterations, patch_size=args.patch_size
+    )
+    written = out.save(args.output, progress=not args.quiet)
+    print(f"{len(out)} faces (seed {seed}) written to {args.output}/: grid.png, face_*.png"
+          + (", face_*_provenance.png/.json, provenance_grid.png" if written["provenance_maps"] else ""))
+    return 0
+
+
+def cmd_info(args) -> int:
+    from .io.model_file import read_metadata
+    from .pipeline import FacePipeline
+
+    if args.json:
+        meta = read_metadata(args.model)
+        if not args.files:
+            meta.pop("training_files", None)
+        print(json.dumps(meta, indent=1))
+        return 0
+    pipe = FacePipeline.load(args.model, progress=False)
+    size = Path(args.model).stat().st_size
+    print(f"model file       {args.model} ({size / 2**20:.1f} MiB)")
+    print("\n".join(_info_lines(pipe)))
+    if args.files:
+        for f in pipe.training_files_:
+            print(f"  {f}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    res = run_demo(args.data, args.n_train, args.n, args.output, args.seed, progress=not args.quiet)
+    print("\n".join(_info_lines(res.pipeline)))
+    print(f"\n{len(res.generated)} new faces written to {res.out_dir}/")
+    print(f"  grid:             {res.out_dir / 'grid.png'}")
+    print(f"  provenance maps:  {res.out_dir / 'provenance_grid.png'} (one colour per training face)")
+    print(f"  per face:         face_XXXX.png, face_XXXX_provenance.png, face_XXXX_provenance.json")
+    print(f"  model:            {res.model_path}  (try `lrgmm sample {res.model_path} -n 16 -o more/`)")
+    return 0
+
+
+def cmd_weights_download(args) -> int:
+    from .weights import download_weights
+
+    paths = download_weights(args.backend, dest_dir=args.dest, base_url=args.base_url, progress=not args.quiet)
+    for p in paths:
+        print(p)
+    return 0
+
+
+def cmd_autoencoders(args) -> int:
+    from .autoencoders import available
+
+    for name in available():
+        print(name)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .demo import run_demo
+
+    parser = argparse.ArgumentParser(prog="lrgmm", description="Frugal, explainable face generation (LR-GMM-NN).")
+    parser.add_argument("--version", action="version", version=f"lrgmm {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("fit", help="encode a folder of faces and fit a model file")
+    p.add_argument("sources", nargs="+", help="folder(s) or image file(s)")
+    p.add_argument("-o", "--output", required=True, help="model file to write, e.g. faces.lrgmm")
+    _add_model_options(p)
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the latent cache")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser("sample", help="generate faces with provenance maps from a model file")
+    p.add_argument("model")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    _add_sampling_options(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("info", help="what a model file holds: sizes, parameter counts, settings")
+    p.add_argument("model")
+    p.add_argument("--json", action="store_true", help="print the raw metadata as JSON")
+    p.add_argument("--files", action="store_true", help="also list the training files")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("demo", help="fit on 1,024 shared faces and write 64 new ones with provenance")
+    _opt(p, run_demo, "data", help="folder of face photos; default: the shared UTKFace folder beside the checkout")
+    _opt(p, run_demo, "n_train", type=int, help="training photos drawn from the folder")
+    _opt(p, run_demo, "n_samples", "-n", "--n", type=int, help="faces to generate")
+    _opt(p, run_demo, "out_dir", "-o", "--output", help="output folder")
+    _opt(p, run_demo, "seed", type=int, help="seed of the training subset, the fit and the samples")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("weights", help="autoencoder weights")
+    wsub = p.add_subparsers(dest="weights_command", required=True)
+    w = wsub.add_parser("download", help="download and sha256-check weights into the per-user cache")
+    w.add_argument("backend", help="e.g. taef2")
+    w.add_argument("--dest", default=None, help="folder to write to (default: the per-user cache)")
+    w.add_argument("--base-url", default=None, help="download from this mirror instead of upstream")
+    w.add_argument("--quiet", action="store_true")
+    w.set_defaults(func=cmd_weights_download)
+
+    p = sub.add_parser("autoencoders", help="list the autoencoder backends")
+    p.set_defaults(func=cmd_autoencoders)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        args.n, args.output = args.n_samples, args.out_dir
+    warnings.simplefilter("default")
+    warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
+    try:
+        return args.func(args)
+    except LrgmmError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; encoded latents so far are cached, rerun to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

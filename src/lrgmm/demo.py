@@ -1,0 +1,63 @@
+"""The embedded default run: fit on 1,024 shared UTKFace photos, write 64 new faces.
+
+The data is looked up beside the checkout (``../shared/data/utkface``), the way the weights are,
+or given explicitly. UTKFace is for non-commercial research only and is never copied into the
+project: the demo reads it where it lies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import ImageInputError
+from .io.images import list_images
+from .pipeline import FacePipeline, Generated
+from .weights import shared_candidates
+
+
+def find_demo_data() -> Path:
+    """The shared UTKFace image folder beside the checkout."""
+    for cand in shared_candidates("data", "utkface", "images"):
+        if cand.is_dir():
+            return cand
+    raise ImageInputError(
+        "cannot find the shared UTKFace faces (looked for shared/data/utkface/images beside the "
+        "checkout and the current folder); pass a folder of face photos with --data"
+    )
+
+
+@dataclass
+class DemoResult:
+    pipeline: FacePipeline
+    generated: Generated
+    out_dir: Path
+    model_path: Path
+    written: dict[str, list[Path]]
+
+
+def run_demo(
+    data: str | Path | None = None,
+    n_train: int = 1024,
+    n_samples: int = 64,
+    out_dir: str | Path = "demo_out",
+    seed: int = 0,
+    progress: bool = True,
+) -> DemoResult:
+    """Fit a ``FacePipeline`` with default settings on ``n_train`` photos drawn with ``seed``
+    from ``data``, generate ``n_samples`` faces with the same seed, and write them, their
+    provenance maps, the grids and the model file to ``out_dir``."""
+    folder = Path(data) if data is not None else find_demo_data()
+    files = list_images(folder).paths
+    if len(files) < n_train:
+        raise ImageInputError(f"{folder} holds {len(files)} images, fewer than the {n_train} asked for")
+    pick = torch.randperm(len(files), generator=torch.Generator().manual_seed(seed))[:n_train]
+    chosen = [files[i] for i in sorted(pick.tolist())]
+    pipe = FacePipeline(random_state=seed, progress=progress).fit(chosen)
+    generated = pipe.generate(n_samples, seed=seed)
+    out = Path(out_dir)
+    written = generated.save(out, progress=progress)
+    model_path = pipe.save(out / "demo.lrgmm")
+    return DemoResult(pipe, generated, out, model_path, written)
