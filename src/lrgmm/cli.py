@@ -37,7 +37,7 @@ def _add_model_options(p):
     _opt(p, init, "autoencoder", help="autoencoder backend (see `lrgmm autoencoders`)")
     _opt(p, init, "resolution", type=int, help="working image side in pixels")
     _opt(p, init, "n_channels", "-q", "--n-channels", type=int, help="projector channels q; default: the autoencoder's preferred q")
-    _opt(p, init, "n_components", "-K", "--n-components", type=int, help="mixture components K; default: N // 128 in [1, 64]")
+    _opt(p, init, "n_components", "-K", "--n-components", type=int, help="mixture components K; default: round(N / 128) in [1, 64]")
     _opt(p, init, "temperature", "--temperature", "--lambda", type=float, help="lambda: d_k = floor(lambda * pi_k * d0)")
     _opt(p, init, "patch_size", "--patch-size", "--omega", type=int, help="NN patch size omega (odd)")
     _opt(p, init, "nn_iterations", type=int, help="NN projections per sample")
