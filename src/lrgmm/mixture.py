@@ -29,6 +29,7 @@ import math
 import warnings
 
 import torch
+from tqdm.auto import tqdm
 
 from .errors import FitError
 from .randomness import as_generator
@@ -90,6 +91,8 @@ class LowRankGaussianMixture:
         by less than ``tol``.
     random_state : int, torch.Generator or None
         Seeds the k-means++ initialisation.
+    verbose : bool
+        Show a progress bar over EM iterations (useful for tens of thousands of images).
 
     Attributes
     ----------
@@ -112,6 +115,7 @@ class LowRankGaussianMixture:
         max_iter: int = 100,
         tol: float = 1e-3,
         random_state: int | torch.Generator | None = 0,
+        verbose: bool = False,
     ):
         self.n_components = n_components
         self.temperature = temperature
@@ -119,6 +123,7 @@ class LowRankGaussianMixture:
         self.max_iter = max_iter
         self.tol = tol
         self.random_state = random_state
+        self.verbose = verbose
 
     # ------------------------------------------------------------------ fitting
     def fit(self, x: torch.Tensor) -> "LowRankGaussianMixture":
@@ -147,6 +152,7 @@ class LowRankGaussianMixture:
 
         self.converged_ = False
         prev = -math.inf
+        bar = tqdm(total=self.max_iter, desc="EM", unit="it", disable=not self.verbose, leave=False)
         for it in range(1, self.max_iter + 1):
             params = self._m_step(x64, resp)
             log_prob = self._estimate_weighted_log_prob(x64, *params)
@@ -154,10 +160,13 @@ class LowRankGaussianMixture:
             resp = (log_prob - log_norm[:, None]).exp()
             bound = float(log_norm.mean())
             self.n_iter_ = it
+            bar.update(1)
+            bar.set_postfix(loglik=f"{bound:.2f}")
             if k == 1 or abs(bound - prev) < self.tol:
                 self.converged_ = True
                 break
             prev = bound
+        bar.close()
         if not self.converged_:
             warnings.warn(
                 f"EM did not converge in {self.max_iter} iterations (last change "
@@ -214,16 +223,24 @@ class LowRankGaussianMixture:
 
         With Sigma_k = V^T diag(s) V + sigma^2 (I - V^T V) (V orthonormal rows), Woodbury gives
         (x-c)^T Sigma^-1 (x-c) = sum_j <v_j, x-c>^2 / s_j + (|x-c|^2 - sum_j <v_j, x-c>^2) / sigma^2.
+        Both terms come from products with x (one GEMM against every component's eigenvectors),
+        never from an N x d0 difference per component; float64 keeps the expansion
+        |x-c|^2 = |x|^2 - 2<x, c> + |c|^2 accurate.
         """
         n, d = x.shape
-        out = torch.empty(n, means.shape[0], dtype=torch.float64)
-        for k in range(means.shape[0]):
+        K = means.shape[0]
+        keep = torch.arange(vecs.shape[1])[None, :] < ranks[:, None]  # (K, r_max)
+        v_all = vecs[keep]  # (sum_k d_k, d0), component by component
+        proj_all = x @ v_all.T - (means[:, None, :] * vecs).sum(-1)[keep][None, :]  # <v_j, x - c_k>
+        sq = (x * x).sum(1)[:, None] - 2 * x @ means.T + (means * means).sum(1)[None, :]  # (N, K)
+        out = torch.empty(n, K, dtype=torch.float64)
+        offsets = torch.cat([torch.zeros(1, dtype=torch.long), ranks.cumsum(0)]).tolist()
+        for k in range(K):
             r = int(ranks[k])
-            delta = x - means[k]
-            sq = (delta * delta).sum(1)
-            proj = delta @ vecs[k, :r].T
+            proj = proj_all[:, offsets[k] : offsets[k + 1]]
             s = vals[k, :r]
-            maha = (proj * proj / s).sum(1) + (sq - (proj * proj).sum(1)).clamp_min(0) / noise[k]
+            p2 = proj * proj
+            maha = (p2 / s).sum(1) + (sq[:, k] - p2.sum(1)).clamp_min(0) / noise[k]
             logdet = s.log().sum() + (d - r) * math.log(float(noise[k]))
             out[:, k] = weights[k].log() - 0.5 * (d * math.log(2 * math.pi) + logdet + maha)
         return out

@@ -66,6 +66,8 @@ class LRGMM:
     reg_covar, max_iter, tol : EM settings of ``LowRankGaussianMixture``.
     random_state : int, torch.Generator or None
         Seeds the EM initialisation, and sampling when ``sample`` gets no seed.
+    verbose : bool
+        Progress bar over EM iterations.
 
     Attributes
     ----------
@@ -87,6 +89,7 @@ class LRGMM:
         max_iter: int = 100,
         tol: float = 1e-3,
         random_state: int | torch.Generator | None = 0,
+        verbose: bool = False,
     ):
         self.n_channels = n_channels
         self.n_components = n_components
@@ -97,6 +100,7 @@ class LRGMM:
         self.max_iter = max_iter
         self.tol = tol
         self.random_state = random_state
+        self.verbose = verbose
 
     def get_params(self) -> dict:
         """Constructor parameters, as scikit-learn estimators expose them."""
@@ -127,6 +131,7 @@ class LRGMM:
             max_iter=self.max_iter,
             tol=self.tol,
             random_state=self.random_state,
+            verbose=self.verbose,
         ).fit(self.codes_.reshape(n, -1))
         self.labels_ = self.mixture_.labels_
         self.n_components_ = k
