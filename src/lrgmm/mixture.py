@@ -18,6 +18,12 @@ capped at the n_k - 1 directions a component of n_k samples can span. So the mix
 exactly what eq. 4 samples from: K means, the d_k eigenvectors and eigenvalues of each component,
 and one isotropic variance per component for the density (E-step, responsibilities, labels).
 
+What EM does on real codes: at d0 = 4,096 the responsibilities are 0 or 1 to machine precision.
+On 1,024 TAEF2-encoded shared faces (K = 8) no sample changes cluster after the k-means++
+initialisation and EM stops after 2 iterations; EM then serves to fit each cluster's low-rank
+model. The paper's scikit-learn fit behaves the same way (it stopped after 2 iterations, SPEC.md).
+On well-separated synthetic mixtures EM recovers the planted partition (tests/test_mixture.py).
+
 The M-step never forms a d0 x d0 matrix while a component has fewer samples than d0: the
 eigenvectors come from the n_k x n_k Gram matrix of the centred, weighted samples.
 Eigendecompositions and the E-step run in float64; fitted parameters are stored in float32.
