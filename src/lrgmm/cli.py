@@ -52,12 +52,19 @@ def _add_sampling_options(p, n_default=16):
     from .pipeline import FacePipeline
 
     gen = FacePipeline.generate
-    p.add_argument("-n", "--n", type=int, default=n_default, help=f"number of faces (default: {n_default})")
+    p.add_argument("-n", "--n", type=_positive_int, default=n_default, help=f"number of faces (default: {n_default})")
     p.add_argument("--seed", type=int, default=None, help="seed; default: a fresh one, printed so the run can be repeated")
     p.add_argument("--no-nn", dest="nn", action="store_false", default=_default(gen, "nn"), help="skip the NN step (the paper's plain LR-GMM)")
     p.add_argument("--temperature", "--lambda", type=float, default=None, help="lower lambda than the fitted one (default: the model's)")
     p.add_argument("--nn-iterations", type=int, default=None, help="NN projections per sample (default: the model's)")
     p.add_argument("--patch-size", "--omega", type=int, default=None, help="NN patch size (default: the model's)")
+
+
+def _positive_int(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
 
 
 def _info_lines(pipe) -> list[str]:
@@ -80,11 +87,13 @@ def _info_lines(pipe) -> list[str]:
 
 
 def cmd_fit(args) -> int:
-    from .pipeline import FacePipeline
+    from .pipeline import FacePipeline, InputWarning
 
     params = {k: getattr(args, k) for k in FacePipeline().get_params() if hasattr(args, k)}
     params.update(cache=not args.no_cache, progress=not args.quiet)
-    pipe = FacePipeline(**params).fit(args.sources if len(args.sources) > 1 else args.sources[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InputWarning)  # the summary printed below says the same
+        pipe = FacePipeline(**params).fit(args.sources if len(args.sources) > 1 else args.sources[0])
     print(pipe.report_.summary())
     path = pipe.save(args.output)
     print("\n".join(_info_lines(pipe)))
@@ -187,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="fit on 1,024 shared faces and write 64 new ones with provenance")
     _opt(p, run_demo, "data", help="folder of face photos; default: the shared UTKFace folder beside the checkout")
     _opt(p, run_demo, "n_train", type=int, help="training photos drawn from the folder")
-    _opt(p, run_demo, "n_samples", "-n", "--n", type=int, help="faces to generate")
+    _opt(p, run_demo, "n_samples", "-n", "--n", type=_positive_int, help="faces to generate")
     _opt(p, run_demo, "out_dir", "-o", "--output", help="output folder")
     _opt(p, run_demo, "seed", type=int, help="seed of the training subset, the fit and the samples")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -216,9 +225,12 @@ def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
     try:
         return args.func(args)
-    except LrgmmError as exc:
+    except (LrgmmError, ValueError) as exc:  # bad input or option values: a message, no traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # disk full, permission denied, output path is a folder...
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted; encoded latents so far are cached, rerun to resume", file=sys.stderr)
         return 130

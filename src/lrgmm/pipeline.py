@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import json
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,10 @@ from .io.latent_cache import EncodedSet, encode_images
 from .io.model_file import load_model_file, save_model_file
 from .model import LatentSamples, LRGMM
 from .provenance import provenance_image, provenance_record
+
+
+class InputWarning(UserWarning):
+    """Some input files were skipped (unreadable, non-finite latent), deduplicated or upsampled."""
 
 
 @dataclass
@@ -153,10 +158,16 @@ class FacePipeline:
 
     # ------------------------------------------------------------------ fitting
     def encode(self, source) -> EncodedSet:
-        """Encode a folder, a file or a list of them (cached; see ``lrgmm.io.latent_cache``)."""
+        """Encode a folder, a file or a list of them (cached; see ``lrgmm.io.latent_cache``).
+        Skipped, duplicate and upsampled files are listed in ``.report`` and raise one
+        ``InputWarning``."""
         ae = self.autoencoder_ if hasattr(self, "autoencoder_") else self._resolve_autoencoder()
         ae.latent_shape(self.resolution)  # validates the resolution before any work
-        return encode_images(source, ae, self.resolution, self.batch_size, self.cache, self.progress)
+        encoded = encode_images(source, ae, self.resolution, self.batch_size, self.cache, self.progress)
+        r = encoded.report
+        if r.skipped or r.duplicates or r.upsampled:
+            warnings.warn("input images: " + r.summary().replace("\n", "\n  "), InputWarning, stacklevel=2)
+        return encoded
 
     def fit(self, source) -> "FacePipeline":
         """Fit on a folder, an image file list, or an ``EncodedSet`` from ``encode``."""
@@ -279,7 +290,15 @@ class FacePipeline:
         kwargs = {k: v for k, v in meta.get("hyperparameters", {}).items() if k in accepted}
         kwargs.update(autoencoder=ae_arg, resolution=int(meta.get("resolution", 128)), **params)
         pipe = cls(**kwargs)
-        ae = pipe._resolve_autoencoder()
+        try:
+            ae = pipe._resolve_autoencoder()
+        except ValueError as exc:
+            if autoencoder is not None:
+                raise
+            raise ModelFileError(
+                f"{path} was fitted with autoencoder {ae_arg!r}, which is not available here ({exc}); "
+                "install or register that backend, or refit the model with an available one"
+            ) from None
         if ae.id != ae_meta.get("id") or ae.weights_sha256 != ae_meta.get("weights_sha256"):
             raise ModelFileError(
                 f"{path} was fitted with autoencoder {ae_meta.get('id')!r} "
