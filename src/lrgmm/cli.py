@@ -221,19 +221,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "demo":
         args.n, args.output = args.n_samples, args.out_dir
-    warnings.simplefilter("default")
-    warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
-    try:
-        return args.func(args)
-    except (LrgmmError, ValueError) as exc:  # bad input or option values: a message, no traceback
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # disk full, permission denied, output path is a folder...
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; encoded latents so far are cached, rerun to resume", file=sys.stderr)
-        return 130
+    # Scoped, so calling main() from Python leaves the caller's warning settings alone.
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = _show_warning
+        try:
+            return args.func(args)
+        except (LrgmmError, ValueError) as exc:  # bad input or option values: a message, no traceback
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except OSError as exc:  # disk full, permission denied, output path is a folder...
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("interrupted; encoded latents so far are cached, rerun to resume", file=sys.stderr)
+            return 130
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"warning: {message}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,501 @@
+"""The ``lrgmm`` command line end to end on 64 real faces, its errors, and its defaults.
+
+Commands run in-process through ``lrgmm.cli.main`` (fast); the installed console script is run
+once through a subprocess to prove the entry point works.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import hashlib
+import inspect
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from conftest import N_FACES, TAEF2_WEIGHTS_DIR, rewrite_model_metadata
+from lrgmm import __version__, cli, weights
+from lrgmm.cli import build_parser, main
+from lrgmm.demo import run_demo
+from lrgmm.errors import FitError
+from lrgmm.io import model_file
+from lrgmm.io.model_file import read_metadata
+from lrgmm.pipeline import FacePipeline
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def assert_clean_error(rc: int, err: str, pattern: str = "", code: int = 2) -> None:
+    """Exit code, one 'error:' message, no traceback."""
+    assert rc == code
+    assert err.startswith("error: ") or "\nerror: " in err, err
+    assert "Traceback" not in err
+    if pattern:
+        import re
+
+        assert re.search(pattern, err, re.S), err
+
+
+@pytest.fixture(scope="module")
+def cli_model(faces64_dir, faces64_encoded, latent_cache_dir, tmp_path_factory):
+    """``lrgmm fit <64 faces> -o m.lrgmm`` run once; (model path, stdout)."""
+    path = tmp_path_factory.mktemp("cli") / "m.lrgmm"
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        mp.setenv("LRGMM_CACHE_DIR", str(latent_cache_dir))
+        rc = main(["fit", str(faces64_dir), "-o", str(path), "--quiet"])
+    assert rc == 0, err.getvalue()
+    return path, out.getvalue()
+
+
+def _sample(capsys, model, out_dir, *extra):
+    rc, out, err = run(capsys, "sample", model, "-o", out_dir, "--quiet", *extra)
+    assert rc == 0, err
+    return out
+
+
+# ------------------------------------------------------------------------------ end to end
+
+
+def test_fit(cli_model, faces64_dir):
+    path, out = cli_model
+    assert f"{N_FACES} of {N_FACES} image file(s) used" in out
+    assert f"model written to {path}" in out
+    meta = read_metadata(path)
+    assert meta["fit"]["n_images"] == N_FACES
+    assert meta["hyperparameters"]["n_components"] == 1  # K from N = 64 (few-shot default)
+    assert meta["hyperparameters"]["n_channels"] == 16
+    assert [f["path"] for f in meta["training_files"]] == sorted(str(p) for p in faces64_dir.iterdir())
+    assert sorted(p.name for p in path.parent.iterdir()) == ["m.lrgmm"]  # no temp file left
+
+
+def test_sample_writes_faces_and_provenance(cli_model, tmp_path, capsys, lrgmm_cache):
+    model, _ = cli_model
+    out = _sample(capsys, model, tmp_path / "out", "-n", 8, "--seed", 1)
+    assert "8 faces (seed 1) written" in out
+    d = tmp_path / "out"
+    for i in range(8):
+        with Image.open(d / f"face_{i:04d}.png") as im:
+            assert im.format == "PNG" and im.size == (128, 128) and im.mode == "RGB"
+            im.load()
+        with Image.open(d / f"face_{i:04d}_provenance.png") as im:
+            assert im.size == (128, 128)
+    assert len(list(d.glob("face_*_provenance.json"))) == 8
+    assert len(list(d.glob("face_????.png"))) == 8
+    for grid in ("grid.png", "provenance_grid.png"):
+        with Image.open(d / grid) as im:
+            assert im.size == (2 + 3 * 130, 2 + 3 * 130)  # 8 tiles in 3x3
+
+    meta = read_metadata(model)
+    sha_of = {f["path"]: f["sha256"] for f in meta["training_files"]}
+    for i in range(8):
+        rec = json.loads((d / f"face_{i:04d}_provenance.json").read_text())
+        srcs = rec["sources"]
+        assert sum(s["share"] for s in srcs) == pytest.approx(1.0, abs=1e-5)
+        # The sources are real training files, named with their index in the model...
+        for s in srcs:
+            assert Path(s["file"]).is_file()
+            assert meta["training_files"][s["index"]]["path"] == s["file"]
+            assert hashlib.sha256(Path(s["file"]).read_bytes()).hexdigest() == sha_of[s["file"]]
+        # ... and the map says the same: its indices and their pixel counts.
+        flat = [j for row in rec["map"] for j in row]
+        assert len(flat) == 256
+        assert {s["index"] for s in srcs} == set(flat)
+        for s in srcs:
+            assert s["share"] == pytest.approx(flat.count(s["index"]) / 256, abs=1e-6)
+        assert rec["component"] == 0  # K = 1
+
+    # Same model, same seed: byte-identical files.
+    _sample(capsys, model, tmp_path / "again", "-n", 8, "--seed", 1)
+    for i in range(8):
+        for suffix in (".png", "_provenance.png", "_provenance.json"):
+            name = f"face_{i:04d}{suffix}"
+            assert (d / name).read_bytes() == (tmp_path / "again" / name).read_bytes(), name
+
+    # Another seed: other faces.
+    _sample(capsys, model, tmp_path / "other", "-n", 2, "--seed", 2)
+    assert (d / "face_0000.png").read_bytes() != (tmp_path / "other" / "face_0000.png").read_bytes()
+
+
+def test_sample_without_nn(cli_model, tmp_path, capsys, lrgmm_cache):
+    model, _ = cli_model
+    out = _sample(capsys, model, tmp_path / "plain", "-n", 3, "--seed", 4, "--no-nn")
+    assert "provenance" not in out
+    names = sorted(p.name for p in (tmp_path / "plain").iterdir())
+    assert names == ["face_0000.png", "face_0001.png", "face_0002.png", "grid.png", "samples.json"]
+    summary = json.loads((tmp_path / "plain" / "samples.json").read_text())
+    assert summary["seed"] == 4 and summary["settings"]["nn"] is False
+
+
+def test_sample_without_seed_prints_it(cli_model, tmp_path, capsys, lrgmm_cache):
+    import re
+
+    model, _ = cli_model
+    out = _sample(capsys, model, tmp_path / "a", "-n", 1)
+    seed = int(re.search(r"\(seed (\d+)\)", out).group(1))
+    _sample(capsys, model, tmp_path / "b", "-n", 1, "--seed", seed)
+    assert (tmp_path / "a" / "face_0000.png").read_bytes() == (tmp_path / "b" / "face_0000.png").read_bytes()
+
+
+def test_info(cli_model, capsys, lrgmm_cache):
+    model, _ = cli_model
+    meta = read_metadata(model)
+    rc, out, err = run(capsys, "info", model)
+    assert rc == 0, err
+    counts = meta["parameter_counts"]
+    assert "K = 1," in out and "d0 = 4096" in out
+    assert "q = 16 of 32 channels" in out
+    assert f"d_k = {meta['fit']['ranks']}" in out
+    assert meta["fit"]["ranks"] == [min(491, N_FACES - 1)]  # floor(0.12 * 1 * 4096) capped at N - 1
+    for key in ("projector", "mixture", "nn_memory"):
+        assert f"{counts[key]:,}" in out
+    assert counts["nn_memory"] == N_FACES * 4096
+    assert f"training images  {N_FACES}" in out
+
+    rc, out, err = run(capsys, "info", "--json", model)
+    assert rc == 0, err
+    parsed = json.loads(out)
+    assert parsed["format_version"] == 1 and parsed["parameter_counts"] == counts
+    assert "training_files" not in parsed
+    rc, out, _ = run(capsys, "info", "--json", "--files", model)
+    assert len(json.loads(out)["training_files"]) == N_FACES
+
+    rc, out, _ = run(capsys, "info", "--files", model)
+    assert rc == 0 and meta["training_files"][5]["path"] in out
+
+
+def test_console_script(cli_model, tmp_path, capsys, lrgmm_cache):
+    """The installed ``lrgmm`` entry point: version, a real command (whose faces are
+    byte-identical to an in-process run with the same seed), and a clean error."""
+    exe = shutil.which("lrgmm", path=str(Path(sys.executable).parent)) or shutil.which("lrgmm")
+    assert exe, "the lrgmm console script is not installed"
+    env = dict(os.environ)  # LRGMM_CACHE_DIR points at the session cache
+    r = subprocess.run([exe, "--version"], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == f"lrgmm {__version__}"
+    r = subprocess.run([exe, "sample", str(cli_model[0]), "-n", "2", "--seed", "5", "-o", str(tmp_path / "sub"), "--quiet"],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "2 faces (seed 5) written" in r.stdout
+    _sample(capsys, cli_model[0], tmp_path / "inproc", "-n", 2, "--seed", 5)
+    for name in ("face_0000.png", "face_0001.png", "face_0001_provenance.json"):
+        assert (tmp_path / "sub" / name).read_bytes() == (tmp_path / "inproc" / name).read_bytes(), name
+    r = subprocess.run([exe, "sample", str(tmp_path / "none.lrgmm"), "-o", str(tmp_path / "o")],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+# ----------------------------------------------------------------------- model file errors
+
+
+def _truncated(src, dst):
+    dst.write_bytes(src.read_bytes()[: src.stat().st_size // 2])
+
+
+def _garbage(src, dst):
+    dst.write_bytes(os.urandom(3000))
+
+
+def _newer(src, dst):
+    rewrite_model_metadata(src, dst, lambda m: {**m, "format_version": 999})
+
+
+def _other_ae(src, dst):
+    def change(m):
+        m = copy.deepcopy(m)
+        m["autoencoder"]["weights_sha256"] = "ab" * 32
+        m["autoencoder"]["id"] = "taef2:abababababababab"
+        return m
+
+    rewrite_model_metadata(src, dst, change)
+
+
+def _unknown_ae(src, dst):
+    rewrite_model_metadata(src, dst, lambda m: {**m, "autoencoder": {"name": "vqgan", "id": "vqgan:00", "weights_sha256": "00"}})
+
+
+def _missing(src, dst):
+    pass
+
+
+BAD_MODELS = {
+    "truncated": (_truncated, r"not a readable lrgmm model file \(truncated or corrupt"),
+    "garbage": (_garbage, "not a readable lrgmm model file"),
+    "newer": (_newer, r"format version 999, newer than this lrgmm reads \(1\)"),
+    "other-weights": (_other_ae, r"fitted with autoencoder 'taef2:abababababababab'.*same autoencoder weights"),
+    "other-backend": (_unknown_ae, r"fitted with autoencoder 'vqgan', which is not available"),
+    "missing": (_missing, r"does not exist; create one with `lrgmm fit"),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_MODELS))
+def test_bad_model_file(kind, cli_model, tmp_path, capsys, lrgmm_cache):
+    make, pattern = BAD_MODELS[kind]
+    bad = tmp_path / "bad.lrgmm"
+    make(cli_model[0], bad)
+    rc, out, err = run(capsys, "sample", bad, "-n", 2, "-o", tmp_path / "out", "--quiet")
+    assert_clean_error(rc, err, pattern)
+    assert not (tmp_path / "out").exists()  # nothing written
+    rc, out, err = run(capsys, "info", bad)
+    assert_clean_error(rc, err, pattern)
+    if kind in ("truncated", "garbage", "newer", "missing"):
+        rc, out, err = run(capsys, "info", "--json", bad)
+        assert_clean_error(rc, err, pattern)
+        assert out == ""
+
+
+# ------------------------------------------------------------------------- bad fit inputs
+
+
+def _folder(tmp_path, faces, n, name="in") -> Path:
+    d = tmp_path / name
+    d.mkdir()
+    for p in faces[:n]:
+        shutil.copyfile(p, d / p.name)
+    return d
+
+
+def _fit(capsys, src, out_file, *extra):
+    return run(capsys, "fit", src, "-o", out_file, "--quiet", *extra)
+
+
+def test_fit_empty_folder(tmp_path, capsys, lrgmm_cache):
+    (tmp_path / "empty").mkdir()
+    rc, _, err = _fit(capsys, tmp_path / "empty", tmp_path / "m.lrgmm")
+    assert_clean_error(rc, err, r"no image files found in .*empty")
+    assert not (tmp_path / "m.lrgmm").exists()
+
+
+def test_fit_folder_of_non_images(tmp_path, capsys, lrgmm_cache):
+    d = tmp_path / "docs"
+    d.mkdir()
+    (d / "a.txt").write_text("x")
+    (d / "b.pdf").write_bytes(b"%PDF-1.4")
+    rc, _, err = _fit(capsys, d, tmp_path / "m.lrgmm")
+    assert_clean_error(rc, err, r"no image files found .*2 other file\(s\) ignored.*accepted extensions")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["docs"]
+
+
+def test_fit_missing_input_path(tmp_path, capsys, lrgmm_cache):
+    rc, _, err = _fit(capsys, tmp_path / "nope", tmp_path / "m.lrgmm")
+    assert_clean_error(rc, err, r"input path does not exist: .*nope")
+
+
+def test_fit_reports_corrupt_small_and_duplicate_images(faces64, tmp_path, capsys, lrgmm_cache):
+    d = _folder(tmp_path, faces64, 6)
+    data = faces64[6].read_bytes()
+    (d / "broken.jpg").write_bytes(data[: len(data) // 2])
+    shutil.copyfile(faces64[0], d / "copy.jpg")
+    with Image.open(faces64[7]) as im:
+        im.convert("RGB").resize((50, 50)).save(d / "tiny.png")
+    rc, out, err = _fit(capsys, d, tmp_path / "m.lrgmm")
+    assert rc == 0, err
+    assert "7 of 9 image file(s) used" in out
+    assert "skipped: 1" in out and "broken.jpg: corrupt or truncated image data" in out
+    assert "duplicates (kept once): 1" in out and f"copy.jpg (same as {d / faces64[0].name})" in out
+    assert "smaller than 128px, upsampled" in out and "tiny.png (50x50)" in out
+    meta = read_metadata(tmp_path / "m.lrgmm")
+    used = [Path(f["path"]).name for f in meta["training_files"]]
+    assert len(used) == 7 and "broken.jpg" not in used and "copy.jpg" not in used and "tiny.png" in used
+
+
+def test_fit_output_is_a_folder(faces64, tmp_path, capsys, lrgmm_cache):
+    d = _folder(tmp_path, faces64, 4)
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "keep.txt").write_text("mine")
+    rc, _, err = _fit(capsys, d, target)
+    assert_clean_error(rc, err, "Is a directory", code=1)
+    assert sorted(p.name for p in target.iterdir()) == ["keep.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]  # no temp file beside it
+
+
+def test_fit_fewer_images_than_components(faces64, tmp_path, capsys, lrgmm_cache):
+    d = _folder(tmp_path, faces64, 5)
+    rc, _, err = _fit(capsys, d, tmp_path / "m.lrgmm", "-K", 8)
+    assert_clean_error(rc, err, r"5 training codes cannot fit 8 components.*n_components <= 2")
+    assert not (tmp_path / "m.lrgmm").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+def test_fit_missing_weights(faces64, tmp_path, capsys, monkeypatch):
+    d = _folder(tmp_path, faces64, 3)
+    monkeypatch.delenv(weights.ENV_WEIGHTS, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv(weights.ENV_CACHE_DIR, str(tmp_path / "cache"))
+    monkeypatch.setattr(weights, "_shared_search_starts", lambda: [tmp_path / "nowhere"])
+    rc, _, err = _fit(capsys, d, tmp_path / "out" / "m.lrgmm")
+    assert_clean_error(rc, err, r"cannot find the taef2 weight file taef2_encoder\.pth.*`lrgmm weights download taef2`")
+    assert not (tmp_path / "out").exists()
+
+
+def test_fit_weights_with_wrong_hash(faces64, tmp_path, capsys, monkeypatch, lrgmm_cache):
+    d = _folder(tmp_path, faces64, 3)
+    w = tmp_path / "w"
+    w.mkdir()
+    for name in ("taef2_encoder.pth", "taef2_decoder.pth"):
+        if not (TAEF2_WEIGHTS_DIR / name).is_file():
+            pytest.skip("real TAEF2 weights not found")
+        shutil.copyfile(TAEF2_WEIGHTS_DIR / name, w / name)
+    with open(w / "taef2_decoder.pth", "ab") as f:
+        f.write(b"\0")
+    monkeypatch.setenv(weights.ENV_WEIGHTS, str(w))
+    rc, _, err = _fit(capsys, d, tmp_path / "m.lrgmm")
+    assert_clean_error(rc, err, r"taef2_decoder\.pth has the wrong sha256.*lrgmm weights download taef2")
+    assert not (tmp_path / "m.lrgmm").exists()
+
+
+def test_fit_save_failure_leaves_nothing(faces64, tmp_path, capsys, monkeypatch, lrgmm_cache):
+    d = _folder(tmp_path, faces64, 4)
+    out_dir = tmp_path / "models"
+    out_dir.mkdir()
+
+    def broken(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"\0" * 512)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(model_file, "save_file", broken)
+    rc, _, err = _fit(capsys, d, out_dir / "m.lrgmm")
+    assert_clean_error(rc, err, "No space left on device", code=1)
+    assert list(out_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "args, pattern",
+    [
+        (["--temperature", "0"], r"temperature \(lambda\) must be > 0"),
+        (["--patch-size", "4"], "positive odd integer, got 4"),
+        (["--nn-iterations", "0"], "iterations must be >= 1"),
+    ],
+)
+def test_sample_bad_option_values(args, pattern, cli_model, tmp_path, capsys, lrgmm_cache):
+    rc, _, err = run(capsys, "sample", cli_model[0], "-o", tmp_path / "o", "--seed", 0, "-n", 1, "--quiet", *args)
+    assert_clean_error(rc, err, pattern)
+    assert not (tmp_path / "o").exists()
+
+
+def test_sample_n_must_be_positive(cli_model, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["sample", str(cli_model[0]), "-o", str(tmp_path / "o"), "-n", "0"])
+    assert e.value.code == 2
+    assert "must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_fit_bad_resolution(faces64, tmp_path, capsys, lrgmm_cache):
+    d = _folder(tmp_path, faces64, 2)
+    rc, _, err = _fit(capsys, d, tmp_path / "m.lrgmm", "--resolution", 100)
+    assert_clean_error(rc, err, "100")
+    assert not (tmp_path / "m.lrgmm").exists()
+
+
+def test_interrupt_exits_130(capsys, monkeypatch, tmp_path):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_fit", interrupted)
+    rc, _, err = run(capsys, "fit", tmp_path, "-o", tmp_path / "m.lrgmm")
+    assert rc == 130 and "interrupted" in err and "Traceback" not in err
+
+
+def test_main_leaves_warning_settings_alone(cli_model, capsys, lrgmm_cache):
+    import warnings
+
+    before = (warnings.formatwarning, warnings.showwarning, list(warnings.filters))
+    assert run(capsys, "info", cli_model[0])[0] == 0
+    assert (warnings.formatwarning, warnings.showwarning, list(warnings.filters)) == before
+
+
+# ------------------------------------------------------------------------------- defaults
+
+
+def _init_defaults() -> dict:
+    return {n: p.default for n, p in inspect.signature(FacePipeline.__init__).parameters.items() if n != "self"}
+
+
+def test_cli_defaults_are_the_api_defaults(tmp_path, capsys, monkeypatch):
+    defaults = _init_defaults()
+    args = build_parser().parse_args(["fit", "photos", "-o", "m.lrgmm"])
+    exposed = [n for n in defaults if n in vars(args)]
+    # Every model option except the two the CLI spells as flags is exposed, with the API default.
+    assert set(defaults) - set(exposed) == {"cache", "progress"}
+    for name in exposed:
+        assert getattr(args, name) == defaults[name], name
+    assert args.no_cache is False and args.quiet is False
+
+    # What `lrgmm fit` actually builds: the pipeline of a plain FacePipeline() call.
+    seen = {}
+
+    def capture(self, source):
+        seen.update(self.get_params(), source=source)
+        raise FitError("stop here")
+
+    monkeypatch.setattr(FacePipeline, "fit", capture)
+    rc, _, err = run(capsys, "fit", "photos", "-o", tmp_path / "m.lrgmm")
+    assert rc == 2 and "stop here" in err
+    assert seen.pop("source") == "photos"
+    assert seen == {**defaults, "progress": True, "cache": True} == FacePipeline().get_params()
+
+    # Flags reach the pipeline under the right names.
+    seen.clear()
+    run(capsys, "fit", "a", "b", "-o", tmp_path / "m.lrgmm", "-K", 3, "-q", 8, "--lambda", 0.2, "--omega", 3,
+        "--seed", 7, "--no-cache", "--quiet")
+    assert seen["source"] == ["a", "b"]
+    assert (seen["n_components"], seen["n_channels"], seen["temperature"], seen["patch_size"]) == (3, 8, 0.2, 3)
+    assert (seen["random_state"], seen["cache"], seen["progress"]) == (7, False, False)
+
+
+def test_sample_and_demo_defaults_are_the_api_defaults():
+    gen = inspect.signature(FacePipeline.generate).parameters
+    args = build_parser().parse_args(["sample", "m.lrgmm", "-o", "out"])
+    assert args.nn is gen["nn"].default is True
+    for name in ("temperature", "nn_iterations", "patch_size"):
+        assert getattr(args, name) is None and gen[name].default is None  # None: the model's value
+    assert args.seed is None
+    demo = inspect.signature(run_demo).parameters
+    args = build_parser().parse_args(["demo"])
+    for name in ("data", "n_train", "n_samples", "out_dir", "seed"):
+        assert getattr(args, name) == demo[name].default, name
+    assert (args.n_train, args.n_samples, args.seed) == (1024, 64, 0)
+
+
+# ----------------------------------------------------------------------------------- demo
+
+
+def test_demo_small(faces64_dir, tmp_path, capsys, lrgmm_cache):
+    out_dir = tmp_path / "demo"
+    rc, out, err = run(capsys, "demo", "--data", faces64_dir, "--n-train", 48, "-n", 4, "-o", out_dir, "--quiet")
+    assert rc == 0, err
+    assert f"4 new faces written to {out_dir}/" in out
+    assert str(out_dir / "grid.png") in out and str(out_dir / "demo.lrgmm") in out
+    with Image.open(out_dir / "grid.png") as im:
+        assert im.size == (2 + 2 * 130, 2 + 2 * 130)
+    assert len(list(out_dir.glob("face_????.png"))) == 4
+    assert (out_dir / "provenance_grid.png").is_file()
+    meta = read_metadata(out_dir / "demo.lrgmm")
+    assert meta["fit"]["n_images"] == 48
+    assert all(Path(f["path"]).parent == faces64_dir for f in meta["training_files"])
+
+    # The demo is reproducible: same data, same seed, same faces.
+    rc, _, err = run(capsys, "demo", "--data", faces64_dir, "--n-train", 48, "-n", 4, "-o", tmp_path / "d2", "--quiet")
+    assert rc == 0, err
+    assert (out_dir / "grid.png").read_bytes() == (tmp_path / "d2" / "grid.png").read_bytes()
+
+
+def test_demo_with_too_few_images(faces64_dir, tmp_path, capsys, lrgmm_cache):
+    rc, _, err = run(capsys, "demo", "--data", faces64_dir, "--n-train", 100, "-o", tmp_path / "d", "--quiet")
+    assert_clean_error(rc, err, rf"holds {N_FACES} images, fewer than the 100 asked for")
+    assert not (tmp_path / "d").exists()
