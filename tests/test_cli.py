@@ -6,7 +6,6 @@ once through a subprocess to prove the entry point works.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import hashlib
@@ -14,6 +13,7 @@ import inspect
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -44,8 +44,6 @@ def assert_clean_error(rc: int, err: str, pattern: str = "", code: int = 2) -> N
     assert err.startswith("error: ") or "\nerror: " in err, err
     assert "Traceback" not in err
     if pattern:
-        import re
-
         assert re.search(pattern, err, re.S), err
 
 
@@ -141,8 +139,6 @@ def test_sample_without_nn(cli_model, tmp_path, capsys, lrgmm_cache):
 
 
 def test_sample_without_seed_prints_it(cli_model, tmp_path, capsys, lrgmm_cache):
-    import re
-
     model, _ = cli_model
     out = _sample(capsys, model, tmp_path / "a", "-n", 1)
     seed = int(re.search(r"\(seed (\d+)\)", out).group(1))

@@ -206,7 +206,7 @@ def test_duplicates_are_used_once(taef2, faces64, tmp_path, lrgmm_cache):
     )
 
 
-def test_clean_input_gives_no_warning(fitted64, taef2, faces64, tmp_path, lrgmm_cache, recwarn):
+def test_clean_input_gives_no_warning(taef2, faces64, tmp_path, lrgmm_cache, recwarn):
     _copy_faces(faces64[:4], tmp_path / "ok")
     FacePipeline(autoencoder=taef2, progress=False).fit(tmp_path / "ok")
     assert not [w for w in recwarn if issubclass(w.category, InputWarning)]
