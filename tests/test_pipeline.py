@@ -77,6 +77,8 @@ def test_generate(fitted64):
     assert a.seed == 3 and len(a) == 4
     assert a.settings == {"nn": True, "temperature": 0.12, "nn_iterations": 1, "patch_size": 5}
     assert torch.equal(fitted64.generate(4, seed=3).images, a.images)
+    # No seed: the model's random_state (0) seeds the draw, as in scikit-learn.
+    assert torch.equal(fitted64.generate(1).samples.codes, fitted64.generate(1, seed=0).samples.codes)
 
     plain = fitted64.generate(4, seed=3, nn=False)
     assert plain.samples.provenance is None and plain.settings["nn"] is False

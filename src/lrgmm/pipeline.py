@@ -39,7 +39,7 @@ class Generated:
     images: (n, 3, H, W) float32 RGB in [0, 1].
     samples: the latent samples (codes, components, provenance) they were decoded from.
     training_files: the model's training files; provenance indices point into this list.
-    seed: the seed they were drawn with (None if drawn from fresh entropy).
+    seed: the seed they were drawn with (None: drawn with the model's ``random_state``).
     """
 
     images: torch.Tensor
