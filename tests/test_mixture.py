@@ -99,8 +99,10 @@ def test_deterministic_for_a_seed():
 
 
 def test_bad_input():
-    with pytest.raises(FitError, match="at least 2 samples"):
+    with pytest.raises(FitError, match="10 training codes cannot fit 8 components.*at least 4.*<= 2"):
         LowRankGaussianMixture(n_components=8).fit(torch.randn(10, 5))
+    with pytest.raises(FitError, match="at least 2 samples"):
+        LowRankGaussianMixture(n_components=1).fit(torch.randn(1, 5))
     x = torch.randn(20, 5)
     x[3, 1] = math.inf
     with pytest.raises(FitError, match="NaN or inf"):
@@ -119,3 +121,24 @@ def test_beats_full_covariance_em_that_sticks_at_init():
     assert _same_partition(ours.labels_, labels)
     ref = sklearn.GaussianMixture(3, covariance_type="full", reg_covar=1e-3, random_state=0).fit(x.numpy())
     assert ref.n_iter_ <= 3  # the degenerate fit stops almost at once
+
+
+def test_tiny_components_are_removed_so_no_sample_copies_a_training_code():
+    """An outlier that k-means++ seeds alone would make a rank-0 component whose every draw is
+    that training code. It must be removed (with a warning) and its sample reassigned."""
+    from lrgmm.sampling import sample_components, sample_low_rank
+
+    x, labels, _ = _planted_mixture(n_per=30, d=40, k=3, rank=2, seed=2)
+    outlier = torch.full((1, 40), 200.0)
+    x = torch.cat([x, outlier])
+    with pytest.warns(UserWarning, match="1 of 4 mixture components held fewer than 4"):
+        gmm = LowRankGaussianMixture(n_components=4, temperature=0.2, random_state=0).fit(x)
+    assert gmm.n_components_ == 3 and gmm.n_removed_ == 1
+    counts = torch.bincount(gmm.labels_, minlength=3)
+    assert int(counts.min()) >= 4 and int(counts.sum()) == 91
+    assert bool((gmm.ranks_ >= 1).all())
+    gen = torch.Generator().manual_seed(0)
+    comps = sample_components(gmm.weights_, 500, gen)
+    z = sample_low_rank(gmm.means_, gmm.eigenvectors_, gmm.eigenvalues_, gmm.ranks_, comps, gen)
+    dist = torch.cdist(z, x).min(1).values
+    assert float(dist.min()) > 1e-3

@@ -11,7 +11,7 @@ def _latents(n=40, c=8, h=6, w=6, seed=0):
     basis = torch.randn(2, 5, c * h * w, generator=g)
     group = torch.arange(n) % 2
     y = torch.randn(n, 5, generator=g)[:, None, :] @ basis[group]
-    y = y.squeeze(1) + 3 * group[:, None] + 0.1 * torch.randn(n, c * h * w, generator=g)
+    y = y.squeeze(1) + 10 * group[:, None] + 0.1 * torch.randn(n, c * h * w, generator=g)
     return y.reshape(n, c, h, w)
 
 
@@ -68,10 +68,17 @@ def test_fit_errors_and_unfitted():
     y[7, 0, 0, 0] = float("inf")
     with pytest.raises(FitError, match=r"\[7\]"):
         LRGMM(n_channels=4).fit(y)
-    with pytest.raises(FitError, match="at least 2 samples"):
+    with pytest.raises(FitError, match="40 training codes cannot fit 30 components"):
         LRGMM(n_channels=4, n_components=30).fit(_latents())
     with pytest.raises(ValueError, match="odd"):
         LRGMM(n_channels=4, patch_size=4).fit(_latents())
+
+
+def test_zero_samples():
+    m = LRGMM(n_channels=4, n_components=2, patch_size=3).fit(_latents())
+    s = m.sample(0, seed=0)
+    assert s.latents.shape == (0, 8, 6, 6) and s.provenance.shape == (0, 6, 6)
+    assert m.sample(0, seed=0, nn=False).provenance is None
 
 
 def test_nn_projection_does_not_modify_its_input():

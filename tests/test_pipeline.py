@@ -216,7 +216,7 @@ def test_clean_input_gives_no_warning(taef2, faces64, tmp_path, lrgmm_cache, rec
 
 def test_fewer_images_than_components(taef2, faces64, tmp_path, lrgmm_cache):
     _copy_faces(faces64[:5], tmp_path / "five")
-    with pytest.raises(FitError, match=r"5 training codes cannot fit 8 components.*n_components <= 2"):
+    with pytest.raises(FitError, match=r"5 training codes cannot fit 8 components.*n_components <= 1"):
         FacePipeline(autoencoder=taef2, n_components=8, progress=False).fit(tmp_path / "five")
     _copy_faces(faces64[:1], tmp_path / "one")
     with pytest.raises(FitError, match="need at least 2 training images, got 1"):

@@ -45,6 +45,7 @@ def _add_model_options(p):
     _opt(p, init, "max_iter", type=int, help="maximum EM iterations")
     _opt(p, init, "tol", type=float, help="EM tolerance on the mean log-likelihood")
     _opt(p, init, "random_state", "--seed", type=int, help="seed of the EM initialisation")
+    _opt(p, init, "min_component_size", type=int, help="components with fewer training images are removed")
     _opt(p, init, "batch_size", type=int, help="images per encoder/decoder batch")
 
 

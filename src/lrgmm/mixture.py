@@ -97,6 +97,12 @@ class LowRankGaussianMixture:
         by less than ``tol``.
     random_state : int, torch.Generator or None
         Seeds the k-means++ initialisation.
+    min_component_size : int
+        Components that hold fewer training samples than this (by hard label) are removed during
+        EM, with a warning, and their samples reassigned. A component of one sample has rank 0
+        and every draw from it *is* that training code; two or three samples span a line or a
+        plane through them and the NN step can only copy from them. ``n_components_`` says how
+        many components remain.
     verbose : bool
         Show a progress bar over EM iterations (useful for tens of thousands of images).
 
@@ -109,6 +115,7 @@ class LowRankGaussianMixture:
     noise_variance_ : (K,) float32, sigma_k^2.
     ranks_ : (K,) int64, d_k.
     labels_ : (N,) int64, hard label (largest responsibility) of each training sample.
+    n_components_ : int, components left after removing those under ``min_component_size``.
     converged_, n_iter_, lower_bound_ : EM diagnostics (lower_bound_ is the final mean
         log-likelihood per sample).
     """
@@ -121,6 +128,7 @@ class LowRankGaussianMixture:
         max_iter: int = 100,
         tol: float = 1e-3,
         random_state: int | torch.Generator | None = 0,
+        min_component_size: int = 4,
         verbose: bool = False,
     ):
         self.n_components = n_components
@@ -129,6 +137,7 @@ class LowRankGaussianMixture:
         self.max_iter = max_iter
         self.tol = tol
         self.random_state = random_state
+        self.min_component_size = min_component_size
         self.verbose = verbose
 
     # ------------------------------------------------------------------ fitting
@@ -140,10 +149,11 @@ class LowRankGaussianMixture:
         k = int(self.n_components)
         if k < 1:
             raise ValueError(f"n_components must be >= 1, got {k}")
-        if n < 2 * k:
+        min_size = max(2, int(self.min_component_size))
+        if n < 2 or (k > 1 and n < min_size * k):
             raise FitError(
-                f"{n} training codes cannot fit {k} components: each component needs at least 2 "
-                f"samples; use n_components <= {max(1, n // 2)} or add images"
+                f"{n} training codes cannot fit {k} components: each component needs at least "
+                f"{min_size if k > 1 else 2} samples; use n_components <= {max(1, n // min_size)} or add images"
             )
         if not torch.isfinite(x).all():
             raise FitError("codes contain NaN or inf; re-encode the images or drop the bad ones")
@@ -155,23 +165,26 @@ class LowRankGaussianMixture:
         else:
             labels = _kmeans_labels(x64, k, gen)
             resp = torch.nn.functional.one_hot(labels, k).to(torch.float64)
+            resp = resp[:, resp.sum(0) > 0]  # k-means may leave a centre without points
 
         self.converged_ = False
+        self.n_removed_ = k - resp.shape[1]
         prev = -math.inf
         bar = tqdm(total=self.max_iter, desc="EM", unit="it", disable=not self.verbose, leave=False)
         for it in range(1, self.max_iter + 1):
             params = self._m_step(x64, resp)
             log_prob = self._estimate_weighted_log_prob(x64, *params)
+            log_prob, pruned = self._drop_small(log_prob, min_size)
             log_norm = torch.logsumexp(log_prob, 1)
             resp = (log_prob - log_norm[:, None]).exp()
             bound = float(log_norm.mean())
             self.n_iter_ = it
             bar.update(1)
-            bar.set_postfix(loglik=f"{bound:.2f}")
-            if k == 1 or abs(bound - prev) < self.tol:
+            bar.set_postfix(loglik=f"{bound:.2f}", K=resp.shape[1])
+            if not pruned and (resp.shape[1] == 1 or abs(bound - prev) < self.tol):
                 self.converged_ = True
                 break
-            prev = bound
+            prev = -math.inf if pruned else bound
         bar.close()
         if not self.converged_:
             warnings.warn(
@@ -180,8 +193,22 @@ class LowRankGaussianMixture:
                 RuntimeWarning,
                 stacklevel=2,
             )
-        # Final M-step so the stored parameters match the final responsibilities.
-        weights, means, vecs, vals, noise, ranks = self._m_step(x64, resp)
+        # Final M-step so the stored parameters match the final responsibilities; the hard labels
+        # of the new parameters must still leave every component min_size samples.
+        while True:
+            params = self._m_step(x64, resp)
+            log_prob, pruned = self._drop_small(self._estimate_weighted_log_prob(x64, *params), min_size)
+            if not pruned:
+                break
+            resp = (log_prob - torch.logsumexp(log_prob, 1, keepdim=True)).exp()
+        if self.n_removed_:
+            warnings.warn(
+                f"{self.n_removed_} of {k} mixture components held fewer than {min_size} training "
+                f"images and were removed (K = {resp.shape[1]}); ask for fewer components to avoid this",
+                UserWarning,
+                stacklevel=2,
+            )
+        weights, means, vecs, vals, noise, ranks = params
         self.weights_ = weights.to(torch.float32)
         self.means_ = means.to(torch.float32)
         self.eigenvectors_ = vecs.to(torch.float32)
@@ -190,8 +217,18 @@ class LowRankGaussianMixture:
         self.ranks_ = ranks
         self.lower_bound_ = bound
         self.labels_ = self.predict(x)
+        self.n_components_ = int(weights.shape[0])
         self.n_features_in_ = d
         return self
+
+    def _drop_small(self, log_prob: torch.Tensor, min_size: int) -> tuple[torch.Tensor, bool]:
+        """Remove the components whose hard-label count is below ``min_size`` (never all)."""
+        counts = torch.bincount(log_prob.argmax(1), minlength=log_prob.shape[1])
+        small = counts < min_size
+        if not bool(small.any()) or bool(small.all()):
+            return log_prob, False
+        self.n_removed_ += int(small.sum())
+        return log_prob[:, ~small], True
 
     def _m_step(self, x: torch.Tensor, resp: torch.Tensor):
         n, d = x.shape

@@ -63,7 +63,7 @@ class LRGMM:
         omega of eq. 6 (odd).
     nn_iterations : int
         Number of NN projections at sampling time (the paper uses 1).
-    reg_covar, max_iter, tol : EM settings of ``LowRankGaussianMixture``.
+    reg_covar, max_iter, tol, min_component_size : EM settings of ``LowRankGaussianMixture``.
     random_state : int, torch.Generator or None
         Seeds the EM initialisation, and sampling when ``sample`` gets no seed.
     verbose : bool
@@ -89,6 +89,7 @@ class LRGMM:
         max_iter: int = 100,
         tol: float = 1e-3,
         random_state: int | torch.Generator | None = 0,
+        min_component_size: int = 4,
         verbose: bool = False,
     ):
         self.n_channels = n_channels
@@ -100,6 +101,7 @@ class LRGMM:
         self.max_iter = max_iter
         self.tol = tol
         self.random_state = random_state
+        self.min_component_size = min_component_size
         self.verbose = verbose
 
     def get_params(self) -> dict:
@@ -131,10 +133,11 @@ class LRGMM:
             max_iter=self.max_iter,
             tol=self.tol,
             random_state=self.random_state,
+            min_component_size=self.min_component_size,
             verbose=self.verbose,
         ).fit(self.codes_.reshape(n, -1))
         self.labels_ = self.mixture_.labels_
-        self.n_components_ = k
+        self.n_components_ = self.mixture_.n_components_
         return self
 
     # ----------------------------------------------------------------- sampling
@@ -163,7 +166,7 @@ class LRGMM:
         comps = sample_components(mix.weights_, n, gen)
         flat = sample_low_rank(mix.means_, mix.eigenvectors_, mix.eigenvalues_, dims, comps, gen)
         codes = flat.reshape(n, q, h, w)
-        provenance = None
+        provenance = torch.zeros(0, h, w, dtype=torch.long) if nn else None
         if nn and n > 0:
             codes, provenance = nn_project(
                 codes,

@@ -97,8 +97,9 @@ class FacePipeline:
         Working image side in pixels (images are centre-cropped and resized to it).
     n_channels : int or None
         q. None: the autoencoder's ``preferred_q`` (16 for TAEF2).
-    n_components, temperature, patch_size, nn_iterations, reg_covar, max_iter, tol, random_state
-        As in ``LRGMM``.
+    n_components, temperature, patch_size, nn_iterations, reg_covar, max_iter, tol, random_state,
+    min_component_size
+        As in ``LRGMM`` (every ``LRGMM`` parameter is a pipeline parameter of the same name).
     batch_size : int
         Images per encoder/decoder batch.
     cache : bool
@@ -129,6 +130,7 @@ class FacePipeline:
         max_iter: int = 100,
         tol: float = 1e-3,
         random_state: int | None = 0,
+        min_component_size: int = 4,
         batch_size: int = 16,
         cache: bool = True,
         progress: bool = True,
@@ -144,6 +146,7 @@ class FacePipeline:
         self.max_iter = max_iter
         self.tol = tol
         self.random_state = random_state
+        self.min_component_size = min_component_size
         self.batch_size = batch_size
         self.cache = cache
         self.progress = progress
@@ -178,19 +181,12 @@ class FacePipeline:
                 f"latents were encoded with {encoded.autoencoder_id} at {encoded.resolution}px, "
                 f"this pipeline uses {self.autoencoder_.id} at {self.resolution}px"
             )
-        q = self.n_channels if self.n_channels is not None else self.autoencoder_.preferred_q
+        params = {k: getattr(self, k) for k in LRGMM().get_params() if hasattr(self, k)}
+        if self.n_channels is None:
+            params["n_channels"] = self.autoencoder_.preferred_q
+        params["verbose"] = self.progress
         start = time.perf_counter()
-        self.model_ = LRGMM(
-            n_channels=q,
-            n_components=self.n_components,
-            temperature=self.temperature,
-            patch_size=self.patch_size,
-            nn_iterations=self.nn_iterations,
-            reg_covar=self.reg_covar,
-            max_iter=self.max_iter,
-            tol=self.tol,
-            random_state=self.random_state,
-        ).fit(encoded.latents)
+        self.model_ = LRGMM(**params).fit(encoded.latents)
         self.fit_seconds_ = time.perf_counter() - start
         self.training_files_ = list(encoded.paths)
         self.training_hashes_ = list(encoded.hashes)

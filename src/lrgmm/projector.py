@@ -81,7 +81,7 @@ class PixelPCA:
             raise ValueError(f"projector was fitted on {self.in_channels}-channel latents, got {c}")
         x = _pixels(latents).to(torch.float64) - self.mean_
         z = (x @ self.components_.T) / self.eigenvalues_.sqrt()
-        return z.reshape(n, h, w, -1).permute(0, 3, 1, 2).to(torch.float32).contiguous()
+        return z.reshape(n, h, w, self.components_.shape[0]).permute(0, 3, 1, 2).to(torch.float32).contiguous()
 
     def inverse_transform(self, codes: torch.Tensor) -> torch.Tensor:
         """P0* (eq. 2): (n, q, h, w) codes -> (n, c, h, w) float32 latents."""
@@ -90,7 +90,7 @@ class PixelPCA:
             raise ValueError(f"projector has q={self.components_.shape[0]} channels, got codes with {q}")
         z = _pixels(codes).to(torch.float64) * self.eigenvalues_.sqrt()
         y = z @ self.components_ + self.mean_
-        return y.reshape(n, h, w, -1).permute(0, 3, 1, 2).to(torch.float32).contiguous()
+        return y.reshape(n, h, w, self.in_channels).permute(0, 3, 1, 2).to(torch.float32).contiguous()
 
     def n_parameters(self) -> int:
         """Mean plus q eigenvectors of size c plus q eigenvalues."""
