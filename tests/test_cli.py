@@ -246,6 +246,13 @@ def test_bad_model_file(kind, cli_model, tmp_path, capsys, lrgmm_cache):
     assert_clean_error(rc, err, pattern)
     assert not (tmp_path / "out").exists()  # nothing written
     rc, out, err = run(capsys, "info", bad)
+    if kind in ("other-weights", "other-backend"):
+        # `info` reads the metadata only: it describes a model made for other weights (without
+        # needing them) and names the autoencoder it needs.
+        assert rc == 0
+        recorded = "taef2:abababababababab" if kind == "other-weights" else "vqgan:00"
+        assert f"autoencoder      {recorded}" in out
+        return
     assert_clean_error(rc, err, pattern)
     if kind in ("truncated", "garbage", "newer", "missing"):
         rc, out, err = run(capsys, "info", "--json", bad)
@@ -337,6 +344,20 @@ def test_fit_missing_weights(faces64, tmp_path, capsys, monkeypatch):
     rc, _, err = _fit(capsys, d, tmp_path / "out" / "m.lrgmm")
     assert_clean_error(rc, err, r"cannot find the taef2 weight file taef2_encoder\.pth.*`lrgmm weights download taef2`")
     assert not (tmp_path / "out").exists()
+
+
+def test_info_needs_no_weights(cli_model, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv(weights.ENV_WEIGHTS, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv(weights.ENV_CACHE_DIR, str(tmp_path / "cache"))
+    monkeypatch.setattr(weights, "_shared_search_starts", lambda: [tmp_path / "nowhere"])
+    rc, out, err = run(capsys, "info", cli_model[0], "--files")
+    assert rc == 0, err
+    assert "training images  64" in out and out.count("sha256 ") == 64
+    # Sampling does need them, and says so.
+    rc, _, err = run(capsys, "sample", cli_model[0], "-n", 1, "-o", tmp_path / "o", "--quiet")
+    assert_clean_error(rc, err, r"`lrgmm weights download taef2`")
 
 
 def test_fit_weights_with_wrong_hash(faces64, tmp_path, capsys, monkeypatch, lrgmm_cache):

@@ -68,8 +68,8 @@ def _positive_int(text: str) -> int:
     return n
 
 
-def _info_lines(pipe) -> list[str]:
-    meta = pipe.metadata()
+def _info_lines(meta: dict) -> list[str]:
+    """What a model holds, from its metadata alone (no weights or tensors needed)."""
     fit, hp, counts = meta["fit"], meta["hyperparameters"], meta["parameter_counts"]
     q, K = hp["n_channels"], hp["n_components"]
     c, h, w = meta["latent_shape"]
@@ -97,7 +97,7 @@ def cmd_fit(args) -> int:
         pipe = FacePipeline(**params).fit(args.sources if len(args.sources) > 1 else args.sources[0])
     print(pipe.report_.summary())
     path = pipe.save(args.output)
-    print("\n".join(_info_lines(pipe)))
+    print("\n".join(_info_lines(pipe.metadata())))
     print(f"model written to {path} ({path.stat().st_size / 2**20:.1f} MiB)")
     return 0
 
@@ -118,7 +118,6 @@ def cmd_sample(args) -> int:
 
 def cmd_info(args) -> int:
     from .io.model_file import read_metadata
-    from .pipeline import FacePipeline
 
     if args.json:
         meta = read_metadata(args.model)
@@ -126,13 +125,13 @@ def cmd_info(args) -> int:
             meta.pop("training_files", None)
         print(json.dumps(meta, indent=1))
         return 0
-    pipe = FacePipeline.load(args.model, progress=False)
+    meta = read_metadata(args.model)
     size = Path(args.model).stat().st_size
-    print(f"model file       {args.model} ({size / 2**20:.1f} MiB)")
-    print("\n".join(_info_lines(pipe)))
+    print(f"model file       {args.model} ({size / 2**20:.1f} MiB, format version {meta['format_version']})")
+    print("\n".join(_info_lines(meta)))
     if args.files:
-        for f in pipe.training_files_:
-            print(f"  {f}")
+        for f in meta.get("training_files", []):
+            print(f"  {f['path']}  sha256 {f['sha256']}")
     return 0
 
 
@@ -140,7 +139,7 @@ def cmd_demo(args) -> int:
     from .demo import run_demo
 
     res = run_demo(args.data, args.n_train, args.n, args.output, args.seed, progress=not args.quiet)
-    print("\n".join(_info_lines(res.pipeline)))
+    print("\n".join(_info_lines(res.pipeline.metadata())))
     print(f"\n{len(res.generated)} new faces written to {res.out_dir}/")
     print(f"  grid:             {res.out_dir / 'grid.png'}")
     print(f"  provenance maps:  {res.out_dir / 'provenance_grid.png'} (one colour per training face)")

@@ -23,7 +23,7 @@ from .autoencoders import Autoencoder, get_autoencoder
 from .errors import ModelFileError
 from .io.images import atomic_write_bytes, make_grid, save_png
 from .io.latent_cache import EncodedSet, encode_images
-from .io.model_file import load_model_file, save_model_file
+from .io.model_file import load_model_file, model_tensors, save_model_file
 from .model import LatentSamples, LRGMM
 from .provenance import provenance_image, provenance_record
 
@@ -267,6 +267,10 @@ class FacePipeline:
                 "fit_seconds": round(self.fit_seconds_, 4),
             },
             "parameter_counts": counts,
+            "sizes": {
+                "values_stored": sum(t.numel() for t in model_tensors(m).values()),
+                "tensor_bytes": sum(t.numel() * t.element_size() for t in model_tensors(m).values()),
+            },
             "training_files": [{"path": p, "sha256": s} for p, s in zip(self.training_files_, self.training_hashes_)],
         }
 
