@@ -20,9 +20,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import N_FACES, TAEF2_WEIGHTS_DIR, rewrite_model_metadata
 from PIL import Image
 
-from conftest import N_FACES, TAEF2_WEIGHTS_DIR, rewrite_model_metadata
 from lrgmm import __version__, cli, weights
 from lrgmm.cli import build_parser, main
 from lrgmm.demo import run_demo

@@ -16,12 +16,18 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import N_FACES, rewrite_model_metadata
+
 from lrgmm import autoencoders
 from lrgmm.errors import ModelFileError
 from lrgmm.io import model_file
-from lrgmm.io.model_file import FORMAT_VERSION, TENSOR_NAMES, load_model_file, model_tensors, read_metadata
+from lrgmm.io.model_file import (
+    FORMAT_VERSION,
+    TENSOR_NAMES,
+    load_model_file,
+    model_tensors,
+    read_metadata,
+)
 from lrgmm.pipeline import FacePipeline
 
 N_GEN = 6
@@ -216,7 +222,7 @@ def test_model_for_other_weights_refused(model64_file, tmp_path, taef2):
     fake = copy.copy(taef2)
     fake.weights_sha256 = "cd" * 32
     assert fake.id != taef2.id
-    with pytest.raises(ModelFileError, match=rf"but 'taef2:cdcdcdcdcdcdcdcd' was given"):
+    with pytest.raises(ModelFileError, match=r"but 'taef2:cdcdcdcdcdcdcdcd' was given"):
         FacePipeline.load(model64_file, autoencoder=fake)
 
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import N_FACES, TAEF2_WEIGHTS_DIR
 from PIL import Image
 
-from conftest import N_FACES, TAEF2_WEIGHTS_DIR
 from lrgmm import weights
 from lrgmm.errors import FitError, ImageInputError, WeightsError
 from lrgmm.io.images import to_uint8_hwc

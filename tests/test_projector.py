@@ -21,7 +21,7 @@ def test_round_trip_exact_when_q_equals_c():
 
 def test_codes_are_whitened_and_centred():
     y = _latents(n=200)
-    z = p = PixelPCA(n_channels=3).fit(y).transform(y)
+    z = PixelPCA(n_channels=3).fit(y).transform(y)
     pix = z.permute(0, 2, 3, 1).reshape(-1, 3).double()
     assert torch.allclose(pix.mean(0), torch.zeros(3, dtype=torch.float64), atol=1e-5)
     assert torch.allclose(torch.cov(pix.T), torch.eye(3, dtype=torch.float64), atol=1e-4)

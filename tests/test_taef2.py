@@ -7,9 +7,9 @@ import hashlib
 import numpy as np
 import pytest
 import torch
+from conftest import utkface_images
 from PIL import Image
 
-from conftest import utkface_images
 from lrgmm.autoencoders import TAEF2, Autoencoder, available, get_autoencoder, register
 from lrgmm.weights import weight_files
 

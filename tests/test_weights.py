@@ -16,11 +16,17 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from conftest import TAEF2_WEIGHTS_DIR
+
 from lrgmm import weights
 from lrgmm.errors import WeightsError
-from lrgmm.weights import cache_dir, download_weights, find_weights, sha256_file, weights_cache_dir
+from lrgmm.weights import (
+    cache_dir,
+    download_weights,
+    find_weights,
+    sha256_file,
+    weights_cache_dir,
+)
 
 ENC = "taef2_encoder.pth"
 DEC = "taef2_decoder.pth"

@@ -143,7 +143,7 @@ def cmd_demo(args) -> int:
     print(f"\n{len(res.generated)} new faces written to {res.out_dir}/")
     print(f"  grid:             {res.out_dir / 'grid.png'}")
     print(f"  provenance maps:  {res.out_dir / 'provenance_grid.png'} (one colour per training face)")
-    print(f"  per face:         face_XXXX.png, face_XXXX_provenance.png, face_XXXX_provenance.json")
+    print("  per face:         face_XXXX.png, face_XXXX_provenance.png, face_XXXX_provenance.json")
     print(f"  model:            {res.model_path}  (try `lrgmm sample {res.model_path} -n 16 -o more/`)")
     return 0
 

@@ -21,10 +21,11 @@ from tqdm.auto import tqdm
 from . import __version__
 from .autoencoders import Autoencoder, get_autoencoder
 from .errors import ModelFileError
-from .io.images import atomic_write_bytes, make_grid, save_png
+from .io.atomic import atomic_write_bytes
+from .io.images import make_grid, save_png
 from .io.latent_cache import EncodedSet, encode_images
 from .io.model_file import load_model_file, model_tensors, save_model_file
-from .model import LatentSamples, LRGMM
+from .model import LRGMM, LatentSamples
 from .provenance import provenance_image, provenance_record
 
 

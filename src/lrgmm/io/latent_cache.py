@@ -28,6 +28,7 @@ from safetensors.numpy import save as _st_save
 from tqdm.auto import tqdm
 
 from lrgmm.autoencoders.base import Autoencoder
+from lrgmm.errors import ImageInputError
 from lrgmm.io.images import (
     InputReport,
     LoadedImage,
@@ -37,7 +38,6 @@ from lrgmm.io.images import (
     list_images,
     prepare_image,
 )
-from lrgmm.errors import ImageInputError
 
 _FORMAT = "lrgmm-latents"
 _VERSION = "1"

@@ -19,8 +19,6 @@ previous file (or nothing), never half a model.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -31,34 +29,11 @@ from ..errors import ModelFileError
 from ..mixture import LowRankGaussianMixture
 from ..model import LRGMM
 from ..projector import PixelPCA
+from .atomic import atomic_write
 
 FORMAT_NAME = "lrgmm-model"
 FORMAT_VERSION = 1
 _METADATA_KEY = "lrgmm"
-
-
-def atomic_write(path: str | Path, write) -> None:
-    """Call ``write(tmp_path)`` then move the temporary file onto ``path`` in one step."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        # On disk before the rename, or a power cut could leave an empty file under the name.
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        # mkstemp makes 0600 files: give the model the usual permissions (umask applied).
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 TENSOR_NAMES = (
