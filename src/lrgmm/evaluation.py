@@ -1,0 +1,571 @@
+"""One entry point to measure a face generator: ``evaluate(model, real=FOLDER, n=..., seed=...)``.
+
+    from lrgmm.evaluation import evaluate
+    res = evaluate("faces.lrgmm", real="heldout/", n=1000, seed=0)
+    print(res.table()); res.to_json("eval.json")
+
+What it does:
+
+1. loads the held-out real faces of ``real`` at the model's resolution (centre crop, Lanczos,
+   as for fitting), drops any that are also training images (same file bytes), and takes their
+   Inception features;
+2. for memorisation, takes the latent codes of the training faces (stored in the model) and of
+   the held-out faces (P0 of their cached latents), and the Inception features of both sets
+   *through the autoencoder* (decode(P0*(codes))), so that generated faces, which are decoder
+   outputs, are compared with the closest thing to a copy a generator can output (see
+   ``Evaluator``); no training image is needed on disk;
+3. generates ``n`` faces in chunks (progress bar), keeping per face only its features, its
+   latent code and its provenance map;
+4. computes FID, KID, improved precision/recall (k = 3, on Inception features: no VGG16 weights
+   are available) against the held-out photos, the memorisation statistics in both spaces
+   (``lrgmm.metrics.memorisation``), and provenance statistics.
+
+Every feature set is cached on disk (``lrgmm.metrics.features``): evaluating a second generator
+against the same folders only pays for its own faces.
+
+**Generators.** Anything with ``generate(n, seed=None, **kwargs)`` returning an object with
+``.images`` (n, 3, R, R) in [0, 1] and optionally ``.samples`` with ``.codes`` (P0 codes, the
+model's (q, h, w) shape) or ``.latents`` (autoencoder latents; P0 is applied) and
+``.provenance`` (n, h, w) is a ``Generator``: a ``FacePipeline`` is one, and baselines plug in
+the same way. The training set, projector and autoencoder they are compared against come from a
+fitted ``FacePipeline``, the ``reference``: the generator itself when it is one, else
+``reference=`` or the generator's ``pipeline`` attribute. ``Evaluator`` prepares the real and
+training features once for several generators.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import secrets
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .io.atomic import atomic_write_bytes
+from .io.images import InputReport, iter_images, load_images
+from .metrics.features import InceptionExtractor
+from .metrics.frechet import fid
+from .metrics.kernel_distance import KIDResult, kid
+from .metrics.memorisation import (
+    DEFAULT_QUANTILE,
+    MemorisationStats,
+    memorisation,
+    provenance_statistics,
+)
+from .metrics.precision_recall import FEATURE_NOTE, PrecisionRecall, precision_recall
+from .pipeline import FacePipeline
+
+__all__ = ["EvalResult", "EvalWarning", "Evaluator", "Generator", "evaluate"]
+
+
+class EvalWarning(UserWarning):
+    """Something the evaluation had to leave out or change (overlap, missing training files)."""
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """What ``evaluate`` can measure: ``generate(n, seed)`` -> object with ``.images``."""
+
+    def generate(self, n: int, seed: int | None = None, **kwargs: Any) -> Any: ...
+
+
+def _finite_or_none(x):
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, (np.floating, float)):
+        return _finite_or_none(float(obj))
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+@dataclass
+class EvalResult:
+    """Everything ``evaluate`` measured. ``table()`` for people, ``to_json()`` for files.
+
+    fid: FID against the held-out real faces. fid_training_reconstructions: FID of the training
+    faces taken through the autoencoder and projector against the same held-out faces, what a
+    generator that returns its training faces scores (a reference at its own sample sizes).
+    kid: ``KIDResult`` (mean, std over subsets). pr: ``PrecisionRecall``.
+    memorisation: ``MemorisationStats`` per space ("inception", "latent_codes").
+    provenance: ``provenance_statistics`` of the faces (None without NN provenance).
+    generated_features: (n, 2048) Inception features of the faces (not written to JSON).
+    """
+
+    generator: str
+    n: int
+    seed: int
+    n_real: int
+    n_train: int
+    resolution: int
+    fid: float
+    kid: KIDResult
+    pr: PrecisionRecall
+    fid_training_reconstructions: float | None = None
+    memorisation: dict[str, MemorisationStats] = field(default_factory=dict)
+    provenance: dict | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)
+    extractor: str = ""
+    notes: list[str] = field(default_factory=list)
+    generated_features: np.ndarray | None = field(default=None, repr=False)
+
+    # ------------------------------------------------------------------ output
+    def to_dict(self, per_face: bool = False) -> dict:
+        d = {
+            "generator": self.generator,
+            "n_generated": self.n,
+            "seed": self.seed,
+            "n_real_heldout": self.n_real,
+            "n_train": self.n_train,
+            "resolution": self.resolution,
+            "features": self.extractor,
+            "fid": self.fid,
+            "fid_training_reconstructions": self.fid_training_reconstructions,
+            "kid": {"mean": self.kid.mean, "std": self.kid.std, "subset_size": self.kid.subset_size, "subsets": self.kid.subsets},
+            "precision": self.pr.precision,
+            "recall": self.pr.recall,
+            "precision_recall_k": self.pr.k,
+            "precision_recall_features": "inception-v3 pool3 (VGG16 weights not available)",
+            "memorisation": {k: v.summary() for k, v in self.memorisation.items()},
+            "provenance": self.provenance,
+            "timings_s": self.timings,
+            "settings": self.settings,
+            "notes": self.notes,
+        }
+        if per_face:
+            d["per_face"] = {
+                k: {"to_train": v.to_train, "to_train_index": v.to_train_index, "to_heldout": v.to_heldout,
+                    "near_copy": v.near_copies.astype(int)}
+                for k, v in self.memorisation.items()
+            }
+        return _jsonable(d)
+
+    def to_json(self, path: str | os.PathLike | None = None, per_face: bool = False) -> str:
+        """The result as JSON text (non-finite numbers as null); written atomically to ``path``
+        when given."""
+        text = json.dumps(self.to_dict(per_face=per_face), indent=1, allow_nan=False)
+        if path is not None:
+            atomic_write_bytes(path, (text + "\n").encode())
+        return text
+
+    def table(self) -> str:
+        """A plain-text table of the numbers, with what each means."""
+        rows: list[tuple[str, str, str]] = []
+
+        def add(name, value, note=""):
+            rows.append((name, value, note))
+
+        add("FID", f"{self.fid:.2f}", "biased upwards at small n: compare at equal n")
+        if self.fid_training_reconstructions is not None:
+            add("FID, training reconstructions", f"{self.fid_training_reconstructions:.2f}",
+                "training faces through the autoencoder: what copying them scores")
+        add("KID x 1e3", f"{1e3 * self.kid.mean:.2f} +- {1e3 * self.kid.std:.2f}",
+            f"unbiased; {self.kid.subsets} subsets of {self.kid.subset_size}")
+        add(f"precision (k={self.pr.k})", f"{self.pr.precision:.3f}", FEATURE_NOTE)
+        add(f"recall (k={self.pr.k})", f"{self.pr.recall:.3f}", FEATURE_NOTE)
+        for space, m in self.memorisation.items():
+            label = {"inception": "Inception", "latent_codes": "latent codes"}.get(space, space)
+            q = f"{100 * m.quantile:g}"
+            add(f"near copies, {label}", f"{100 * m.near_copy_share:.1f} %",
+                f"closer to a training face than {q} % of held-out faces are (fresh faces: ~{q} %)")
+            add(f"near copies strict, {label}", f"{100 * m.near_copy_share_strict:.1f} %",
+                "closer than every held-out face")
+            add(f"NN distance ratio, {label}", f"{m.median_ratio:.3f}",
+                "median generated->train / held-out->train (< 1: closer than new photos)")
+        p = self.provenance
+        if p:
+            dt = p["distinct_training_images"]
+            ls = p["largest_share"]
+            add("training images per face", f"{dt['median']:g}", f"median (p5 {dt['p5']:g}, p95 {dt['p95']:g}, min {dt['min']})")
+            add("largest single-image share", f"{100 * ls['median']:.1f} %", f"median (p95 {100 * ls['p95']:.1f} %, max {100 * ls['max']:.1f} %)")
+            add("whole-face copies", f"{100 * p['whole_face_copies']:.1f} %", "faces whose every latent pixel is from one image")
+        w0 = max(len(r[0]) for r in rows)
+        w1 = max(len(r[1]) for r in rows)
+        head = (f"{self.generator}: {self.n} faces (seed {self.seed}) vs {self.n_real} held-out real faces; "
+                f"{self.n_train} training faces; {self.resolution} px")
+        lines = [head, ""]
+        lines += [f"{a:<{w0}}  {b:>{w1}}  {c}".rstrip() for a, b, c in rows]
+        t = self.timings
+        if t:
+            lines += ["", "time: " + ", ".join(f"{k} {v:.1f} s" for k, v in t.items())]
+        lines.append(f"features: {self.extractor}")
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+
+def _hashes_only(source, resolution: int) -> tuple[list[str], list[str], InputReport]:
+    """Paths and file sha256 of the usable, distinct images of ``source`` (headers only)."""
+    report = InputReport()
+    items = list(iter_images(source, resolution, report=report, decode=lambda h: False))
+    report.error_if_empty()
+    return [it.path for it in items], [it.sha256 for it in items], report
+
+
+def _chunk_seeds(seed: int, n_chunks: int) -> list[int]:
+    """Chunk 0 uses ``seed`` itself (so a one-chunk run is ``generate(n, seed)``, the faces
+    ``lrgmm sample -n N --seed S`` writes); later chunks get independent seeds from it."""
+    out = [seed]
+    for i in range(1, n_chunks):
+        out.append(int(np.random.SeedSequence([seed, i]).generate_state(1)[0] & 0x7FFFFFFF))
+    return out
+
+
+def _resolve(generator, reference, progress: bool):
+    if isinstance(generator, (str, os.PathLike)):
+        pipe = FacePipeline.load(generator, progress=progress)
+        return pipe, pipe, Path(generator).name
+    if reference is None:
+        if isinstance(generator, FacePipeline):
+            reference = generator
+        elif isinstance(getattr(generator, "pipeline", None), FacePipeline):
+            reference = generator.pipeline
+    if isinstance(reference, (str, os.PathLike)):
+        reference = FacePipeline.load(reference, progress=progress)
+    if reference is None:
+        raise ValueError(
+            "evaluate needs a fitted FacePipeline as reference (training set, projector, autoencoder): "
+            "pass reference=..., or give the generator a `pipeline` attribute"
+        )
+    reference._check_fitted()
+    name = getattr(generator, "name", None) or type(generator).__name__
+    return generator, reference, str(name)
+
+
+# ---------------------------------------------------------------------------------- Evaluator
+
+
+class Evaluator:
+    """The real and training sides of an evaluation, prepared once for several generators.
+
+    Parameters
+    ----------
+    reference : fitted ``FacePipeline`` or model file: training codes, projector, autoencoder.
+    real : folder, file or list of held-out real faces (not training images: overlaps are
+        dropped with a warning).
+    memorisation : compute the nearest-neighbour statistics.
+    near_copy_quantile : quantile of held-out-to-training distances below which a generated face
+        is a near copy (``lrgmm.metrics.memorisation``).
+    kid_subsets, kid_subset_size : KID's subsets; the size is capped at the smaller set.
+    pr_k : k of improved precision/recall.
+    batch_size : Inception batch size.
+    cache : cache features (and latents) on disk.
+    progress : progress bars.
+    extractor : an ``InceptionExtractor`` to use instead of the default one.
+
+    Memorisation in Inception space compares like with like: generated faces are decoder
+    outputs, so the training and held-out faces are taken *through the same autoencoder and
+    projector* too (decode(P0*(P0(encode(x))))), the closest a generator can get to a training
+    face. Otherwise the decoder's own blur would count as novelty: on 48 training faces, 2 of 12
+    training faces passed through the autoencoder were not flagged as copies when compared with
+    the raw photos. This needs no training image on disk (the codes are in the model).
+    ``fid_training_reconstructions`` is the FID of those training reconstructions against the
+    held-out photos: what a generator that returns its training faces would score.
+
+    Reading the latent-code space: the NN step puts every latent pixel of an LR-GMM-NN face on
+    a training pixel, so such faces sit closer to the training codes than new photos do by
+    construction (on 48 faces, all 16 generated faces were "near copies" in code space, 2 in
+    Inception space). The Inception space says whether the *picture* is a copy; the code space
+    compares generators that copy latents with those that do not.
+    """
+
+    def __init__(
+        self,
+        reference: FacePipeline | str | os.PathLike,
+        real,
+        *,
+        memorisation: bool = True,
+        near_copy_quantile: float = DEFAULT_QUANTILE,
+        kid_subsets: int = 100,
+        kid_subset_size: int = 1000,
+        pr_k: int = 3,
+        batch_size: int = 32,
+        cache: bool = True,
+        progress: bool = True,
+        extractor: InceptionExtractor | None = None,
+    ):
+        if isinstance(reference, (str, os.PathLike)):
+            reference = FacePipeline.load(reference, progress=progress)
+        reference._check_fitted()
+        if not 0.0 <= near_copy_quantile < 1.0:
+            raise ValueError(f"near_copy_quantile must be in [0, 1), got {near_copy_quantile}")
+        self.reference = reference
+        self.real_source = real
+        self.do_memorisation = memorisation
+        self.near_copy_quantile = near_copy_quantile
+        self.kid_subsets = kid_subsets
+        self.kid_subset_size = kid_subset_size
+        self.pr_k = pr_k
+        self.progress = progress
+        self.extractor = extractor or InceptionExtractor(batch_size=batch_size, cache=cache, progress=progress)
+        self.notes: list[str] = []
+        self._fid_floor: float | None = None
+        start = time.perf_counter()
+        self._prepare_real()
+        self._prepare_train()
+        self.prepare_seconds = time.perf_counter() - start
+
+    def _note(self, msg: str) -> None:
+        self.notes.append(msg)
+        warnings.warn(msg, EvalWarning, stacklevel=3)
+
+    # ------------------------------------------------------- reconstructions
+    def _codes_key(self, codes: torch.Tensor) -> str:
+        """Identifies decode(P0*(codes)): autoencoder weights, resolution, projector, codes."""
+        ref = self.reference
+        ae = ref.autoencoder_
+        pr = ref.model_.projector_
+        h = hashlib.sha256()
+        h.update(f"{ae.id}|{ae.weights_sha256}|{ref.resolution}|{tuple(codes.shape)}".encode())
+        for t in (pr.mean_, pr.components_, pr.eigenvalues_, codes):
+            h.update(t.detach().to("cpu").contiguous().numpy().tobytes())
+        return "recon-" + h.hexdigest()
+
+    def reconstruction_features(self, codes: torch.Tensor, desc: str) -> np.ndarray:
+        """Inception features of decode(P0*(codes)), decoded and measured in chunks, cached
+        under a key of the codes, projector and autoencoder."""
+        ref = self.reference
+        projector = ref.model_.projector_
+        chunk = 256
+
+        def batches():
+            for s in range(0, codes.shape[0], chunk):
+                with torch.no_grad():
+                    yield ref.decode(projector.inverse_transform(codes[s : s + chunk]))
+
+        return self.extractor.keyed_features(self._codes_key(codes), batches, desc, {"kind": "reconstructions"})
+
+    # -------------------------------------------------------------- real side
+    def _prepare_real(self) -> None:
+        ref = self.reference
+        res = ref.resolution
+        paths, hashes, report = _hashes_only(self.real_source, res)
+        train = set(getattr(ref, "training_hashes_", []) or [])
+        keep = [i for i, h in enumerate(hashes) if h not in train]
+        if len(keep) < len(hashes):
+            self._note(f"{len(hashes) - len(keep)} of the {len(hashes)} real images are training images "
+                       "(same file bytes) and were left out of the held-out set")
+        paths = [paths[i] for i in keep]
+        hashes = [hashes[i] for i in keep]
+        if len(paths) <= self.pr_k:
+            raise ValueError(f"need more than {self.pr_k} held-out real images that are not training images, got {len(paths)}")
+        self.real_paths, self.real_hashes, self.real_report = paths, hashes, report
+
+        def load():
+            li = load_images(paths, res)
+            if li.hashes != hashes:
+                raise RuntimeError("the real images changed while they were being read")
+            return li.images
+
+        self.real_features = self.extractor.file_features(paths, hashes, res, load, desc="Inception features (real)")
+        self.real_codes = None
+        self.real_recon_features = None
+        if self.do_memorisation:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # already reported by the listing above
+                enc = ref.encode(paths)
+            sel = {h: i for i, h in enumerate(enc.hashes)}
+            idx = [sel[h] for h in hashes if h in sel]
+            if len(idx) < len(hashes):
+                self._note(f"{len(hashes) - len(idx)} held-out image(s) could not be encoded and are left out of memorisation")
+            latents = enc.latents if idx == list(range(len(enc.hashes))) else enc.latents[idx]
+            self.real_codes = ref.model_.projector_.transform(latents)
+            self.real_recon_features = self.reconstruction_features(
+                self.real_codes, "Inception features (held-out reconstructions)")
+
+    # ---------------------------------------------------------- training side
+    def _prepare_train(self) -> None:
+        ref = self.reference
+        self.train_codes = ref.model_.codes_
+        self.n_train = int(self.train_codes.shape[0])
+        self.train_recon_features = None
+        if self.do_memorisation:
+            self.train_recon_features = self.reconstruction_features(
+                self.train_codes, "Inception features (training reconstructions)")
+
+    # ------------------------------------------------------------- measuring
+    def evaluate(
+        self,
+        generator: Generator | None = None,
+        n: int = 1000,
+        seed: int | None = None,
+        *,
+        name: str | None = None,
+        chunk_size: int = 1000,
+        generate_kwargs: dict | None = None,
+    ) -> EvalResult:
+        """Generate ``n`` faces with ``generator`` (default: the reference pipeline) and measure
+        them. ``seed`` None draws a fresh one (recorded in the result)."""
+        gen = self.reference if generator is None else generator
+        if not isinstance(gen, Generator):
+            raise TypeError(f"{type(gen).__name__} has no generate(n, seed) method")
+        if n <= self.pr_k:
+            raise ValueError(f"n must be more than {self.pr_k} (precision/recall's k), got {n}")
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        # Features of generated faces are cached only for an explicit seed (a run that can be
+        # repeated); fresh-seed runs would only fill the cache.
+        cache_generated = seed is not None
+        seed = secrets.randbelow(2**31) if seed is None else int(seed)
+        kwargs = dict(generate_kwargs or {})
+        label = name or (getattr(gen, "name", None) if gen is not self.reference else None) or (
+            "FacePipeline" if gen is self.reference else type(gen).__name__)
+        ref = self.reference
+        projector = ref.model_.projector_
+        code_shape = tuple(self.train_codes.shape[1:])
+
+        sizes = [min(chunk_size, n - s) for s in range(0, n, chunk_size)]
+        seeds = _chunk_seeds(seed, len(sizes))
+        feats, codes, provs = [], [], []
+        t_gen = t_feat = 0.0
+        ex = self.extractor
+        saved_progress = ex.progress
+        ex.progress = False
+        try:
+            with tqdm(total=n, desc=f"evaluating {label}", unit="face", disable=not self.progress) as bar:
+                for m, s in zip(sizes, seeds):
+                    t0 = time.perf_counter()
+                    out = gen.generate(m, seed=s, **kwargs)
+                    t1 = time.perf_counter()
+                    images = out.images if hasattr(out, "images") else out
+                    if images.ndim != 4 or images.shape[0] != m or images.shape[1] != 3:
+                        raise ValueError(f"{label}.generate({m}) returned images of shape {tuple(images.shape)}")
+                    feats.append(ex.features(images, cache=cache_generated))
+                    t_feat += time.perf_counter() - t1
+                    t_gen += t1 - t0
+                    samples = getattr(out, "samples", None)
+                    if samples is not None:
+                        c = getattr(samples, "codes", None)
+                        if c is None or tuple(c.shape[1:]) != code_shape:
+                            lat = getattr(samples, "latents", None)
+                            c = projector.transform(lat) if lat is not None else None
+                        codes.append(c)
+                        provs.append(getattr(samples, "provenance", None))
+                    else:
+                        codes.append(None)
+                        provs.append(None)
+                    bar.update(m)
+        finally:
+            ex.progress = saved_progress
+
+        t0 = time.perf_counter()
+        gf = np.concatenate(feats)
+        fid_value = fid(gf, self.real_features)
+        if self._fid_floor is None and self.train_recon_features is not None and self.train_recon_features.shape[0] >= 2:
+            self._fid_floor = fid(self.train_recon_features, self.real_features)
+        fid_floor = self._fid_floor
+        kid_value = kid(gf, self.real_features, subsets=self.kid_subsets, subset_size=self.kid_subset_size, seed=seed)
+        pr = precision_recall(gf, self.real_features, k=self.pr_k)
+
+        notes = list(self.notes)
+        mem: dict[str, MemorisationStats] = {}
+        if self.do_memorisation:
+            mem["inception"] = memorisation(gf, self.train_recon_features, self.real_recon_features,
+                                            self.near_copy_quantile, "inception")
+            if all(c is not None for c in codes) and self.real_codes is not None:
+                gc = torch.cat(codes)
+                mem["latent_codes"] = memorisation(gc, self.train_codes, self.real_codes, self.near_copy_quantile, "latent_codes")
+            else:
+                notes.append("the generator returned no latent codes: memorisation in latent space is skipped")
+        prov = None
+        if all(p is not None for p in provs):
+            prov = provenance_statistics(torch.cat(provs))
+        t_metrics = time.perf_counter() - t0
+
+        settings = {
+            "generate_kwargs": kwargs,
+            "chunk_size": chunk_size,
+            "chunk_seeds": seeds if len(seeds) <= 64 else seeds[:64] + ["..."],
+            "near_copy_quantile": self.near_copy_quantile,
+            "kid_subsets": self.kid_subsets,
+            "kid_subset_size": self.kid_subset_size,
+            "precision_recall_k": self.pr_k,
+            "real": [str(p) for p in self.real_paths[:1]] + (["..."] if len(self.real_paths) > 1 else []),
+            "real_source": str(self.real_source) if isinstance(self.real_source, (str, os.PathLike)) else None,
+            "latent_code_space": f"P0 codes {list(code_shape)} (whitened projector channels)",
+        }
+        if isinstance(gen, FacePipeline):
+            settings["model"] = {k: v for k, v in gen.model_.get_params().items() if k != "verbose"}
+        return EvalResult(
+            generator=label,
+            n=n,
+            seed=seed,
+            n_real=len(self.real_paths),
+            n_train=self.n_train,
+            resolution=ref.resolution,
+            fid=fid_value,
+            kid=kid_value,
+            pr=pr,
+            fid_training_reconstructions=fid_floor,
+            memorisation=mem,
+            provenance=prov,
+            timings={"generation": t_gen, "features": t_feat, "metrics": t_metrics},
+            settings=settings,
+            extractor=self.extractor.description,
+            notes=notes,
+            generated_features=gf,
+        )
+
+
+def evaluate(
+    generator: FacePipeline | Generator | str | os.PathLike,
+    real,
+    n: int = 1000,
+    seed: int | None = None,
+    *,
+    reference: FacePipeline | str | os.PathLike | None = None,
+    name: str | None = None,
+    generate_kwargs: dict | None = None,
+    memorisation: bool = True,
+    near_copy_quantile: float = DEFAULT_QUANTILE,
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
+    pr_k: int = 3,
+    batch_size: int = 32,
+    chunk_size: int = 1000,
+    cache: bool = True,
+    progress: bool = True,
+    extractor: InceptionExtractor | None = None,
+) -> EvalResult:
+    """Measure a generator against held-out real faces (see the module docstring).
+
+    generator: a model file path, a fitted ``FacePipeline``, or any ``Generator`` (then
+        ``reference`` or ``generator.pipeline`` gives the fitted pipeline it is compared with).
+    real: folder, file or list of held-out real face images.
+    n: faces to generate. seed: their seed (None: a fresh one, recorded in the result).
+    generate_kwargs: passed to ``generate`` (e.g. ``{"nn": False}`` for plain LR-GMM).
+    The other parameters are those of ``Evaluator`` and ``Evaluator.evaluate``.
+    """
+    gen, ref, default_name = _resolve(generator, reference, progress)
+    ev = Evaluator(
+        ref, real, memorisation=memorisation, near_copy_quantile=near_copy_quantile, kid_subsets=kid_subsets,
+        kid_subset_size=kid_subset_size, pr_k=pr_k, batch_size=batch_size, cache=cache, progress=progress,
+        extractor=extractor,
+    )
+    result = ev.evaluate(gen, n, seed, name=name or default_name, chunk_size=chunk_size, generate_kwargs=generate_kwargs)
+    result.timings = {"preparation": ev.prepare_seconds, **result.timings}
+    return result
