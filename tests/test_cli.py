@@ -19,8 +19,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
-from conftest import N_FACES, TAEF2_WEIGHTS_DIR, rewrite_model_metadata
+from conftest import N_FACES, TAEF2_WEIGHTS_DIR, rewrite_model_metadata, utkface_images
 from PIL import Image
 
 from lrgmm import __version__, cli, weights
@@ -516,3 +517,35 @@ def test_demo_with_too_few_images(faces64_dir, tmp_path, capsys, lrgmm_cache):
     rc, _, err = run(capsys, "demo", "--data", faces64_dir, "--n-train", 100, "-o", tmp_path / "d", "--quiet")
     assert_clean_error(rc, err, rf"holds {N_FACES} images, fewer than the 100 asked for")
     assert not (tmp_path / "d").exists()
+
+
+# ------------------------------------------------------------------------------------ eval
+
+
+def test_eval_end_to_end(cli_model, utkface_dir, faces64, tmp_path, capsys, lrgmm_cache):
+    from lrgmm.metrics import MissingExtractorError, find_inception_file
+
+    try:
+        find_inception_file()
+    except MissingExtractorError as e:
+        pytest.skip(str(e))
+    train = {p.name for p in faces64}
+    held = [p for p in utkface_images(utkface_dir)[1::97] if p.name not in train][:12]
+    real = tmp_path / "real"
+    real.mkdir()
+    for p in held:
+        (real / p.name).write_bytes(p.read_bytes())
+    out_json = tmp_path / "eval.json"
+    argv = ["eval", cli_model[0], "--real", real, "-n", 6, "--seed", 3, "--kid-subsets", 10, "--quiet"]
+    rc, out, err = run(capsys, *argv, "--json", out_json)
+    assert rc == 0, err
+    assert "6 faces (seed 3) vs 12 held-out real faces; 64 training faces" in out
+    assert "VGG16" in out  # says precision/recall are on Inception features
+    data = json.loads(out_json.read_text())
+    assert np.isfinite(data["fid"]) and data["fid"] > 0
+    assert 0 <= data["precision"] <= 1 and 0 <= data["recall"] <= 1 and data["seed"] == 3
+    # The same seed measures the same faces: identical numbers on a second run (features cached).
+    rc, out2, _ = run(capsys, *argv)
+    assert rc == 0 and out2.splitlines()[2] == out.splitlines()[2]
+    rc, _, err = run(capsys, "eval", cli_model[0], "--real", tmp_path / "nowhere", "-n", 2, "--quiet")
+    assert_clean_error(rc, err, "nowhere")

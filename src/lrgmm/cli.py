@@ -148,6 +148,29 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from .evaluation import evaluate
+
+    res = evaluate(
+        args.model,
+        args.real,
+        n=args.n,
+        seed=args.seed,
+        generate_kwargs=None if args.nn else {"nn": False},
+        memorisation=args.memorisation,
+        near_copy_quantile=args.near_copy_quantile,
+        kid_subsets=args.kid_subsets,
+        kid_subset_size=args.kid_subset_size,
+        batch_size=args.batch_size,
+        progress=not args.quiet,
+    )
+    print(res.table())
+    if args.json:
+        res.to_json(args.json, per_face=args.per_face)
+        print(f"results written to {args.json}")
+    return 0
+
+
 def cmd_weights_download(args) -> int:
     from .weights import download_weights
 
@@ -201,6 +224,25 @@ def build_parser() -> argparse.ArgumentParser:
     _opt(p, run_demo, "seed", type=int, help="seed of the training subset, the fit and the samples")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_demo)
+
+    from .evaluation import evaluate
+
+    p = sub.add_parser("eval", help="FID, KID, precision/recall and memorisation against held-out real faces")
+    p.add_argument("model", help="a .lrgmm model file")
+    p.add_argument("--real", required=True, help="folder of held-out real faces (not training images)")
+    _opt(p, evaluate, "n", "-n", "--n", type=_positive_int, help="faces to generate")
+    p.add_argument("--seed", type=int, default=None, help="seed; default: a fresh one, printed")
+    p.add_argument("--no-nn", dest="nn", action="store_false", default=True, help="plain LR-GMM (no NN step)")
+    _opt(p, evaluate, "near_copy_quantile", type=float, help="held-out quantile below which a face is a near copy")
+    _opt(p, evaluate, "kid_subsets", type=int, help="KID subsets")
+    _opt(p, evaluate, "kid_subset_size", type=int, help="KID subset size (capped at the smaller set)")
+    _opt(p, evaluate, "batch_size", type=int, help="Inception batch size")
+    p.add_argument("--no-memorisation", dest="memorisation", action="store_false", default=True,
+                   help="skip the memorisation measures (they encode the whole training set once)")
+    p.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
+    p.add_argument("--per-face", action="store_true", help="per-face distances in the JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("weights", help="autoencoder weights")
     wsub = p.add_subparsers(dest="weights_command", required=True)
