@@ -19,8 +19,8 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__
-from .autoencoders import Autoencoder, get_autoencoder
-from .errors import ModelFileError
+from .autoencoders import Autoencoder, OptionalDependencyError, available, get_autoencoder
+from .errors import ModelFileError, WeightsError
 from .io.atomic import atomic_write_bytes
 from .io.images import make_grid, save_png
 from .io.latent_cache import EncodedSet, encode_images
@@ -252,7 +252,7 @@ class FacePipeline:
         return {
             "lrgmm_version": __version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "autoencoder": {"name": ae.name, "id": ae.id, "weights_sha256": ae.weights_sha256},
+            "autoencoder": self._autoencoder_record(ae),
             "resolution": self.resolution,
             "latent_shape": list(ae.latent_shape(self.resolution)),
             "hyperparameters": {**m.get_params(), "n_channels": q, "n_components": m.n_components_},
@@ -275,30 +275,78 @@ class FacePipeline:
             "training_files": [{"path": p, "sha256": s} for p, s in zip(self.training_files_, self.training_hashes_)],
         }
 
+    @staticmethod
+    def _autoencoder_record(ae: Autoencoder) -> dict:
+        """Name, id, weights sha256, and ``config`` (the backend's rebuild arguments) when it has
+        any: TAEF2 finds its weights itself, so its record stays the name, id and hash."""
+        record = {"name": ae.name, "id": ae.id, "weights_sha256": ae.weights_sha256}
+        config = ae.config()
+        if config:
+            record["config"] = config
+        return record
+
     def save(self, path: str | Path) -> Path:
         """Write the model file (atomic; see ``lrgmm.io.model_file``)."""
         save_model_file(path, self.model_, self.metadata())
         return Path(path)
 
     @classmethod
-    def load(cls, path: str | Path, autoencoder: str | Autoencoder | None = None, **params) -> "FacePipeline":
+    def load(
+        cls,
+        path: str | Path,
+        autoencoder: str | Autoencoder | None = None,
+        autoencoder_options: dict | None = None,
+        **params,
+    ) -> "FacePipeline":
         """Read a model file. The autoencoder (the recorded backend by default) must be the one
-        the model was fitted with: same backend and same weights sha256."""
+        the model was fitted with: same backend and same weights sha256.
+
+        By default the backend is rebuilt from the file's record: its name and ``config``, the
+        keyword arguments the backend reported (a VQGAN's checkpoint path, config and
+        ``requantize``; a diffusers folder). ``autoencoder_options`` override recorded entries,
+        e.g. ``{"checkpoint": "new/place.ckpt"}`` when the weights moved, or
+        ``{"requantize": True}`` to decode a VQGAN model another way. Or pass a backend instance
+        as ``autoencoder``. Either way its weights must hash as recorded.
+        """
+        if autoencoder_options and isinstance(autoencoder, Autoencoder):
+            raise ValueError("autoencoder_options apply to a backend built by name, not to a given instance")
         model, meta = load_model_file(path)
         ae_meta = meta.get("autoencoder", {})
-        ae_arg = autoencoder if autoencoder is not None else ae_meta.get("name", "taef2")
+        recorded_name = ae_meta.get("name", "taef2")
+        recorded_cfg = ae_meta.get("config") or {}
+        ae_arg = autoencoder if autoencoder is not None else recorded_name
         accepted = inspect.signature(cls.__init__).parameters
         kwargs = {k: v for k, v in meta.get("hyperparameters", {}).items() if k in accepted}
         kwargs.update(autoencoder=ae_arg, resolution=int(meta.get("resolution", 128)), **params)
         pipe = cls(**kwargs)
+        # A backend named as a string (the recorded one by default) is rebuilt with the recorded
+        # options when it is the recorded backend; an instance is used as it is.
+        options = recorded_cfg if isinstance(ae_arg, str) and ae_arg == recorded_name else {}
+        if autoencoder_options:
+            options = {**options, **autoencoder_options}
         try:
-            ae = pipe._resolve_autoencoder()
-        except ValueError as exc:
+            if options:
+                ae = get_autoencoder(ae_arg, **{"batch_size": pipe.batch_size, **options})
+                pipe.autoencoder = ae  # refitting this pipeline reuses the same backend
+            else:
+                ae = pipe._resolve_autoencoder()
+        except (ValueError, OptionalDependencyError) as exc:
             if autoencoder is not None:
                 raise
             raise ModelFileError(
                 f"{path} was fitted with autoencoder {ae_arg!r}, which is not available here ({exc}); "
-                "install or register that backend, or refit the model with an available one"
+                f"install or register that backend, or refit the model with an available one "
+                f"(available: {', '.join(available())})"
+            ) from None
+        except WeightsError as exc:
+            if not options:
+                raise
+            raise WeightsError(
+                f"{path} was fitted with the {ae_arg} autoencoder {ae_meta.get('id')!r}, which cannot "
+                f"be rebuilt here with {json.dumps(options)}: {exc}\n"
+                f"If its files moved, pass the autoencoder built on their new place: their new location "
+                f"in autoencoder_options ({{'checkpoint': ...}} for vqgan, {{'path': ...}} for diffusers; "
+                f"command line: --ae-weights), or an autoencoder instance."
             ) from None
         if ae.id != ae_meta.get("id") or ae.weights_sha256 != ae_meta.get("weights_sha256"):
             raise ModelFileError(
@@ -308,6 +356,8 @@ class FacePipeline:
             )
         if tuple(meta.get("latent_shape", ())) != tuple(ae.latent_shape(pipe.resolution)):
             raise ModelFileError(f"{path}: latent shape {meta.get('latent_shape')} does not match {ae.id}")
+        if not options and recorded_cfg and ae.name == recorded_name:
+            _warn_changed_options(path, ae, recorded_cfg)
         pipe.autoencoder_ = ae
         pipe.model_ = model
         pipe.training_files_ = [f["path"] for f in meta.get("training_files", [])]
@@ -316,3 +366,24 @@ class FacePipeline:
         if len(pipe.training_files_) != model.codes_.shape[0]:
             raise ModelFileError(f"{path}: {len(pipe.training_files_)} training files listed for {model.codes_.shape[0]} codes; the file is corrupt")
         return pipe
+
+
+class AutoencoderOptionsWarning(UserWarning):
+    """A model was loaded with a backend whose options differ from the recorded ones."""
+
+
+def _warn_changed_options(path, ae: Autoencoder, recorded: dict) -> None:
+    """Same weights (checked by the caller) but other behaviour, e.g. ``requantize``: allowed,
+    since the caller chose it, but said, since the images will differ from the fitted setup's."""
+    current = ae.config()
+    changed = sorted(
+        k for k in set(current) | set(recorded)
+        if k not in ae.location_keys and current.get(k) != recorded.get(k)
+    )
+    if changed:
+        diff = ", ".join(f"{k}={current.get(k)!r} (recorded {recorded.get(k)!r})" for k in changed)
+        warnings.warn(
+            f"{path}: the given {ae.name} autoencoder differs from the one the model was fitted with: {diff}",
+            AutoencoderOptionsWarning,
+            stacklevel=3,
+        )

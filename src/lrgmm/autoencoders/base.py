@@ -11,6 +11,14 @@ import abc
 
 import torch
 
+from lrgmm.errors import LrgmmError
+
+DIFFUSERS_EXTRA = "pip install 'lrgmm[diffusers]'"
+
+
+class OptionalDependencyError(LrgmmError, ImportError):
+    """A backend needs a package that is not installed; the message names the extra to install."""
+
 
 class Autoencoder(abc.ABC):
     """A frozen, pretrained image autoencoder.
@@ -25,6 +33,22 @@ class Autoencoder(abc.ABC):
     name: str
     weights_sha256: str
     preferred_q: int
+
+    # Keys of ``config()`` that say where the weights are (paths), not how the backend behaves:
+    # a model loaded with an explicitly given backend may differ from the recorded one there.
+    location_keys: tuple[str, ...] = ()
+    # The command line's generic options this backend takes -> its keyword arguments, e.g.
+    # {"weights": "checkpoint"} (see lrgmm.autoencoders.backend_options).
+    option_names: dict[str, str] = {}
+
+    def config(self) -> dict:
+        """JSON-able keyword arguments that rebuild this backend:
+        ``get_autoencoder(self.name, **self.config())`` gives the same encoder and decoder.
+
+        Recorded in model files, so ``FacePipeline.load`` can rebuild a backend that needs more
+        than its name (a checkpoint path, a config, decoding options). The default, ``{}``,
+        suits backends that find their weights themselves (TAEF2)."""
+        return {}
 
     @property
     def id(self) -> str:

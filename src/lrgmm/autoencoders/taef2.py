@@ -125,6 +125,8 @@ class TAEF2(Autoencoder):
 
     name = BACKEND
     preferred_q = 16
+    # command-line option -> keyword argument (see lrgmm.autoencoders.backend_options)
+    option_names = {"weights": "weights_dir"}
 
     def __init__(
         self,
