@@ -283,3 +283,29 @@ def test_fit_sample_and_model_file(vq_files, vqgan, utkface_dir, tmp_path, monke
     other_ckpt = save_lightning_checkpoint(taming_state_dict(other), tmp_path / "other.ckpt")
     with pytest.raises(ModelFileError, match=r"fitted with autoencoder 'vqgan:.*but 'vqgan:.*was given"):
         FacePipeline.load(path, autoencoder=VQGAN(other_ckpt, cfg), progress=False)
+
+
+def test_command_line_through_vqgan(vq_files, utkface_dir, tmp_path, monkeypatch, capsys):
+    """`lrgmm fit --autoencoder vqgan --ae-weights --ae-config` and `lrgmm sample --requantize`."""
+    from lrgmm.cli import main
+
+    monkeypatch.setenv("LRGMM_CACHE_DIR", str(tmp_path / "cache"))
+    ckpt, cfg = vq_files
+    faces = small_faces(utkface_images(utkface_dir), tmp_path / "faces")
+    model = tmp_path / "vq.lrgmm"
+    argv = ["fit", str(faces), "-o", str(model), "--autoencoder", "vqgan", "--ae-weights", str(ckpt),
+            "--ae-config", str(cfg), "--resolution", str(RESOLUTION), "--quiet"]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert read_metadata(model)["autoencoder"]["config"]["requantize"] is False
+    assert main(["sample", str(model), "-n", "3", "--seed", "2", "-o", str(tmp_path / "a"), "--quiet"]) == 0
+    assert main(["sample", str(model), "-n", "3", "--seed", "2", "-o", str(tmp_path / "b"), "--quiet",
+                 "--requantize"]) == 0
+    a = (tmp_path / "a" / "face_0000.png").read_bytes()
+    assert a != (tmp_path / "b" / "face_0000.png").read_bytes()  # decoded through the codebook
+    assert main(["sample", str(model), "-n", "3", "--seed", "2", "-o", str(tmp_path / "c"), "--quiet"]) == 0
+    assert a == (tmp_path / "c" / "face_0000.png").read_bytes()
+    capsys.readouterr()
+    # a backend option the backend does not take is an error, not ignored
+    assert main(["fit", str(faces), "-o", str(tmp_path / "x.lrgmm"), "--ae-config", str(cfg), "--quiet"]) == 2
+    assert "does not take --ae-config" in capsys.readouterr().err
+    assert not (tmp_path / "x.lrgmm").exists()

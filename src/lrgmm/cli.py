@@ -49,6 +49,24 @@ def _add_model_options(p):
     _opt(p, init, "batch_size", type=int, help="images per encoder/decoder batch")
 
 
+def _add_backend_options(p):
+    """Where the autoencoder's files are (vqgan, diffusers; TAEF2's weights are found by itself)."""
+    g = p.add_argument_group("autoencoder files", "for --autoencoder vqgan / diffusers (see `lrgmm autoencoders`)")
+    g.add_argument("--ae-weights", default=None, help="TAEF2 weights folder, VQGAN checkpoint, or diffusers model folder")
+    g.add_argument("--ae-config", default=None, help="VQGAN YAML config (taming-transformers layout)")
+    g.add_argument("--ae-subfolder", default=None, help="diffusers: subfolder of the model folder holding the VAE")
+    g.add_argument("--requantize", action=argparse.BooleanOptionalAction, default=None,
+                   help="VQGAN: snap latents to the codebook before decoding (recorded in the model)")
+
+
+def _backend_options(name: str, args) -> dict:
+    from .autoencoders import backend_options
+
+    return backend_options(
+        name, weights=args.ae_weights, config=args.ae_config, subfolder=args.ae_subfolder, requantize=args.requantize
+    )
+
+
 def _add_sampling_options(p, n_default=16):
     from .pipeline import FacePipeline
 
@@ -92,6 +110,11 @@ def cmd_fit(args) -> int:
 
     params = {k: getattr(args, k) for k in FacePipeline().get_params() if hasattr(args, k)}
     params.update(cache=not args.no_cache, progress=not args.quiet)
+    options = _backend_options(args.autoencoder, args)
+    if options:
+        from .autoencoders import get_autoencoder
+
+        params["autoencoder"] = get_autoencoder(args.autoencoder, batch_size=args.batch_size, **options)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", InputWarning)  # the summary printed below says the same
         pipe = FacePipeline(**params).fit(args.sources if len(args.sources) > 1 else args.sources[0])
@@ -103,9 +126,12 @@ def cmd_fit(args) -> int:
 
 
 def cmd_sample(args) -> int:
+    from .io.model_file import read_metadata
     from .pipeline import FacePipeline
 
-    pipe = FacePipeline.load(args.model, progress=not args.quiet)
+    name = read_metadata(args.model).get("autoencoder", {}).get("name", "taef2")
+    options = _backend_options(name, args)
+    pipe = FacePipeline.load(args.model, autoencoder_options=options or None, progress=not args.quiet)
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     out = pipe.generate(
         args.n, seed, nn=args.nn, temperature=args.temperature, nn_iterations=args.nn_iterations, patch_size=args.patch_size
@@ -199,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sources", nargs="+", help="folder(s) or image file(s)")
     p.add_argument("-o", "--output", required=True, help="model file to write, e.g. faces.lrgmm")
     _add_model_options(p)
+    _add_backend_options(p)
     p.add_argument("--no-cache", action="store_true", help="do not read or write the latent cache")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_fit)
@@ -207,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("-o", "--output", required=True, help="output folder")
     _add_sampling_options(p)
+    _add_backend_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_sample)
 

@@ -20,3 +20,7 @@ class ModelFileError(LrgmmError):
 
 class FitError(LrgmmError):
     """The data cannot be fitted as asked (too few images, non-finite latents...)."""
+
+
+class OptionalDependencyError(LrgmmError, ImportError):
+    """A feature needs a package that is not installed; the message names the extra to install."""

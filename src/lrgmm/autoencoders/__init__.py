@@ -20,10 +20,11 @@ from __future__ import annotations
 
 from typing import Callable
 
-from lrgmm.autoencoders.base import Autoencoder, OptionalDependencyError
+from lrgmm.autoencoders.base import Autoencoder
 from lrgmm.autoencoders.diffusers_vae import DiffusersVAE
 from lrgmm.autoencoders.taef2 import TAEF2
 from lrgmm.autoencoders.vqgan import VQGAN
+from lrgmm.errors import OptionalDependencyError
 
 __all__ = [
     "Autoencoder",

@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lrgmm.autoencoders.base import DIFFUSERS_EXTRA, Autoencoder, OptionalDependencyError
+from lrgmm.autoencoders.base import DIFFUSERS_EXTRA, Autoencoder
+from lrgmm.errors import OptionalDependencyError
 
 # Inputs may carry rounding noise from resizing; anything further out of [0, 1] is a caller bug.
 _RANGE_TOL = 1e-3

@@ -11,13 +11,7 @@ import abc
 
 import torch
 
-from lrgmm.errors import LrgmmError
-
 DIFFUSERS_EXTRA = "pip install 'lrgmm[diffusers]'"
-
-
-class OptionalDependencyError(LrgmmError, ImportError):
-    """A backend needs a package that is not installed; the message names the extra to install."""
 
 
 class Autoencoder(abc.ABC):

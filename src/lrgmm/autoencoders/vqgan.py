@@ -58,9 +58,9 @@ from pathlib import Path
 import torch
 
 from lrgmm.autoencoders._diffusers_base import DiffusersBackend, import_diffusers
-from lrgmm.autoencoders.base import DIFFUSERS_EXTRA, OptionalDependencyError
+from lrgmm.autoencoders.base import DIFFUSERS_EXTRA
 from lrgmm.autoencoders.checkpoints import load_state_dict
-from lrgmm.errors import WeightsError
+from lrgmm.errors import OptionalDependencyError, WeightsError
 from lrgmm.weights import sha256_file
 
 __all__ = [
