@@ -10,11 +10,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lrgmm.autoencoders.base import DIFFUSERS_EXTRA, Autoencoder
+from lrgmm.autoencoders.base import DIFFUSERS_EXTRA, BatchedAutoencoder
 from lrgmm.errors import OptionalDependencyError
 
 # Inputs may carry rounding noise from resizing; anything further out of [0, 1] is a caller bug.
-_RANGE_TOL = 1e-3
 
 
 def import_diffusers(backend: str):
@@ -35,7 +34,7 @@ def check_positive_int(value, what: str) -> int:
     return value
 
 
-class DiffusersBackend(Autoencoder):
+class DiffusersBackend(BatchedAutoencoder):
     """An :class:`Autoencoder` around a diffusers model working on images in [-1, 1].
 
     Subclasses set ``self.model`` (eval mode, no gradients, on ``self.device``),
@@ -62,59 +61,6 @@ class DiffusersBackend(Autoencoder):
         model.eval().requires_grad_(False)
         return model
 
-    # -- shapes -------------------------------------------------------------------------------
-
-    def latent_shape(self, resolution: int) -> tuple[int, int, int]:
-        if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution <= 0:
-            raise ValueError(f"resolution must be a positive integer, got {resolution!r}")
-        f = self.downscale
-        if resolution % f:
-            raise ValueError(
-                f"{self.name} ({self.id}) needs image sides that are multiples of {f}, got "
-                f"{resolution}; use e.g. {max(f, resolution // f * f)}"
-            )
-        return (self.latent_channels, resolution // f, resolution // f)
-
-    # -- validation ---------------------------------------------------------------------------
-
-    @staticmethod
-    def _check_tensor(x: object, what: str, channels: int) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"{what} must be a torch.Tensor, got {type(x).__name__}")
-        if x.dim() != 4 or x.shape[1] != channels:
-            raise ValueError(f"{what} must have shape (n, {channels}, H, W), got {tuple(x.shape)}")
-        if not x.is_floating_point():
-            raise TypeError(
-                f"{what} must be floating point, got {x.dtype}"
-                + (" (divide uint8 images by 255)" if x.dtype == torch.uint8 else "")
-            )
-        x = x.to(torch.float32)
-        if x.numel() and not bool(torch.isfinite(x).all()):
-            raise ValueError(f"{what} contain NaN or infinite values")
-        return x
-
-    def _check_images(self, images: object) -> torch.Tensor:
-        x = self._check_tensor(images, "images", 3)
-        h, w = x.shape[-2:]
-        f = self.downscale
-        if h % f or w % f or h == 0 or w == 0:
-            raise ValueError(f"image height and width must be positive multiples of {f}, got {h}x{w}")
-        if x.numel():
-            lo, hi = float(x.min()), float(x.max())
-            if lo < -_RANGE_TOL or hi > 1 + _RANGE_TOL:
-                raise ValueError(
-                    f"images must be RGB in [0, 1], got values in [{lo:.4g}, {hi:.4g}] "
-                    f"(scale [0, 255] images by 1/255, [-1, 1] images by (x + 1) / 2)"
-                )
-            x = x.clamp(0, 1)
-        return x
-
-    def _check_latents(self, latents: object) -> torch.Tensor:
-        z = self._check_tensor(latents, "latents", self.latent_channels)
-        if z.shape[-2] == 0 or z.shape[-1] == 0:
-            raise ValueError(f"latents must have a positive spatial size, got {tuple(z.shape)}")
-        return z
-
     # -- running ------------------------------------------------------------------------------
 
     def _encode_batch(self, x: torch.Tensor) -> torch.Tensor:
@@ -122,14 +68,6 @@ class DiffusersBackend(Autoencoder):
 
     def _decode_batch(self, z: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
-
-    def _run(self, fn, x: torch.Tensor, out_shape: tuple[int, ...]) -> torch.Tensor:
-        out = torch.empty(out_shape, dtype=torch.float32, device=x.device)
-        with torch.inference_mode():
-            for i in range(0, x.shape[0], self.batch_size):
-                chunk = x[i : i + self.batch_size].to(self.device)
-                out[i : i + chunk.shape[0]] = fn(chunk).to(device=out.device, dtype=torch.float32)
-        return out
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         x = self._check_images(images)

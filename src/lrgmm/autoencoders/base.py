@@ -13,6 +13,10 @@ import torch
 
 DIFFUSERS_EXTRA = "pip install 'lrgmm[diffusers]'"
 
+# Inputs may carry rounding noise from resizing; anything further out of [0, 1] is a caller bug
+# (e.g. images in [0, 255] or [-1, 1]) and is refused rather than silently clamped.
+_RANGE_TOL = 1e-3
+
 
 class Autoencoder(abc.ABC):
     """A frozen, pretrained image autoencoder.
@@ -60,3 +64,75 @@ class Autoencoder(abc.ABC):
     @abc.abstractmethod
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Decode ``(n, c, h, w)`` latents to ``(n, 3, H, W)`` float32 RGB clamped to [0, 1]."""
+
+
+class BatchedAutoencoder(Autoencoder):
+    """An autoencoder with a fixed down-sampling factor and latent channel count, run in batches.
+
+    Subclasses set ``latent_channels``, ``downscale``, ``batch_size`` and ``device``; this class
+    gives them the latent shape, the input checks (clear errors for wrong shapes, dtypes, ranges
+    and non-finite values) and the batched, gradient-free loop.
+    """
+
+    latent_channels: int
+    downscale: int
+    batch_size: int
+    device: torch.device
+
+    def latent_shape(self, resolution: int) -> tuple[int, int, int]:
+        if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution <= 0:
+            raise ValueError(f"resolution must be a positive integer, got {resolution!r}")
+        f = self.downscale
+        if resolution % f:
+            raise ValueError(
+                f"{self.name} ({self.id}) needs image sides that are multiples of {f}, got "
+                f"{resolution}; use e.g. {max(f, resolution // f * f)}"
+            )
+        return (self.latent_channels, resolution // f, resolution // f)
+
+    @staticmethod
+    def _check_tensor(x: object, what: str, channels: int) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{what} must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != 4 or x.shape[1] != channels:
+            raise ValueError(f"{what} must have shape (n, {channels}, H, W), got {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise TypeError(
+                f"{what} must be floating point, got {x.dtype}"
+                + (" (divide uint8 images by 255)" if x.dtype == torch.uint8 else "")
+            )
+        x = x.to(torch.float32)
+        if x.numel() and not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{what} contain NaN or infinite values")
+        return x
+
+    def _check_images(self, images: object) -> torch.Tensor:
+        x = self._check_tensor(images, "images", 3)
+        h, w = x.shape[-2:]
+        f = self.downscale
+        if h % f or w % f or h == 0 or w == 0:
+            raise ValueError(f"image height and width must be positive multiples of {f}, got {h}x{w}")
+        if x.numel():
+            lo, hi = float(x.min()), float(x.max())
+            if lo < -_RANGE_TOL or hi > 1 + _RANGE_TOL:
+                raise ValueError(
+                    f"images must be RGB in [0, 1], got values in [{lo:.4g}, {hi:.4g}] "
+                    f"(scale [0, 255] images by 1/255, [-1, 1] images by (x + 1) / 2)"
+                )
+            x = x.clamp(0, 1)
+        return x
+
+    def _check_latents(self, latents: object) -> torch.Tensor:
+        z = self._check_tensor(latents, "latents", self.latent_channels)
+        if z.shape[-2] == 0 or z.shape[-1] == 0:
+            raise ValueError(f"latents must have a positive spatial size, got {tuple(z.shape)}")
+        return z
+
+    def _run(self, fn, x: torch.Tensor, out_shape: tuple[int, ...]) -> torch.Tensor:
+        """Apply ``fn`` in batches of ``batch_size`` on ``device``; float32 result on x's device."""
+        out = torch.empty(out_shape, dtype=torch.float32, device=x.device)
+        with torch.inference_mode():
+            for i in range(0, x.shape[0], self.batch_size):
+                chunk = x[i : i + self.batch_size].to(self.device)
+                out[i : i + chunk.shape[0]] = fn(chunk).to(device=out.device, dtype=torch.float32)
+        return out

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lrgmm.autoencoders.base import Autoencoder
+from lrgmm.autoencoders.base import BatchedAutoencoder
 from lrgmm.errors import WeightsError
 from lrgmm.weights import find_weights, sha256_file
 
@@ -26,9 +26,6 @@ ENCODER_FILE = "taef2_encoder.pth"
 DECODER_FILE = "taef2_decoder.pth"
 LATENT_CHANNELS = 32
 DOWNSCALE = 8
-# Inputs may carry rounding noise from resizing; anything further out of [0, 1] is a caller bug
-# (e.g. images in [0, 255] or [-1, 1]) and is refused rather than silently clamped.
-_RANGE_TOL = 1e-3
 
 
 def _conv(a: int, b: int, **kwargs) -> nn.Conv2d:
@@ -108,7 +105,7 @@ def _load_into(module: nn.Module, path: Path) -> None:
     module.load_state_dict(state, strict=True)
 
 
-class TAEF2(Autoencoder):
+class TAEF2(BatchedAutoencoder):
     """The TAEF2 backend: RGB in [0, 1] <-> 32 x H/8 x W/8 latents, eval mode, no gradients.
 
     Weights are located with :func:`lrgmm.weights.find_weights` (explicit path, then
@@ -125,6 +122,8 @@ class TAEF2(Autoencoder):
 
     name = BACKEND
     preferred_q = 16
+    latent_channels = LATENT_CHANNELS
+    downscale = DOWNSCALE
     # command-line option -> keyword argument (see lrgmm.autoencoders.backend_options)
     option_names = {"weights": "weights_dir"}
 
@@ -156,71 +155,6 @@ class TAEF2(Autoencoder):
 
     def __repr__(self) -> str:
         return f"TAEF2(id={self.id!r}, device={str(self.device)!r}, batch_size={self.batch_size})"
-
-    def latent_shape(self, resolution: int) -> tuple[int, int, int]:
-        if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution <= 0:
-            raise ValueError(f"resolution must be a positive integer, got {resolution!r}")
-        if resolution % DOWNSCALE:
-            raise ValueError(
-                f"TAEF2 needs image sides that are multiples of {DOWNSCALE}, got {resolution}; "
-                f"use e.g. {max(DOWNSCALE, resolution // DOWNSCALE * DOWNSCALE)}"
-            )
-        side = resolution // DOWNSCALE
-        return (LATENT_CHANNELS, side, side)
-
-    # -- validation ---------------------------------------------------------------------------
-
-    @staticmethod
-    def _check_tensor(x: object, what: str, channels: int) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"{what} must be a torch.Tensor, got {type(x).__name__}")
-        if x.dim() != 4 or x.shape[1] != channels:
-            raise ValueError(
-                f"{what} must have shape (n, {channels}, H, W), got {tuple(x.shape)}"
-            )
-        if not x.is_floating_point():
-            raise TypeError(
-                f"{what} must be floating point, got {x.dtype}"
-                + (" (divide uint8 images by 255)" if x.dtype == torch.uint8 else "")
-            )
-        x = x.to(torch.float32)
-        if x.numel() and not bool(torch.isfinite(x).all()):
-            raise ValueError(f"{what} contain NaN or infinite values")
-        return x
-
-    def _check_images(self, images: object) -> torch.Tensor:
-        x = self._check_tensor(images, "images", 3)
-        h, w = x.shape[-2:]
-        if h % DOWNSCALE or w % DOWNSCALE or h == 0 or w == 0:
-            raise ValueError(
-                f"image height and width must be positive multiples of {DOWNSCALE}, got {h}x{w}"
-            )
-        if x.numel():
-            lo, hi = float(x.min()), float(x.max())
-            if lo < -_RANGE_TOL or hi > 1 + _RANGE_TOL:
-                raise ValueError(
-                    f"images must be RGB in [0, 1], got values in [{lo:.4g}, {hi:.4g}] "
-                    f"(scale [0, 255] images by 1/255, [-1, 1] images by (x + 1) / 2)"
-                )
-            x = x.clamp(0, 1)
-        return x
-
-    def _check_latents(self, latents: object) -> torch.Tensor:
-        x = self._check_tensor(latents, "latents", LATENT_CHANNELS)
-        if x.shape[-2] == 0 or x.shape[-1] == 0:
-            raise ValueError(f"latents must have a positive spatial size, got {tuple(x.shape)}")
-        return x
-
-    # -- running ------------------------------------------------------------------------------
-
-    def _run(self, net: nn.Module, x: torch.Tensor, out_shape: tuple[int, ...]) -> torch.Tensor:
-        """Apply ``net`` in batches of ``batch_size``; result on the input's device, float32."""
-        out = torch.empty(out_shape, dtype=torch.float32, device=x.device)
-        with torch.inference_mode():
-            for i in range(0, x.shape[0], self.batch_size):
-                chunk = x[i : i + self.batch_size].to(self.device)
-                out[i : i + chunk.shape[0]] = net(chunk).to(out.device)
-        return out
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         x = self._check_images(images)
