@@ -1,0 +1,1093 @@
+"""The reproduction report: every generator of ``lrgmm.baselines`` measured in one run.
+
+    python -m lrgmm.report [--scale quick|full|test] [--data DIR] [--out reports/]
+
+writes ``<out>/reproduction.md``, ``<out>/reproduction.json`` (every number) and
+``<out>/figures/*.png``:
+
+- the analogue of the paper's table 1 for three training-set sizes N (FID, KID, precision,
+  recall, near-copy shares, provenance, fit time, sampling time) for every generator, with two
+  reference rows: fresh real photos at the same sample count (what FID's small-sample bias alone
+  scores) and the training faces through the autoencoder (what copying scores);
+- sample grids per method, provenance maps, decoded centroids (paper fig. 7), the lambda sweep
+  (fig. 8: same seed, lower and higher rank) with its FID / precision / recall curve, the q sweep
+  with the projector's round-trip PSNR, the K, omega and NN-iteration sweeps, FID against N, and
+  the defaults these sweeps support.
+
+Data: the shared faces (``--data``, default the shared UTKFace folder) are listed, sorted, and
+permuted with a fixed seed; the last ``heldout_reserve`` photos of the permutation are held out
+(never trained on): the first ``n_heldout`` of them are the real reference of every metric, the
+next ``n_table`` the "fresh real photos" reference row. Training sets are the first N photos of
+the rest (nested: the N = 32 set is inside the N = 1,024 set). With the default seed the
+N = 1,024 set is the one ``lrgmm demo`` fits on.
+
+Scales (``SCALES``): ``quick`` (about 20 minutes on a 2-core CPU), ``full`` (the whole training
+split; hours the first time, see ``Scale.expected``), ``test`` (seconds, for the test suite).
+Encoded latents and Inception features are cached on disk (``$LRGMM_CACHE_DIR``), so a second
+run pays only for generating and decoding faces.
+
+Figures are drawn with Pillow (no plotting library needed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+from tqdm.auto import tqdm
+
+from .baselines import BASELINES, BaselineGenerator, LRGMMNNGenerator, make_generator
+from .evaluation import EvalResult, EvalWarning, Evaluator
+from .io.atomic import atomic_write_bytes
+from .io.images import list_images, load_images, make_grid, save_png
+from .metrics.features import InceptionExtractor
+from .metrics.frechet import fid
+from .metrics.kernel_distance import kid
+from .metrics.precision_recall import precision_recall
+from .model import default_n_components
+from .pipeline import FacePipeline, InputWarning
+from .provenance import index_colors, provenance_image
+
+__all__ = ["SCALES", "Scale", "main", "run_report"]
+
+SPLIT_SEED = 0  # permutation of the data folder (as ``lrgmm demo``'s subset)
+EVAL_SEED = 1  # faces measured in the tables and sweeps
+FIGURE_SEED = 2  # faces shown in the figures
+
+METHOD_ORDER = ["normal", "random-pixels", "nn-from-random", "gaussian", "gmm10", "latentpatch", "lrgmm", "lrgmm-nn"]
+NON_PARAMETRIC = ["random-pixels", "nn-from-random", "latentpatch"]
+EX_POST = ["gaussian", "gmm10"]
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How much the report measures. ``train_sizes``: the table's N values (None: the whole
+    training split). ``sweep_n``: the N of the figures and sweeps (one of ``train_sizes``)."""
+
+    name: str
+    heldout_reserve: int
+    n_heldout: int
+    train_sizes: tuple
+    n_table: int
+    n_sweep: int
+    sweep_n: int
+    lambdas: tuple
+    qs: tuple
+    ks: tuple
+    omegas: tuple
+    nn_iterations: tuple
+    fid_vs_n_extra: tuple
+    n_grid: int = 16
+    n_timing: int = 256
+    n_psnr: int = 64
+    expected: str = ""
+
+
+SCALES: dict[str, Scale] = {
+    "test": Scale(
+        name="test", heldout_reserve=24, n_heldout=16, train_sizes=(16,), n_table=8, n_sweep=8, sweep_n=16,
+        lambdas=(0.06,), qs=(8,), ks=(2,), omegas=(3,), nn_iterations=(2,), fid_vs_n_extra=(24,),
+        n_grid=4, n_timing=8, n_psnr=4, expected="about a minute",
+    ),
+    "quick": Scale(
+        name="quick", heldout_reserve=3000, n_heldout=400, train_sizes=(32, 256, 1024), n_table=100, n_sweep=100,
+        sweep_n=1024, lambdas=(0.02, 0.06, 0.12, 0.25), qs=(4, 8, 16, 32), ks=(1, 4, 8, 16), omegas=(1, 3, 5, 7),
+        nn_iterations=(1, 2, 3), fid_vs_n_extra=(128, 512), n_grid=16, n_timing=256, n_psnr=64,
+        expected="about 20 minutes on 2 CPU cores the first time (less with warm caches)",
+    ),
+    "full": Scale(
+        name="full", heldout_reserve=3000, n_heldout=2000, train_sizes=(32, 1024, None), n_table=500, n_sweep=300,
+        sweep_n=1024, lambdas=(0.01, 0.03, 0.06, 0.12, 0.25, 0.5), qs=(4, 8, 12, 16, 24, 32), ks=(1, 2, 4, 8, 16, 32),
+        omegas=(1, 3, 5, 7, 9), nn_iterations=(1, 2, 3, 4), fid_vs_n_extra=(128, 256, 512, 2048, 4096, 8192),
+        n_grid=16, n_timing=256, n_psnr=128,
+        expected=("about 3.5 hours on 2 CPU cores the first time: encoding the ~19k training photos (~20 min) and "
+                  "taking the Inception features of their reconstructions for the near-copy test (~50 min) are "
+                  "cached, so a second run takes about 2 hours"),
+    ),
+}
+
+
+# ---------------------------------------------------------------------------------- plotting
+
+_PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+            (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError):  # Pillow without FreeType: the small bitmap font
+        return ImageFont.load_default()
+
+
+def _text_size(draw: ImageDraw.ImageDraw, text: str, font) -> tuple[int, int]:
+    box = draw.textbbox((0, 0), text, font=font)
+    return box[2] - box[0], box[3] - box[1]
+
+
+def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return [0.0, 1.0]
+    if hi - lo < 1e-12:
+        lo, hi = lo - 0.5 * max(abs(lo), 1e-3), hi + 0.5 * max(abs(hi), 1e-3)
+    raw = (hi - lo) / max(n - 1, 1)
+    mag = 10 ** math.floor(math.log10(raw))
+    step = min((m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw), default=10 * mag)
+    start = math.floor(lo / step) * step
+    ticks = []
+    t = start
+    while t <= hi + step * 0.999:
+        ticks.append(round(t, 12))
+        t += step
+    return ticks
+
+
+def _fmt_tick(v: float) -> str:
+    if v == 0:
+        return "0"
+    a = abs(v)
+    if a >= 1000 or a < 0.01:
+        return f"{v:.2g}"
+    if a >= 10:
+        return f"{v:.0f}"
+    return f"{v:.3g}"
+
+
+def line_plot(panels: list[dict], path: Path, panel_size: tuple[int, int] = (430, 330), title: str | None = None) -> Path:
+    """Panels side by side, each a line chart with categorical x (equally spaced, labelled by
+    value): ``{"title", "xlabel", "x": [...], "series": {label: [y or None, ...]}, "default": x}``.
+    The default x value gets a dashed vertical line. Written as PNG (Pillow only)."""
+    pw, ph = panel_size
+    top = 34 if title else 0
+    legend_labels = []
+    for p in panels:
+        for lab in p["series"]:
+            if lab not in legend_labels:
+                legend_labels.append(lab)
+    colours = {lab: _PALETTE[i % len(_PALETTE)] for i, lab in enumerate(legend_labels)}
+    font, small, big = _font(13), _font(11), _font(15)
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    # legend rows under the panels
+    width = pw * len(panels)
+    entries = [(lab, _text_size(probe, lab, small)[0] + 34) for lab in legend_labels]
+    rows, cur, cw = [], [], 10
+    for lab, w in entries:
+        if cur and cw + w > width - 10:
+            rows.append(cur)
+            cur, cw = [], 10
+        cur.append((lab, w))
+        cw += w
+    if cur:
+        rows.append(cur)
+    legend_h = 20 * len(rows) + 8 if len(legend_labels) > 1 else 0
+    img = Image.new("RGB", (width, top + ph + legend_h), "white")
+    draw = ImageDraw.Draw(img)
+    if title:
+        tw, _ = _text_size(draw, title, big)
+        draw.text(((width - tw) // 2, 8), title, fill="black", font=big)
+    for pi, p in enumerate(panels):
+        x0 = pi * pw
+        left, right, ptop, bottom = x0 + 62, x0 + pw - 14, top + 28, top + ph - 44
+        xs = list(p["x"])
+        ys = [v for s in p["series"].values() for v in s if v is not None and math.isfinite(v)]
+        lo, hi = (min(ys), max(ys)) if ys else (0.0, 1.0)
+        pad = 0.06 * (hi - lo) if hi > lo else 0.0
+        ticks = _nice_ticks(lo - pad, hi + pad)
+        ylo, yhi = ticks[0], ticks[-1]
+
+        def ypix(v):
+            return bottom - (v - ylo) / (yhi - ylo) * (bottom - ptop) if yhi > ylo else (bottom + ptop) / 2
+
+        def xpix(i):
+            return left + (i + 0.5) / max(len(xs), 1) * (right - left)
+
+        tw, _ = _text_size(draw, p.get("title", ""), font)
+        draw.text((x0 + (pw - tw) // 2, top + 6), p.get("title", ""), fill="black", font=font)
+        for t in ticks:
+            y = ypix(t)
+            draw.line([(left, y), (right, y)], fill=(225, 225, 225))
+            lab = _fmt_tick(t)
+            lw, lh = _text_size(draw, lab, small)
+            draw.text((left - lw - 6, y - lh / 2 - 2), lab, fill="black", font=small)
+        draw.rectangle([left, ptop, right, bottom], outline="black")
+        for i, xv in enumerate(xs):
+            x = xpix(i)
+            draw.line([(x, bottom), (x, bottom + 4)], fill="black")
+            lab = _fmt_tick(xv) if isinstance(xv, (int, float)) else str(xv)
+            lw, _ = _text_size(draw, lab, small)
+            draw.text((x - lw / 2, bottom + 6), lab, fill="black", font=small)
+            if p.get("default") is not None and xv == p["default"]:
+                for yy in range(int(ptop), int(bottom), 8):
+                    draw.line([(x, yy), (x, min(yy + 4, bottom))], fill=(120, 120, 120))
+        xl = p.get("xlabel", "")
+        lw, _ = _text_size(draw, xl, font)
+        draw.text((left + (right - left - lw) / 2, bottom + 22), xl, fill="black", font=font)
+        for lab, s in p["series"].items():
+            col = colours[lab]
+            pts = [(xpix(i), ypix(v)) for i, v in enumerate(s) if v is not None and math.isfinite(v)]
+            if len(pts) > 1:
+                draw.line(pts, fill=col, width=2)
+            for x, y in pts:
+                draw.ellipse([x - 3.5, y - 3.5, x + 3.5, y + 3.5], fill=col)
+    if legend_h:
+        y = top + ph + 2
+        for row in rows:
+            x = 10
+            for lab, w in row:
+                col = colours[lab]
+                draw.line([(x, y + 8), (x + 22, y + 8)], fill=col, width=3)
+                draw.text((x + 27, y + 1), lab, fill="black", font=small)
+                x += w
+            y += 20
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path
+
+
+def labelled_rows(rows: list[tuple[str, np.ndarray]], path: Path, label_width: int = 230, tile: int | None = None) -> Path:
+    """Image rows, each (label, (3, H, W) float array in [0, 1] from ``make_grid``), stacked
+    with the label written on the left."""
+    font = _font(14)
+    arrs = [np.clip(a, 0, 1) for _, a in rows]
+    w = max(a.shape[2] for a in arrs)
+    total_h = sum(a.shape[1] for a in arrs)
+    img = Image.new("RGB", (label_width + w, total_h), "white")
+    draw = ImageDraw.Draw(img)
+    y = 0
+    for (label, _), a in zip(rows, arrs):
+        pil = Image.fromarray((a.transpose(1, 2, 0) * 255).round().astype(np.uint8))
+        img.paste(pil, (label_width, y))
+        lines = _wrap(draw, label, font, label_width - 12)
+        lh = 18
+        ty = y + (a.shape[1] - lh * len(lines)) // 2
+        for ln in lines:
+            draw.text((6, ty), ln, fill="black", font=font)
+            ty += lh
+        y += a.shape[1]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path
+
+
+def _wrap(draw, text: str, font, width: int) -> list[str]:
+    words, lines, cur = text.split(), [], ""
+    for wd in words:
+        trial = f"{cur} {wd}".strip()
+        if cur and _text_size(draw, trial, font)[0] > width:
+            lines.append(cur)
+            cur = wd
+        else:
+            cur = trial
+    if cur:
+        lines.append(cur)
+    return lines or [""]
+
+
+# ---------------------------------------------------------------------------------- the run
+
+
+def _row(res: EvalResult, method: str, label: str, n_train: int, fit_s: float | None, sample_ms: float | None) -> dict:
+    mem_i = res.memorisation.get("inception")
+    mem_c = res.memorisation.get("latent_codes")
+    prov = res.provenance or {}
+    return {
+        "method": method,
+        "label": label,
+        "N": n_train,
+        "n": res.n,
+        "seed": res.seed,
+        "fid": res.fid,
+        "kid": res.kid.mean,
+        "kid_std": res.kid.std,
+        "kid_subset_size": res.kid.subset_size,
+        "precision": res.pr.precision,
+        "recall": res.pr.recall,
+        "near_copy_inception": mem_i.near_copy_share if mem_i else None,
+        "near_copy_inception_strict": mem_i.near_copy_share_strict if mem_i else None,
+        "median_ratio_inception": mem_i.median_ratio if mem_i else None,
+        "near_copy_codes": mem_c.near_copy_share if mem_c else None,
+        "median_ratio_codes": mem_c.median_ratio if mem_c else None,
+        "distinct_sources_median": prov.get("distinct_training_images", {}).get("median"),
+        "largest_share_median": prov.get("largest_share", {}).get("median"),
+        "largest_share_p95": prov.get("largest_share", {}).get("p95"),
+        "whole_face_copies": prov.get("whole_face_copies"),
+        "fit_s": fit_s,
+        "sample_ms": sample_ms,
+        "fid_train_recon": res.fid_training_reconstructions,
+        "settings": res.settings.get("generate_kwargs", {}),
+    }
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = ((a.clamp(0, 1) - b.clamp(0, 1)) ** 2).reshape(a.shape[0], -1).mean(1).clamp_min(1e-12)
+    return float((10 * torch.log10(1.0 / mse)).mean())
+
+
+def _git_commit() -> str:
+    try:
+        here = Path(__file__).resolve().parent
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True,
+                               text=True, timeout=10)
+        if rev.returncode == 0:
+            return rev.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return "unknown"
+
+
+@dataclass
+class _Context:
+    scale: Scale
+    data: Path
+    out: Path
+    progress: bool
+    command: str
+    files: list[str] = field(default_factory=list)
+    heldout: list[str] = field(default_factory=list)
+    fresh: list[str] = field(default_factory=list)
+    pool: list[str] = field(default_factory=list)
+    encoded: dict = field(default_factory=dict)
+    pipes: dict = field(default_factory=dict)
+    memo: dict = field(default_factory=dict)
+    results: dict = field(default_factory=dict)
+    figures: dict = field(default_factory=dict)
+    stage_seconds: dict = field(default_factory=dict)
+    per_face_ms: dict = field(default_factory=dict)
+    extractor: InceptionExtractor | None = None
+    default_data: bool = False
+
+
+class ReportRun:
+    """One report run (``run_report`` is the entry point)."""
+
+    def __init__(self, ctx: _Context):
+        self.c = ctx
+        self.fig_dir = ctx.out / "figures"
+
+    # ------------------------------------------------------------------ data
+    def split(self) -> None:
+        c, s = self.c, self.c.scale
+        files = [str(p) for p in list_images(c.data).paths]
+        need = s.heldout_reserve + max(n for n in s.train_sizes + s.fid_vs_n_extra if n is not None)
+        if len(files) < need:
+            raise ValueError(f"{c.data} holds {len(files)} images; the {s.name} scale needs at least {need}")
+        if s.heldout_reserve < s.n_heldout + s.n_table:
+            raise ValueError("heldout_reserve must hold the reference and the fresh-photo row")
+        perm = torch.randperm(len(files), generator=torch.Generator().manual_seed(SPLIT_SEED)).tolist()
+        reserve = [files[i] for i in perm[len(files) - s.heldout_reserve:]]
+        c.files = files
+        c.heldout = reserve[: s.n_heldout]
+        c.fresh = reserve[s.n_heldout: s.n_heldout + s.n_table]
+        c.pool = [files[i] for i in perm[: len(files) - s.heldout_reserve]]
+
+    def n_of(self, n: int | None) -> int:
+        return len(self.c.pool) if n is None else int(n)
+
+    def encoded_set(self, n: int):
+        """Latents of the first n training photos (the pool's, encoded once, sliced)."""
+        c = self.c
+        biggest = max(c.encoded) if c.encoded else 0
+        if n not in c.encoded and biggest < n:
+            pipe = FacePipeline(progress=c.progress)
+            c.encoded[n] = pipe.encode(c.pool[:n])
+        elif n not in c.encoded:
+            src = c.encoded[biggest]
+            keep = set(c.pool[:n])
+            idx = [i for i, p in enumerate(src.paths) if p in keep]
+            c.encoded[n] = replace(src, latents=src.latents[idx], paths=[src.paths[i] for i in idx],
+                                   hashes=[src.hashes[i] for i in idx])
+        return c.encoded[n]
+
+    def pipeline(self, n: int, **params) -> FacePipeline:
+        """A pipeline fitted on the first n training photos with ``params`` (memoised)."""
+        key = (n, tuple(sorted(params.items())))
+        if key not in self.c.pipes:
+            enc = self.encoded_set(n)
+            self.c.pipes[key] = FacePipeline(progress=False, **params).fit(enc)
+        return self.c.pipes[key]
+
+    def extractor(self) -> InceptionExtractor:
+        if self.c.extractor is None:
+            self.c.extractor = InceptionExtractor(progress=self.c.progress)
+        return self.c.extractor
+
+    def evaluator(self, pipe: FacePipeline, memorisation: bool) -> Evaluator:
+        return Evaluator(pipe, self.c.heldout, memorisation=memorisation, progress=self.c.progress,
+                         extractor=self.extractor())
+
+    # ------------------------------------------------------------- measuring
+    def measure(self, ev: Evaluator, gen, method: str, n_train: int, key: tuple, n: int, time_sampling: bool = True) -> dict:
+        """Evaluate ``gen`` (memoised under ``key``: the same fitted model and sampling settings
+        give the same faces, so a sweep's default point reuses the table's row)."""
+        full_key = (key, n, EVAL_SEED)
+        if full_key in self.c.memo:
+            return self.c.memo[full_key]
+        label = getattr(gen, "label", method)
+        sample_ms = None
+        if time_sampling:
+            m = min(self.c.scale.n_timing, n)
+            t0 = time.perf_counter()
+            gen.sample(m, seed=EVAL_SEED + 1000)
+            sample_ms = 1e3 * (time.perf_counter() - t0) / m
+        res = ev.evaluate(gen, n, seed=EVAL_SEED, name=label)
+        self.c.per_face_ms.setdefault("generation_incl_decoding", []).append(1e3 * res.timings["generation"] / n)
+        self.c.per_face_ms.setdefault("inception", []).append(1e3 * res.timings["features"] / n)
+        row = _row(res, method, label, n_train, getattr(gen, "fit_seconds_", None), sample_ms)
+        self.c.memo[full_key] = row
+        return row
+
+    def fresh_row(self, ev: Evaluator, n_train: int) -> dict:
+        """Fresh held-out photos (not in the reference) at the table's sample count: the score
+        of real faces, i.e. FID's small-sample bias alone."""
+        key = ("fresh", len(self.c.fresh))
+        if key not in self.c.memo:
+            res = ev.reference.resolution
+            ex = self.extractor()
+            li = load_images(self.c.fresh, res)
+            feats = ex.file_features(li.paths, li.hashes, res, lambda: li.images, desc="Inception features (fresh photos)")
+            real = ev.real_features
+            k = kid(feats, real, subsets=ev.kid_subsets, subset_size=ev.kid_subset_size, seed=EVAL_SEED)
+            pr = precision_recall(feats, real, k=ev.pr_k)
+            self.c.memo[key] = {"fid": fid(feats, real), "kid": k.mean, "kid_std": k.std, "precision": pr.precision,
+                                "recall": pr.recall, "n": len(li.paths)}
+        return {"method": "real-photos", "label": "fresh real photos (reference)", "N": n_train, **self.c.memo[key]}
+
+    # ---------------------------------------------------------------- stages
+    def table(self) -> None:
+        c, s = self.c, self.c.scale
+        c.results["table"] = {}
+        c.results["fit_info"] = {}
+        for n_req in s.train_sizes:
+            n = self.n_of(n_req)
+            t0 = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", InputWarning)
+                pipe = self.pipeline(n)
+            n_used = int(pipe.model_.codes_.shape[0])
+            c.results["fit_info"][n] = {
+                "n_photos": n, "n_used": n_used, "K": pipe.model_.n_components_,
+                "K_requested": default_n_components(n_used), "ranks": pipe.model_.mixture_.ranks_.tolist(),
+                "q": int(pipe.model_.codes_.shape[1]), "fit_s": pipe.fit_seconds_,
+                "input": pipe.report_.summary().splitlines()[0] if pipe.report_ else "",
+            }
+            ev = self.evaluator(pipe, memorisation=True)
+            rows = [self.fresh_row(ev, n_used)]
+            for name in tqdm(METHOD_ORDER, desc=f"table N={n}", unit="method", disable=not c.progress):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)  # component removal is recorded below
+                    gen = make_generator(name, pipe)
+                row = self.measure(ev, gen, name, n_used, self._key(n, name, pipe), s.n_table)
+                if name == "gmm10":
+                    row["components"] = gen.n_components_
+                rows.append(row)
+                if n == self.n_of(s.sweep_n):
+                    self.figure_samples(name, gen)
+            c.results["table"][n] = rows
+            if n == self.n_of(s.sweep_n):
+                self.sweep_ev = ev
+                self.sweep_pipe = pipe
+                self.figure_centroids(pipe)
+            else:
+                del ev
+            c.stage_seconds[f"table, N = {n}"] = time.perf_counter() - t0
+
+    def _key(self, n: int, method: str, pipe: FacePipeline, **sample_kw) -> tuple:
+        m = pipe.model_
+        fit = (n, int(m.codes_.shape[1]), m.n_components if m.n_components is not None else default_n_components(m.codes_.shape[0]),
+               m.temperature, m.random_state)
+        return (method, fit, tuple(sorted((k, v) for k, v in sample_kw.items() if v is not None)))
+
+    def sweeps(self) -> None:
+        c, s = self.c, self.c.scale
+        n = self.n_of(s.sweep_n)
+        ev = self.sweep_ev
+        base = self.sweep_pipe
+        n_used = int(base.model_.codes_.shape[0])
+        out = {}
+        bar = tqdm(total=len(s.lambdas) * 2 + len(s.qs) + len(s.ks) + len(s.omegas) + len(s.nn_iterations),
+                   desc="sweeps", unit="point", disable=not c.progress)
+
+        # lambda: one fit at the largest lambda, sampled at each value (the paper's fig. 8: same
+        # seed, same eigenvectors, more or fewer of them).
+        t0 = time.perf_counter()
+        lam_max = max(max(s.lambdas), base.temperature)
+        pipe_l = self.pipeline(n, temperature=lam_max)
+        rows = []
+        for lam in s.lambdas:
+            for nn in (True, False):
+                cls = BASELINES["lrgmm-nn" if nn else "lrgmm"]
+                gen = cls(pipe_l, temperature=lam).fit()
+                row = self.measure(ev, gen, gen.name, n_used, self._key(n, gen.name, pipe_l, temperature=lam), s.n_sweep,
+                                   time_sampling=False)
+                dims = pipe_l.model_._sampling_dims(lam)
+                rows.append({**row, "value": lam, "nn": nn, "sum_dk": int(dims.sum()), "dk": dims.tolist()})
+                bar.update(1)
+        out["lambda"] = rows
+        self.figure_lambda(pipe_l)
+        c.stage_seconds["sweep: lambda"] = time.perf_counter() - t0
+
+        # q: a new projector per value, so a new evaluator (no memorisation: the reconstructions
+        # of the training set would have to be recomputed for each q)
+        t0 = time.perf_counter()
+        rows = []
+        li = load_images(c.heldout[: s.n_psnr], base.resolution)
+        x = torch.from_numpy(li.images)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", InputWarning)
+            lat = base.encode(li.paths).latents
+        ae_only = _psnr(base.decode(lat), x)
+        for q in s.qs:
+            pipe_q = self.pipeline(n, n_channels=q)
+            proj = pipe_q.model_.projector_
+            psnr = _psnr(pipe_q.decode(proj.inverse_transform(proj.transform(lat))), x)
+            gen = LRGMMNNGenerator(pipe_q).fit()
+            key = self._key(n, "lrgmm-nn", pipe_q)
+            if (key, s.n_sweep, EVAL_SEED) in c.memo:
+                row = c.memo[(key, s.n_sweep, EVAL_SEED)]
+            else:
+                row = self.measure(self.evaluator(pipe_q, memorisation=False), gen, "lrgmm-nn", n_used, key, s.n_sweep,
+                                   time_sampling=False)
+            rows.append({**row, "value": q, "psnr": psnr, "psnr_autoencoder": ae_only,
+                         "explained_variance": proj.explained_variance_ratio_, "d0": q * lat.shape[-1] * lat.shape[-2]})
+            bar.update(1)
+        out["q"] = rows
+        c.stage_seconds["sweep: q"] = time.perf_counter() - t0
+
+        # K: refits
+        t0 = time.perf_counter()
+        rows = []
+        for k in s.ks:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                pipe_k = self.pipeline(n, n_components=k)
+            gen = LRGMMNNGenerator(pipe_k).fit()
+            row = self.measure(ev, gen, "lrgmm-nn", n_used, self._key(n, "lrgmm-nn", pipe_k), s.n_sweep, time_sampling=False)
+            rows.append({**row, "value": k, "K_fitted": pipe_k.model_.n_components_})
+            bar.update(1)
+        out["K"] = rows
+        c.stage_seconds["sweep: K"] = time.perf_counter() - t0
+
+        # omega and NN iterations: sampling settings of the default model
+        for name, values, kw in (("omega", s.omegas, "patch_size"), ("nn_iterations", s.nn_iterations, "nn_iterations")):
+            t0 = time.perf_counter()
+            rows = []
+            for v in values:
+                gen = LRGMMNNGenerator(base, **{kw: v}).fit()
+                d = {kw: v} if v != getattr(base.model_, kw) else {}
+                row = self.measure(ev, gen, "lrgmm-nn", n_used, self._key(n, "lrgmm-nn", base, **d), s.n_sweep,
+                                   time_sampling=True)
+                rows.append({**row, "value": v})
+                bar.update(1)
+            out[name] = rows
+            c.stage_seconds[f"sweep: {name}"] = time.perf_counter() - t0
+        bar.close()
+        c.results["sweeps"] = out
+        c.results["sweep_n"] = n_used
+
+    def fid_vs_n(self) -> None:
+        c, s = self.c, self.c.scale
+        t0 = time.perf_counter()
+        rows = []
+        for n in tqdm(s.fid_vs_n_extra, desc="FID against N", unit="N", disable=not c.progress):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", InputWarning)
+                pipe = self.pipeline(n)
+            ev = self.evaluator(pipe, memorisation=False)
+            for name in ("lrgmm", "lrgmm-nn"):
+                gen = make_generator(name, pipe)
+                rows.append(self.measure(ev, gen, name, int(pipe.model_.codes_.shape[0]), self._key(n, name, pipe),
+                                         s.n_table, time_sampling=False))
+        c.results["fid_vs_n_extra"] = rows
+        c.stage_seconds["FID against N (extra N)"] = time.perf_counter() - t0
+
+    # --------------------------------------------------------------- figures
+    def figure_samples(self, name: str, gen: BaselineGenerator) -> None:
+        s = self.c.scale
+        out = gen.generate(s.n_grid, seed=FIGURE_SEED)
+        ncol = min(8, s.n_grid)
+        grid = make_grid(out.images[: s.n_grid], ncols=ncol)
+        path = save_png(grid, self.fig_dir / f"samples_{name}.png")
+        self.c.figures.setdefault("samples", {})[name] = path.name
+        self.c.figures.setdefault("_rows", []).append((gen.label, make_grid(out.images[:ncol], ncols=ncol)))
+        prov = out.samples.provenance
+        if prov is not None:
+            m = min(8, s.n_grid)
+            size = out.images.shape[-1]
+            maps = torch.stack([provenance_image(prov[i], size) for i in range(m)])
+            both = torch.cat([out.images[:m], maps])
+            self.c.figures.setdefault("_prov_rows", []).append((gen.label, make_grid(both, ncols=m)))
+
+    def figure_centroids(self, pipe: FacePipeline) -> None:
+        m = pipe.model_
+        q, h, w = m.codes_.shape[1:]
+        means = m.mixture_.means_.reshape(-1, q, h, w)
+        faces = pipe.decode(m.projector_.inverse_transform(means))
+        size = faces.shape[-1]
+        ch = means[:, :3]
+        lo = ch.amin(dim=(0, 2, 3), keepdim=True)
+        hi = ch.amax(dim=(0, 2, 3), keepdim=True)
+        colour = ((ch - lo) / (hi - lo).clamp_min(1e-6)).repeat_interleave(size // h, 2).repeat_interleave(size // w, 3)
+        k = means.shape[0]
+        path = save_png(make_grid(torch.cat([faces, colour]), ncols=k), self.fig_dir / "centroids.png")
+        self.c.figures["centroids"] = path.name
+        self.c.results["centroids"] = {"K": k, "weights": [round(float(x), 4) for x in m.mixture_.weights_]}
+
+    def figure_lambda(self, pipe: FacePipeline) -> None:
+        s = self.c.scale
+        ncol = min(8, s.n_grid)
+        for nn in (False, True):
+            rows = []
+            for lam in s.lambdas:
+                out = pipe.generate(ncol, seed=FIGURE_SEED, nn=nn, temperature=lam)
+                dsum = int(pipe.model_._sampling_dims(lam).sum())
+                rows.append((f"lambda = {lam:g} (sum d_k = {dsum})", make_grid(out.images, ncols=ncol)))
+            name = "lambda_samples_nn.png" if nn else "lambda_samples.png"
+            labelled_rows(rows, self.fig_dir / name)
+            self.c.figures["lambda_nn" if nn else "lambda"] = name
+
+    def figures_final(self) -> None:
+        c = self.c
+        rows = c.figures.pop("_rows", [])
+        if rows:
+            labelled_rows(rows, self.fig_dir / "samples_all.png")
+            c.figures["samples_all"] = "samples_all.png"
+        prov = c.figures.pop("_prov_rows", [])
+        if prov:
+            labelled_rows(prov, self.fig_dir / "provenance.png")
+            c.figures["provenance"] = "provenance.png"
+        sw = c.results.get("sweeps", {})
+        s = c.scale
+
+        def panels(rows, xlabel, default, extra=None, nn_split=False):
+            xs = sorted({r["value"] for r in rows})
+
+            def series(metric, which=None):
+                sel = [r for r in rows if which is None or r.get("nn") == which]
+                by = {r["value"]: r[metric] for r in sel}
+                return [by.get(x) for x in xs]
+
+            def named(metric):
+                if nn_split:
+                    return {"LR-GMM-NN": series(metric, True), "LR-GMM (no NN)": series(metric, False)}
+                return {"LR-GMM-NN": series(metric)}
+
+            out = [
+                {"title": f"FID (n = {rows[0]['n']})", "xlabel": xlabel, "x": xs, "series": named("fid"), "default": default},
+                {"title": "KID x 1000", "xlabel": xlabel, "x": xs,
+                 "series": {k: [None if v is None else 1e3 * v for v in vs] for k, vs in named("kid").items()}, "default": default},
+                {"title": "precision / recall", "xlabel": xlabel, "x": xs, "default": default,
+                 "series": {**{f"precision, {k}" if nn_split else "precision": v for k, v in named("precision").items()},
+                            **{f"recall, {k}" if nn_split else "recall": v for k, v in named("recall").items()}}},
+            ]
+            if extra:
+                out.append(extra(xs))
+            return out
+
+        pipe = getattr(self, "sweep_pipe", None)
+        if "lambda" in sw:
+            line_plot(panels(sw["lambda"], "lambda (temperature)", pipe.temperature if pipe else None, nn_split=True),
+                      self.fig_dir / "lambda_curve.png", title=f"lambda sweep, N = {c.results['sweep_n']}")
+            c.figures["lambda_curve"] = "lambda_curve.png"
+        if "q" in sw:
+            def psnr_panel(xs):
+                by = {r["value"]: r for r in sw["q"]}
+                return {"title": "round-trip PSNR (dB)", "xlabel": "q", "x": xs, "default": 16,
+                        "series": {"decode(P0*(P0(E(x)))) vs x": [by[x]["psnr"] for x in xs],
+                                   "decode(E(x)) vs x": [by[x]["psnr_autoencoder"] for x in xs]}}
+            line_plot(panels(sw["q"], "q (projector channels)", pipe.model_.codes_.shape[1] if pipe else None, psnr_panel),
+                      self.fig_dir / "q_curve.png", title=f"q sweep, N = {c.results['sweep_n']}")
+            c.figures["q_curve"] = "q_curve.png"
+        for name, xlabel, attr in (("K", "K (components)", None), ("omega", "omega (patch size)", "patch_size"),
+                                   ("nn_iterations", "NN iterations", "nn_iterations")):
+            if name in sw:
+                if attr is None:
+                    default = default_n_components(c.results["sweep_n"])
+                else:
+                    default = getattr(pipe.model_, attr) if pipe else None
+                line_plot(panels(sw[name], xlabel, default), self.fig_dir / f"{name}_curve.png",
+                          title=f"{xlabel} sweep, N = {c.results['sweep_n']}")
+                c.figures[f"{name}_curve"] = f"{name}_curve.png"
+        # FID against N: every method of the table, plus the extra N of LR-GMM(-NN)
+        table = c.results.get("table", {})
+        pts: dict[str, dict[int, dict]] = {}
+        for n, rows in table.items():
+            for r in rows:
+                if r["method"] != "real-photos":
+                    pts.setdefault(r["label"], {})[r["N"]] = r
+        for r in c.results.get("fid_vs_n_extra", []):
+            pts.setdefault(r["label"], {})[r["N"]] = r
+        xs = sorted({n for d in pts.values() for n in d})
+        if xs:
+            line_plot(
+                [{"title": f"FID (n = {s.n_table})", "xlabel": "N (training photos)", "x": xs,
+                  "series": {lab: [d.get(x, {}).get("fid") for x in xs] for lab, d in pts.items()}},
+                 {"title": "KID x 1000", "xlabel": "N (training photos)", "x": xs,
+                  "series": {lab: [None if d.get(x) is None else 1e3 * d[x]["kid"] for x in xs] for lab, d in pts.items()}},
+                 {"title": "precision", "xlabel": "N (training photos)", "x": xs,
+                  "series": {lab: [d.get(x, {}).get("precision") for x in xs] for lab, d in pts.items()}}],
+                self.fig_dir / "fid_vs_n.png", panel_size=(470, 360), title="FID, KID and precision against N")
+            c.figures["fid_vs_n"] = "fid_vs_n.png"
+
+
+# ---------------------------------------------------------------------------------- markdown
+
+
+def _f(v, fmt="{:.1f}", none="–"):
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return none
+    return fmt.format(v)
+
+
+def _pct(v):
+    return _f(None if v is None else 100 * v, "{:.0f} %")
+
+
+def _best(rows, metric, lower=True):
+    ok = [r for r in rows if r.get(metric) is not None and math.isfinite(r[metric])]
+    if not ok:
+        return None
+    return (min if lower else max)(ok, key=lambda r: r[metric])
+
+
+def _sweep_verdict(rows, default, name) -> tuple[str, dict]:
+    """Best value by FID and by KID, and whether the default is within one KID std of the best."""
+    bf, bk = _best(rows, "fid"), _best(rows, "kid")
+    drow = next((r for r in rows if r["value"] == default), None)
+    info = {"default": default, "best_fid": bf["value"] if bf else None, "best_kid": bk["value"] if bk else None}
+    if drow is None or bk is None:
+        info["verdict"] = f"default {default} not among the sweep's values"
+        return info["verdict"], info
+    close = drow["kid"] - bk["kid"] <= max(bk["kid_std"], drow["kid_std"])
+    info["default_within_noise"] = bool(close)
+    if bf["value"] == default and bk["value"] == default:
+        verdict = "supported: best FID and best KID"
+    elif close:
+        verdict = (f"supported within noise (best FID at {bf['value']}, best KID at {bk['value']}; the default's KID is "
+                   f"within one subset std of the best)")
+    else:
+        verdict = f"not supported: best FID at {bf['value']}, best KID at {bk['value']} (beyond one KID std)"
+    info["verdict"] = verdict
+    return verdict, info
+
+
+def _table_md(rows: list[dict]) -> list[str]:
+    head = ("| method | FID | KID x 10³ | precision | recall | near copies (Inception) | near copies (codes) | "
+            "sources per face (median) | largest source share (median) | fit (s) | sampling (ms/face) |")
+    lines = [head, "|" + "---|" * 11]
+    for r in rows:
+        if r["method"] == "real-photos":
+            lines.append(f"| *{r['label']}, n = {r['n']}* | *{_f(r['fid'])}* | *{_f(1e3 * r['kid'], '{:.2f}')} ± "
+                         f"{_f(1e3 * r['kid_std'], '{:.2f}')}* | *{_f(r['precision'], '{:.2f}')}* | "
+                         f"*{_f(r['recall'], '{:.2f}')}* | | | | | | |")
+            continue
+        lines.append(
+            f"| {r['label']} | {_f(r['fid'])} | {_f(1e3 * r['kid'], '{:.2f}')} ± {_f(1e3 * r['kid_std'], '{:.2f}')} | "
+            f"{_f(r['precision'], '{:.2f}')} | {_f(r['recall'], '{:.2f}')} | {_pct(r['near_copy_inception'])} | "
+            f"{_pct(r['near_copy_codes'])} | {_f(r['distinct_sources_median'], '{:.0f}')} | "
+            f"{_pct(r['largest_share_median'])} | {_f(r['fit_s'], '{:.2f}')} | {_f(r['sample_ms'], '{:.2f}')} |"
+        )
+    return lines
+
+
+def _shape_checks(rows: list[dict]) -> list[str]:
+    """The paper's expected shape, checked on one table's numbers."""
+    by = {r["method"]: r for r in rows}
+    out = []
+    nn, plain = by.get("lrgmm-nn"), by.get("lrgmm")
+    if nn and plain:
+        better = nn["fid"] < plain["fid"]
+        kid_better = nn["kid"] < plain["kid"]
+        out.append(f"NN step: FID {plain['fid']:.1f} → {nn['fid']:.1f}, KID×10³ {1e3 * plain['kid']:.2f} → "
+                   f"{1e3 * nn['kid']:.2f}: **{'improves' if better else 'does not improve'}** FID"
+                   f"{'' if better == kid_better else (' (KID disagrees)')} "
+                   f"(expected: improves).")
+    if nn:
+        others = [by[m] for m in NON_PARAMETRIC + EX_POST if m in by]
+        win_fid = [o["label"] for o in others if nn["fid"] < o["fid"]]
+        win_prec = [o["label"] for o in others if nn["precision"] > o["precision"]]
+        lose = [o["label"] for o in others if not (nn["fid"] < o["fid"] or nn["precision"] > o["precision"])]
+        out.append(f"LR-GMM-NN has a lower FID than: {', '.join(win_fid) or 'none'}; a higher precision than: "
+                   f"{', '.join(win_prec) or 'none'}; beaten on both by: **{', '.join(lose) or 'none'}** "
+                   f"(expected: none of the non-parametric and ex-post baselines).")
+        lp = by.get("latentpatch")
+        if lp:
+            out.append(
+                f"Copying, LR-GMM-NN vs LatentPatch-style: near copies (Inception) {_pct(nn['near_copy_inception'])} vs "
+                f"{_pct(lp['near_copy_inception'])}; largest single-photo share of a face (median) "
+                f"{_pct(nn['largest_share_median'])} vs {_pct(lp['largest_share_median'])}; photos per face (median) "
+                f"{_f(nn['distinct_sources_median'], '{:.0f}')} vs {_f(lp['distinct_sources_median'], '{:.0f}')} "
+                f"(expected: LR-GMM-NN copies far less).")
+    return out
+
+
+def write_markdown(run: ReportRun, total_s: float) -> str:
+    c = run.c
+    s = c.scale
+    R = c.results
+    md: list[str] = []
+    md += [
+        "# Reproduction report: LR-GMM-NN beside the paper's baselines",
+        "",
+        f"**Scale: `{s.name}`.** Produced by `{c.command}` in {total_s / 60:.1f} min on "
+        f"{platform.machine()}, {os.cpu_count()} CPU cores ({torch.get_num_threads()} torch threads), "
+        f"torch {torch.__version__}, lrgmm commit {_git_commit()}, {time.strftime('%Y-%m-%d %H:%M %Z')}. "
+        f"Load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())} (other jobs shared the CPU: "
+        "times are indicative).",
+        "",
+    ]
+    if s.name != "full":
+        full = SCALES["full"]
+        md += [
+            f"> This is the **{s.name}** scale: {s.n_table} faces per method (the paper: 10,000), training sets of "
+            f"{', '.join(str(run.n_of(n)) for n in s.train_sizes)} photos and {s.n_heldout} held-out reference photos. "
+            f"The full scale (`python -m lrgmm.report --scale full`) uses N = 32, 1,024 and the whole training split, "
+            f"{full.n_table} faces per method, {full.n_heldout} reference photos: {full.expected}.",
+            "",
+        ]
+    md += [
+        "## Setup",
+        "",
+        f"- Data: {len(c.files)} photos of `{c.data}` (shared UTKFace, aligned faces), 128 px, TAEF2 autoencoder "
+        f"(32x16x16 latents). Permuted with seed {SPLIT_SEED}; the last {s.heldout_reserve} are held out and never "
+        f"trained on: the first {len(c.heldout)} of them are the **real reference** of every metric, the next "
+        f"{len(c.fresh)} the *fresh real photos* row. Training sets are the first N of the other {len(c.pool)} "
+        "(nested, disjoint from the held-out part" + ("; the N = 1,024 set is the one `lrgmm demo` fits)." if c.default_data
+                                                       else ")."),
+        f"- Every generator is measured on the same {s.n_table} faces per table cell (seed {EVAL_SEED}) and "
+        f"{s.n_sweep} per sweep point; figures show seed {FIGURE_SEED}.",
+        "- Metrics (`lrgmm.evaluation.Evaluator`): FID; KID (unbiased, mean ± std over 100 subsets of "
+        f"min(1000, n)); improved precision/recall (k = 3) **on Inception-v3 features, since no VGG16 weights are "
+        "available**: compare them with each other, not with the paper's numbers; near copies: share of faces "
+        "closer (Inception features of decoded faces / latent codes) to a training face than 95 % of held-out "
+        "photos are (fresh faces score ~5 %); provenance: training photos per face and the largest share of a "
+        "face's latent pixels that one photo provides (copying generators only).",
+        f"- **FID is biased upwards at small n** (its bias falls roughly as 1/n): {s.n_table} faces against "
+        f"{len(c.heldout)} reference photos give large FIDs even for real photos — the *fresh real photos* row is "
+        "that floor. Compare FIDs only at equal n, and read KID (unbiased) beside them.",
+        "- Fit time: what the generator fits itself (LR-GMM: projector + mixture; baselines reuse the pipeline's "
+        "projector and training codes). Sampling time: latent codes only, ms per face in one batch of "
+        f"{s.n_timing} (decoding is the same for every method: "
+        f"{_f(np.median(c.per_face_ms.get('generation_incl_decoding', [float('nan')])), '{:.0f}')} ms/face generation "
+        f"incl. decoding, median over runs; Inception {_f(np.median(c.per_face_ms.get('inception', [float('nan')])), '{:.0f}')} ms/face).",
+        "- LatentPatch has no public code: the `LatentPatch-style` rows are **our re-implementation** from the "
+        "papers' description (multi-scale 4→8→16, sequential raster copying of latent blocks at the same position, "
+        "top-3 random choice; `lrgmm.baselines.LatentPatch`). The ex-post GMM is our EM at full rank "
+        "(`lrgmm.baselines.FullGMM`), not scikit-learn's.",
+        "",
+        "## Table 1 analogue",
+        "",
+    ]
+    for n, rows in R.get("table", {}).items():
+        fi = R["fit_info"][n]
+        recon = next((r["fid_train_recon"] for r in rows if r.get("fid_train_recon") is not None), None)
+        md += [f"### N = {fi['n_used']}" + (" (the whole training split)" if n == len(c.pool) else ""), "",
+               f"K = {fi['K']}, q = {fi['q']}, sum of ranks d_k = {sum(fi['ranks'])}; {fi['input']}. "
+               f"FID of the {fi['n_used']} training faces through the autoencoder (what copying them scores, at "
+               f"n = {fi['n_used']}): {_f(recon)}.", ""]
+        md += _table_md(rows)
+        gm = next((r for r in rows if r["method"] == "gmm10"), None)
+        if gm and gm.get("components") not in (None, 10):
+            md += ["", f"(ex-post GMM: {gm['components']} components at this N: a component needs 4 training codes.)"]
+        md += ["", "Expected shape (paper), measured:", ""]
+        md += [f"- {t}" for t in _shape_checks(rows)]
+        md += [""]
+    md += [
+        "Paper, for reference (CelebA-HQ 256 px, VQGAN, 10k samples, VGG16 precision/recall): N = 1,024 — "
+        "LatentPatch 58.4 / 0.55 / 0.01, LR-GMM 73.8 / 0.47 / 0.03, LR-GMM-NN 58.1 / 0.52 / 0.07; N = 28k — "
+        "LR-GMM 84.1 / 0.53 / 0.01, LR-GMM-NN 45.0 / 0.68 / 0.06 (FID / precision / recall). Absolute values do not "
+        "carry over (other data, autoencoder, resolution, features, sample counts); the ordering should.",
+        "",
+        "## Figures",
+        "",
+    ]
+    F_ = c.figures
+    sn = R.get("sweep_n")
+    if "samples_all" in F_:
+        md += [f"### Samples per method (N = {sn}, {min(8, s.n_grid)} faces each, seed {FIGURE_SEED})", "",
+               f"![samples of every method](figures/{F_['samples_all']})", "",
+               "Grids of " + str(s.n_grid) + " faces per method: " + ", ".join(
+                   f"[{k}](figures/{v})" for k, v in F_.get("samples", {}).items()) + ".", ""]
+    if "provenance" in F_:
+        srow = {r["method"]: r for r in R.get("table", {}).get(run.n_of(s.sweep_n), [])}
+        stats = "; ".join(
+            f"{srow[m]['label']}: {_f(srow[m]['distinct_sources_median'], '{:.0f}')} photos per face, largest share "
+            f"{_pct(srow[m]['largest_share_median'])}"
+            for m in METHOD_ORDER if m in srow and srow[m].get("distinct_sources_median") is not None)
+        md += [f"### Provenance maps (N = {sn})", "",
+               "Each pair of rows: faces, then their maps (one colour per training photo a latent pixel was copied "
+               f"from). Medians over the table's {s.n_table} faces: {stats}.", "",
+               f"![provenance maps](figures/{F_['provenance']})", ""]
+    if "centroids" in F_:
+        cen = R.get("centroids", {})
+        md += [f"### Decoded centroids (paper fig. 7; N = {sn}, K = {cen.get('K')})", "",
+               "Top: D(P0*(c_k)); bottom: the first three code channels of c_k as RGB (each channel scaled to its "
+               f"range over the centroids). Weights pi_k: {cen.get('weights')}.", "",
+               f"![decoded centroids](figures/{F_['centroids']})", ""]
+    sw = R.get("sweeps", {})
+    defaults = {}
+    if "lambda" in sw:
+        rows = sw["lambda"]
+        md += [f"### lambda sweep (paper fig. 8; N = {sn}, n = {s.n_sweep} per point)", "",
+               f"One fit at lambda = {max(max(s.lambdas), run.sweep_pipe.temperature):g}, sampled with each lambda "
+               "(same seed, same eigenvectors, fewer or more of them per component, as in the paper's figure). "
+               "Without the NN step:", "",
+               f"![lambda samples, LR-GMM](figures/{F_.get('lambda')})", "", "With the NN step:", "",
+               f"![lambda samples, LR-GMM-NN](figures/{F_.get('lambda_nn')})", "",
+               f"![lambda curve](figures/{F_.get('lambda_curve')})", "",
+               "| lambda | sum d_k | NN | FID | KID x 10³ | precision | recall | near copies (Inception) |", "|---|---|---|---|---|---|---|---|"]
+        for r in sorted(rows, key=lambda r: (not r["nn"], r["value"])):
+            md.append(f"| {r['value']:g} | {r['sum_dk']} | {'yes' if r['nn'] else 'no'} | {_f(r['fid'])} | "
+                      f"{_f(1e3 * r['kid'], '{:.2f}')} ± {_f(1e3 * r['kid_std'], '{:.2f}')} | {_f(r['precision'], '{:.2f}')} | "
+                      f"{_f(r['recall'], '{:.2f}')} | {_pct(r['near_copy_inception'])} |")
+        v, info = _sweep_verdict([r for r in rows if r["nn"]], run.sweep_pipe.temperature, "lambda")
+        defaults["lambda (temperature)"] = info
+        md += ["", f"Default lambda = {run.sweep_pipe.temperature:g} (LR-GMM-NN): {v}.", ""]
+    if "q" in sw:
+        rows = sw["q"]
+        md += [f"### q sweep (projector channels; N = {sn}, n = {s.n_sweep} per point)", "",
+               f"Round-trip PSNR on {s.n_psnr} held-out photos: decode(P0*(P0(E(x)))) against the photo x; the "
+               "autoencoder alone, decode(E(x)), is the ceiling. No memorisation numbers here (each q has its own "
+               "projector, so the training reconstructions would have to be recomputed).", "",
+               f"![q curve](figures/{F_.get('q_curve')})", "",
+               "| q | d0 | variance kept | PSNR (dB) | PSNR, autoencoder alone | FID | KID x 10³ | precision | recall |",
+               "|---|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            md.append(f"| {r['value']} | {r['d0']} | {_pct(r['explained_variance'])} | {r['psnr']:.2f} | "
+                      f"{r['psnr_autoencoder']:.2f} | {_f(r['fid'])} | {_f(1e3 * r['kid'], '{:.2f}')} ± "
+                      f"{_f(1e3 * r['kid_std'], '{:.2f}')} | {_f(r['precision'], '{:.2f}')} | {_f(r['recall'], '{:.2f}')} |")
+        qd = int(run.sweep_pipe.model_.codes_.shape[1])
+        v, info = _sweep_verdict(rows, qd, "q")
+        defaults["q (n_channels)"] = info
+        md += ["", f"Default q = {qd}: {v}.", ""]
+    for name, title, default in (("K", "K sweep: mixture components", default_n_components(sn or 1)),
+                                 ("omega", "omega sweep: NN patch size", run.sweep_pipe.patch_size if hasattr(run, "sweep_pipe") else None),
+                                 ("nn_iterations", "NN-iteration sweep", run.sweep_pipe.nn_iterations if hasattr(run, "sweep_pipe") else None)):
+        if name not in sw:
+            continue
+        rows = sw[name]
+        md += [f"### {title} (N = {sn}, n = {s.n_sweep} per point)", "", f"![{name} curve](figures/{F_.get(f'{name}_curve')})", "",
+               f"| {name} | FID | KID x 10³ | precision | recall | near copies (Inception) | largest source share (median) | "
+               "sampling (ms/face) |", "|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            val = f"{r['value']}" + (f" (fitted K = {r['K_fitted']})" if name == "K" and r.get("K_fitted") != r["value"] else "")
+            md.append(f"| {val} | {_f(r['fid'])} | {_f(1e3 * r['kid'], '{:.2f}')} ± {_f(1e3 * r['kid_std'], '{:.2f}')} | "
+                      f"{_f(r['precision'], '{:.2f}')} | {_f(r['recall'], '{:.2f}')} | {_pct(r['near_copy_inception'])} | "
+                      f"{_pct(r['largest_share_median'])} | {_f(r['sample_ms'], '{:.2f}')} |")
+        v, info = _sweep_verdict(rows, default, name)
+        defaults[name] = info
+        md += ["", f"Default {name} = {default}: {v}.", ""]
+    if "fid_vs_n" in F_:
+        md += [f"### FID against N (n = {s.n_table} per point)", "",
+               "Every method at the table's N, and LR-GMM / LR-GMM-NN at "
+               f"{', '.join(str(n) for n in s.fid_vs_n_extra) or 'no'} further N (K = round(N/128)).", "",
+               f"![FID against N](figures/{F_['fid_vs_n']})", ""]
+        extra = R.get("fid_vs_n_extra", [])
+        if extra:
+            md += ["| N | method | FID | KID x 10³ | precision | recall |", "|---|---|---|---|---|---|"]
+            for r in sorted(extra, key=lambda r: (r["N"], r["method"])):
+                md.append(f"| {r['N']} | {r['label']} | {_f(r['fid'])} | {_f(1e3 * r['kid'], '{:.2f}')} | "
+                          f"{_f(r['precision'], '{:.2f}')} | {_f(r['recall'], '{:.2f}')} |")
+            md += [""]
+    if defaults:
+        md += ["## Defaults the sweeps support", "",
+               f"At N = {sn}, {s.n_sweep} faces per point (a default is *supported within noise* when its KID is within "
+               "one subset standard deviation of the best; at this n, FID differences of a few points are noise).", "",
+               "| parameter | default | best FID at | best KID at | verdict |", "|---|---|---|---|---|"]
+        for k, info in defaults.items():
+            md.append(f"| {k} | {info['default']} | {info.get('best_fid')} | {info.get('best_kid')} | {info.get('verdict', '')} |")
+        md += [""]
+        R["defaults"] = defaults
+    md += ["## Time per stage", "", "| stage | seconds |", "|---|---|"]
+    md += [f"| {k} | {v:.0f} |" for k, v in c.stage_seconds.items()]
+    md += ["", f"All numbers: [`reproduction.json`](reproduction.json). Regenerate: `{c.command}`.", ""]
+    return "\n".join(md)
+
+
+def _jsonable(o):
+    if isinstance(o, dict):
+        return {str(k): _jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, (np.floating, float)):
+        return None if not math.isfinite(float(o)) else float(o)
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, Path):
+        return str(o)
+    return o
+
+
+def run_report(scale: str | Scale = "quick", data: str | os.PathLike | None = None, out: str | os.PathLike = "reports",
+               progress: bool = True, command: str | None = None) -> Path:
+    """Run the report and write ``<out>/reproduction.md`` (returned), ``reproduction.json`` and
+    ``figures/``. ``data``: folder of face photos (default: the shared UTKFace folder)."""
+    sc = SCALES[scale] if isinstance(scale, str) else scale
+    default_data = data is None
+    if data is None:
+        from .demo import find_demo_data
+
+        data = find_demo_data()
+    out = Path(out)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    cmd = command or f"python -m lrgmm.report --scale {sc.name} --out {out}"
+    ctx = _Context(scale=sc, data=Path(data), out=out, progress=progress, command=cmd, default_data=default_data)
+    run = ReportRun(ctx)
+    start = time.perf_counter()
+    stages = [("data split", run.split), ("table", run.table), ("sweeps", run.sweeps), ("FID against N", run.fid_vs_n),
+              ("figures", run.figures_final)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("once", EvalWarning)
+        for name, fn in tqdm(stages, desc="report", unit="stage", disable=not progress):
+            t0 = time.perf_counter()
+            before = set(ctx.stage_seconds)
+            fn()
+            if set(ctx.stage_seconds) == before:  # stages that time their parts keep those
+                ctx.stage_seconds[name] = time.perf_counter() - t0
+    total = time.perf_counter() - start
+    text = write_markdown(run, total)
+    md_path = out / "reproduction.md"
+    atomic_write_bytes(md_path, text.encode())
+    payload = {
+        "scale": sc.__dict__, "command": cmd, "total_seconds": total, "data": str(ctx.data),
+        "split": {"seed": SPLIT_SEED, "n_files": len(ctx.files), "n_reference": len(ctx.heldout),
+                  "n_fresh": len(ctx.fresh), "n_training_pool": len(ctx.pool)},
+        "eval_seed": EVAL_SEED, "results": ctx.results, "stage_seconds": ctx.stage_seconds,
+        "figures": ctx.figures,
+    }
+    atomic_write_bytes(out / "reproduction.json", (json.dumps(_jsonable(payload), indent=1) + "\n").encode())
+    return md_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m lrgmm.report", description=__doc__.split("\n\n")[0])
+    p.add_argument("--scale", choices=list(SCALES), default="quick",
+                   help="quick: ~20 min on 2 CPU cores; full: the whole training split (hours); test: seconds")
+    p.add_argument("--data", default=None, help="folder of face photos (default: the shared UTKFace folder)")
+    p.add_argument("--out", default="reports", help="output folder (default: reports/)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    a = p.parse_args(argv)
+    args = ["python -m lrgmm.report", f"--scale {a.scale}"]
+    if a.data:
+        args.append(f"--data {shlex.quote(a.data)}")
+    args.append(f"--out {shlex.quote(a.out)}")
+    md = run_report(a.scale, a.data, a.out, progress=not a.quiet, command=" ".join(args))
+    print(f"wrote {md}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

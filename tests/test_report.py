@@ -1,0 +1,70 @@
+"""``python -m lrgmm.report`` end to end at its ``test`` scale (N = 16, n = 8, one sweep point
+each) on the session's 64 real faces, into a temporary folder; and the Pillow line plots."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from PIL import Image
+
+from lrgmm.baselines import BASELINES
+from lrgmm.report import SCALES, line_plot, main
+
+
+@pytest.fixture(scope="module")
+def inception_file():
+    from lrgmm.metrics import MissingExtractorError, find_inception_file
+
+    try:
+        return find_inception_file()
+    except MissingExtractorError as e:
+        pytest.skip(str(e))
+
+
+@pytest.mark.slow
+def test_report_end_to_end(faces64_dir, faces64_encoded, lrgmm_cache, inception_file, tmp_path):
+    out = tmp_path / "reports"
+    assert main(["--scale", "test", "--data", str(faces64_dir), "--out", str(out), "--quiet"]) == 0
+    md = (out / "reproduction.md").read_text()
+    assert "**Scale: `test`.**" in md and f"--scale test --data {faces64_dir} --out {out}" in md
+    for cls in BASELINES.values():
+        assert f"| {cls.label} |" in md
+    assert "re-implementation" in md and "no VGG16" in md and "biased upwards at small n" in md
+    for section in ("Table 1 analogue", "Provenance maps", "Decoded centroids", "lambda sweep", "q sweep", "K sweep",
+                    "omega sweep", "NN-iteration sweep", "FID against N", "Defaults the sweeps support"):
+        assert section in md, section
+
+    data = json.loads((out / "reproduction.json").read_text())
+    assert data["scale"]["name"] == "test"
+    split = data["split"]
+    assert split["n_reference"] == 16 and split["n_training_pool"] == 64 - SCALES["test"].heldout_reserve
+    rows = data["results"]["table"]["16"]
+    assert {r["method"] for r in rows} == set(BASELINES) | {"real-photos"}
+    for r in rows:
+        assert math.isfinite(r["fid"]) and 0 <= r["precision"] <= 1 and 0 <= r["recall"] <= 1
+        if r["method"] != "real-photos":
+            assert r["n"] == 8 and r["N"] == 16 and r["near_copy_inception"] is not None
+    sweeps = data["results"]["sweeps"]
+    assert [r["value"] for r in sweeps["q"]] == [8] and 0 < sweeps["q"][0]["psnr"] < sweeps["q"][0]["psnr_autoencoder"]
+    assert {(r["value"], r["nn"]) for r in sweeps["lambda"]} == {(0.06, True), (0.06, False)}
+
+    figures = sorted(p.name for p in (out / "figures").iterdir())
+    for name in ("samples_all.png", "provenance.png", "centroids.png", "lambda_samples.png", "lambda_curve.png",
+                 "q_curve.png", "K_curve.png", "omega_curve.png", "nn_iterations_curve.png", "fid_vs_n.png"):
+        assert name in figures
+        assert f"figures/{name}" in md
+    for name in figures:
+        with Image.open(out / "figures" / name) as im:
+            assert im.size[0] > 100 and im.size[1] > 100
+
+
+def test_line_plot_handles_gaps_and_single_points(tmp_path):
+    path = line_plot(
+        [{"title": "FID", "xlabel": "lambda", "x": [0.01, 0.1, 1.0], "series": {"a": [3.0, None, 1.0], "b": [2.0, 2.0, 2.0]},
+          "default": 0.1},
+         {"title": "one point", "xlabel": "q", "x": [16], "series": {"a": [float("nan")]}}],
+        tmp_path / "plot.png", title="t")
+    with Image.open(path) as im:
+        assert im.size == (860, 34 + 330 + 28)
