@@ -320,6 +320,10 @@ class FullGMM(BaselineGenerator):
     n_components: 10, capped at N // 4 (components need at least 4 training codes, as in
         ``LRGMM``), so 8 for N = 32.
     Draws include the isotropic part: z = c_k + V_k^T diag(sqrt(s_k)) e1 + sigma_k (I - V_k^T V_k) e2.
+
+    Cost: full rank means sum_k d_k ~ N directions, so the E-step is an N x N x d0 product. On
+    19,187 codes of d0 = 4,096 (the report's full scale) the fit took 256 s and peaked at 11 GB of
+    memory on 2 cores (1.2 s and 0.1 GB on 1,023 codes).
     """
 
     name = "gmm10"

@@ -22,7 +22,8 @@ the rest (nested: the N = 32 set is inside the N = 1,024 set). With the default 
 N = 1,024 set is the one ``lrgmm demo`` fits on.
 
 Scales (``SCALES``): ``quick`` (about 20 minutes on a 2-core CPU), ``full`` (the whole training
-split; hours the first time, see ``Scale.expected``), ``test`` (seconds, for the test suite).
+split; hours the first time, see ``Scale.expected``; the ex-post GMM on 19k codes needs ~11 GB of
+memory), ``test`` (seconds, for the test suite).
 Encoded latents and Inception features are cached on disk (``$LRGMM_CACHE_DIR``), so a second
 run pays only for generating and decoding faces.
 
