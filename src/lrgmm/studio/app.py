@@ -216,10 +216,7 @@ def create_app(studio: Studio | None = None, **studio_options) -> FastAPI:
 
     @app.get("/api/grids/{grid_id}/faces/{index}.png", summary="One face (waits until its batch is decoded)")
     async def face(grid_id: str, index: int, download: bool = False):
-        from .service import _png_bytes
-
-        img = await studio.face(grid_id, index)
-        return _png(_png_bytes(img), f"{grid_id}_face_{index:02d}.png" if download else None)
+        return _png(await studio.face(grid_id, index), f"{grid_id}_face_{index:02d}.png" if download else None)
 
     @app.get("/api/grids/{grid_id}/grid.png", summary="All faces of a grid as one PNG")
     async def grid_png(grid_id: str, download: bool = False):

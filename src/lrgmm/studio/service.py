@@ -184,7 +184,7 @@ class ModelEntry:
 class Grid:
     """n faces generated (or edited / completed) together. Faces are decoded in small batches;
     ``ready[i]`` is set on the event loop once face i is decoded (or the grid failed or was
-    cancelled). ``images[i]``: (R, R, 3) uint8; ``provenance``: (n, h, w) int64 or None."""
+    cancelled). ``images[i]``: PNG bytes of face i; ``provenance``: (n, h, w) int64 or None."""
 
     id: str
     model_id: str
@@ -619,29 +619,37 @@ class Studio:
         self.grids.add(grid)
         return grid
 
-    def _decode_grid(self, grid: Grid, pipe: FacePipeline, loop: asyncio.AbstractEventLoop) -> None:
-        bs = self.limits.decode_batch
+    def _decode_grid(self, grid: Grid, pipe: FacePipeline, loop: asyncio.AbstractEventLoop, start: int = 0) -> None:
+        """Decode one batch of ``grid`` (faces ``start`` to ``start + decode_batch``), then queue
+        the next batch at the back of the pool: concurrent grids take turns batch by batch, so
+        every client sees its first faces early instead of waiting for whole grids ahead of it."""
+        stop = min(grid.n, start + self.limits.decode_batch)
+        finished = True
         try:
-            for start in range(0, grid.n, bs):
-                if grid.cancelled:
-                    break
-                stop = min(grid.n, start + bs)
+            if not grid.cancelled:
                 with torch.no_grad():
                     imgs = pipe.autoencoder_.decode(grid.latents[start:stop])
                 for i in range(start, stop):
-                    grid.images[i] = to_uint8_hwc(imgs[i - start])
+                    grid.images[i] = _png_bytes(to_uint8_hwc(imgs[i - start]))
                 grid.decoded = stop
                 for i in range(start, stop):
                     loop.call_soon_threadsafe(grid.ready[i].set)
+                if stop < grid.n and not grid.cancelled:
+                    self.decode_pool.submit(self._decode_grid, grid, pipe, loop, stop)
+                    finished = False
         except Exception as exc:  # noqa: BLE001  (reported with the grid; the server goes on)
             grid.error = f"decoding failed: {type(exc).__name__}: {exc}"
         finally:
-            grid.latents = None if grid.decoded == grid.n else grid.latents
-            for ev in grid.ready:
-                loop.call_soon_threadsafe(ev.set)
+            if finished:
+                grid.latents = None  # only the PNGs are needed from now on
+                try:
+                    for ev in grid.ready:
+                        loop.call_soon_threadsafe(ev.set)
+                except RuntimeError:  # the server is shutting down and its loop is closed
+                    pass
 
-    async def face(self, grid_id: str, index: int, timeout: float = 120.0) -> np.ndarray:
-        """Face ``index`` of a grid as (R, R, 3) uint8, waiting for its batch to be decoded."""
+    async def face(self, grid_id: str, index: int, timeout: float = 120.0) -> bytes:
+        """Face ``index`` of a grid as PNG bytes, waiting for its batch to be decoded."""
         grid = self.grids.get(grid_id)
         if not 0 <= index < grid.n:
             raise NotFoundError(f"face {index} out of range: grid {grid_id} has {grid.n} faces (0..{grid.n - 1})")
@@ -655,13 +663,24 @@ class Studio:
             raise ConflictError(f"grid {grid_id} was replaced or dropped before face {index} was decoded; generate again")
         return grid.images[index]
 
+    async def face_array(self, grid_id: str, index: int) -> np.ndarray:
+        """Face ``index`` as (R, R, 3) uint8 (what the page shows, the input of edit / complete)."""
+        with Image.open(io.BytesIO(await self.face(grid_id, index))) as img:
+            return np.asarray(img.convert("RGB"))
+
     async def grid_png(self, grid_id: str) -> bytes:
+        """All faces of a grid tiled into one PNG (composed in a thread, off the event loop)."""
         from ..io.images import make_grid
 
         grid = self.grids.get(grid_id)
         faces = [await self.face(grid_id, i) for i in range(grid.n)]
-        chw = np.stack([f.transpose(2, 0, 1) for f in faces]).astype(np.float32) / 255.0
-        return _png_bytes(to_uint8_hwc(make_grid(chw)))
+
+        def compose():
+            arrays = [np.asarray(Image.open(io.BytesIO(f)).convert("RGB")) for f in faces]
+            chw = np.stack([a.transpose(2, 0, 1) for a in arrays]).astype(np.float32) / 255.0
+            return _png_bytes(to_uint8_hwc(make_grid(chw)))
+
+        return await asyncio.to_thread(compose)
 
     def provenance(self, grid_id: str, index: int) -> dict:
         """Which training face each latent pixel of face ``index`` came from, and their shares.
@@ -703,10 +722,6 @@ class Studio:
         return _png_bytes(to_uint8_hwc(provenance_image(prov, size)))
 
     # ------------------------------------------------- edit / complete (contract)
-    def _face_tensor(self, grid: Grid, index: int) -> torch.Tensor:
-        img = grid.images[index]
-        return torch.from_numpy(img.transpose(2, 0, 1).astype(np.float32) / 255.0)
-
     async def edit(self, grid_id: str, index: int, attribute: str, alphas: list[float], nn: bool = True,
                    seed: int = 0, negative: str | None = None, positive: str | None = None) -> Grid:
         """Edit one face along an attribute (``FacePipeline.edit`` from the editing branch): a new
@@ -715,7 +730,7 @@ class Studio:
             raise NotAvailableError("editing is not available in this installation (no FacePipeline.edit)")
         if not 1 <= len(alphas) <= 9 or not all(math.isfinite(a) and abs(a) <= 5 for a in alphas):
             raise StudioError(f"alphas: 1 to 9 values in [-5, 5], got {alphas}")
-        face = await self.face(grid_id, index)
+        face = await self.face_array(grid_id, index)
         grid = self.grids.get(grid_id)
         entry = self.model(grid.model_id)
         pipe = entry.pipeline
@@ -756,7 +771,7 @@ class Studio:
         r = pipe.resolution
         if len(box) != 4 or not (0 <= box[0] < box[2] <= r and 0 <= box[1] < box[3] <= r):
             raise StudioError(f"box must be [x0, y0, x1, y1] with 0 <= x0 < x1 <= {r} and 0 <= y0 < y1 <= {r}, got {box}")
-        face = await self.face(grid_id, index)
+        face = await self.face_array(grid_id, index)
 
         def work():
             # lrgmm.conditional exists once the conditional branch is merged (features() checks first).
@@ -776,7 +791,7 @@ class Studio:
         n = images.shape[0]
         grid = self._new_grid(model_id, kind, settings, n, None, provenance, components, labels)
         for i in range(n):
-            grid.images[i] = to_uint8_hwc(images[i])
+            grid.images[i] = _png_bytes(to_uint8_hwc(images[i]))
             grid.ready[i].set()
         grid.decoded = n
         return grid
