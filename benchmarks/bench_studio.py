@@ -153,6 +153,7 @@ def main(argv=None) -> int:
 
         th = threading.Thread(target=sampler, daemon=True)
         th.start()
+        load = [Path("/proc/loadavg").read_text().split()[0], None]
         results, per_round = [], []
         wall0 = time.perf_counter()
         for k in range(args.rounds):
@@ -168,6 +169,7 @@ def main(argv=None) -> int:
             print(f"round {k + 1}: {args.clients} requests answered in {per_round[-1]['seconds']:.1f} s, "
                   f"server RSS {per_round[-1]['rss']:.0f} MiB, cached faces {per_round[-1]['cached_faces']}")
         wall = time.perf_counter() - wall0
+        load[1] = Path("/proc/loadavg").read_text().split()[0]
         stop.set()
         th.join()
         hwm = _rss_mib(proc.pid, "VmHWM")
@@ -212,10 +214,12 @@ def main(argv=None) -> int:
         f"| peak during the rounds (sampled every 20 ms) | {max(samples):.0f} | |",
         f"| peak of the process's life (VmHWM) | {hwm:.0f} | |",
         "",
-        ("Requests queue in the decode pool and are served in order, so the whole-grid latency grows "
-        "with a request's place in the burst; the first-face latency shows how soon each client sees "
-        "something. The cache drops the oldest grids beyond its face limit, so memory stops growing "
-        "once it is full."),
+        ("The grids of a burst take turns in the decode pool, one batch of faces at a time, so each "
+         "request's first face comes early and whole grids finish towards the end of the burst; the "
+         "burst's total time is the decoding work (faces/s above). The cache drops the oldest grids "
+         "beyond its face limit, so memory stops growing once it is full. The machine's load average "
+         f"(other users' work included) was {load[0]} at the start and {load[1]} at the end of the rounds: "
+         "absolute times on this shared machine are noisy."),
         "",
     ]
     text = args.output.read_text() if args.output.exists() else ""

@@ -197,6 +197,11 @@ def test_uploads_are_checked_and_confined(studio_env, faces64):
     small = _png_bytes(noise[:32, :32])
     _error(client.post("/api/uploads", files=[("files", (f"f{i}.png", small, "image/png")) for i in range(11)]), 413, "10")
     _error(client.post("/api/uploads"), 400)
+    # A small file holding a huge flat image (a decompression bomb) is refused before decoding.
+    buf = io.BytesIO()
+    Image.new("L", (8000, 6000)).save(buf, format="PNG")
+    assert len(buf.getvalue()) < 60_000
+    _error(client.post("/api/uploads", files=[("files", ("flat.png", buf.getvalue(), "image/png"))]), 413, "8000x6000")
     # One bad file rejects the whole request: nothing is stored.
     good = _face_file_bytes(faces64[0])
     _error(client.post("/api/uploads", files=[("files", ("a.jpg", good, "image/jpeg")),
@@ -377,3 +382,33 @@ def test_edit_and_complete_follow_the_contract(studio_env, monkeypatch):
     for box in ([0, 0, 0, 10], [10, 10, 5, 20], [0, 0, 129, 10], [1, 2, 3]):
         _error(client.post("/api/complete", json={"grid": grid["id"], "face": 1, "box": box}), 400, "box")
     _error(client.post("/api/complete", json={"grid": grid["id"], "face": 1, "box": [0, 0, 8, 8], "n": 99}), 400, "n must")
+
+
+@pytest.mark.parametrize("studio_env", [Limits(max_uploads=2)], indirect=True)
+def test_old_uploads_are_removed(studio_env, faces64):
+    client, studio, _mid = studio_env
+    ids = []
+    for p in faces64[:3]:
+        r = client.post("/api/uploads", files=[("files", (p.name, p.read_bytes(), "image/jpeg"))])
+        ids.append(r.json()["upload"])
+    assert list(studio.uploads) == ids[1:]
+    assert len([p for p in studio._tmp.rglob("*") if p.is_file()]) == 2
+    _error(client.post("/api/fit", json={"upload": ids[0]}), 404, "unknown upload")
+
+
+def test_serve_binds_loopback_and_prints_the_url(monkeypatch, capsys, faces64_dir):
+    import uvicorn
+
+    from lrgmm.cli import main
+
+    seen = {}
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: seen.update(host=self.config.host, port=self.config.port))
+    assert main(["serve", "--data", str(faces64_dir), "--port", "8123"]) == 0
+    out = capsys.readouterr()
+    assert seen == {"host": "127.0.0.1", "port": 8123}
+    assert "http://127.0.0.1:8123/" in out.out and "1 data folder(s)" in out.out and "warning" not in out.err
+    assert main(["serve", "--host", "0.0.0.0", "--port", "8124"]) == 0
+    out = capsys.readouterr()
+    assert seen["host"] == "0.0.0.0" and "warning: serving on 0.0.0.0" in out.err and "no authentication" in out.err
+    assert main(["serve", "--data", str(faces64_dir / "nope")]) == 2
+    assert "not a folder" in capsys.readouterr().err

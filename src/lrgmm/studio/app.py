@@ -7,6 +7,7 @@ the server's own; the server stays up either way.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 from contextlib import asynccontextmanager
@@ -194,9 +195,11 @@ def create_app(studio: Studio | None = None, **studio_options) -> FastAPI:
 
     @app.post("/api/fit", summary="Start fitting a model from a data folder or an upload; poll /api/jobs/{id}")
     async def fit(req: FitRequest, request: Request):
-        job = studio.start_fit(folder=req.folder, upload=req.upload, session=request.state.session,
-                               n_images=req.n_images, seed=req.seed, n_components=req.n_components,
-                               temperature=req.temperature)
+        # Listing a large folder takes a moment: in a thread, off the event loop.
+        job = await asyncio.to_thread(
+            lambda: studio.start_fit(folder=req.folder, upload=req.upload, session=request.state.session,
+                                     n_images=req.n_images, seed=req.seed, n_components=req.n_components,
+                                     temperature=req.temperature))
         return job.info()
 
     @app.get("/api/jobs/{job_id}", summary="Progress of a fit job")

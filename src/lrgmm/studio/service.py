@@ -85,7 +85,9 @@ class Limits:
     max_nn_iterations: int = 5
     max_upload_files: int = 256
     max_upload_bytes: int = 8 * 2**20  # per file
+    max_upload_pixels: int = 40_000_000  # per image (a small file can hold a huge, flat image)
     max_request_bytes: int = 256 * 2**20  # per upload request
+    max_uploads: int = 16  # upload folders kept on disk (oldest removed)
     max_fit_images: int = 4096
     max_models: int = 8  # models fitted in the studio (oldest dropped); loaded models stay
     max_queue: int = 64  # tasks waiting per pool before new work is refused (503)
@@ -307,13 +309,17 @@ def sanitize_filename(name: str, index: int) -> str:
     return stem or f"upload_{index:04d}"
 
 
-def check_image_bytes(data: bytes, name: str) -> str:
+def check_image_bytes(data: bytes, name: str, max_pixels: int = 40_000_000) -> str:
     """The image format of ``data`` (JPEG, PNG or WebP) from its content, never its name.
 
-    Raises ``UnsupportedMediaError`` naming the file when Pillow cannot read it as one of them."""
+    Raises ``UnsupportedMediaError`` naming the file when Pillow cannot read it as one of them,
+    ``TooLargeError`` when it has more than ``max_pixels`` pixels."""
     try:
         with Image.open(io.BytesIO(data)) as img:
             fmt = img.format
+            w, h = img.size
+            if w * h > max_pixels:
+                raise TooLargeError(f"{name!r} is {w}x{h} pixels; at most {max_pixels:,} pixels per image")
             img.verify()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise UnsupportedMediaError(
@@ -495,7 +501,7 @@ class Studio:
                 raise TooLargeError(
                     f"{name!r} is {len(data) / 2**20:.1f} MiB; each image must be at most {lim.max_upload_bytes / 2**20:.0f} MiB"
                 )
-            fmt = check_image_bytes(data, name)
+            fmt = check_image_bytes(data, name, lim.max_upload_pixels)
             stem = sanitize_filename(name, i)
             final = stem + _FORMATS[fmt]
             k = 1
@@ -510,7 +516,11 @@ class Studio:
         for final, data in checked:
             (folder / final).write_bytes(data)
         up = Upload(upload_id, session, folder, [f for f, _ in checked])
-        self.uploads[upload_id] = up
+        with self._lock:
+            self.uploads[upload_id] = up
+            while len(self.uploads) > self.limits.max_uploads:
+                old = self.uploads.pop(next(iter(self.uploads)))
+                shutil.rmtree(old.folder, ignore_errors=True)
         return up
 
     # -------------------------------------------------------------------- fits
