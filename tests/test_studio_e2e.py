@@ -101,6 +101,7 @@ def test_fit_generate_inspect_download(studio_server, browser, shots, utkface_di
 
     def shot(name):
         path = shots / f"studio_{name}.png"
+        page.wait_for_timeout(400)  # let the faces' fade-in finish
         page.screenshot(path=str(path), full_page=True)
         assert Image.open(path).size[0] == 1400
 
