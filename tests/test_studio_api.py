@@ -6,9 +6,7 @@ face cache is bounded, and the optional edit / complete panels follow the contra
 from __future__ import annotations
 
 import io
-import sys
 import time
-import types
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +18,7 @@ pytest.importorskip("fastapi", reason="the studio extra is not installed: pip in
 pytest.importorskip("httpx", reason="the studio tests need httpx: pip install 'lrgmm[studio-test]'")
 
 from fastapi.testclient import TestClient
+from studio_fakes import install_contract_fakes
 
 from lrgmm.pipeline import FacePipeline
 from lrgmm.studio.app import create_app
@@ -324,39 +323,10 @@ def test_edit_and_complete_are_501_when_absent(studio_env, monkeypatch):
 
 
 def test_edit_and_complete_follow_the_contract(studio_env, monkeypatch):
-    """Stand-ins shaped like the contract (contracts.md) for FacePipeline.edit / .complete,
-    lrgmm.editing.AttributeEdit and lrgmm.conditional.box_mask: the studio's wiring is checked
-    here; the real features are checked by their own branches' tests."""
+    """The studio's wiring of FacePipeline.edit / .complete, with the contract's stand-ins
+    (tests/studio_fakes.py); the real features are checked by their own branches' tests."""
     client, _studio, mid = studio_env
-    calls = {}
-
-    class AttributeEdit:
-        def fit(self, pipeline, attribute="gender", source=None, labels_csv=None, negative=None, positive=None):
-            calls["fit"] = (attribute, negative, positive)
-            return self
-
-    def edit(self, inputs, edit, alphas=(-2, -1, 0, 1, 2), nn=True, seed=None):
-        calls["edit"] = (tuple(inputs.shape), alphas, nn, seed)
-        imgs = torch.stack([(inputs * (1 + 0.1 * a)).clamp(0, 1) for a in alphas], 1)
-        return types.SimpleNamespace(images=imgs, alphas=alphas)
-
-    def box_mask(resolution, x0, y0, x1, y1):
-        m = torch.zeros(resolution, resolution, dtype=torch.bool)
-        m[y0:y1, x0:x1] = True
-        return m
-
-    def complete(self, image, mask, n=8, seed=None, **overrides):
-        calls["complete"] = (tuple(image.shape), int(mask.sum()), n, seed)
-        prov = torch.full((n, 16, 16), -1, dtype=torch.long)
-        prov[:, :8, :8] = 3
-        imgs = image.expand(n, -1, -1, -1).clone()
-        imgs[:, :, mask] = 0.5
-        return types.SimpleNamespace(images=imgs, samples=types.SimpleNamespace(provenance=prov, components=torch.zeros(n, dtype=torch.long)))
-
-    monkeypatch.setitem(sys.modules, "lrgmm.editing", types.SimpleNamespace(AttributeEdit=AttributeEdit))
-    monkeypatch.setitem(sys.modules, "lrgmm.conditional", types.SimpleNamespace(box_mask=box_mask))
-    monkeypatch.setattr(FacePipeline, "edit", edit, raising=False)
-    monkeypatch.setattr(FacePipeline, "complete", complete, raising=False)
+    calls = install_contract_fakes(monkeypatch)
     assert client.get("/api/status").json()["features"] == {"edit": True, "complete": True}
 
     grid = _generate(client, mid, n=2, seed=4)
@@ -379,6 +349,15 @@ def test_edit_and_complete_follow_the_contract(studio_env, monkeypatch):
     rec = client.get(f"/api/grids/{done['id']}/faces/0/provenance.json").json()
     assert rec["observed_share"] == 0.75 and [s["index"] for s in rec["sources"]] == [3]
     assert rec["sources"][0]["share"] == 0.25
+    # Its provenance picture: the training face's colour on the generated quarter, transparent elsewhere.
+    pm = Image.open(io.BytesIO(client.get(f"/api/grids/{done['id']}/faces/0/provenance.png").content))
+    assert pm.mode == "RGBA"
+    pm = np.asarray(pm)
+    assert (pm[:64, :64, 3] == 255).all() and (pm[64:, :, 3] == 0).all() and (pm[:, 64:, 3] == 0).all()
+    from lrgmm.provenance import index_colors
+
+    expected = np.round(index_colors(torch.tensor(3)).numpy() * 255).astype(np.uint8)
+    assert (np.abs(pm[:64, :64, :3].astype(int) - expected.astype(int)) <= 1).all()
     for box in ([0, 0, 0, 10], [10, 10, 5, 20], [0, 0, 129, 10], [1, 2, 3]):
         _error(client.post("/api/complete", json={"grid": grid["id"], "face": 1, "box": box}), 400, "box")
     _error(client.post("/api/complete", json={"grid": grid["id"], "face": 1, "box": [0, 0, 8, 8], "n": 99}), 400, "n must")

@@ -210,3 +210,85 @@ def test_bad_upload_is_refused_in_the_page(studio_server, browser, shots, tmp_pa
         assert r.status == 200
     page.close()
 
+
+
+def test_edit_and_complete_panels(browser, shots, fitted64, faces64_dir, lrgmm_cache, monkeypatch):
+    """The optional panels in the page, against the contract's stand-ins (tests/studio_fakes.py) in
+    an in-process server: edit a face with the alpha slider, drag a box and get completions whose
+    provenance names the training face they borrowed from."""
+    pytest.importorskip("fastapi", reason="the studio extra is not installed: pip install 'lrgmm[studio]'")
+    import threading
+
+    import uvicorn
+    from studio_fakes import COMPLETION_SOURCE, install_contract_fakes
+
+    from lrgmm.studio.app import create_app
+    from lrgmm.studio.service import Studio
+
+    calls = install_contract_fakes(monkeypatch)
+    studio = Studio(data=[faces64_dir])
+    studio._add_model("faces64", fitted64, "file")
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(studio), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "in-process studio server did not start"
+        time.sleep(0.05)
+    try:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.set_default_timeout(60_000)
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.wait_for_function("document.querySelectorAll('#grid .tile.loaded').length === 16")
+        page.locator("#grid .tile").nth(2).click()
+        page.wait_for_selector("#sources li")
+        assert page.locator("#edit-panel").is_visible() and page.locator("#complete-panel").is_visible()
+
+        # Edit: five alphas in a strip; the slider shows each one in the large view.
+        page.select_option("#edit-attribute", "age")
+        page.click("#edit-button")
+        page.wait_for_function("document.querySelectorAll('#edit-strip .tile.loaded').length === 5")
+        assert calls["fit"] == ("age", None, None) and calls["edit"][1] == (-2.0, -1.0, 0.0, 1.0, 2.0)
+        page.locator("#edit-alpha").evaluate("e => { e.value = 4; e.dispatchEvent(new Event('input')); }")
+        assert page.locator("#edit-alpha-out").inner_text() == "2"
+        edited = page.evaluate("S.edit.faces[4].url")
+        assert page.locator("#large-face").get_attribute("src") == edited
+        page.wait_for_timeout(400)
+        page.screenshot(path=str(shots / "studio_8_edit.png"), full_page=True)
+
+        # Complete: drag a box over the large view (25..75 % across, 30..70 % down).
+        page.locator("#large").scroll_into_view_if_needed()
+        box = page.locator("#large").bounding_box()
+        page.mouse.move(box["x"] + 0.25 * box["width"], box["y"] + 0.30 * box["height"])
+        page.mouse.down()
+        page.mouse.move(box["x"] + 0.75 * box["width"], box["y"] + 0.70 * box["height"], steps=5)
+        page.mouse.up()
+        assert page.locator("#mask-box").is_visible() and page.locator("#complete-button").is_enabled()
+        page.fill("#complete-n", "3")
+        page.click("#complete-button")
+        page.wait_for_function("document.querySelectorAll('#complete-strip .tile.loaded').length === 3")
+        x0, y0, x1, y1 = calls["box"]
+        assert abs(x0 - 32) <= 1 and abs(y0 - 38) <= 1 and abs(x1 - 96) <= 1 and abs(y1 - 90) <= 1, calls["box"]
+        assert calls["complete"][2] == 3
+        # A completion opens in the inspector with its provenance: one training face, observed elsewhere.
+        page.locator("#complete-strip .tile").first.click()
+        page.wait_for_function("document.querySelectorAll('#sources li').length === 1")
+        name = page.locator("#sources li .src-name").inner_text()
+        assert Path(fitted64.training_files_[COMPLETION_SOURCE]).name in name and "25.0%" in name
+        page.locator("#large").scroll_into_view_if_needed()
+        box = page.locator("#large").bounding_box()
+        page.mouse.move(box["x"] + 0.9 * box["width"], box["y"] + 0.9 * box["height"])
+        assert "latent pixel (14, 14): observed" in page.locator("#hover-info").inner_text()
+        page.mouse.move(box["x"] + 0.1 * box["width"], box["y"] + 0.2 * box["height"])
+        assert f"training face #{COMPLETION_SOURCE}, same position (row 3, col 1)" in page.locator("#hover-info").inner_text()
+        page.wait_for_timeout(400)
+        page.screenshot(path=str(shots / "studio_9_complete.png"), full_page=True)
+        assert not errors, errors
+        page.close()
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        studio.close()

@@ -725,11 +725,21 @@ class Studio:
         }
 
     def provenance_png(self, grid_id: str, index: int) -> bytes:
+        """The colour-coded map (``lrgmm.provenance.provenance_image``) at the image's size; RGBA
+        with observed positions transparent when there are any."""
         grid = self.grids.get(grid_id)
         rec = self.provenance(grid_id, index)  # checks
-        prov = grid.provenance[index].clamp(min=0)
+        prov = grid.provenance[index]
         size = self.model(rec["model"]).pipeline.resolution
-        return _png_bytes(to_uint8_hwc(provenance_image(prov, size)))
+        rgb = to_uint8_hwc(provenance_image(prov.clamp(min=0), size))
+        observed = prov < 0  # not generated (a completion's kept pixels): transparent
+        if not bool(observed.any()):
+            return _png_bytes(rgb)
+        k = size // prov.shape[0]
+        alpha = np.where(observed.repeat_interleave(k, 0).repeat_interleave(k, 1).numpy(), 0, 255).astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(np.dstack([rgb, alpha]), "RGBA").save(buf, format="PNG")
+        return buf.getvalue()
 
     # ------------------------------------------------- edit / complete (contract)
     async def edit(self, grid_id: str, index: int, attribute: str, alphas: list[float], nn: bool = True,

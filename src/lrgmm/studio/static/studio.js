@@ -260,7 +260,14 @@ $("large").addEventListener("mousemove", (ev) => {
   $("hover-name").textContent = src ? `${src.name} (${(100 * src.share).toFixed(1)}% of this face)` : `#${idx}`;
   $("hover-source").hidden = false;
   const li = document.querySelector(`#sources li[data-index="${idx}"]`);
-  if (li) { li.classList.add("hot"); li.scrollIntoView({ block: "nearest" }); }
+  if (li) {
+    li.classList.add("hot");
+    // Scroll the list itself, never the page (the face must stay under the pointer).
+    const list = $("sources");
+    if (li.offsetTop < list.scrollTop || li.offsetTop + li.offsetHeight > list.scrollTop + list.clientHeight) {
+      list.scrollTop = li.offsetTop - (list.clientHeight - li.offsetHeight) / 2;
+    }
+  }
 });
 $("large").addEventListener("mouseleave", () => { $("hover-box").hidden = true; });
 
