@@ -192,10 +192,14 @@ def test_fit_generate_inspect_download(studio_server, browser, shots, utkface_di
     context.close()
 
 
-def test_bad_upload_is_refused_in_the_page(studio_server, browser, shots, tmp_path):
+def test_uploads_in_the_page(studio_server, browser, shots, tmp_path, utkface_dir):
     """A file that only pretends to be an image is refused with the server's message; the page
-    and the server stay usable."""
+    and the server stay usable; then real photos are uploaded, fitted and generated from, and the
+    provenance names the uploaded files."""
+    from conftest import utkface_images
+
     page = browser.new_page()
+    page.set_default_timeout(60_000)
     page.goto(studio_server)
     fake = tmp_path / "face.jpg"
     fake.write_bytes(b"this is not a JPEG" * 50)
@@ -208,6 +212,16 @@ def test_bad_upload_is_refused_in_the_page(studio_server, browser, shots, tmp_pa
     page.screenshot(path=str(shot))
     with urllib.request.urlopen(studio_server + "api/status", timeout=5) as r:
         assert r.status == 200
+    photos = utkface_images(utkface_dir)[:: len(utkface_images(utkface_dir)) // 12][:12]
+    page.set_input_files("#upload-files", [str(p) for p in photos])
+    page.click("#upload-button")
+    page.wait_for_function("document.querySelector('#fit-message').textContent.startsWith('done')", timeout=120_000)
+    assert "upload" in page.locator("#model-select option:checked").inner_text()
+    page.wait_for_function("document.querySelectorAll('#grid .tile.loaded').length === 16", timeout=120_000)
+    page.locator("#grid .tile").first.click()
+    page.wait_for_selector("#sources li")
+    names = [n.split(" ", 1)[1].rsplit(" —", 1)[0] for n in page.locator("#sources li .src-name").all_inner_texts()]
+    assert names and set(names) <= {p.name for p in photos}, names
     page.close()
 
 
