@@ -391,3 +391,12 @@ def test_serve_binds_loopback_and_prints_the_url(monkeypatch, capsys, faces64_di
     assert seen["host"] == "0.0.0.0" and "warning: serving on 0.0.0.0" in out.err and "no authentication" in out.err
     assert main(["serve", "--data", str(faces64_dir / "nope")]) == 2
     assert "not a folder" in capsys.readouterr().err
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot listen on 127.0.0.1 port {port}" in err and "choose another --port" in err

@@ -3,7 +3,7 @@ command line can read ``serve``'s defaults; the extra is checked when the server
 
 from __future__ import annotations
 
-from ..errors import OptionalDependencyError
+from ..errors import LrgmmError, OptionalDependencyError
 
 
 def _require_extra() -> None:
@@ -14,6 +14,22 @@ def _require_extra() -> None:
     except ImportError as exc:
         raise OptionalDependencyError(
             f"the studio needs the 'studio' extra ({exc.name} is missing): pip install 'lrgmm[studio]'"
+        ) from None
+
+
+def _check_port(host: str, port: int) -> None:
+    """Fail with a clear message, before loading anything, when the address cannot be bound."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        family, _, _, _, addr = infos[0]
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            s.bind(addr)
+    except OSError as exc:
+        raise LrgmmError(
+            f"cannot listen on {host} port {port}: {exc.strerror or exc}; choose another --port (or --host)"
         ) from None
 
 
@@ -38,6 +54,7 @@ def serve(
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: serving on {host}: anyone who can reach this interface can use the studio "
               "and read its training faces (there is no authentication)", file=sys.stderr)
+    _check_port(host, port)
     studio = Studio(models=models, data=data, workers=workers, limits=Limits())
     app = create_app(studio)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level)
