@@ -25,6 +25,7 @@ import os
 import platform
 import re
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -105,6 +106,7 @@ def main(argv=None) -> int:
     ap.add_argument("--clients", type=int, default=20, help="concurrent generate requests per round")
     ap.add_argument("--faces", type=int, default=8, help="faces per request")
     ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--single", type=int, default=5, help="sequential single requests of 16 faces, timed first")
     ap.add_argument("--workers", type=int, default=None, help="server decode threads (default: lrgmm serve's)")
     ap.add_argument("-o", "--output", type=Path, default=ROOT / "BENCHMARKS.md")
     args = ap.parse_args(argv)
@@ -142,6 +144,8 @@ def main(argv=None) -> int:
         # One warm-up request (first decode allocates the network's buffers).
         asyncio.run(_round(url, model_id, 1, args.faces, 10**6, resolution))
         rss_idle = _rss_mib(proc.pid)
+        # One request at a time, as a single user of the page: 16 faces (the page's default).
+        single = [asyncio.run(_round(url, model_id, 1, 16, 2 * 10**6 + i, resolution))[0] for i in range(args.single)]
 
         samples: list[float] = []
         stop = threading.Event()
@@ -204,6 +208,15 @@ def main(argv=None) -> int:
         "| until | p50 | p90 | p99 | max |",
         "|---|---|---|---|---|",
         *rows,
+        "",
+        (f"One request at a time on the idle server ({args.single} requests of 16 faces, the page's default; "
+        "median and max, seconds):"),
+        "",
+        "| until | median | max |",
+        "|---|---|---|",
+        *[f"| {label} | {statistics.median(r[key] for r in single):.2f} | {max(r[key] for r in single):.2f} |"
+          for key, label in (("generate", "generate answered"), ("first_face", "first face received"),
+                             ("all_faces", "whole grid PNG received"))],
         "",
         "Server memory (resident set, VmRSS):",
         "",
