@@ -13,12 +13,14 @@ import torch
 from lrgmm.pipeline import FacePipeline
 
 COMPLETION_SOURCE = 3  # the training index the stand-in completion "copies" its top-left quarter from
+EDIT_SOURCE = 5  # the training index every latent pixel of a stand-in edit (with nn) comes from
 
 
 def install_contract_fakes(monkeypatch) -> dict:
     """Patch the stand-ins in; returns a dict recording the arguments of each call.
 
-    - edit: the input face scaled by (1 + 0.1 alpha), so alpha 0 gives the input back.
+    - edit: the input face scaled by (1 + 0.1 alpha), so alpha 0 gives the input back; with nn,
+      provenance ``EDIT_SOURCE`` everywhere.
     - complete: the input face with the masked pixels set to 0.5; provenance
       ``COMPLETION_SOURCE`` on the top-left 8x8 latent pixels, -1 (observed) elsewhere.
     """
@@ -32,7 +34,8 @@ def install_contract_fakes(monkeypatch) -> dict:
     def edit(self, inputs, edit, alphas=(-2, -1, 0, 1, 2), nn=True, seed=None):
         calls["edit"] = (tuple(inputs.shape), alphas, nn, seed)
         imgs = torch.stack([(inputs * (1 + 0.1 * a)).clamp(0, 1) for a in alphas], 1)
-        return types.SimpleNamespace(images=imgs, alphas=alphas)
+        prov = torch.full((inputs.shape[0], len(alphas), 16, 16), EDIT_SOURCE) if nn else None
+        return types.SimpleNamespace(images=imgs, alphas=list(alphas), provenance=prov)
 
     def box_mask(resolution, x0, y0, x1, y1):
         calls["box"] = (x0, y0, x1, y1)

@@ -18,7 +18,7 @@ pytest.importorskip("fastapi", reason="the studio extra is not installed: pip in
 pytest.importorskip("httpx", reason="the studio tests need httpx: pip install 'lrgmm[studio-test]'")
 
 from fastapi.testclient import TestClient
-from studio_fakes import install_contract_fakes
+from studio_fakes import EDIT_SOURCE, install_contract_fakes
 
 from lrgmm.pipeline import FacePipeline
 from lrgmm.studio.app import create_app
@@ -338,6 +338,10 @@ def test_edit_and_complete_follow_the_contract(studio_env, monkeypatch):
     assert calls["fit"] == ("age", "adult", "senior") and calls["edit"] == ((1, 3, 128, 128), (-1.0, 0.0, 1.0), True, 7)
     assert out["kind"] == "edit" and out["n"] == 3 and [f["label"] for f in out["faces"]] == ["alpha -1", "alpha 0", "alpha 1"]
     assert np.array_equal(_faces(client, out)[1], face1)  # alpha 0 is the input face
+    rec = client.get(f"/api/grids/{out['id']}/faces/2/provenance.json").json()
+    assert [(src["index"], src["share"]) for src in rec["sources"]] == [(EDIT_SOURCE, 1.0)]
+    plain = client.post("/api/edit", json={"grid": grid["id"], "face": 1, "alphas": [1], "nn": False}).json()
+    assert not plain["has_provenance"] and calls["fit"] == ("gender", None, None)
     _error(client.post("/api/edit", json={"grid": grid["id"], "face": 1, "alphas": [100]}), 400, "alphas")
 
     r = client.post("/api/complete", json={"grid": grid["id"], "face": 1, "box": [32, 40, 96, 88], "n": 3, "seed": 2})

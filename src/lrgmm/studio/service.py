@@ -771,11 +771,13 @@ class Studio:
             x = torch.from_numpy(face.transpose(2, 0, 1).astype(np.float32) / 255.0)[None]
             return pipe.edit(x, edit, alphas=tuple(alphas), nn=nn, seed=seed)
 
-        out = await self.sample_pool.run(work)
+        # Fitting an edit can take a while: the fit pool, so that generating stays responsive.
+        out = await self.fit_pool.run(work)
         images = out.images[0]
+        prov = getattr(out, "provenance", None)  # (n_inputs, n_alphas, h, w) when the NN step ran
         settings = {"attribute": attribute, "alphas": list(alphas), "negative": negative, "positive": positive,
                     "source": {"grid": grid_id, "face": index}, "nn": nn, "seed": seed}
-        return self._filled_grid(grid.model_id, "edit", settings, images, None, None,
+        return self._filled_grid(grid.model_id, "edit", settings, images, None if prov is None else prov[0], None,
                                  labels=[f"alpha {a:g}" for a in alphas])
 
     async def complete(self, grid_id: str, index: int, box: list[int], n: int = 4, seed: int = 0) -> Grid:
@@ -801,7 +803,7 @@ class Studio:
             x = torch.from_numpy(face.transpose(2, 0, 1).astype(np.float32) / 255.0)
             return pipe.complete(x, mask, n=n, seed=seed)
 
-        out = await self.sample_pool.run(work)
+        out = await self.fit_pool.run(work)  # encode + condition + decode: off the sampling thread
         settings = {"box": list(box), "n": n, "seed": seed, "source": {"grid": grid_id, "face": index}}
         samples = getattr(out, "samples", None)
         return self._filled_grid(grid.model_id, "complete", settings, out.images,

@@ -296,17 +296,20 @@ window.addEventListener("mouseup", () => {
 $("complete-button").onclick = async () => {
   const { grid, index } = S.face;
   $("complete-button").disabled = true;
+  $("complete-button").textContent = "Completing…";
   try {
     const out = await postJSON("/api/complete", { grid: grid.id, face: index, box: S.mask, n: +$("complete-n").value, seed: +$("seed").value });
     showGrid(out, $("complete-strip"), false);
   } catch (e) { toast(`completion failed: ${e.message}`); }
   $("complete-button").disabled = false;
+  $("complete-button").textContent = "Complete the region";
 };
 
 // ---------------------------------------------------------------------- editing (optional)
 $("edit-button").onclick = async () => {
   const { grid, index } = S.face;
   $("edit-button").disabled = true;
+  $("edit-button").textContent = "Editing… (the first edit of an attribute fits it)";
   try {
     const out = await postJSON("/api/edit", { grid: grid.id, face: index, attribute: $("edit-attribute").value, alphas: [-2, -1, 0, 1, 2] });
     S.edit = out;
@@ -315,6 +318,7 @@ $("edit-button").onclick = async () => {
     showAlpha();
   } catch (e) { toast(`edit failed: ${e.message}`); }
   $("edit-button").disabled = false;
+  $("edit-button").textContent = "Edit this face";
 };
 function showAlpha() {
   if (!S.edit) return;
