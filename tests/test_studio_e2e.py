@@ -265,7 +265,7 @@ def test_edit_and_complete_panels(browser, shots, fitted64, faces64_dir, lrgmm_c
         page.select_option("#edit-attribute", "age")
         page.click("#edit-button")
         page.wait_for_function("document.querySelectorAll('#edit-strip .tile.loaded').length === 5")
-        assert calls["fit"] == ("age", None, None) and calls["edit"][1] == (-2.0, -1.0, 0.0, 1.0, 2.0)
+        assert calls["fit"] == ("age", "adult", "senior") and calls["edit"][1] == (-2.0, -1.0, 0.0, 1.0, 2.0)
         page.locator("#edit-alpha").evaluate("e => { e.value = 4; e.dispatchEvent(new Event('input')); }")
         assert page.locator("#edit-alpha-out").inner_text() == "2"
         edited = page.evaluate("S.edit.faces[4].url")

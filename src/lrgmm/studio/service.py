@@ -763,7 +763,7 @@ class Studio:
             with self._lock:
                 edit = self._edits.get(key)
             if edit is None:
-                edit = AttributeEdit().fit(pipe, attribute=attribute, negative=negative, positive=positive)
+                edit = _quiet(AttributeEdit).fit(pipe, attribute=attribute, negative=negative, positive=positive)
                 with self._lock:
                     self._edits[key] = edit
                     while len(self._edits) > 16:
@@ -817,6 +817,14 @@ class Studio:
             grid.ready[i].set()
         grid.decoded = n
         return grid
+
+
+def _quiet(cls):
+    """An instance of ``cls`` without progress bars (on the server's terminal) when it takes
+    ``progress``, else with its defaults."""
+    import inspect
+
+    return cls(progress=False) if "progress" in inspect.signature(cls).parameters else cls()
 
 
 # --------------------------------------------------------------------------------------------

@@ -306,12 +306,28 @@ $("complete-button").onclick = async () => {
 };
 
 // ---------------------------------------------------------------------- editing (optional)
+// The categories of lrgmm.labels' UTKFace attributes; alpha > 0 goes from "from" towards "to".
+const CATEGORIES = { gender: ["male", "female"], age: ["child", "adult", "senior"],
+                     race: ["white", "black", "asian", "indian", "other"] };
+const DEFAULT_PAIR = { gender: ["male", "female"], age: ["adult", "senior"], race: ["white", "black"] };
+function fillCategories() {
+  const attr = $("edit-attribute").value;
+  for (const [id, k] of [["edit-negative", 0], ["edit-positive", 1]]) {
+    const sel = $(id);
+    sel.innerHTML = "";
+    for (const c of CATEGORIES[attr]) { const o = document.createElement("option"); o.value = o.textContent = c; sel.appendChild(o); }
+    sel.value = DEFAULT_PAIR[attr][k];
+  }
+}
+$("edit-attribute").addEventListener("change", fillCategories);
+fillCategories();
 $("edit-button").onclick = async () => {
   const { grid, index } = S.face;
   $("edit-button").disabled = true;
   $("edit-button").textContent = "Editing… (the first edit of an attribute fits it)";
   try {
-    const out = await postJSON("/api/edit", { grid: grid.id, face: index, attribute: $("edit-attribute").value, alphas: [-2, -1, 0, 1, 2] });
+    const out = await postJSON("/api/edit", { grid: grid.id, face: index, attribute: $("edit-attribute").value,
+      negative: $("edit-negative").value, positive: $("edit-positive").value, alphas: [-2, -1, 0, 1, 2] });
     S.edit = out;
     showGrid(out, $("edit-strip"), false);
     $("edit-alpha").max = out.n - 1; $("edit-alpha").value = Math.floor(out.n / 2);
