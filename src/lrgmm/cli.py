@@ -238,6 +238,26 @@ def cmd_autoencoders(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from .studio.server import serve
+
+    serve(args.models, args.data or (), host=args.host, port=args.port, workers=args.workers)
+    return 0
+
+
+def _add_serve_parser(sub) -> None:
+    """``lrgmm serve``: the web studio (needs the ``studio`` extra; imported only when run)."""
+    from .studio.server import serve
+
+    p = sub.add_parser("serve", help="the web studio: fit, generate and inspect provenance in the browser")
+    p.add_argument("models", nargs="*", help="model files to load (more can be fitted in the page)")
+    p.add_argument("--data", action="append", default=None, help="folder of face photos the page may fit from (repeatable)")
+    _opt(p, serve, "host", help="interface to bind; anything but loopback is reachable by others (no authentication)")
+    _opt(p, serve, "port", type=int, help="port")
+    _opt(p, serve, "workers", type=int, help="decoding threads")
+    p.set_defaults(func=cmd_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .demo import run_demo
 
@@ -312,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("autoencoders", help="list the autoencoder backends")
     p.set_defaults(func=cmd_autoencoders)
+
+    _add_serve_parser(sub)
     return parser
 
 

@@ -1,0 +1,870 @@
+"""The studio's state and work, independent of HTTP: models, fit jobs, generated grids, uploads.
+
+Everything CPU-bound (encoding, fitting, sampling, decoding) runs in bounded worker pools
+(``WorkPool``), never on the event loop; each pool reports how many tasks run and wait, and
+refuses new work past a bounded queue. Generated faces are kept in a bounded LRU cache
+(``GridCache``): the server's memory does not grow with the number of requests.
+
+Paths: the server reads images only from (a) the data folders given at start-up, listed by the
+server itself and chosen by the client by *name* from that list, (b) the per-session upload
+folders it created under its own temporary directory, and (c) the training files recorded in a
+loaded model, addressed by index. No request can name a path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import math
+import re
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import ImageInputError, LrgmmError
+from ..io.images import InputReport, list_images, prepare_image, to_uint8_hwc
+from ..io.latent_cache import EncodedSet, encode_images
+from ..pipeline import FacePipeline
+from ..provenance import provenance_image, provenance_shares
+
+# --------------------------------------------------------------------------------------------
+# Errors: each carries the HTTP status the API answers with.
+
+
+class StudioError(LrgmmError):
+    """A request the studio cannot serve; ``status`` is the HTTP status (4xx) it maps to."""
+
+    status = 400
+
+
+class NotFoundError(StudioError):
+    status = 404
+
+
+class ConflictError(StudioError):
+    status = 409
+
+
+class TooLargeError(StudioError):
+    status = 413
+
+
+class UnsupportedMediaError(StudioError):
+    status = 415
+
+
+class BusyError(StudioError):
+    status = 503
+
+
+class NotAvailableError(StudioError):
+    status = 501
+
+
+# --------------------------------------------------------------------------------------------
+# Limits
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on requests and on what the server keeps in memory."""
+
+    max_faces: int = 64  # faces per generate request
+    max_cached_faces: int = 512  # decoded faces kept across all grids (oldest grids dropped)
+    decode_batch: int = 4  # faces decoded per step: the first faces show after one small batch
+    max_nn_iterations: int = 5
+    max_upload_files: int = 256
+    max_upload_bytes: int = 8 * 2**20  # per file
+    max_upload_pixels: int = 40_000_000  # per image (a small file can hold a huge, flat image)
+    max_request_bytes: int = 256 * 2**20  # per upload request
+    max_uploads: int = 16  # upload folders kept on disk (oldest removed)
+    max_fit_images: int = 4096
+    max_models: int = 8  # models fitted in the studio (oldest dropped); loaded models stay
+    max_queue: int = 64  # tasks waiting per pool before new work is refused (503)
+    max_jobs: int = 32  # finished fit jobs remembered
+    thumbnail_cache: int = 256
+
+
+# --------------------------------------------------------------------------------------------
+# Worker pools
+
+
+class WorkPool:
+    """At most ``workers`` tasks run at once in threads; the rest wait in order, up to
+    ``max_queue`` of them (beyond that, ``BusyError``). ``state()`` is what the page shows."""
+
+    def __init__(self, name: str, workers: int, max_queue: int):
+        self.name = name
+        self.workers = workers
+        self.max_queue = max_queue
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"studio-{name}")
+        self._lock = threading.Lock()
+        self.running = 0
+        self.waiting = 0
+        self.done = 0
+
+    def submit(self, fn, *args):
+        """Queue ``fn(*args)``; returns a ``concurrent.futures.Future``."""
+        with self._lock:
+            if self.waiting >= self.max_queue:
+                raise BusyError(
+                    f"the {self.name} queue is full ({self.waiting} tasks waiting); try again in a moment"
+                )
+            self.waiting += 1
+
+        def task():
+            with self._lock:
+                self.waiting -= 1
+                self.running += 1
+            try:
+                return fn(*args)
+            finally:
+                with self._lock:
+                    self.running -= 1
+                    self.done += 1
+
+        return self._executor.submit(task)
+
+    async def run(self, fn, *args):
+        """Run ``fn(*args)`` in the pool and await its result without blocking the event loop."""
+        return await asyncio.wrap_future(self.submit(fn, *args))
+
+    def state(self) -> dict:
+        with self._lock:
+            return {"workers": self.workers, "running": self.running, "waiting": self.waiting, "done": self.done}
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Models
+
+
+@dataclass
+class ModelEntry:
+    id: str
+    name: str
+    pipeline: FacePipeline
+    origin: str  # "file" or "fit"
+    created: float = field(default_factory=time.time)
+
+    def info(self) -> dict:
+        pipe = self.pipeline
+        m = pipe.model_
+        return {
+            "id": self.id,
+            "name": self.name,
+            "origin": self.origin,
+            "n_images": len(pipe.training_files_),
+            "n_components": int(m.n_components_),
+            "n_channels": int(m.codes_.shape[1]),
+            "latent_grid": list(m.codes_.shape[2:]),
+            "resolution": pipe.resolution,
+            "temperature": float(m.temperature),
+            "nn_iterations": int(m.nn_iterations),
+            "patch_size": int(m.patch_size),
+            "autoencoder": pipe.autoencoder_.id,
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Generated grids
+
+
+@dataclass
+class Grid:
+    """n faces generated (or edited / completed) together. Faces are decoded in small batches;
+    ``ready[i]`` is set on the event loop once face i is decoded (or the grid failed or was
+    cancelled). ``images[i]``: PNG bytes of face i; ``provenance``: (n, h, w) int64 or None."""
+
+    id: str
+    model_id: str
+    kind: str
+    settings: dict
+    n: int
+    latents: torch.Tensor | None
+    provenance: torch.Tensor | None
+    components: torch.Tensor | None
+    images: list
+    ready: list  # asyncio.Event per face
+    labels: list[str] | None = None  # per-face caption (e.g. the edit's alpha)
+    error: str | None = None
+    cancelled: bool = False
+    decoded: int = 0
+    created: float = field(default_factory=time.time)
+
+    def info(self) -> dict:
+        return {
+            "id": self.id,
+            "model": self.model_id,
+            "kind": self.kind,
+            "n": self.n,
+            "settings": self.settings,
+            "decoded": self.decoded,
+            "cancelled": self.cancelled,
+            "error": self.error,
+            "has_provenance": self.provenance is not None,
+            "faces": [
+                {"index": i, "url": f"/api/grids/{self.id}/faces/{i}.png",
+                 **({"label": self.labels[i]} if self.labels else {})}
+                for i in range(self.n)
+            ],
+            "grid_url": f"/api/grids/{self.id}/grid.png",
+        }
+
+
+class GridCache:
+    """Grids by id, least recently used dropped first once more than ``max_faces`` faces are held."""
+
+    def __init__(self, max_faces: int):
+        self.max_faces = max_faces
+        self._grids: OrderedDict[str, Grid] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def add(self, grid: Grid) -> None:
+        with self._lock:
+            self._grids[grid.id] = grid
+            total = sum(g.n for g in self._grids.values())
+            while total > self.max_faces and len(self._grids) > 1:
+                _, old = self._grids.popitem(last=False)
+                old.cancelled = True  # stops its decoding if still running
+                total -= old.n
+
+    def get(self, grid_id: str) -> Grid:
+        with self._lock:
+            grid = self._grids.get(grid_id)
+            if grid is None:
+                raise NotFoundError(
+                    f"unknown grid {grid_id!r}: it never existed or was dropped from the cache "
+                    f"(the server keeps the latest {self.max_faces} faces); generate again"
+                )
+            self._grids.move_to_end(grid_id)
+            return grid
+
+    def __len__(self) -> int:
+        return len(self._grids)
+
+    def n_faces(self) -> int:
+        with self._lock:
+            return sum(g.n for g in self._grids.values())
+
+
+# --------------------------------------------------------------------------------------------
+# Fit jobs
+
+
+@dataclass
+class FitJob:
+    id: str
+    source: str
+    n_images: int
+    state: str = "queued"  # queued, encoding, fitting, done, error
+    done: int = 0
+    total: int = 0
+    message: str = ""
+    model_id: str | None = None
+    error: str | None = None
+    report: str | None = None
+    created: float = field(default_factory=time.time)
+    seconds: float | None = None
+
+    def info(self) -> dict:
+        return {
+            "id": self.id,
+            "source": self.source,
+            "state": self.state,
+            "progress": {"done": self.done, "total": self.total},
+            "message": self.message,
+            "model": self.model_id,
+            "error": self.error,
+            "report": self.report,
+            "seconds": self.seconds,
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Uploads
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp"}
+
+
+def sanitize_filename(name: str, index: int) -> str:
+    """A safe file name from a client's: no folders, only [A-Za-z0-9._-], no leading dots, at
+    most 80 characters; ``upload_<index>`` when nothing is left."""
+    base = re.split(r"[\\/]", name or "")[-1]
+    base = _SAFE.sub("_", base).lstrip("._")[:80]
+    stem = base.rsplit(".", 1)[0] if "." in base else base
+    return stem or f"upload_{index:04d}"
+
+
+def check_image_bytes(data: bytes, name: str, max_pixels: int = 40_000_000) -> str:
+    """The image format of ``data`` (JPEG, PNG or WebP) from its content, never its name.
+
+    Raises ``UnsupportedMediaError`` naming the file when Pillow cannot read it as one of them,
+    ``TooLargeError`` when it has more than ``max_pixels`` pixels."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            fmt = img.format
+            w, h = img.size
+            if w * h > max_pixels:
+                raise TooLargeError(f"{name!r} is {w}x{h} pixels; at most {max_pixels:,} pixels per image")
+            img.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise UnsupportedMediaError(
+            f"{name!r} is not a readable image ({type(exc).__name__}); upload JPEG, PNG or WebP files"
+        ) from None
+    if fmt not in _FORMATS:
+        raise UnsupportedMediaError(f"{name!r} is a {fmt} image; upload JPEG, PNG or WebP files")
+    return fmt
+
+
+@dataclass
+class Upload:
+    id: str
+    session: str
+    folder: Path
+    files: list[str]
+
+
+# --------------------------------------------------------------------------------------------
+# The studio
+
+
+def _png_bytes(hwc_uint8: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(hwc_uint8, "RGB").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}{secrets.token_hex(6)}"
+
+
+_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class Studio:
+    """Models, data folders, uploads, fit jobs and generated grids of one studio server.
+
+    Parameters
+    ----------
+    models : model files to load at start-up (``lrgmm serve MODEL...``).
+    data : folders of face photos the page may fit from (each folder and its sub-folders that hold
+        images are offered by name).
+    workers : decoding threads (the grid work); sampling and fitting have one thread each.
+    limits : ``Limits``.
+    pipeline_options : extra ``FacePipeline`` arguments for models fitted in the studio (tests pass
+        ``autoencoder=`` an already-loaded TAEF2).
+    """
+
+    def __init__(self, models=(), data=(), workers: int = 1, limits: Limits | None = None,
+                 pipeline_options: dict | None = None):
+        self.limits = limits or Limits()
+        self.pipeline_options = dict(pipeline_options or {})
+        self.models: OrderedDict[str, ModelEntry] = OrderedDict()
+        self.jobs: OrderedDict[str, FitJob] = OrderedDict()
+        self.uploads: dict[str, Upload] = {}
+        self.grids = GridCache(self.limits.max_cached_faces)
+        self.decode_pool = WorkPool("decode", max(1, int(workers)), self.limits.max_queue)
+        self.sample_pool = WorkPool("sample", 1, self.limits.max_queue)
+        self.fit_pool = WorkPool("fit", 1, 4)
+        self._lock = threading.Lock()
+        self._thumbs: OrderedDict[tuple, bytes] = OrderedDict()
+        self._edits: OrderedDict[tuple, object] = OrderedDict()
+        self._tmp = Path(tempfile.mkdtemp(prefix="lrgmm-studio-"))
+        self.data_roots = [Path(d).resolve() for d in data]
+        for root in self.data_roots:
+            if not root.is_dir():
+                raise ImageInputError(f"--data {root}: not a folder; pass a folder of face photos")
+        self.folders = self._list_folders()
+        for path in models:
+            self.load_model(path)
+
+    # ---------------------------------------------------------------- features
+    @staticmethod
+    def features() -> dict:
+        """Which optional panels the page shows: the editing and completion APIs exist only once
+        their branches are merged."""
+        return {"edit": hasattr(FacePipeline, "edit"), "complete": hasattr(FacePipeline, "complete")}
+
+    def status(self) -> dict:
+        return {
+            "models": len(self.models),
+            "features": self.features(),
+            "queues": {p.name: p.state() for p in (self.sample_pool, self.decode_pool, self.fit_pool)},
+            "cache": {"grids": len(self.grids), "faces": self.grids.n_faces(),
+                      "max_faces": self.limits.max_cached_faces},
+            "limits": {
+                "max_faces": self.limits.max_faces,
+                "max_nn_iterations": self.limits.max_nn_iterations,
+                "max_upload_files": self.limits.max_upload_files,
+                "max_upload_bytes": self.limits.max_upload_bytes,
+                "max_fit_images": self.limits.max_fit_images,
+            },
+        }
+
+    def close(self) -> None:
+        for pool in (self.sample_pool, self.decode_pool, self.fit_pool):
+            pool.shutdown()
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    # ------------------------------------------------------------------ models
+    def load_model(self, path) -> ModelEntry:
+        pipe = FacePipeline.load(path, progress=False)
+        name = Path(path).name
+        return self._add_model(name, pipe, "file")
+
+    def _add_model(self, name: str, pipe: FacePipeline, origin: str) -> ModelEntry:
+        with self._lock:
+            entry = ModelEntry(_new_id("m"), name, pipe, origin)
+            self.models[entry.id] = entry
+            fitted = [k for k, e in self.models.items() if e.origin == "fit"]
+            while len(fitted) > self.limits.max_models:
+                del self.models[fitted.pop(0)]
+            return entry
+
+    def model(self, model_id: str) -> ModelEntry:
+        entry = self.models.get(model_id) if isinstance(model_id, str) else None
+        if entry is None:
+            known = ", ".join(self.models) or "none loaded yet: fit one"
+            raise NotFoundError(f"unknown model id {model_id!r} (known: {known})")
+        return entry
+
+    def training_thumbnail(self, model_id: str, index: int, size: int = 64) -> bytes:
+        """One training face of a model, by index into its training files, as a PNG."""
+        entry = self.model(model_id)
+        files = entry.pipeline.training_files_
+        if not 0 <= index < len(files):
+            raise NotFoundError(f"training index {index} out of range: model {model_id} has {len(files)} training faces (0..{len(files) - 1})")
+        if size not in (32, 64, 128, 256):
+            raise StudioError(f"thumbnail size must be one of 32, 64, 128, 256, got {size}")
+        key = (model_id, index, size)
+        with self._lock:
+            if key in self._thumbs:
+                self._thumbs.move_to_end(key)
+                return self._thumbs[key]
+        try:
+            arr = prepare_image(files[index], size).array
+        except ImageInputError as exc:
+            raise NotFoundError(f"training face {index} cannot be shown: {exc}") from None
+        png = _png_bytes(to_uint8_hwc(arr))
+        with self._lock:
+            self._thumbs[key] = png
+            while len(self._thumbs) > self.limits.thumbnail_cache:
+                self._thumbs.popitem(last=False)
+        return png
+
+    # ----------------------------------------------------------------- folders
+    def _list_folders(self) -> dict[str, Path]:
+        """Each data root and its sub-folders (two levels) that hold images, by display name."""
+        out: dict[str, Path] = {}
+        for root in self.data_roots:
+            cands = [root] + sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+            cands += sorted(q for p in cands[1:] for q in p.iterdir() if q.is_dir() and not q.name.startswith("."))
+            for folder in cands:
+                rel = folder.relative_to(root)
+                name = root.name if str(rel) == "." else f"{root.name}/{rel.as_posix()}"
+                if any(f.is_file() and f.suffix.lower() in {".jpg", ".jpeg", ".png", ".webp"} for f in folder.iterdir()):
+                    out[name] = folder
+        return out
+
+    def folder_list(self) -> list[dict]:
+        return [{"name": name} for name in self.folders]
+
+    # ----------------------------------------------------------------- uploads
+    def save_upload(self, session: str, files: list[tuple[str, bytes]]) -> Upload:
+        """Check and store uploaded images under this session's temporary folder. All or nothing:
+        one bad file rejects the request and nothing is kept."""
+        lim = self.limits
+        if not files:
+            raise StudioError("no files in the upload; send images as multipart field 'files'")
+        if len(files) > lim.max_upload_files:
+            raise TooLargeError(f"{len(files)} files uploaded, at most {lim.max_upload_files} per request")
+        if not _ID.match(session):
+            raise StudioError("bad session id")
+        checked = []
+        used: set[str] = set()
+        for i, (name, data) in enumerate(files):
+            if len(data) > lim.max_upload_bytes:
+                raise TooLargeError(
+                    f"{name!r} is {len(data) / 2**20:.1f} MiB; each image must be at most {lim.max_upload_bytes / 2**20:.0f} MiB"
+                )
+            fmt = check_image_bytes(data, name, lim.max_upload_pixels)
+            stem = sanitize_filename(name, i)
+            final = stem + _FORMATS[fmt]
+            k = 1
+            while final in used:
+                final = f"{stem}_{k}{_FORMATS[fmt]}"
+                k += 1
+            used.add(final)
+            checked.append((final, data))
+        upload_id = _new_id("u")
+        folder = self._tmp / session / upload_id
+        folder.mkdir(parents=True)
+        for final, data in checked:
+            (folder / final).write_bytes(data)
+        up = Upload(upload_id, session, folder, [f for f, _ in checked])
+        with self._lock:
+            self.uploads[upload_id] = up
+            while len(self.uploads) > self.limits.max_uploads:
+                old = self.uploads.pop(next(iter(self.uploads)))
+                shutil.rmtree(old.folder, ignore_errors=True)
+        return up
+
+    # -------------------------------------------------------------------- fits
+    def start_fit(self, *, folder: str | None = None, upload: str | None = None, session: str = "",
+                  n_images: int | None = None, seed: int = 0, n_components: int | None = None,
+                  temperature: float | None = None) -> FitJob:
+        """Queue a fit from a named data folder or from one of this session's uploads."""
+        if (folder is None) == (upload is None):
+            raise StudioError("give exactly one of 'folder' (a name from /api/folders) or 'upload' (an id from /api/uploads)")
+        if folder is not None:
+            if folder not in self.folders:
+                names = ", ".join(self.folders) or "none: start the server with --data FOLDER"
+                raise NotFoundError(f"unknown data folder {folder!r}; choose one of the listed names ({names})")
+            paths = list_images(self.folders[folder]).paths
+            source = folder
+        else:
+            up = self.uploads.get(upload)
+            if up is None or up.session != session:
+                raise NotFoundError(f"unknown upload {upload!r} for this session; upload images first")
+            paths = sorted(up.folder / f for f in up.files)
+            source = f"upload {upload} ({len(paths)} files)"
+        if len(paths) < 2:
+            raise StudioError(f"{source}: {len(paths)} image(s); a fit needs at least 2")
+        n = len(paths) if n_images is None else n_images
+        if not 2 <= n <= min(len(paths), self.limits.max_fit_images):
+            raise StudioError(
+                f"n_images must be between 2 and {min(len(paths), self.limits.max_fit_images)} for {source} "
+                f"({len(paths)} images, at most {self.limits.max_fit_images} per fit), got {n}"
+            )
+        if n < len(paths):
+            pick = torch.randperm(len(paths), generator=torch.Generator().manual_seed(seed))[:n]
+            paths = [paths[i] for i in sorted(pick.tolist())]
+        job = FitJob(_new_id("j"), source, n, total=n)
+        options = {"random_state": seed, "n_components": n_components, "progress": False, **self.pipeline_options}
+        if temperature is not None:
+            options["temperature"] = temperature
+        with self._lock:
+            self.jobs[job.id] = job
+            while len(self.jobs) > self.limits.max_jobs:
+                self.jobs.popitem(last=False)
+        self.fit_pool.submit(self._run_fit, job, paths, options)
+        return job
+
+    def job(self, job_id: str) -> FitJob:
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise NotFoundError(f"unknown job {job_id!r}")
+        return job
+
+    def _run_fit(self, job: FitJob, paths: list[Path], options: dict) -> None:
+        start = time.perf_counter()
+        try:
+            pipe = FacePipeline(**options)
+            job.state, job.message = "encoding", "loading the autoencoder"
+            ae = pipe._resolve_autoencoder()
+            pipe.autoencoder = ae
+            job.message = "encoding faces (cached ones are read back)"
+            encoded = encode_in_chunks(paths, ae, pipe.resolution, pipe.batch_size, pipe.cache, job)
+            job.state, job.message = "fitting", f"fitting the LR-GMM on {len(encoded)} faces"
+            pipe.fit(encoded)
+            entry = self._add_model(f"fit: {job.source}, {len(encoded)} faces", pipe, "fit")
+            job.model_id = entry.id
+            job.report = encoded.report.summary()
+            job.state, job.message = "done", f"fitted in {pipe.fit_seconds_:.2f} s after encoding"
+        except Exception as exc:  # noqa: BLE001  (any failure is reported to the page; the server goes on)
+            job.state, job.error = "error", str(exc) if isinstance(exc, LrgmmError | ValueError) else f"{type(exc).__name__}: {exc}"
+        finally:
+            job.seconds = round(time.perf_counter() - start, 3)
+
+    # ---------------------------------------------------------------- generate
+    def check_generate(self, n: int, temperature: float | None, nn_iterations: int | None, entry: ModelEntry) -> None:
+        lim = self.limits
+        if not 1 <= n <= lim.max_faces:
+            raise StudioError(f"n must be between 1 and {lim.max_faces}, got {n}")
+        fitted = entry.pipeline.model_.temperature
+        if temperature is not None and not (0 < temperature <= fitted and math.isfinite(temperature)):
+            raise StudioError(f"temperature (lambda) must be in (0, {fitted}] for this model (its fitted lambda), got {temperature}")
+        if nn_iterations is not None and not 1 <= nn_iterations <= lim.max_nn_iterations:
+            raise StudioError(f"nn_iterations must be between 1 and {lim.max_nn_iterations}, got {nn_iterations}")
+
+    async def generate(self, model_id: str, n: int, seed: int, nn: bool = True, temperature: float | None = None,
+                       nn_iterations: int | None = None, replaces: str | None = None) -> Grid:
+        """Sample n latents at once (milliseconds), then queue their decoding in small batches;
+        returns the grid at once, its faces become ready one batch at a time."""
+        entry = self.model(model_id)
+        self.check_generate(n, temperature, nn_iterations, entry)
+        if replaces:  # the page moved on: stop decoding the grid it replaces
+            try:
+                self.grids.get(replaces).cancelled = True
+            except NotFoundError:
+                pass
+        pipe = entry.pipeline
+        samples = await self.sample_pool.run(
+            lambda: pipe.model_.sample(n, seed, nn=nn, temperature=temperature, nn_iterations=nn_iterations)
+        )
+        settings = {"seed": seed, "nn": nn, "n": n,
+                    "temperature": pipe.model_.temperature if temperature is None else temperature,
+                    "nn_iterations": (pipe.model_.nn_iterations if nn_iterations is None else nn_iterations) if nn else 0}
+        grid = self._new_grid(model_id, "generate", settings, n, samples.latents, samples.provenance, samples.components)
+        self.decode_pool.submit(self._decode_grid, grid, pipe, asyncio.get_running_loop())
+        return grid
+
+    def _new_grid(self, model_id, kind, settings, n, latents, provenance, components, labels=None) -> Grid:
+        grid = Grid(_new_id("g"), model_id, kind, settings, n, latents, provenance, components,
+                    images=[None] * n, ready=[asyncio.Event() for _ in range(n)], labels=labels)
+        self.grids.add(grid)
+        return grid
+
+    def _decode_grid(self, grid: Grid, pipe: FacePipeline, loop: asyncio.AbstractEventLoop, start: int = 0) -> None:
+        """Decode one batch of ``grid`` (faces ``start`` to ``start + decode_batch``), then queue
+        the next batch at the back of the pool: concurrent grids take turns batch by batch, so
+        every client sees its first faces early instead of waiting for whole grids ahead of it."""
+        stop = min(grid.n, start + self.limits.decode_batch)
+        finished = True
+        try:
+            if not grid.cancelled:
+                with torch.no_grad():
+                    imgs = pipe.autoencoder_.decode(grid.latents[start:stop])
+                for i in range(start, stop):
+                    grid.images[i] = _png_bytes(to_uint8_hwc(imgs[i - start]))
+                grid.decoded = stop
+                for i in range(start, stop):
+                    loop.call_soon_threadsafe(grid.ready[i].set)
+                if stop < grid.n and not grid.cancelled:
+                    self.decode_pool.submit(self._decode_grid, grid, pipe, loop, stop)
+                    finished = False
+        except Exception as exc:  # noqa: BLE001  (reported with the grid; the server goes on)
+            grid.error = f"decoding failed: {type(exc).__name__}: {exc}"
+        finally:
+            if finished:
+                grid.latents = None  # only the PNGs are needed from now on
+                try:
+                    for ev in grid.ready:
+                        loop.call_soon_threadsafe(ev.set)
+                except RuntimeError:  # the server is shutting down and its loop is closed
+                    pass
+
+    async def face(self, grid_id: str, index: int, timeout: float = 120.0) -> bytes:
+        """Face ``index`` of a grid as PNG bytes, waiting for its batch to be decoded."""
+        grid = self.grids.get(grid_id)
+        if not 0 <= index < grid.n:
+            raise NotFoundError(f"face {index} out of range: grid {grid_id} has {grid.n} faces (0..{grid.n - 1})")
+        try:
+            await asyncio.wait_for(grid.ready[index].wait(), timeout)
+        except asyncio.TimeoutError:
+            raise BusyError(f"face {index} of grid {grid_id} is not decoded yet (server busy); retry") from None
+        if grid.images[index] is None:
+            if grid.error:
+                raise StudioError(grid.error)
+            raise ConflictError(f"grid {grid_id} was replaced or dropped before face {index} was decoded; generate again")
+        return grid.images[index]
+
+    async def face_array(self, grid_id: str, index: int) -> np.ndarray:
+        """Face ``index`` as (R, R, 3) uint8 (what the page shows, the input of edit / complete)."""
+        with Image.open(io.BytesIO(await self.face(grid_id, index))) as img:
+            return np.asarray(img.convert("RGB"))
+
+    async def grid_png(self, grid_id: str) -> bytes:
+        """All faces of a grid tiled into one PNG (composed in a thread, off the event loop)."""
+        from ..io.images import make_grid
+
+        grid = self.grids.get(grid_id)
+        faces = [await self.face(grid_id, i) for i in range(grid.n)]
+
+        def compose():
+            arrays = [np.asarray(Image.open(io.BytesIO(f)).convert("RGB")) for f in faces]
+            chw = np.stack([a.transpose(2, 0, 1) for a in arrays]).astype(np.float32) / 255.0
+            return _png_bytes(to_uint8_hwc(make_grid(chw)))
+
+        return await asyncio.to_thread(compose)
+
+    def provenance(self, grid_id: str, index: int) -> dict:
+        """Which training face each latent pixel of face ``index`` came from, and their shares.
+        Indices -1 mark positions that were not generated (observed pixels of a completion)."""
+        grid = self.grids.get(grid_id)
+        if not 0 <= index < grid.n:
+            raise NotFoundError(f"face {index} out of range: grid {grid_id} has {grid.n} faces (0..{grid.n - 1})")
+        if grid.provenance is None:
+            raise NotFoundError(f"grid {grid_id} has no provenance map (generated without the NN step, or an edit)")
+        entry = self.model(grid.model_id)
+        files = entry.pipeline.training_files_
+        prov = grid.provenance[index]
+        shares = provenance_shares(prov)
+        sources = [
+            {"index": i, "file": files[i], "name": Path(files[i]).name, "share": round(s, 6),
+             "thumbnail": f"/api/models/{grid.model_id}/training/{i}.png"}
+            for i, s in shares if i >= 0
+        ]
+        observed = sum(s for i, s in shares if i < 0)
+        return {
+            "grid": grid_id,
+            "face": index,
+            "model": grid.model_id,
+            "component": int(grid.components[index]) if grid.components is not None else None,
+            "settings": grid.settings,
+            "latent_grid": list(prov.shape),
+            "distinct_training_images": len(sources),
+            "largest_share": sources[0]["share"] if sources else 0.0,
+            "observed_share": round(observed, 6),
+            "map": prov.tolist(),
+            "sources": sources,
+        }
+
+    def provenance_png(self, grid_id: str, index: int) -> bytes:
+        """The colour-coded map (``lrgmm.provenance.provenance_image``) at the image's size; RGBA
+        with observed positions transparent when there are any."""
+        grid = self.grids.get(grid_id)
+        rec = self.provenance(grid_id, index)  # checks
+        prov = grid.provenance[index]
+        size = self.model(rec["model"]).pipeline.resolution
+        rgb = to_uint8_hwc(provenance_image(prov.clamp(min=0), size))
+        observed = prov < 0  # not generated (a completion's kept pixels): transparent
+        if not bool(observed.any()):
+            return _png_bytes(rgb)
+        k = size // prov.shape[0]
+        alpha = np.where(observed.repeat_interleave(k, 0).repeat_interleave(k, 1).numpy(), 0, 255).astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(np.dstack([rgb, alpha]), "RGBA").save(buf, format="PNG")
+        return buf.getvalue()
+
+    # ------------------------------------------------- edit / complete (contract)
+    async def edit(self, grid_id: str, index: int, attribute: str, alphas: list[float], nn: bool = True,
+                   seed: int = 0, negative: str | None = None, positive: str | None = None) -> Grid:
+        """Edit one face along an attribute (``FacePipeline.edit`` from the editing branch): a new
+        grid with one face per alpha."""
+        if not self.features()["edit"]:
+            raise NotAvailableError("editing is not available in this installation (no FacePipeline.edit)")
+        if not 1 <= len(alphas) <= 9 or not all(math.isfinite(a) and abs(a) <= 5 for a in alphas):
+            raise StudioError(f"alphas: 1 to 9 values in [-5, 5], got {alphas}")
+        face = await self.face_array(grid_id, index)
+        grid = self.grids.get(grid_id)
+        entry = self.model(grid.model_id)
+        pipe = entry.pipeline
+
+        def work():
+            # lrgmm.editing exists once the editing branch is merged (features() checks first).
+            from ..editing import AttributeEdit
+
+            key = (entry.id, attribute, negative, positive)
+            with self._lock:
+                edit = self._edits.get(key)
+            if edit is None:
+                edit = _quiet(AttributeEdit).fit(pipe, attribute=attribute, negative=negative, positive=positive)
+                with self._lock:
+                    self._edits[key] = edit
+                    while len(self._edits) > 16:
+                        self._edits.popitem(last=False)
+            x = torch.from_numpy(face.transpose(2, 0, 1).astype(np.float32) / 255.0)[None]
+            return pipe.edit(x, edit, alphas=tuple(alphas), nn=nn, seed=seed)
+
+        # Fitting an edit can take a while: the fit pool, so that generating stays responsive.
+        out = await self.fit_pool.run(work)
+        images = out.images[0]
+        prov = getattr(out, "provenance", None)  # (n_inputs, n_alphas, h, w) when the NN step ran
+        settings = {"attribute": attribute, "alphas": list(alphas), "negative": negative, "positive": positive,
+                    "source": {"grid": grid_id, "face": index}, "nn": nn, "seed": seed}
+        return self._filled_grid(grid.model_id, "edit", settings, images, None if prov is None else prov[0], None,
+                                 labels=[f"alpha {a:g}" for a in alphas])
+
+    async def complete(self, grid_id: str, index: int, box: list[int], n: int = 4, seed: int = 0) -> Grid:
+        """Fill a box of one face with n completions (``FacePipeline.complete`` from the
+        conditional branch); the completions keep their provenance (-1 at observed positions)."""
+        if not self.features()["complete"]:
+            raise NotAvailableError("completion is not available in this installation (no FacePipeline.complete)")
+        if not 1 <= n <= 16:
+            raise StudioError(f"n must be between 1 and 16 completions, got {n}")
+        grid = self.grids.get(grid_id)
+        entry = self.model(grid.model_id)
+        pipe = entry.pipeline
+        r = pipe.resolution
+        if len(box) != 4 or not (0 <= box[0] < box[2] <= r and 0 <= box[1] < box[3] <= r):
+            raise StudioError(f"box must be [x0, y0, x1, y1] with 0 <= x0 < x1 <= {r} and 0 <= y0 < y1 <= {r}, got {box}")
+        face = await self.face_array(grid_id, index)
+
+        def work():
+            # lrgmm.conditional exists once the conditional branch is merged (features() checks first).
+            from ..conditional import box_mask
+
+            mask = box_mask(r, *box)
+            x = torch.from_numpy(face.transpose(2, 0, 1).astype(np.float32) / 255.0)
+            return pipe.complete(x, mask, n=n, seed=seed)
+
+        out = await self.fit_pool.run(work)  # encode + condition + decode: off the sampling thread
+        settings = {"box": list(box), "n": n, "seed": seed, "source": {"grid": grid_id, "face": index}}
+        samples = getattr(out, "samples", None)
+        return self._filled_grid(grid.model_id, "complete", settings, out.images,
+                                 getattr(samples, "provenance", None), getattr(samples, "components", None))
+
+    def _filled_grid(self, model_id, kind, settings, images, provenance, components, labels=None) -> Grid:
+        n = images.shape[0]
+        grid = self._new_grid(model_id, kind, settings, n, None, provenance, components, labels)
+        for i in range(n):
+            grid.images[i] = _png_bytes(to_uint8_hwc(images[i]))
+            grid.ready[i].set()
+        grid.decoded = n
+        return grid
+
+
+def _quiet(cls):
+    """An instance of ``cls`` without progress bars (on the server's terminal) when it takes
+    ``progress``, else with its defaults."""
+    import inspect
+
+    return cls(progress=False) if "progress" in inspect.signature(cls).parameters else cls()
+
+
+# --------------------------------------------------------------------------------------------
+# Encoding with progress
+
+
+def encode_in_chunks(paths: list[Path], autoencoder, resolution: int, batch_size: int, cache, job: FitJob,
+                     chunk: int = 16) -> EncodedSet:
+    """``encode_images`` over chunks of ``paths`` so ``job.done`` advances as faces are encoded;
+    the chunks' results are joined into one ``EncodedSet`` (duplicates across chunks kept once)."""
+    latents, out_paths, hashes = [], [], []
+    report = InputReport(resolution=resolution)
+    seen: dict[str, str] = {}
+    n_encoded = n_cached = 0
+    job.total = len(paths)
+    for start in range(0, len(paths), chunk):
+        part = paths[start : start + chunk]
+        try:
+            enc = encode_images(part, autoencoder, resolution, batch_size, cache, progress=False)
+        except ImageInputError as exc:  # nothing usable in this chunk: keep going
+            report.n_found += len(part)
+            report.skipped.extend((str(p), str(exc).splitlines()[0]) for p in part)
+            job.done = min(len(paths), start + chunk)
+            continue
+        r = enc.report
+        report.n_found += r.n_found
+        report.skipped += r.skipped
+        report.duplicates += r.duplicates
+        report.upsampled += r.upsampled
+        for z, p, h in zip(enc.latents, enc.paths, enc.hashes):
+            if h in seen:
+                report.duplicates.append((str(p), seen[h]))
+                continue
+            seen[h] = str(p)
+            latents.append(z)
+            out_paths.append(p)
+            hashes.append(h)
+        n_encoded += enc.n_encoded
+        n_cached += enc.n_cached
+        job.done = min(len(paths), start + chunk)
+    report.n_used = len(out_paths)
+    report.error_if_empty()
+    return EncodedSet(torch.stack(latents), out_paths, hashes, report, resolution, autoencoder.id, n_encoded, n_cached)

@@ -1,0 +1,406 @@
+"""The studio's HTTP API (lrgmm.studio), through httpx's in-process client, on the 64 real faces
+and the real TAEF2: generated faces and provenance agree with the Python API, bad requests get
+clear 4xx JSON errors and the server keeps answering, uploads are checked and confined, the
+face cache is bounded, and the optional edit / complete panels follow the contract."""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+pytest.importorskip("fastapi", reason="the studio extra is not installed: pip install 'lrgmm[studio]'")
+pytest.importorskip("httpx", reason="the studio tests need httpx: pip install 'lrgmm[studio-test]'")
+
+from fastapi.testclient import TestClient
+from studio_fakes import EDIT_SOURCE, install_contract_fakes
+
+from lrgmm.pipeline import FacePipeline
+from lrgmm.studio.app import create_app
+from lrgmm.studio.service import Limits, Studio, sanitize_filename
+
+
+def _png_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _decode_png(data: bytes) -> np.ndarray:
+    img = Image.open(io.BytesIO(data))
+    assert img.format == "PNG"
+    return np.asarray(img.convert("RGB"))
+
+
+@pytest.fixture
+def studio_env(fitted64, faces64_dir, lrgmm_cache, request):
+    """A studio holding ``fitted64`` (no model file reloading) with the 64 faces' folder as data."""
+    limits = getattr(request, "param", None) or Limits()
+    studio = Studio(data=[faces64_dir], limits=limits, pipeline_options={"autoencoder": fitted64.autoencoder_})
+    entry = studio._add_model("faces64", fitted64, "file")
+    with TestClient(create_app(studio)) as client:
+        yield client, studio, entry.id
+
+
+def _error(resp, status: int, *words: str) -> str:
+    assert resp.status_code == status, resp.text
+    body = resp.json()
+    assert body["status"] == status and isinstance(body["error"], str) and body["error"]
+    for w in words:
+        assert w in body["error"], (w, body["error"])
+    return body["error"]
+
+
+def _generate(client, model, **kw) -> dict:
+    r = client.post("/api/generate", json={"model": model, **kw})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _faces(client, grid) -> np.ndarray:
+    out = []
+    for f in grid["faces"]:
+        r = client.get(f["url"])
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+        out.append(_decode_png(r.content))
+    return np.stack(out)
+
+
+def test_generate_matches_the_python_api(studio_env, fitted64):
+    client, _studio, mid = studio_env
+    grid = _generate(client, mid, n=6, seed=5)
+    assert grid["n"] == 6 and grid["has_provenance"] and grid["settings"]["nn_iterations"] == 1
+    faces = _faces(client, grid)
+    ref = fitted64.generate(6, seed=5)
+    ref_u8 = (ref.images.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    # Same latents, decoded in batches of 4 instead of 16: equal up to one 8-bit level.
+    assert faces.shape == ref_u8.shape == (6, 128, 128, 3)
+    assert np.abs(faces.astype(int) - ref_u8.astype(int)).max() <= 1
+    # Provenance: the exact map of the Python API, sources with shares that add up to 1.
+    for i in range(6):
+        rec = client.get(f"/api/grids/{grid['id']}/faces/{i}/provenance.json").json()
+        assert rec["map"] == ref.samples.provenance[i].tolist()
+        assert rec["component"] == int(ref.samples.components[i])
+        assert abs(sum(s["share"] for s in rec["sources"]) - 1) < 1e-5
+        counts = torch.bincount(ref.samples.provenance[i].reshape(-1), minlength=64)
+        for s in rec["sources"]:
+            assert s["file"] == fitted64.training_files_[s["index"]] and s["name"] == Path(s["file"]).name
+            assert s["share"] == pytest.approx(counts[s["index"]].item() / 256, abs=1e-6)
+        shares = [s["share"] for s in rec["sources"]]
+        assert shares == sorted(shares, reverse=True) and rec["largest_share"] == shares[0]
+    # The same request again gives the same bytes; another seed other faces.
+    again = _faces(client, _generate(client, mid, n=6, seed=5))
+    assert np.array_equal(again, faces)
+    other = _faces(client, _generate(client, mid, n=6, seed=6))
+    assert not np.array_equal(other, faces)
+    # The grid PNG tiles the same faces (2 px padding, 3 columns).
+    g = _decode_png(client.get(grid["grid_url"]).content)
+    assert g.shape == (2 + 2 * 130, 2 + 3 * 130, 3)
+    assert np.array_equal(g[2:130, 132:260], faces[1])
+    # The provenance map picture: one colour per training index, 8x8 pixel blocks.
+    pm = _decode_png(client.get(f"/api/grids/{grid['id']}/faces/0/provenance.png").content)
+    assert pm.shape == (128, 128, 3) and np.array_equal(pm[::8, ::8].reshape(-1, 3)[:1], pm[:1, :1].reshape(1, 3))
+
+
+def test_settings_reach_the_sampler(studio_env, fitted64):
+    client, _studio, mid = studio_env
+    plain = _generate(client, mid, n=4, seed=2, nn=False, temperature=0.05)
+    assert not plain["has_provenance"] and plain["settings"]["temperature"] == 0.05
+    ref = fitted64.generate(4, seed=2, nn=False, temperature=0.05)
+    ref_u8 = (ref.images.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    assert np.abs(_faces(client, plain).astype(int) - ref_u8.astype(int)).max() <= 1
+    _error(client.get(f"/api/grids/{plain['id']}/faces/0/provenance.json"), 404, "no provenance")
+    two = _generate(client, mid, n=3, seed=2, nn_iterations=2)
+    rec = client.get(f"/api/grids/{two['id']}/faces/0/provenance.json").json()
+    assert rec["map"] == fitted64.generate(3, seed=2, nn_iterations=2).samples.provenance[0].tolist()
+
+
+def test_training_thumbnails_by_index_only(studio_env, fitted64):
+    client, _studio, mid = studio_env
+    r = client.get(f"/api/models/{mid}/training/3.png?size=32")
+    assert r.status_code == 200
+    thumb = _decode_png(r.content)
+    assert thumb.shape == (32, 32, 3)
+    # It is that training file, prepared as the pipeline prepares images.
+    from lrgmm.io.images import load_image, to_uint8_hwc
+
+    assert np.array_equal(thumb, to_uint8_hwc(load_image(fitted64.training_files_[3], 32)))
+    _error(client.get(f"/api/models/{mid}/training/64.png"), 404, "out of range", "64 training faces")
+    _error(client.get(f"/api/models/{mid}/training/-1.png"), 404, "out of range")
+    _error(client.get(f"/api/models/{mid}/training/3.png?size=4096"), 400, "size")
+    _error(client.get(f"/api/models/{mid}/training/abc.png"), 422, "index")
+    _error(client.get(f"/api/models/{mid}/training/..%2F..%2Fetc%2Fpasswd.png"), 404, "no such endpoint")
+    _error(client.get("/api/models/..%2F..%2Fetc/training/0.png"), 404)
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "words"),
+    [
+        ({"model": "nope"}, 404, ["unknown model id 'nope'"]),
+        ({"model": "../../etc/passwd"}, 404, ["unknown model id"]),
+        ({"n": 0}, 400, ["n must be between 1 and 64", "got 0"]),
+        ({"n": 65}, 400, ["n must be between 1 and 64"]),
+        ({"n": "many"}, 422, ["n:"]),
+        ({"seed": -1}, 422, ["seed"]),
+        ({"temperature": 0.5}, 400, ["temperature", "0.12"]),
+        ({"temperature": -0.1}, 400, ["temperature"]),
+        ({"nn_iterations": 0}, 400, ["nn_iterations"]),
+        ({"nn_iterations": 99}, 400, ["nn_iterations", "between 1 and 5"]),
+    ],
+)
+def test_bad_generate_requests(studio_env, change, status, words):
+    client, _studio, mid = studio_env
+    _error(client.post("/api/generate", json={"model": mid, "n": 4, **change}), status, *words)
+    assert client.get("/api/status").status_code == 200
+
+
+def test_bad_ids_and_bodies(studio_env):
+    client, _studio, mid = studio_env
+    grid = _generate(client, mid, n=2, seed=1)
+    _error(client.get(f"/api/grids/{grid['id']}/faces/2.png"), 404, "out of range", "0..1")
+    _error(client.get("/api/grids/gdeadbeef/faces/0.png"), 404, "unknown grid")
+    _error(client.get("/api/jobs/j0"), 404, "unknown job")
+    _error(client.post("/api/generate", content=b"{not json", headers={"content-type": "application/json"}), 422)
+    _error(client.post("/api/generate", json={}), 422, "model")
+    _error(client.get("/api/nothing/here"), 404, "no such endpoint")
+    # Fits name a listed folder, never a path.
+    for folder in ("../..", "/etc", "faces64/../../..", str(Path.home())):
+        _error(client.post("/api/fit", json={"folder": folder}), 404, "unknown data folder")
+    name = client.get("/api/folders").json()[0]["name"]
+    _error(client.post("/api/fit", json={"folder": name, "n_images": 1}), 400, "n_images", "between 2 and 64")
+    _error(client.post("/api/fit", json={"folder": name, "n_images": 10_000}), 400, "n_images")
+    _error(client.post("/api/fit", json={"folder": name, "upload": "u1"}), 400, "exactly one")
+    _error(client.post("/api/fit", json={"upload": "u123"}), 404, "unknown upload")
+    assert client.get("/api/status").json()["models"] == 1
+
+
+def _face_file_bytes(path: Path) -> bytes:
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("studio_env", [Limits(max_upload_bytes=60_000, max_upload_files=10)], indirect=True)
+def test_uploads_are_checked_and_confined(studio_env, faces64):
+    client, studio, _mid = studio_env
+    # Not an image, whatever its name says.
+    _error(client.post("/api/uploads", files=[("files", ("face.jpg", b"GIF89a not really" * 10, "image/jpeg"))]),
+           415, "'face.jpg'", "not a readable image")
+    _error(client.post("/api/uploads", files=[("files", ("notes.txt", b"hello", "text/plain"))]), 415, "notes.txt")
+    # Too large (noise does not compress: ~200 KB as PNG) and too many files.
+    noise = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    _error(client.post("/api/uploads", files=[("files", ("big.png", _png_bytes(noise), "image/png"))]), 413, "big.png", "at most")
+    small = _png_bytes(noise[:32, :32])
+    _error(client.post("/api/uploads", files=[("files", (f"f{i}.png", small, "image/png")) for i in range(11)]), 413, "10")
+    _error(client.post("/api/uploads"), 400)
+    # A small file holding a huge flat image (a decompression bomb) is refused before decoding.
+    buf = io.BytesIO()
+    Image.new("L", (8000, 6000)).save(buf, format="PNG")
+    assert len(buf.getvalue()) < 60_000
+    _error(client.post("/api/uploads", files=[("files", ("flat.png", buf.getvalue(), "image/png"))]), 413, "8000x6000")
+    # One bad file rejects the whole request: nothing is stored.
+    good = _face_file_bytes(faces64[0])
+    _error(client.post("/api/uploads", files=[("files", ("a.jpg", good, "image/jpeg")),
+                                              ("files", ("b.jpg", b"\xff\xd8 broken", "image/jpeg"))]), 415, "b.jpg")
+    assert not any(p.is_file() for p in studio._tmp.rglob("*"))
+    # Path-like and odd names are reduced to a plain name inside this session's folder; the stored
+    # extension follows the content (a JPEG sent as .png is stored as .jpg).
+    files = [("files", (name, _face_file_bytes(p), "image/jpeg"))
+             for name, p in zip(["../../evil.jpg", "/etc/passwd", "..\\win.png", "ok face (1).JPG"], faces64[:4])]
+    r = client.post("/api/uploads", files=files)
+    assert r.status_code == 200, r.text
+    up = r.json()
+    assert up["files"] == ["evil.jpg", "passwd.jpg", "win.jpg", "ok_face_1_.jpg"]
+    stored = sorted(p for p in studio._tmp.rglob("*") if p.is_file())
+    assert len(stored) == 4 and all(p.parent.parent.parent == studio._tmp for p in stored)
+    assert sorted(p.read_bytes() for p in stored) == sorted(_face_file_bytes(p) for p in faces64[:4])
+    # Another session cannot fit from this upload.
+    with TestClient(client.app) as other:
+        _error(other.post("/api/fit", json={"upload": up["upload"]}), 404, "unknown upload")
+    assert client.get("/api/status").status_code == 200
+
+
+def test_sanitize_filename():
+    assert sanitize_filename("../../a b.jpg", 0) == "a_b"
+    assert sanitize_filename("C:\\x\\..\\y.png", 0) == "y"
+    assert sanitize_filename("...", 3) == "upload_0003"
+    assert sanitize_filename(".hidden.jpg", 0) == "hidden"
+    assert len(sanitize_filename("x" * 500 + ".jpg", 0)) <= 80
+
+
+def _wait_job(client, job_id, timeout=180):
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        job = client.get(f"/api/jobs/{job_id}").json()
+        seen.append((job["state"], job["progress"]["done"]))
+        if job["state"] in ("done", "error"):
+            return job, seen
+        time.sleep(0.1)
+    raise AssertionError(f"fit job {job_id} did not finish in {timeout} s: {seen[-1]}")
+
+
+def test_fit_from_folder_and_from_uploads(studio_env, faces64):
+    client, studio, _mid = studio_env
+    name = client.get("/api/folders").json()[0]["name"]
+    job = client.post("/api/fit", json={"folder": name, "n_images": 20, "seed": 3}).json()
+    assert job["progress"]["total"] == 20
+    job, _seen = _wait_job(client, job["id"])
+    assert job["state"] == "done", job
+    assert job["progress"] == {"done": 20, "total": 20} and "20 of 20" in job["report"]
+    info = client.get(f"/api/models/{job['model']}").json()
+    assert info["n_images"] == 20 and info["origin"] == "fit"
+    # The subset is the seeded one, from the listed folder only.
+    files = studio.model(job["model"]).pipeline.training_files_
+    folder = studio.folders[name]
+    assert all(Path(f).parent == folder for f in files) and len(set(files)) == 20
+    # Uploads: 8 faces, fitted, their training files are the stored uploads.
+    up = client.post("/api/uploads", files=[("files", (p.name, p.read_bytes(), "image/jpeg")) for p in faces64[:8]]).json()
+    job, _ = _wait_job(client, client.post("/api/fit", json={"upload": up["upload"]}).json()["id"])
+    assert job["state"] == "done", job
+    pipe = studio.model(job["model"]).pipeline
+    assert [Path(f).name for f in pipe.training_files_] == sorted(up["files"])
+    assert all(Path(f).is_relative_to(studio._tmp) for f in pipe.training_files_)
+    grid = _generate(client, job["model"], n=2, seed=0)
+    assert _faces(client, grid).shape == (2, 128, 128, 3)
+    names = {s["name"] for s in client.get(f"/api/grids/{grid['id']}/faces/0/provenance.json").json()["sources"]}
+    assert names <= set(up["files"])
+
+
+@pytest.mark.parametrize("studio_env", [Limits(max_cached_faces=8, decode_batch=2)], indirect=True)
+def test_face_cache_is_bounded(studio_env):
+    client, studio, mid = studio_env
+    grids = [_generate(client, mid, n=4, seed=s) for s in range(3)]
+    for g in grids[1:]:
+        _faces(client, g)
+    assert studio.grids.n_faces() == 8 and len(studio.grids) == 2
+    _error(client.get(grids[0]["faces"][0]["url"]), 404, "dropped")
+    assert client.get("/api/status").json()["cache"] == {"grids": 2, "faces": 8, "max_faces": 8}
+
+
+def test_slow_work_does_not_block_the_page(studio_env):
+    client, _studio, mid = studio_env
+    big = _generate(client, mid, n=64, seed=9)  # ~64 decodes queued in the worker pool
+    start = time.perf_counter()
+    status = client.get("/api/status").json()
+    page = client.get("/")
+    elapsed = time.perf_counter() - start
+    assert page.status_code == 200 and "lrgmm studio" in page.text
+    assert elapsed < 1.0, f"status and page took {elapsed:.2f} s while decoding"
+    assert status["queues"]["decode"]["running"] + status["queues"]["decode"]["waiting"] == 1
+    # A replacing request cancels the remaining decoding of the grid it replaces.
+    newer = _generate(client, mid, n=2, seed=10, replaces=big["id"])
+    assert _faces(client, newer).shape[0] == 2
+    info = client.get(f"/api/grids/{big['id']}").json()
+    assert info["cancelled"] and info["decoded"] < 64
+    _error(client.get(big["faces"][63]["url"]), 409, "replaced")
+
+
+def test_openapi_documents_the_api(studio_env):
+    client, _studio, _mid = studio_env
+    spec = client.get("/openapi.json").json()
+    for path in ("/api/generate", "/api/fit", "/api/uploads", "/api/jobs/{job_id}",
+                 "/api/grids/{grid_id}/faces/{index}/provenance.json", "/api/models/{model_id}/training/{index}.png"):
+        assert path in spec["paths"], path
+    assert client.get("/docs").status_code == 200
+    assert client.get("/static/studio.js").status_code == 200
+
+
+# ------------------------------------------------------------------ optional panels (contract)
+
+
+def test_edit_and_complete_are_501_when_absent(studio_env, monkeypatch):
+    client, _studio, mid = studio_env
+    monkeypatch.delattr(FacePipeline, "edit", raising=False)
+    monkeypatch.delattr(FacePipeline, "complete", raising=False)
+    assert client.get("/api/status").json()["features"] == {"edit": False, "complete": False}
+    grid = _generate(client, mid, n=1, seed=0)
+    _error(client.post("/api/edit", json={"grid": grid["id"], "face": 0}), 501, "editing is not available")
+    _error(client.post("/api/complete", json={"grid": grid["id"], "face": 0, "box": [0, 0, 64, 64]}), 501, "completion")
+
+
+def test_edit_and_complete_follow_the_contract(studio_env, monkeypatch):
+    """The studio's wiring of FacePipeline.edit / .complete, with the contract's stand-ins
+    (tests/studio_fakes.py); the real features are checked by their own branches' tests."""
+    client, _studio, mid = studio_env
+    calls = install_contract_fakes(monkeypatch)
+    assert client.get("/api/status").json()["features"] == {"edit": True, "complete": True}
+
+    grid = _generate(client, mid, n=2, seed=4)
+    face1 = _faces(client, grid)[1]
+    r = client.post("/api/edit", json={"grid": grid["id"], "face": 1, "attribute": "age", "negative": "adult",
+                                       "positive": "senior", "alphas": [-1, 0, 1], "seed": 7})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert calls["fit"] == ("age", "adult", "senior") and calls["edit"] == ((1, 3, 128, 128), (-1.0, 0.0, 1.0), True, 7)
+    assert out["kind"] == "edit" and out["n"] == 3 and [f["label"] for f in out["faces"]] == ["alpha -1", "alpha 0", "alpha 1"]
+    assert np.array_equal(_faces(client, out)[1], face1)  # alpha 0 is the input face
+    rec = client.get(f"/api/grids/{out['id']}/faces/2/provenance.json").json()
+    assert [(src["index"], src["share"]) for src in rec["sources"]] == [(EDIT_SOURCE, 1.0)]
+    plain = client.post("/api/edit", json={"grid": grid["id"], "face": 1, "alphas": [1], "nn": False}).json()
+    assert not plain["has_provenance"] and calls["fit"] == ("gender", None, None)
+    _error(client.post("/api/edit", json={"grid": grid["id"], "face": 1, "alphas": [100]}), 400, "alphas")
+
+    r = client.post("/api/complete", json={"grid": grid["id"], "face": 1, "box": [32, 40, 96, 88], "n": 3, "seed": 2})
+    assert r.status_code == 200, r.text
+    done = r.json()
+    assert calls["complete"] == ((3, 128, 128), 64 * 48, 3, 2)
+    faces = _faces(client, done)
+    assert np.array_equal(faces[0][:40], face1[:40]) and (faces[0][40:88, 32:96] == 128).all()
+    rec = client.get(f"/api/grids/{done['id']}/faces/0/provenance.json").json()
+    assert rec["observed_share"] == 0.75 and [s["index"] for s in rec["sources"]] == [3]
+    assert rec["sources"][0]["share"] == 0.25
+    # Its provenance picture: the training face's colour on the generated quarter, transparent elsewhere.
+    pm = Image.open(io.BytesIO(client.get(f"/api/grids/{done['id']}/faces/0/provenance.png").content))
+    assert pm.mode == "RGBA"
+    pm = np.asarray(pm)
+    assert (pm[:64, :64, 3] == 255).all() and (pm[64:, :, 3] == 0).all() and (pm[:, 64:, 3] == 0).all()
+    from lrgmm.provenance import index_colors
+
+    expected = np.round(index_colors(torch.tensor(3)).numpy() * 255).astype(np.uint8)
+    assert (np.abs(pm[:64, :64, :3].astype(int) - expected.astype(int)) <= 1).all()
+    for box in ([0, 0, 0, 10], [10, 10, 5, 20], [0, 0, 129, 10], [1, 2, 3]):
+        _error(client.post("/api/complete", json={"grid": grid["id"], "face": 1, "box": box}), 400, "box")
+    _error(client.post("/api/complete", json={"grid": grid["id"], "face": 1, "box": [0, 0, 8, 8], "n": 99}), 400, "n must")
+
+
+@pytest.mark.parametrize("studio_env", [Limits(max_uploads=2)], indirect=True)
+def test_old_uploads_are_removed(studio_env, faces64):
+    client, studio, _mid = studio_env
+    ids = []
+    for p in faces64[:3]:
+        r = client.post("/api/uploads", files=[("files", (p.name, p.read_bytes(), "image/jpeg"))])
+        ids.append(r.json()["upload"])
+    assert list(studio.uploads) == ids[1:]
+    assert len([p for p in studio._tmp.rglob("*") if p.is_file()]) == 2
+    _error(client.post("/api/fit", json={"upload": ids[0]}), 404, "unknown upload")
+
+
+def test_serve_binds_loopback_and_prints_the_url(monkeypatch, capsys, faces64_dir):
+    import uvicorn
+
+    from lrgmm.cli import main
+
+    seen = {}
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: seen.update(host=self.config.host, port=self.config.port))
+    assert main(["serve", "--data", str(faces64_dir), "--port", "8123"]) == 0
+    out = capsys.readouterr()
+    assert seen == {"host": "127.0.0.1", "port": 8123}
+    assert "http://127.0.0.1:8123/" in out.out and "1 data folder(s)" in out.out and "warning" not in out.err
+    assert main(["serve", "--host", "0.0.0.0", "--port", "8124"]) == 0
+    out = capsys.readouterr()
+    assert seen["host"] == "0.0.0.0" and "warning: serving on 0.0.0.0" in out.err and "no authentication" in out.err
+    assert main(["serve", "--data", str(faces64_dir / "nope")]) == 2
+    assert "not a folder" in capsys.readouterr().err
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot listen on 127.0.0.1 port {port}" in err and "choose another --port" in err
