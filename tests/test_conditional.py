@@ -149,8 +149,15 @@ def test_masks_and_positions():
         check_mask(torch.zeros(128, 128), 128)
     with pytest.raises(MaskError, match="hides every pixel"):
         check_mask(torch.ones(128, 128), 128)
-    with pytest.raises(MaskError, match="100x100"):
-        check_mask(torch.ones(100, 100), 128)
+    with pytest.raises(MaskError, match="120x100"):
+        check_mask(torch.ones(100, 120), 128)
+    photo = torch.zeros(100, 120)
+    photo[10:20, 0:10] = 1  # inside the crop's left margin: cropped away
+    with pytest.raises(MaskError, match="hides no pixel"):
+        check_mask(photo, 50, source_size=(120, 100))
+    photo[50, 60] = 1
+    cropped = check_mask(photo, 50, source_size=(120, 100))
+    assert int(cropped.sum()) == 1 and bool(cropped[25, 25])
     big = torch.zeros(256, 256, dtype=torch.bool)
     big[3, 5] = True
     small = check_mask(big, 128)
@@ -186,3 +193,19 @@ def test_nn_project_unknown_keeps_observed_and_copies_pixels():
     assert set(prov[:, unk].unique().tolist()) <= set(allowed.tolist())
     # same cluster as the draw
     assert torch.equal(labels[prov[s, y, x]], comps[s])
+
+
+def test_psnr_and_ssim_closed_forms():
+    from lrgmm.metrics.image_quality import psnr, ssim
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(2, 3, 32, 32, generator=g)
+    assert float(psnr(a, a + 0.1)[0]) == pytest.approx(20.0, abs=1e-4)  # MSE = 0.01
+    assert torch.allclose(ssim(a, a), torch.ones(2, dtype=torch.float64))
+    # constant images: SSIM = (2 m1 m2 + C1) / (m1^2 + m2^2 + C1) (no variance term)
+    c1 = 0.01**2
+    expect = (2 * 0.3 * 0.6 + c1) / (0.3**2 + 0.6**2 + c1)
+    assert float(ssim(torch.full((3, 20, 20), 0.3), torch.full((3, 20, 20), 0.6))) == pytest.approx(expect, rel=1e-9)
+    noisy = (a + 0.2 * torch.randn(a.shape, generator=g)).clamp(0, 1)
+    s = ssim(a, noisy)
+    assert bool((s < 0.9).all()) and bool((s > 0).all())
