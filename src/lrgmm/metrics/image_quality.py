@@ -30,7 +30,7 @@ def ssim(a: torch.Tensor, b: torch.Tensor, size: int = 11, sigma: float = 1.5) -
     single = a.ndim == 3
     if single:
         a, b = a[None], b[None]
-    n, c, h, w = a.shape
+    _n, c, h, w = a.shape
     if min(h, w) < size:
         raise ValueError(f"SSIM needs images of at least {size} px, got {h}x{w}")
     win = _gaussian_window(size, sigma)[None, None].expand(c, 1, size, size)
