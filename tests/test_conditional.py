@@ -209,3 +209,25 @@ def test_psnr_and_ssim_closed_forms():
     noisy = (a + 0.2 * torch.randn(a.shape, generator=g)).clamp(0, 1)
     s = ssim(a, noisy)
     assert bool((s < 0.9).all()) and bool((s > 0).all())
+
+
+def test_ssim_matches_the_2d_gaussian_window_formula():
+    """The separable filter equals the direct 2-D Gaussian-window SSIM (Wang et al. 2004)."""
+    import torch.nn.functional as F
+
+    from lrgmm.metrics.image_quality import ssim
+
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.rand(2, 3, 24, 24, generator=g, dtype=torch.float64), torch.rand(2, 3, 24, 24, generator=g, dtype=torch.float64)
+    x1 = torch.arange(11, dtype=torch.float64) - 5
+    g1 = torch.exp(-x1 * x1 / (2 * 1.5**2))
+    win = (g1[:, None] * g1[None, :]) / g1.sum() ** 2
+    win = win[None, None].expand(3, 1, 11, 11)
+
+    def filt(t):
+        return F.conv2d(t, win, groups=3)
+
+    mx, my = filt(a), filt(b)
+    sxx, syy, sxy = filt(a * a) - mx**2, filt(b * b) - my**2, filt(a * b) - mx * my
+    ref = ((2 * mx * my + 1e-4) * (2 * sxy + 9e-4)) / ((mx**2 + my**2 + 1e-4) * (sxx + syy + 9e-4))
+    assert torch.allclose(ssim(a, b), ref.flatten(1).mean(1), atol=1e-12)
