@@ -231,3 +231,14 @@ def test_ssim_matches_the_2d_gaussian_window_formula():
     sxx, syy, sxy = filt(a * a) - mx**2, filt(b * b) - my**2, filt(a * b) - mx * my
     ref = ((2 * mx * my + 1e-4) * (2 * sxy + 9e-4)) / ((mx**2 + my**2 + 1e-4) * (sxx + syy + 9e-4))
     assert torch.allclose(ssim(a, b), ref.flatten(1).mean(1), atol=1e-12)
+
+
+def test_report_pairwise_diversity():
+    import numpy as np
+    from scipy.spatial.distance import pdist
+
+    from lrgmm.conditional_report import _pairwise_mean
+
+    x = np.random.default_rng(0).normal(size=(5, 7))
+    assert _pairwise_mean(x) == pytest.approx(pdist(x).mean(), rel=1e-12)
+    assert math.isnan(_pairwise_mean(x[:1]))

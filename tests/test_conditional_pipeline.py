@@ -187,3 +187,28 @@ def test_cli_sample_where_bad_labels(where, pattern, model64_file, tmp_path, cap
     rc, _out, err = run(capsys, "sample", model64_file, "-n", 2, "--where", *where, "-o", tmp_path / "out", "--quiet")
     assert rc == 2 and re.search(pattern, err), err
     assert not (tmp_path / "out").exists()
+
+
+def test_complete_cli_defaults_are_the_api_defaults():
+    import inspect
+
+    from lrgmm.cli import build_parser
+    from lrgmm.conditional import complete_image
+
+    api = inspect.signature(complete_image).parameters
+    args = build_parser().parse_args(["complete", "m.lrgmm", "photo.jpg", "--box", "1", "2", "3", "4", "-o", "out"])
+    for name in ("n", "nn", "noise", "threshold", "feather"):
+        assert getattr(args, name) == api[name].default, name
+    for name in ("temperature", "nn_iterations", "patch_size"):
+        assert getattr(args, name) is None and api[name].default is None
+    assert args.box == [1, 2, 3, 4] and args.mask is None
+    from lrgmm.pipeline import FacePipeline
+
+    assert inspect.signature(FacePipeline.complete).parameters["n"].default == api["n"].default
+
+
+def test_sample_where_needs_an_lrgmm_method(model64_file, tmp_path, capsys, lrgmm_cache):
+    rc, _out, err = run(capsys, "sample", model64_file, "-n", 2, "--where", "gender=female", "--method", "nn-from-random",
+                        "-o", tmp_path / "out", "--quiet")
+    assert rc == 2 and "--where works with the LR-GMM methods" in err, err
+    assert not (tmp_path / "out").exists()
