@@ -147,14 +147,43 @@ def cmd_sample(args) -> int:
     options = _backend_options(name, args)
     pipe = FacePipeline.load(args.model, autoencoder_options=options or None, progress=not args.quiet)
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
+    where = {"where": args.where, "labels_csv": args.labels} if args.where else {}
+    if args.labels and not args.where:
+        raise ValueError("--labels is used with --where ATTRIBUTE=VALUE ...")
     if args.method in (None, "lrgmm-nn", "lrgmm"):
         out = pipe.generate(args.n, seed, nn=args.nn and args.method != "lrgmm", temperature=args.temperature,
-                            nn_iterations=args.nn_iterations, patch_size=args.patch_size)
+                            nn_iterations=args.nn_iterations, patch_size=args.patch_size, **where)
     else:
+        if where:
+            raise ValueError(f"--where works with the LR-GMM methods (lrgmm-nn, lrgmm), not --method {args.method}")
         out = _baseline(args.method, pipe).generate(args.n, seed)
     written = out.save(args.output, progress=not args.quiet)
     print(f"{len(out)} faces (seed {seed}) written to {args.output}/: grid.png, face_*.png"
           + (", face_*_provenance.png/.json, provenance_grid.png" if written["provenance_maps"] else ""))
+    if args.where:
+        w = out.settings
+        print(f"conditions {w['where']}: drawn from {w['labelled_training_faces']} labelled training faces")
+    return 0
+
+
+def cmd_complete(args) -> int:
+    from .conditional import box_mask, complete_image
+    from .io.model_file import read_metadata
+    from .pipeline import FacePipeline
+
+    name = read_metadata(args.model).get("autoencoder", {}).get("name", "taef2")
+    options = _backend_options(name, args)
+    pipe = FacePipeline.load(args.model, autoencoder_options=options or None, progress=not args.quiet)
+    mask = box_mask(pipe.resolution, *args.box) if args.box else args.mask
+    seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
+    out = complete_image(
+        pipe, args.photo, mask, args.n, seed, nn=args.nn, temperature=args.temperature, noise=args.noise,
+        patch_size=args.patch_size, nn_iterations=args.nn_iterations, threshold=args.threshold, feather=args.feather,
+    )
+    out.save(args.output)
+    print(f"{len(out)} completions (seed {seed}) of {args.photo} written to {args.output}/: grid.png, "
+          f"completion_*.png, completion_*_provenance.png/.json; {int(out.unknown.sum())} of "
+          f"{out.unknown.numel()} latent positions generated")
     return 0
 
 
@@ -281,7 +310,34 @@ def build_parser() -> argparse.ArgumentParser:
     _add_method_option(p)
     _add_backend_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--where", nargs="+", default=None, metavar="ATTR=VALUE",
+                   help="sample faces with these labels, e.g. gender=female age=senior (UTKFace names or --labels)")
+    p.add_argument("--labels", default=None, help="CSV 'file,<attribute>,...' labelling the training files (with --where)")
     p.set_defaults(func=cmd_sample)
+
+    from .conditional import complete_image
+
+    p = sub.add_parser("complete", help="complete a masked face photo: several fillings of the hole, with provenance")
+    p.add_argument("model")
+    p.add_argument("photo", help="the face photo (prepared like training images: centre crop, resize)")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--mask", help="mask image, white = missing, at the photo's size or the working resolution")
+    g.add_argument("--box", nargs=4, type=int, metavar=("X0", "Y0", "X1", "Y1"),
+                   help="missing box in working-resolution pixels (x1, y1 excluded)")
+    _opt(p, complete_image, "n", "-n", "--n", type=_positive_int, help="completions")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--seed", type=int, default=None, help="seed; default: a fresh one, printed so the run can be repeated")
+    p.add_argument("--no-nn", dest="nn", action="store_false", default=_default(complete_image, "nn"), help="skip the NN step")
+    p.add_argument("--temperature", "--lambda", type=float, default=None, help="lower lambda than the fitted one (default: the model's)")
+    p.add_argument("--noise", action=argparse.BooleanOptionalAction, default=_default(complete_image, "noise"),
+                   help="draw the exact conditional, isotropic residual included (--no-noise: only the low-rank part, like eq. 4)")
+    p.add_argument("--nn-iterations", type=int, default=None, help="NN projections (default: the model's)")
+    p.add_argument("--patch-size", "--omega", type=int, default=None, help="NN patch size (default: the model's)")
+    _opt(p, complete_image, "threshold", type=float, help="a latent position is generated when more than this share of its pixel block is masked")
+    _opt(p, complete_image, "feather", type=int, help="blend width in pixels outside the mask")
+    _add_backend_options(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_complete)
 
     p = sub.add_parser("info", help="what a model file holds: sizes, parameter counts, settings")
     p.add_argument("model")

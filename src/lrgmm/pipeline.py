@@ -204,13 +204,28 @@ class FacePipeline:
         temperature: float | None = None,
         nn_iterations: int | None = None,
         patch_size: int | None = None,
+        where: dict | list[str] | None = None,
+        labels_csv: str | Path | None = None,
     ) -> Generated:
         """Draw n latents (``LRGMM.sample``) and decode them. Same model + same seed + same n
-        gives bit-identical images."""
+        gives bit-identical images.
+
+        ``where`` (``{"gender": "female"}`` or ``["gender=1", "age=senior"]``) samples faces with
+        those labels (``lrgmm.conditional.generate_where``): labels of the training files from
+        their UTKFace names, or from ``labels_csv`` (``file,<attribute>...``)."""
         self._check_fitted()
-        samples = self.model_.sample(
-            n, seed, nn=nn, temperature=temperature, nn_iterations=nn_iterations, patch_size=patch_size
-        )
+        extra = {}
+        if where is not None:
+            from .conditional import generate_where
+
+            samples, extra = generate_where(
+                self, n, seed, where, labels_csv, nn=nn, temperature=temperature,
+                nn_iterations=nn_iterations, patch_size=patch_size,
+            )
+        else:
+            samples = self.model_.sample(
+                n, seed, nn=nn, temperature=temperature, nn_iterations=nn_iterations, patch_size=patch_size
+            )
         return Generated(
             images=self.decode(samples.latents),
             samples=samples,
@@ -221,8 +236,19 @@ class FacePipeline:
                 "temperature": self.model_.temperature if temperature is None else temperature,
                 "nn_iterations": self.model_.nn_iterations if nn_iterations is None else nn_iterations,
                 "patch_size": self.model_.patch_size if patch_size is None else patch_size,
+                **extra,
             },
         )
+
+    def complete(self, image, mask, n: int = 8, seed: int | None = None, **overrides):
+        """n completions of a masked photo (``lrgmm.conditional.complete_image``): ``image`` a
+        path or a (3, H, W) tensor in [0, 1], ``mask`` a PNG path or an (H, W) bool array
+        (True = missing) at the photo's size or the working resolution. ``overrides``: ``nn``,
+        ``temperature``, ``noise``, ``patch_size``, ``nn_iterations``, ``threshold``, ``feather``.
+        Returns ``Completions`` (``.images``, ``.raw``, ``.samples``, ``.save(out_dir)``)."""
+        from .conditional import complete_image
+
+        return complete_image(self, image, mask, n, seed, **overrides)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Decode latents in batches, with a progress bar for long runs."""

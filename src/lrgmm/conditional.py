@@ -1,0 +1,790 @@
+"""Conditional generation: completing masked faces, and sampling faces with given attributes.
+
+The source paper names conditional generation as its missing piece; a Gaussian mixture gives it
+in closed form. Everything here is a pure function over tensors (randomness from an injectable
+``torch.Generator``); ``FacePipeline.complete`` and ``FacePipeline.generate(where=...)`` wire
+them to images, files and labels.
+
+Gaussian conditioning in the low-rank model
+-------------------------------------------
+Component k of the mixture (``lrgmm.mixture``) is a probabilistic PCA:
+
+    Sigma_k = V_k^T diag(s_k) V_k + sigma_k^2 (I - V_k^T V_k) = F_k^T F_k + sigma_k^2 I,
+    F_k = diag(s_k - sigma_k^2)^(1/2) V_k          (r x d0, r = d_k rows)
+
+i.e. z = c_k + F_k^T b + e with b ~ N(0, I_r) and e ~ N(0, sigma_k^2 I). Split the d0
+coordinates into observed (o) and unknown (u). Given z_o, with the r x r capacitance matrix
+
+    M_k = I_r + F_ko F_ko^T / sigma_k^2
+
+the latent factor has the Gaussian posterior b | z_o ~ N(m_k, M_k^-1), m_k = M_k^-1 F_ko
+(z_o - c_ko) / sigma_k^2, and since e_u is independent of z_o,
+
+    z_u | z_o, k = c_ku + F_ku^T b + e_u                                          (exact)
+    E[z_u | z_o, k] = c_ku + F_ku^T m_k,  Cov = F_ku^T M_k^-1 F_ku + sigma_k^2 I.
+
+The component weights become p(k | z_o) ~ pi_k N(z_o; c_ko, F_ko^T F_ko + sigma_k^2 I) with,
+by Woodbury and the matrix determinant lemma (no d_o x d_o matrix is ever formed),
+
+    log det = d_o log sigma_k^2 + log det M_k
+    maha    = (|z_o - c_ko|^2 - t^T M_k^-1 t / sigma_k^2) / sigma_k^2,  t = F_ko (z_o - c_ko).
+
+All of it runs in float64 on r x r matrices (r = d_k, about 61 for the default model).
+
+Temperature (lambda) and eq. 4. The rank used is the sampling rank d_k(lambda) of eq. 4 (the
+fitted rank, or fewer directions when ``temperature`` is lowered, exactly as
+``LRGMM.sample`` chooses them); the discarded directions keep the isotropic variance, so the
+conditioned model is the PPCA density of the fitted mixture restricted to d_k(lambda)
+directions, and its observed-part likelihood is the mixture's own when lambda is the fitted one.
+Eq. 4 draws only in the d_k leading directions, with no isotropic term. A completion cannot do
+the same: with most of a face observed (d_o of about 3,000 coordinates against r of about 60
+factors) the factor posterior M_k^-1 is sharp and the component is certain, so
+``c_ku + F_ku^T b`` is nearly the same for every draw and the n completions come out
+identical after the NN step (measured: reports/conditional.md). The uncertainty that is left
+lies in the isotropic residual e_u, so ``complete_image`` draws the exact conditional
+(``noise=True``, the default), and the NN step turns the noisy draw into training latent pixels.
+``noise=False`` is the eq. 4 analogue: with nothing observed it is eq. 4 with s_k replaced by
+s_k - sigma_k^2 (the part of each direction's variance above the isotropic floor).
+
+Which latent positions are unknown
+----------------------------------
+A latent pixel of an f-times downsampling autoencoder (f = 8 for TAEF2: 16 x 16 latents at
+128 px) sits on an f x f block of image pixels. ``unknown_positions`` marks a position unknown
+when more than ``threshold`` of its block is masked; the default 0 marks every block the hole
+touches. Reason: the photo is encoded with the hole filled by the mean colour of the visible
+pixels (``fill_masked``: the encoder must never see the hidden pixels, or the evaluation would
+leak the answer), so a position kept as observed over even a few hidden pixels decodes the
+fill colour there. ``threshold=0.5`` gives the "mostly masked" rule.
+
+Completion (``complete_codes``)
+-------------------------------
+Observed positions keep the input's own code (and, for decoding, its own full latent, not the
+rank-q projection of it); the unknown coordinates are drawn from the conditioned mixture, then
+the NN step (eq. 5) runs on the unknown positions only, with omega x omega patches that include
+the observed context around the hole; after each NN iteration the observed positions are put
+back, and their provenance is -1.
+
+Blend (``feathered_alpha``, ``blend``): out = alpha * decoded + (1 - alpha) * original, with
+alpha = 1 on the mask and decreasing linearly to 0 over ``feather`` pixels outside it
+(chessboard distance). Pixels farther than ``feather`` from the hole are the original's exactly.
+
+Attribute-conditional sampling (``attribute_weights``)
+-------------------------------------------------------
+p(k | labels) is estimated from the training codes carrying the labels: pi'_k = mean over them
+of their responsibilities p(k | y_i) (Bayes with the labelled set as the class-conditional
+sample). Components, eigenvectors and ranks are the fitted ones (no refit: a refit on a few
+dozen labelled faces would leave components of a handful of images); the NN step then copies
+only from the training faces that carry the labels (same cluster as the draw when the cluster
+has any, otherwise all labelled faces).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .errors import LrgmmError
+from .nn_projection import nn_project
+from .sampling import sample_components, sample_low_rank
+
+
+class MaskError(LrgmmError, ValueError):
+    """A mask or box cannot be used (wrong size, empty, full, outside the image)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Gaussian conditioning in the low-rank mixture
+
+
+def component_factors(
+    eigenvectors: torch.Tensor, eigenvalues: torch.Tensor, noise_variance: torch.Tensor, dims: torch.Tensor
+) -> torch.Tensor:
+    """F_k = diag(s_k - sigma_k^2)^(1/2) V_k on the first d_k rows, zero rows beyond: (K, r_max, d0)
+    float64, so that Sigma_k(lambda) = F_k^T F_k + sigma_k^2 I."""
+    r_max = eigenvectors.shape[1]
+    keep = torch.arange(r_max)[None, :] < dims[:, None]
+    scale = (eigenvalues.double() - noise_variance.double()[:, None]).clamp_min(0).sqrt() * keep
+    return eigenvectors.double() * scale[:, :, None]
+
+
+@dataclass
+class LowRankConditional:
+    """The mixture conditioned on observed coordinates (see the module docstring).
+
+    log_weights: (K,) log p(k | z_o), normalised.
+    log_marginal: (K,) log N(z_o; c_ko, Sigma_k,oo) (without log pi_k).
+    factor_mean: (K, r) m_k, posterior mean of the latent factor b.
+    factor_chol: (K, r, r) lower Cholesky factor C_k of the capacitance M_k (posterior precision).
+    means_u: (K, d_u) c_ku; factors_u: (K, r, d_u) F_ku; noise_variance: (K,) sigma_k^2.
+    observed_index, unknown_index: coordinates into the d0-vector.
+    """
+
+    log_weights: torch.Tensor
+    log_marginal: torch.Tensor
+    factor_mean: torch.Tensor
+    factor_chol: torch.Tensor
+    means_u: torch.Tensor
+    factors_u: torch.Tensor
+    noise_variance: torch.Tensor
+    observed_index: torch.Tensor
+    unknown_index: torch.Tensor
+
+    def mean(self, k: int) -> torch.Tensor:
+        """E[z_u | z_o, k] = c_ku + F_ku^T m_k, (d_u,) float64."""
+        return self.means_u[k] + self.factor_mean[k] @ self.factors_u[k]
+
+    def covariance(self, k: int, noise: bool = True) -> torch.Tensor:
+        """Cov[z_u | z_o, k] = F_ku^T M_k^-1 F_ku (+ sigma_k^2 I): dense d_u x d_u, for tests."""
+        a = torch.linalg.solve_triangular(self.factor_chol[k], self.factors_u[k], upper=False)  # C^-1 F_ku
+        cov = a.T @ a
+        if noise:
+            cov = cov + float(self.noise_variance[k]) * torch.eye(cov.shape[0], dtype=cov.dtype)
+        return cov
+
+
+def condition_low_rank(
+    weights: torch.Tensor,
+    means: torch.Tensor,
+    eigenvectors: torch.Tensor,
+    eigenvalues: torch.Tensor,
+    noise_variance: torch.Tensor,
+    dims: torch.Tensor,
+    observed_values: torch.Tensor,
+    observed_index: torch.Tensor,
+) -> LowRankConditional:
+    """Condition every component on z_o = ``observed_values`` at ``observed_index`` (module
+    docstring): capacitance matrices, posterior factor means, marginal log-likelihoods and the
+    re-weighted component probabilities, all in float64, batched over components.
+
+    Args:
+        weights (K,), means (K, d0), eigenvectors (K, r_max, d0), eigenvalues (K, r_max),
+        noise_variance (K,): the fitted mixture (``LowRankGaussianMixture``'s attributes).
+        dims: (K,) d_k(lambda) <= stored ranks, directions used (eq. 4).
+        observed_values: (d_o,) the observed coordinates' values.
+        observed_index: (d_o,) int64 indices into the d0 coordinates (distinct).
+    """
+    d0 = means.shape[1]
+    observed_index = observed_index.to(torch.long)
+    if observed_values.shape != observed_index.shape:
+        raise ValueError(f"observed values {tuple(observed_values.shape)} and index {tuple(observed_index.shape)} differ")
+    is_obs = torch.zeros(d0, dtype=torch.bool)
+    is_obs[observed_index] = True
+    if int(is_obs.sum()) != observed_index.numel():
+        raise ValueError("observed_index has repeated coordinates")
+    unknown_index = (~is_obs).nonzero().squeeze(1)
+    fac = component_factors(eigenvectors, eigenvalues, noise_variance, dims)  # (K, r, d0)
+    s2 = noise_variance.double()  # (K,)
+    mu = means.double()
+    f_o = fac[:, :, observed_index]  # (K, r, d_o)
+    r_o = observed_values.double()[None, :] - mu[:, observed_index]  # (K, d_o)
+    r = fac.shape[1]
+    d_o = observed_index.numel()
+    eye = torch.eye(r, dtype=torch.float64)
+    cap = eye + (f_o @ f_o.transpose(1, 2)) / s2[:, None, None]  # M_k (K, r, r)
+    chol = torch.linalg.cholesky(cap)
+    t = (f_o @ r_o[:, :, None]) / s2[:, None, None]  # F_ko r_o / s2, (K, r, 1)
+    m = torch.cholesky_solve(t, chol)  # M^-1 F_ko r_o / s2
+    quad = (r_o * r_o).sum(1) / s2 - (t * m).sum((1, 2))  # maha
+    logdet = d_o * s2.log() + 2 * torch.diagonal(chol, dim1=1, dim2=2).log().sum(1)
+    log_marginal = -0.5 * (d_o * math.log(2 * math.pi) + logdet + quad)
+    joint = weights.double().log() + log_marginal
+    log_weights = joint - torch.logsumexp(joint, 0)
+    return LowRankConditional(
+        log_weights=log_weights,
+        log_marginal=log_marginal,
+        factor_mean=m.squeeze(2),
+        factor_chol=chol,
+        means_u=mu[:, unknown_index],
+        factors_u=fac[:, :, unknown_index],
+        noise_variance=s2,
+        observed_index=observed_index,
+        unknown_index=unknown_index,
+    )
+
+
+def sample_conditional(
+    cond: LowRankConditional, n: int, generator: torch.Generator, noise: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """n draws of (k, z_u) from the conditioned mixture: k ~ p(k | z_o), b ~ N(m_k, M_k^-1),
+    z_u = c_ku + F_ku^T b (+ e_u, e_u ~ N(0, sigma_k^2 I) when ``noise``): the conditional of
+    eq. 3 / 4 (module docstring). Returns (components (n,) int64, z_u (n, d_u) float64).
+
+    The draws of one call are taken in sample order (one (n, r) normal block, then one (n, d_u)
+    block when ``noise``), so a draw does not depend on how samples group by component."""
+    if n < 0:
+        raise ValueError(f"number of samples must be >= 0, got {n}")
+    _, r, d_u = cond.factors_u.shape
+    if n == 0:
+        return torch.zeros(0, dtype=torch.long), torch.zeros(0, d_u, dtype=torch.float64)
+    comps = torch.multinomial(cond.log_weights.exp(), n, replacement=True, generator=generator)
+    eps = torch.randn(n, r, generator=generator, dtype=torch.float64)
+    e_u = torch.randn(n, d_u, generator=generator, dtype=torch.float64) if noise else None
+    z = torch.empty(n, d_u, dtype=torch.float64)
+    for k in torch.unique(comps).tolist():
+        rows = (comps == k).nonzero().squeeze(1)
+        # b = m + C^-T eps has covariance C^-T C^-1 = M^-1.
+        b = cond.factor_mean[k][None, :] + torch.linalg.solve_triangular(
+            cond.factor_chol[k].T, eps[rows].T, upper=True
+        ).T
+        z[rows] = cond.means_u[k][None, :] + b @ cond.factors_u[k]
+        if noise:
+            z[rows] += e_u[rows] * math.sqrt(float(cond.noise_variance[k]))
+    return comps, z
+
+
+# --------------------------------------------------------------------------------------------
+# Masks
+
+
+def box_mask(resolution: int, x0: int, y0: int, x1: int, y1: int) -> torch.Tensor:
+    """(R, R) bool mask, True on the box columns x0..x1-1 and rows y0..y1-1 (pixels, half-open).
+    A box reaching outside the image or with no area is an error."""
+    vals = [int(v) for v in (x0, y0, x1, y1)]
+    if not (0 <= vals[0] < vals[2] <= resolution and 0 <= vals[1] < vals[3] <= resolution):
+        raise MaskError(
+            f"box x0={x0} y0={y0} x1={x1} y1={y1} is not inside the {resolution}x{resolution} image: "
+            f"need 0 <= x0 < x1 <= {resolution} and 0 <= y0 < y1 <= {resolution}"
+        )
+    m = torch.zeros(resolution, resolution, dtype=torch.bool)
+    m[vals[1] : vals[3], vals[0] : vals[2]] = True
+    return m
+
+
+def centre_box(resolution: int, area: float) -> tuple[int, int, int, int]:
+    """The centred square box covering ``area`` of the image (rounded to whole pixels)."""
+    side = max(1, round(resolution * math.sqrt(area)))
+    x0 = (resolution - side) // 2
+    return x0, x0, x0 + side, x0 + side
+
+
+def random_box(resolution: int, area: float, generator: torch.Generator) -> tuple[int, int, int, int]:
+    """A square box covering ``area`` of the image at a uniformly random place inside it."""
+    side = max(1, round(resolution * math.sqrt(area)))
+    x0, y0 = torch.randint(0, resolution - side + 1, (2,), generator=generator).tolist()
+    return x0, y0, x0 + side, y0 + side
+
+
+def load_mask(path, resolution: int, source_size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Read a mask image (any mode; white = missing) as a bool (R, R) mask (see ``check_mask``)."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            a = np.asarray(img.convert("L"))
+    except (OSError, UnidentifiedImageError) as e:
+        raise MaskError(f"{path}: cannot read the mask image ({e})") from None
+    return check_mask(torch.from_numpy(a > 127), resolution, name=str(path), source_size=source_size)
+
+
+def check_mask(mask, resolution: int, name: str = "mask", source_size: tuple[int, int] | None = None) -> torch.Tensor:
+    """A bool (R, R) mask from an (H, W) bool / 0-1 / 0-255 array.
+
+    Accepted sizes: R x R; any other square size (reduced to R x R: a working pixel is missing
+    when any part of it is masked); or the photo's own (width, height) ``source_size``, which is
+    centre-cropped to a square like the photo first. Errors for other sizes and for masks that
+    hide nothing or everything."""
+    m = torch.as_tensor(mask)
+    if m.ndim == 3 and m.shape[0] == 1:
+        m = m[0]
+    if m.ndim != 2:
+        raise MaskError(f"{name}: expected a 2-D (H, W) mask, got shape {tuple(m.shape)}")
+    if m.dtype != torch.bool:
+        m = m.float()
+        m = m > (127.5 if float(m.max()) > 1 else 0.5)
+    h, w = m.shape
+    if h != w and source_size is not None and (w, h) == tuple(source_size):
+        side = min(h, w)
+        top, left = (h - side) // 2, (w - side) // 2
+        m = m[top : top + side, left : left + side]
+        h = w = side
+    if (h, w) != (resolution, resolution):
+        if h != w:
+            expected = f"{resolution}x{resolution} (the working resolution)"
+            if source_size is not None:
+                expected += f" or {source_size[0]}x{source_size[1]} (the photo's size)"
+            raise MaskError(
+                f"{name} is {w}x{h} pixels; it must be {expected}, or square: "
+                f"it is matched to the centre-cropped photo"
+            )
+        m = F.adaptive_avg_pool2d(m[None, None].float(), resolution)[0, 0] > 0
+    n = int(m.sum())
+    if n == 0:
+        raise MaskError(f"{name} hides no pixel: nothing to complete (white or non-zero = missing)")
+    if n == m.numel():
+        raise MaskError(f"{name} hides every pixel: nothing is observed to condition on; use `lrgmm sample` instead")
+    return m
+
+
+def unknown_positions(mask: torch.Tensor, latent_hw: tuple[int, int], threshold: float = 0.0) -> torch.Tensor:
+    """(h, w) bool: latent positions whose f x f pixel block is masked by more than ``threshold``
+    (share in [0, 1); 0 = any masked pixel). ``mask`` is (R, R) with R = f h."""
+    h, w = latent_hw
+    R = mask.shape[-1]
+    if R % w or mask.shape[-2] % h:
+        raise MaskError(f"mask of {tuple(mask.shape)} pixels does not tile the {h}x{w} latent grid")
+    share = F.avg_pool2d(mask[None, None].float(), (mask.shape[-2] // h, R // w))[0, 0]
+    return share > threshold
+
+
+def position_coordinates(positions: torch.Tensor, n_channels: int) -> torch.Tensor:
+    """Indices into a flattened (q, h, w) code (channel-major, as ``LRGMM`` flattens codes) of
+    every channel at the True positions of the (h, w) bool map, sorted."""
+    h, w = positions.shape
+    flat = positions.reshape(-1).nonzero().squeeze(1)  # y * w + x
+    return (torch.arange(n_channels)[:, None] * (h * w) + flat[None, :]).reshape(-1).sort().values
+
+
+def fill_masked(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The image with masked pixels set to the mean colour of the visible ones (what is encoded)."""
+    keep = ~mask
+    mean = (image * keep).sum((-2, -1)) / keep.sum()
+    return torch.where(mask[None], mean[:, None, None], image)
+
+
+def feathered_alpha(mask: torch.Tensor, feather: int = 4) -> torch.Tensor:
+    """Blend weight (R, R) float32: 1 on the mask, 1 - d / (feather + 1) at chessboard distance
+    d <= feather outside it, 0 beyond."""
+    if feather < 0:
+        raise ValueError(f"feather must be >= 0, got {feather}")
+    m = mask[None, None].float()
+    alpha = m.clone()
+    for d in range(1, feather + 1):
+        grown = F.max_pool2d(m, 2 * d + 1, stride=1, padding=d)
+        alpha = torch.maximum(alpha, grown * (1 - d / (feather + 1)))
+    return alpha[0, 0]
+
+
+def blend(decoded: torch.Tensor, original: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """alpha * decoded + (1 - alpha) * original; exactly the original where alpha = 0."""
+    return torch.where(alpha == 0, original, alpha * decoded + (1 - alpha) * original)
+
+
+# --------------------------------------------------------------------------------------------
+# Completing codes
+
+
+def nn_project_unknown(
+    codes: torch.Tensor,
+    components: torch.Tensor,
+    memory: torch.Tensor,
+    memory_labels: torch.Tensor,
+    unknown: torch.Tensor,
+    observed: torch.Tensor,
+    patch_size: int = 5,
+    iterations: int = 1,
+    allowed: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The NN step (eq. 5) on the unknown positions only.
+
+    Each iteration projects every position of the current codes (whose observed positions hold
+    ``observed``, so patches near the hole see the real context) and keeps the result at the
+    unknown positions. ``allowed`` (indices into ``memory``) restricts the training codes that
+    may be copied. Returns (codes (n, q, h, w), provenance (n, h, w) int64: index into
+    ``memory`` at unknown positions, -1 at observed ones).
+    """
+    n = codes.shape[0]
+    unk = unknown.to(torch.bool)
+    pool = torch.arange(memory.shape[0]) if allowed is None else allowed.to(torch.long)
+    if pool.numel() == 0:
+        raise ValueError("no training code is allowed for the NN step")
+    mem, lab = memory[pool], memory_labels[pool]
+    obs = observed.to(memory.dtype)[None].expand(n, *observed.shape)
+    z = torch.where(unk, codes.to(memory.dtype), obs)
+    local = torch.zeros(n, *unk.shape, dtype=torch.long)
+    for _ in range(iterations):
+        proj, local = nn_project(z, components, mem, lab, patch_size=patch_size, iterations=1)
+        z = torch.where(unk, proj, obs)
+    provenance = torch.where(unk, pool[local], torch.full_like(local, -1))
+    return z.contiguous(), provenance
+
+
+@dataclass
+class CodeCompletion:
+    """What ``complete_codes`` returns: codes (n, q, h, w) float32 with the observed positions
+    equal to the input's, the components drawn, provenance (n, h, w) (-1 observed, or None
+    without the NN step), the conditioned mixture, and the unknown (h, w) map."""
+
+    codes: torch.Tensor
+    components: torch.Tensor
+    provenance: torch.Tensor | None
+    conditional: LowRankConditional
+    unknown: torch.Tensor
+
+
+def complete_codes(
+    model,
+    code: torch.Tensor,
+    unknown: torch.Tensor,
+    n: int,
+    generator: torch.Generator,
+    *,
+    nn: bool = True,
+    temperature: float | None = None,
+    noise: bool = True,
+    patch_size: int | None = None,
+    nn_iterations: int | None = None,
+    allowed: torch.Tensor | None = None,
+) -> CodeCompletion:
+    """n completions of one (q, h, w) code of a fitted ``LRGMM`` at the (h, w) ``unknown``
+    positions: condition, draw, NN-project the unknown positions (module docstring)."""
+    mix = model.mixture_
+    q, h, w = model.codes_.shape[1:]
+    if tuple(code.shape) != (q, h, w):
+        raise ValueError(f"code must have shape {(q, h, w)}, got {tuple(code.shape)}")
+    unknown = unknown.to(torch.bool)
+    if not bool(unknown.any()) or bool(unknown.all()):
+        raise MaskError("the mask must leave some latent positions unknown and some observed")
+    dims = model._sampling_dims(temperature)
+    obs_idx = position_coordinates(~unknown, q)
+    flat = code.reshape(-1)
+    cond = condition_low_rank(
+        mix.weights_, mix.means_, mix.eigenvectors_, mix.eigenvalues_, mix.noise_variance_, dims,
+        flat[obs_idx], obs_idx,
+    )
+    comps, z_u = sample_conditional(cond, n, generator, noise=noise)
+    out = flat.to(torch.float32)[None].repeat(n, 1)
+    out[:, cond.unknown_index] = z_u.to(torch.float32)
+    codes = out.reshape(n, q, h, w)
+    provenance = None
+    if nn and n > 0:
+        codes, provenance = nn_project_unknown(
+            codes, comps, model.codes_, model.labels_, unknown, code,
+            patch_size=model.patch_size if patch_size is None else patch_size,
+            iterations=model.nn_iterations if nn_iterations is None else nn_iterations,
+            allowed=allowed,
+        )
+    return CodeCompletion(codes, comps, provenance, cond, unknown)
+
+
+def conditional_mean_code(model, code: torch.Tensor, unknown: torch.Tensor, temperature: float | None = None) -> torch.Tensor:
+    """The mean-of-component filling: E[z_u | z_o, k*] of the most probable component k*, with
+    the observed positions kept; (q, h, w) float32 (a baseline: no draw, no NN step)."""
+    q, h, w = model.codes_.shape[1:]
+    mix = model.mixture_
+    obs_idx = position_coordinates(~unknown.to(torch.bool), q)
+    flat = code.reshape(-1)
+    cond = condition_low_rank(
+        mix.weights_, mix.means_, mix.eigenvectors_, mix.eigenvalues_, mix.noise_variance_,
+        model._sampling_dims(temperature), flat[obs_idx], obs_idx,
+    )
+    k = int(cond.log_weights.argmax())
+    out = flat.to(torch.float32).clone()
+    out[cond.unknown_index] = cond.mean(k).to(torch.float32)
+    return out.reshape(q, h, w)
+
+
+# --------------------------------------------------------------------------------------------
+# Attribute-conditional sampling
+
+
+def attribute_weights(mixture, codes: torch.Tensor) -> torch.Tensor:
+    """pi'_k = mean responsibility p(k | y_i) over the labelled training codes (n, d0): the
+    component weights given the labels (module docstring). (K,) float64."""
+    if codes.shape[0] == 0:
+        raise ValueError("no labelled training code to estimate the component weights from")
+    return mixture.predict_proba(codes).mean(0)
+
+
+def sample_restricted(
+    model,
+    n: int,
+    generator: torch.Generator,
+    weights: torch.Tensor,
+    allowed: torch.Tensor,
+    *,
+    nn: bool = True,
+    temperature: float | None = None,
+    patch_size: int | None = None,
+    nn_iterations: int | None = None,
+):
+    """Eq. 3 / 4 with the component weights ``weights`` (e.g. ``attribute_weights``), then the NN
+    step (eq. 5) copying only from the training codes ``allowed`` (indices into ``model.codes_``),
+    each draw from the allowed codes of its own cluster (all allowed codes when its cluster has
+    none). Returns ``LatentSamples`` with provenance indices into the full training list."""
+    from .model import LatentSamples
+
+    mix = model.mixture_
+    q, h, w = model.codes_.shape[1:]
+    allowed = allowed.to(torch.long)
+    if allowed.numel() == 0:
+        raise ValueError("no training code is allowed for the NN step")
+    comps = sample_components(weights, n, generator)
+    flat = sample_low_rank(mix.means_, mix.eigenvectors_, mix.eigenvalues_, model._sampling_dims(temperature), comps, generator)
+    codes = flat.reshape(n, q, h, w)
+    provenance = torch.zeros(0, h, w, dtype=torch.long) if nn else None
+    if nn and n > 0:
+        codes, local = nn_project(
+            codes, comps, model.codes_[allowed], model.labels_[allowed],
+            patch_size=model.patch_size if patch_size is None else patch_size,
+            iterations=model.nn_iterations if nn_iterations is None else nn_iterations,
+        )
+        provenance = allowed[local]
+    return LatentSamples(model.projector_.inverse_transform(codes), codes, comps, provenance)
+
+
+# --------------------------------------------------------------------------------------------
+# Images in, completions out (what FacePipeline.complete and generate(where=...) call)
+
+
+@dataclass
+class Completions:
+    """n completions of one masked photo (``FacePipeline.complete``).
+
+    images: (n, 3, R, R) the decoded completions blended with the original (module docstring).
+    raw: (n, 3, R, R) the decoded completions before blending.
+    original: (3, R, R) the prepared photo; mask: (R, R) bool, True = missing.
+    alpha: (R, R) blend weight; unknown: (h, w) bool latent positions that were generated.
+    samples: ``LatentSamples`` (latents, codes, components, provenance with -1 at observed
+        positions; None without the NN step).
+    training_files: provenance indices point into this list.
+    """
+
+    images: torch.Tensor
+    raw: torch.Tensor
+    original: torch.Tensor
+    mask: torch.Tensor
+    alpha: torch.Tensor
+    unknown: torch.Tensor
+    samples: object
+    training_files: list[str]
+    seed: int | None = None
+    settings: dict | None = None
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def masked_input(self) -> torch.Tensor:
+        """The photo with the hole shown in mid grey, (3, R, R)."""
+        return torch.where(self.mask[None], torch.full_like(self.original, 0.5), self.original)
+
+    def provenance_map(self, i: int) -> torch.Tensor:
+        """Colour-coded provenance of completion i (3, R, R): one colour per training photo in the
+        filled region, the faded original at observed positions."""
+        from .provenance import index_colors
+
+        prov = self.samples.provenance[i]
+        R = self.images.shape[-1]
+        h, w = prov.shape
+        rgb = index_colors(prov.clamp_min(0)).permute(2, 0, 1)
+        rgb = rgb.repeat_interleave(R // h, 1).repeat_interleave(R // w, 2)
+        obs = (prov < 0).repeat_interleave(R // h, 0).repeat_interleave(R // w, 1)
+        faded = 0.35 * self.original + 0.65
+        return torch.where(obs[None], faded, rgb)
+
+    def provenance_record(self, i: int) -> dict:
+        """The filled region's sources: training files and their share of the unknown positions."""
+        prov = self.samples.provenance[i]
+        filled = prov[prov >= 0]
+        idx, counts = torch.unique(filled, return_counts=True)
+        order = torch.argsort(counts, descending=True, stable=True)
+        total = max(filled.numel(), 1)
+        return {
+            "latent_grid": list(prov.shape),
+            "filled_positions": int(filled.numel()),
+            "component": int(self.samples.components[i]),
+            "distinct_training_images": int(idx.numel()),
+            "map": prov.tolist(),
+            "sources": [
+                {"index": int(idx[o]), "file": self.training_files[int(idx[o])], "share": round(float(counts[o]) / total, 6)}
+                for o in order
+            ],
+        }
+
+    def save(self, out_dir, prefix: str = "completion") -> dict[str, list]:
+        """Write ``input.png`` (the photo), ``masked.png``, ``mask.png``, ``<prefix>_0000.png``
+        ... (blended), ``<prefix>_0000_raw.png``, provenance maps and JSON per completion, and
+        ``grid.png`` (masked input, then the completions; a second row of provenance maps), plus
+        ``completions.json`` (seed, settings). Every file is written atomically; everything is
+        computed before the first file is written."""
+        import json
+        from pathlib import Path
+
+        from .io.atomic import atomic_write_bytes
+        from .io.images import make_grid, save_png
+
+        out = Path(out_dir)
+        prov = self.samples.provenance
+        maps = [self.provenance_map(i) for i in range(len(self))] if prov is not None else []
+        records = [self.provenance_record(i) for i in range(len(self))] if prov is not None else []
+        tiles = [self.masked_input(), *self.images]
+        if maps:
+            tiles += [self.original, *maps]
+        grid = make_grid(torch.stack(tiles), ncols=len(self) + 1)
+        out.mkdir(parents=True, exist_ok=True)
+        written: dict[str, list] = {"completions": [], "raw": [], "provenance_maps": [], "provenance_json": [], "other": []}
+        written["other"].append(save_png(self.original, out / "input.png"))
+        written["other"].append(save_png(self.masked_input(), out / "masked.png"))
+        written["other"].append(save_png(self.mask[None].float(), out / "mask.png"))
+        for i in range(len(self)):
+            stem = f"{prefix}_{i:04d}"
+            written["completions"].append(save_png(self.images[i], out / f"{stem}.png"))
+            written["raw"].append(save_png(self.raw[i], out / f"{stem}_raw.png"))
+            if maps:
+                written["provenance_maps"].append(save_png(maps[i], out / f"{stem}_provenance.png"))
+                path = out / f"{stem}_provenance.json"
+                atomic_write_bytes(path, json.dumps({"completion": f"{stem}.png", **records[i]}, indent=1).encode())
+                written["provenance_json"].append(path)
+        written["other"].append(save_png(grid, out / "grid.png"))
+        summary = {
+            "n": len(self),
+            "seed": self.seed,
+            "settings": self.settings,
+            "masked_pixels": int(self.mask.sum()),
+            "unknown_latent_positions": int(self.unknown.sum()),
+            "files": {k: [Path(p).name for p in v] for k, v in written.items()},
+        }
+        atomic_write_bytes(out / "completions.json", json.dumps(summary, indent=1).encode())
+        return written
+
+
+def prepare_input(pipe, image, mask) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """(original (3, R, R), mask (R, R) bool, name) from a path or tensor and a path or array."""
+    from pathlib import Path
+
+    from .io.images import prepare_image
+
+    R = pipe.resolution
+    source_size = None
+    if isinstance(image, (str, Path)):
+        prep = prepare_image(image, R)
+        original = torch.from_numpy(prep.array)
+        source_size = prep.original_size
+        name = str(image)
+    else:
+        original = torch.as_tensor(image, dtype=torch.float32)
+        if original.ndim == 4 and original.shape[0] == 1:
+            original = original[0]
+        if original.ndim != 3 or original.shape[0] != 3:
+            raise ValueError(f"image must be a path or a (3, H, W) tensor in [0, 1], got shape {tuple(original.shape)}")
+        if tuple(original.shape[1:]) != (R, R):
+            source_size = (original.shape[2], original.shape[1])
+            side = min(original.shape[1:])
+            top, left = (original.shape[1] - side) // 2, (original.shape[2] - side) // 2
+            sq = original[:, top : top + side, left : left + side]
+            original = F.interpolate(sq[None], size=(R, R), mode="bilinear", antialias=True, align_corners=False)[0].clamp(0, 1)
+        name = "image"
+    if isinstance(mask, (str, Path)):
+        m = load_mask(mask, R, source_size=source_size)
+    else:
+        m = check_mask(mask, R, source_size=source_size)
+    return original.contiguous(), m, name
+
+
+def complete_image(
+    pipe,
+    image,
+    mask,
+    n: int = 8,
+    seed: int | torch.Generator | None = None,
+    *,
+    nn: bool = True,
+    temperature: float | None = None,
+    noise: bool = True,
+    patch_size: int | None = None,
+    nn_iterations: int | None = None,
+    threshold: float = 0.0,
+    feather: int = 4,
+) -> Completions:
+    """``FacePipeline.complete``: encode the photo with the hole filled (``fill_masked``), find
+    the unknown latent positions (``unknown_positions`` with ``threshold``), draw n completions
+    (``complete_codes``), decode them with the input's own latents at observed positions, and
+    blend with ``feather`` (module docstring). Same pipeline, input, mask and seed give
+    bit-identical images."""
+    from .model import LatentSamples
+    from .randomness import as_generator
+
+    pipe._check_fitted()
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    model = pipe.model_
+    original, m, _ = prepare_input(pipe, image, mask)
+    h, w = model.codes_.shape[2:]
+    unknown = unknown_positions(m, (h, w), threshold)
+    if not bool(unknown.any()):
+        raise MaskError(f"the mask hides no latent position (threshold {threshold}); use a larger mask or threshold 0")
+    if bool(unknown.all()):
+        raise MaskError("the mask touches every latent position: nothing is observed to condition on")
+    latent = pipe.autoencoder_.encode(fill_masked(original, m)[None])
+    code = model.projector_.transform(latent)[0]
+    gen = as_generator(seed if seed is not None else model.random_state)
+    comp = complete_codes(
+        model, code, unknown, n, gen, nn=nn, temperature=temperature, noise=noise,
+        patch_size=patch_size, nn_iterations=nn_iterations,
+    )
+    latents = model.projector_.inverse_transform(comp.codes)
+    latents = torch.where(unknown, latents, latent)  # observed positions: the input's own latent
+    raw = pipe.decode(latents).clamp(0, 1)
+    alpha = feathered_alpha(m, feather)
+    images = blend(raw, original[None], alpha)
+    settings = {
+        "nn": nn,
+        "temperature": model.temperature if temperature is None else temperature,
+        "noise": noise,
+        "patch_size": model.patch_size if patch_size is None else patch_size,
+        "nn_iterations": model.nn_iterations if nn_iterations is None else nn_iterations,
+        "threshold": threshold,
+        "feather": feather,
+        "component_probabilities": [round(float(p), 6) for p in comp.conditional.log_weights.exp()],
+    }
+    samples = LatentSamples(latents, comp.codes, comp.components, comp.provenance)
+    return Completions(
+        images=images, raw=raw, original=original, mask=m, alpha=alpha, unknown=unknown, samples=samples,
+        training_files=list(pipe.training_files_), seed=seed if isinstance(seed, int) else None, settings=settings,
+    )
+
+
+def labelled_subset(pipe, where, labels_csv=None) -> tuple[dict[str, str], torch.Tensor]:
+    """(parsed conditions, indices of the training faces carrying all of them); a clear error
+    when a label is unknown or no training face carries the combination."""
+    from .labels import LabelError, LabelTable, parse_conditions
+
+    conditions = parse_conditions(where)
+    if not conditions:
+        raise LabelError("no condition given; use e.g. gender=female age=senior")
+    table = LabelTable.from_files(pipe.training_files_, labels_csv)
+    keep = torch.from_numpy(table.mask(conditions))
+    if not bool(keep.any()):
+        counts = "; ".join(f"{a}: {table.counts(a)}" for a in conditions)
+        wanted = " and ".join(f"{a}={c}" for a, c in conditions.items())
+        raise LabelError(
+            f"no training face of this model has {wanted} (training labels from {table.source}: {counts}); "
+            f"drop a condition or fit on faces that have it"
+        )
+    return conditions, keep.nonzero().squeeze(1)
+
+
+def generate_where(
+    pipe,
+    n: int,
+    seed: int | torch.Generator | None,
+    where,
+    labels_csv=None,
+    *,
+    nn: bool = True,
+    temperature: float | None = None,
+    nn_iterations: int | None = None,
+    patch_size: int | None = None,
+):
+    """Attribute-conditional latents for ``FacePipeline.generate(where=...)``: the component
+    weights given the labels (``attribute_weights``), eq. 4 draws, and the NN step over the
+    labelled training faces only (``sample_restricted``). Returns (LatentSamples, info dict)."""
+    from .randomness import as_generator
+
+    model = pipe.model_
+    conditions, allowed = labelled_subset(pipe, where, labels_csv)
+    weights = attribute_weights(model.mixture_, model.codes_[allowed].reshape(allowed.numel(), -1))
+    gen = as_generator(seed if seed is not None else model.random_state)
+    samples = sample_restricted(
+        model, n, gen, weights, allowed, nn=nn, temperature=temperature,
+        patch_size=patch_size, nn_iterations=nn_iterations,
+    )
+    info = {
+        "where": conditions,
+        "labelled_training_faces": int(allowed.numel()),
+        "component_weights": [round(float(x), 6) for x in weights],
+    }
+    return samples, info
