@@ -582,7 +582,7 @@ class AttributeEdit:
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-                train_losses.append(float(loss))
+                train_losses.append(float(loss.detach()))
             with torch.no_grad():
                 val, val_edit, val_pres = (float(v) for v in total(vs, vt))
             self.history_.append(
