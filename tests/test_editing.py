@@ -107,7 +107,7 @@ def _planted(seed=3, n=64, q=4, h=3, w=3):
 
 def test_wasserstein_learns_a_planted_shift_and_is_deterministic():
     neg, pos, shift = _planted()
-    kw = dict(preservation=0.0, learning_rate=0.1, max_epochs=40, patience=40, min_examples=8, progress=False, random_state=0)
+    kw = {"preservation": 0.0, "learning_rate": 0.1, "max_epochs": 40, "patience": 40, "min_examples": 8, "progress": False, "random_state": 0}
     edit = AttributeEdit(**kw).fit_codes(neg, pos)
     hist = [h["validation"] for h in edit.history_]
     assert min(hist) < 0.4 * hist[0]  # the Sinkhorn divergence on held-out codes falls
@@ -136,7 +136,7 @@ def test_parameter_counts():
 
 
 def test_mean_difference_and_classifier_move_the_mean():
-    neg, pos, shift = _planted(n=48)
+    neg, pos, _shift = _planted(n=48)
     md = AttributeEdit(method="mean_difference").fit_codes(neg, pos)
     assert torch.allclose(md.transform(neg, 1.0).mean(0), pos.mean(0), atol=1e-5)
     cl = AttributeEdit(method="classifier").fit_codes(neg, pos)
