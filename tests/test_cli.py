@@ -139,6 +139,20 @@ def test_sample_without_nn(cli_model, tmp_path, capsys, lrgmm_cache):
     assert summary["seed"] == 4 and summary["settings"]["nn"] is False
 
 
+def test_sample_with_a_baseline_method(cli_model, tmp_path, capsys, lrgmm_cache):
+    model, _ = cli_model
+    _sample(capsys, model, tmp_path / "lp", "-n", 2, "--seed", 4, "--method", "latentpatch")
+    summary = json.loads((tmp_path / "lp" / "samples.json").read_text())
+    assert summary["settings"]["method"] == "latentpatch"
+    record = json.loads((tmp_path / "lp" / "face_0000_provenance.json").read_text())
+    assert record["sources"][0]["file"] and record["distinct_training_images"] >= 1  # copying baselines have provenance
+    _sample(capsys, model, tmp_path / "g", "-n", 2, "--seed", 4, "--method", "gaussian")
+    assert not list((tmp_path / "g").glob("*_provenance.png"))
+    again = tmp_path / "g2"
+    _sample(capsys, model, again, "-n", 2, "--seed", 4, "--method", "gaussian")
+    assert (again / "face_0001.png").read_bytes() == (tmp_path / "g" / "face_0001.png").read_bytes()
+
+
 def test_sample_without_seed_prints_it(cli_model, tmp_path, capsys, lrgmm_cache):
     model, _ = cli_model
     out = _sample(capsys, model, tmp_path / "a", "-n", 1)
@@ -547,5 +561,10 @@ def test_eval_end_to_end(cli_model, utkface_dir, faces64, tmp_path, capsys, lrgm
     # The same seed measures the same faces: identical numbers on a second run (features cached).
     rc, out2, _ = run(capsys, *argv)
     assert rc == 0 and out2.splitlines()[2] == out.splitlines()[2]
+    # A baseline, with memorisation in latent codes only.
+    rc, _, err = run(capsys, *argv, "--method", "gaussian", "--memorisation", "codes", "--json", out_json)
+    assert rc == 0, err
+    data = json.loads(out_json.read_text())
+    assert data["generator"] == "gaussian" and set(data["memorisation"]) == {"latent_codes"}
     rc, _, err = run(capsys, "eval", cli_model[0], "--real", tmp_path / "nowhere", "-n", 2, "--quiet")
     assert_clean_error(rc, err, "nowhere")

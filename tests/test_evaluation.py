@@ -260,3 +260,13 @@ def test_without_memorisation(pipe48, dirs, env, result):
     assert math.isfinite(res.fid) and res.provenance["n_faces"] == 8
     assert "near copies" not in res.table()
     json.loads(res.to_json())
+
+
+def test_codes_only_memorisation_matches_the_full_run(pipe48, dirs, env, result):
+    res = evaluate(pipe48, dirs["real"], n=16, seed=0, memorisation="codes", progress=False)
+    full = result[0]
+    assert set(res.memorisation) == {"latent_codes"} and res.fid_training_reconstructions is None
+    assert res.memorisation["latent_codes"].near_copy_share == full.memorisation["latent_codes"].near_copy_share
+    assert res.fid == pytest.approx(full.fid, rel=1e-6)
+    with pytest.raises(ValueError, match="memorisation must be"):
+        Evaluator(pipe48, dirs["real"], memorisation="inception", progress=False)

@@ -85,6 +85,20 @@ def _edit_defaults() -> dict:
     return {n: _default(FacePipeline.edit, n) for n in ("alphas", "nn")}
 
 
+def _add_method_option(p):
+    from .baselines import BASELINES
+
+    p.add_argument("--method", choices=list(BASELINES), default=None,
+                   help="generate with a baseline of the reproduction report instead of the model's LR-GMM-NN "
+                        "(lrgmm = --no-nn); fitted on the model's training codes")
+
+
+def _baseline(name: str, pipe):
+    from .baselines import make_generator
+
+    return make_generator(name, pipe)
+
+
 def _positive_int(text: str) -> int:
     n = int(text)
     if n < 1:
@@ -143,13 +157,17 @@ def cmd_sample(args) -> int:
     if getattr(args, "edit", None):
         from .editing import load_edit
 
+        if args.method not in (None, "lrgmm-nn", "lrgmm"):
+            raise ValueError("--edit works on the model's own faces; drop --method or --edit")
         edit = load_edit(args.edit)
         edit.check_model(pipe, args.edit)  # before generating anything
     elif getattr(args, "alpha", None) is not None:
         raise ValueError("--alpha needs --edit EDIT_FILE")
-    out = pipe.generate(
-        args.n, seed, nn=args.nn, temperature=args.temperature, nn_iterations=args.nn_iterations, patch_size=args.patch_size
-    )
+    if args.method in (None, "lrgmm-nn", "lrgmm"):
+        out = pipe.generate(args.n, seed, nn=args.nn and args.method != "lrgmm", temperature=args.temperature,
+                            nn_iterations=args.nn_iterations, patch_size=args.patch_size)
+    else:
+        out = _baseline(args.method, pipe).generate(args.n, seed)
     if edit is not None:
         alphas = args.alpha if args.alpha is not None else list(_edit_defaults()["alphas"])
         edited = pipe.edit(out, edit, alphas=alphas, nn=args.nn)
@@ -197,13 +215,21 @@ def cmd_demo(args) -> int:
 def cmd_eval(args) -> int:
     from .evaluation import evaluate
 
+    generator, reference = args.model, None
+    if args.method not in (None, "lrgmm-nn", "lrgmm"):
+        from .pipeline import FacePipeline
+
+        reference = FacePipeline.load(args.model, progress=not args.quiet)
+        generator = _baseline(args.method, reference)
+    nn = args.nn and args.method != "lrgmm"
     res = evaluate(
-        args.model,
+        generator,
         args.real,
         n=args.n,
         seed=args.seed,
-        generate_kwargs=None if args.nn else {"nn": False},
-        memorisation=args.memorisation,
+        reference=reference,
+        generate_kwargs=None if nn or reference is not None else {"nn": False},
+        memorisation={"full": True, "codes": "codes", "none": False}[args.memorisation],
         near_copy_quantile=args.near_copy_quantile,
         kid_subsets=args.kid_subsets,
         kid_subset_size=args.kid_subset_size,
@@ -308,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("-o", "--output", required=True, help="output folder")
     _add_sampling_options(p)
+    _add_method_option(p)
     _add_backend_options(p)
     p.add_argument("--edit", default=None, help="an edit file (`lrgmm edit-fit`): write strips of the faces edited at --alpha")
     p.add_argument("--alpha", type=float, nargs="+", default=None, help="edit strengths for --edit (default: -2 -1 0 1 2)")
@@ -341,8 +368,12 @@ def build_parser() -> argparse.ArgumentParser:
     _opt(p, evaluate, "kid_subsets", type=int, help="KID subsets")
     _opt(p, evaluate, "kid_subset_size", type=int, help="KID subset size (capped at the smaller set)")
     _opt(p, evaluate, "batch_size", type=int, help="Inception batch size")
-    p.add_argument("--no-memorisation", dest="memorisation", action="store_false", default=True,
-                   help="skip the memorisation measures (they encode the whole training set once)")
+    p.add_argument("--memorisation", choices=["full", "codes", "none"], default="full",
+                   help="nearest-training-face measures in Inception space and latent codes (full), latent codes "
+                        "only (codes: no decoding of the training set, for large models), or none")
+    p.add_argument("--no-memorisation", dest="memorisation", action="store_const", const="none",
+                   help="same as --memorisation none")
+    _add_method_option(p)
     p.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
     p.add_argument("--per-face", action="store_true", help="per-face distances in the JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
