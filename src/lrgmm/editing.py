@@ -30,10 +30,15 @@ Methods (``method``), all behind this one map:
   p = 2 cost is applied to them. corr_lk is the Pearson correlation of the indicator of each
   category of attribute l with the target attribute on the training codes (one weight per
   category: the paper's attributes are binary). lambda (``preservation``) = 1 as in the paper;
-  0 gives its core method LW(-). Adam, learning rate 1e-3, batch size min(n_source, n_target)
-  (the larger side is walked through in batches of that size, its last batch dropped when
-  smaller than half a batch, as the paper does), early stopping on held-out codes
-  (``validation_fraction`` of each side; the best validation loss is kept).
+  0 gives its core method LW(-). Adam, batch size min(n_source, n_target) (the larger side is
+  walked through in batches of that size, its last batch dropped when smaller than half a
+  batch, as the paper does), early stopping on held-out codes (``validation_fraction`` of each
+  side; the best validation loss is kept). **Deviation: learning rate 1e-2, not the paper's
+  1e-3.** The paper's 30k codes give many Adam steps per epoch; ~500 codes per side give one.
+  Measured on the 1,023-face model (gender): at 1e-3 the validation divergence fell linearly
+  from 2,865 to 2,401 over 150 epochs (8.5 minutes on the shared 2-core machine) without
+  levelling off, since each step moves a bias entry by at most 1e-3 and the class means differ
+  by ~0.18 per coordinate. ``learning_rate=1e-3`` restores the paper's value.
 - ``"mean_difference"``: H(z) = m_t - m_s, one fixed direction (A = 0).
 - ``"classifier"``: the unit normal w of an L2-regularised logistic regression between the
   sides on the codes (InterFaceGAN's direction, with a logistic loss instead of an SVM), scaled
@@ -324,9 +329,9 @@ class AttributeEdit:
         preservation: float = 1.0,
         blur: float | None = None,
         preservation_blur: float = 0.05,
-        learning_rate: float = 1e-3,
-        max_epochs: int = 400,
-        patience: int = 30,
+        learning_rate: float = 1e-2,
+        max_epochs: int = 200,
+        patience: int = 20,
         validation_fraction: float = 0.2,
         scaling: float = 0.8,
         classifier_l2: float = 1e-3,

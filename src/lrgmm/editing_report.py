@@ -161,8 +161,7 @@ def run(
     for a in attrs:
         lab = tab_jt.column(a)
         keep = np.array([v is not None for v in lab])
-        pred = judges[a].predict(f_jt[keep])
-        judge_acc[a] = float(np.mean(pred == np.array([v for v in lab if v is not None])))
+        judge_acc[a] = float(judges[a].score(f_jt[keep], [v for v in lab if v is not None]))
     f_real_f, _ = file_feats(females)
     stage("judge (Inception features, classifiers)", t0)
 
@@ -180,16 +179,14 @@ def run(
         if base is None:  # alpha = 0 without NN: the "before" of every comparison
             zero = alphas.index(0.0)
             base_feats = feats[:, zero]
-            base = {a: judges[a].predict(base_feats) for a in attrs}
+            base = {a: np.array(judges[a].predict(base_feats)) for a in attrs}
             originals = res.originals
-        if nn:
-            zero = alphas.index(0.0)
         row = {"alpha": list(alphas), "target_change": [], "attribute_preservation": [], "identity": [],
                "fid_vs_real_female": [], "judged_female": []}
         was_male = base["gender"] == "male"
         for j, a in enumerate(alphas):
             f = feats[:, j]
-            pred = {k: judges[k].predict(f) for k in attrs}
+            pred = {k: np.array(judges[k].predict(f)) for k in attrs}
             row["judged_female"].append(float(np.mean(pred["gender"] == "female")))
             row["target_change"].append(float(np.mean(pred["gender"][was_male] == "female")) if was_male.any() else None)
             row["attribute_preservation"].append(float(np.mean([np.mean(pred[k] == base[k]) for k in ("age", "race")])))
@@ -275,27 +272,27 @@ def write_markdown(r: dict) -> str:
     L = [
         "# Attribute editing: Wasserstein edits against baselines",
         "",
-        f"Regenerate: `{r['command']}` ({r['total_seconds'] / 60:.1f} min on this machine: "
+        (f"Regenerate: `{r['command']}` ({r['total_seconds'] / 60:.1f} min on this machine: "
         f"{r['machine']['platform']}, torch {r['machine']['torch']}, {r['machine']['threads']} threads; "
-        "the machine was shared with other jobs). Every number below is in `editing.json`.",
+        "the machine was shared with other jobs). Every number below is in `editing.json`."),
         "",
         "## Setting",
         "",
-        f"- Model: `FacePipeline()` defaults on {r['model']['n_training_images']} shared UTKFace photos "
+        (f"- Model: `FacePipeline()` defaults on {r['model']['n_training_images']} shared UTKFace photos "
         f"(the `lrgmm demo` set), d0 = {d0:,}. Edit: gender, male -> female for alpha > 0, fitted on the "
-        f"model's {r['model']['counts']['male']} male and {r['model']['counts']['female']} female training codes.",
+        f"model's {r['model']['counts']['male']} male and {r['model']['counts']['female']} female training codes."),
         f"- Inputs: {s['n_eval']} held-out photos labelled male (never trained on); alphas {s['alphas']}.",
         f"- Judge: `lrgmm.metrics.attributes` classifiers on Inception-v3 features of {s['n_judge']} other "
         f"real photos; held-out accuracy on {s['n_judge_test']} photos: "
         + ", ".join(f"{a} {100 * v:.1f} %" for a, v in r["judge_accuracy"].items()) + ".",
-        "- Target change: share of the inputs judged male at alpha = 0 that are judged female after the edit. "
+        ("- Target change: share of the inputs judged male at alpha = 0 that are judged female after the edit. "
         "Attribute preservation: share of (face, attribute) pairs for age group and race whose judged class "
         "is unchanged from alpha = 0. Identity: mean cosine similarity of Inception features before "
         "(alpha = 0) and after; **no face-recognition network is available here**, so this is a generic "
         "image-similarity proxy, not the paper's VGGFace measure. Realism: FID of the edited faces against "
         f"{s['n_real_female']} held-out real female photos (n = {s['n_eval']}: strongly biased upwards, "
         f"compare methods with each other). Reference: {s['n_eval']} other real female photos through the "
-        f"autoencoder score FID {r['fid_reference_real_female_reconstructions']:.1f}.",
+        f"autoencoder score FID {r['fid_reference_real_female_reconstructions']:.1f}."),
         "",
         "## Methods and sizes",
         "",
@@ -321,9 +318,9 @@ def write_markdown(r: dict) -> str:
             L.append(f"| {name} | " + " | ".join(_f(v, fmt) for v in row[metric]) + " |")
         L.append("")
     L += ["## At equal target change rate", "",
-          "Preservation and identity interpolated linearly along each method's alpha curve at the alpha "
+          ("Preservation and identity interpolated linearly along each method's alpha curve at the alpha "
           "where its target change rate first reaches the level (– : not reached by alpha = "
-          f"{max(s['alphas']):g}).", ""]
+          f"{max(s['alphas']):g})."), ""]
     for tcr, rows in r["equal_target_change"].items():
         L += [f"**target change {float(tcr):.0%}**", "", "| method | alpha | attribute preservation | identity | FID |",
               "|---|---|---|---|---|"]
@@ -363,9 +360,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default=None)
     p.add_argument("--n-eval", type=int, default=96)
     p.add_argument("--n-judge", type=int, default=1200)
+    p.add_argument("--n-judge-test", type=int, default=400)
+    p.add_argument("--n-real", type=int, default=400)
+    p.add_argument("--n-train", type=int, default=1024)
     p.add_argument("--quiet", action="store_true")
     a = p.parse_args(argv)
-    r = run(out=a.out, data=a.data, n_eval=a.n_eval, n_judge=a.n_judge, progress=not a.quiet)
+    r = run(out=a.out, data=a.data, n_train=a.n_train, n_eval=a.n_eval, n_judge=a.n_judge, n_judge_test=a.n_judge_test,
+            n_real=a.n_real, progress=not a.quiet)
     print(f"report written to {Path(a.out) / 'editing.md'} in {r['total_seconds'] / 60:.1f} min")
     return 0
 
