@@ -394,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     _opt(p, init, "method", choices=EDIT_METHODS, help="how H is learned")
     _opt(p, init, "rank", type=int, help="rank of the low-rank term of H (wasserstein)")
     _opt(p, init, "preservation", type=float, help="lambda of the attribute-preservation loss (wasserstein; 0 = core method)")
-    _opt(p, init, "blur", type=float, help="Sinkhorn blur (eps = blur^2); default: 0.1 x median code distance")
+    _opt(p, init, "blur", type=float, help="Sinkhorn blur (eps = blur^2); default: the median code distance")
     _opt(p, init, "learning_rate", type=float, help="Adam learning rate")
     _opt(p, init, "max_epochs", type=int, help="maximum epochs")
     _opt(p, init, "patience", type=int, help="early-stopping patience in epochs")

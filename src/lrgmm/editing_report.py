@@ -1,6 +1,6 @@
 """The editing report: every edit method measured on held-out faces in one run.
 
-    python -m lrgmm.editing_report [--out reports/] [--data DIR] [--n-eval 96] [--quiet]
+    python -m lrgmm.editing_report [--out reports/] [--data DIR] [--n-eval 64] [--quiet]
 
 writes ``<out>/editing.md``, ``<out>/editing.json`` (every number) and ``<out>/figures/editing_*.png``.
 
@@ -59,7 +59,6 @@ SPLIT_SEED = 0
 HELDOUT_RESERVE = 3000
 METHODS = {
     "wasserstein": {"method": "wasserstein", "preservation": 1.0},
-    "wasserstein (lambda=0)": {"method": "wasserstein", "preservation": 0.0},
     "classifier normal": {"method": "classifier"},
     "mean difference": {"method": "mean_difference"},
     "Gaussian OT": {"method": "gaussian_ot"},
@@ -94,10 +93,10 @@ def run(
     out: str | Path = "reports",
     data: str | Path | None = None,
     n_train: int = 1024,
-    n_eval: int = 96,
-    n_judge: int = 1200,
-    n_judge_test: int = 400,
-    n_real: int = 400,
+    n_eval: int = 64,
+    n_judge: int = 800,
+    n_judge_test: int = 300,
+    n_real: int = 300,
     alphas: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0),
     n_strips: int = 4,
     progress: bool = True,
@@ -358,10 +357,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m lrgmm.editing_report", description=__doc__.split("\n")[0])
     p.add_argument("--out", default="reports")
     p.add_argument("--data", default=None)
-    p.add_argument("--n-eval", type=int, default=96)
-    p.add_argument("--n-judge", type=int, default=1200)
-    p.add_argument("--n-judge-test", type=int, default=400)
-    p.add_argument("--n-real", type=int, default=400)
+    p.add_argument("--n-eval", type=int, default=64)
+    p.add_argument("--n-judge", type=int, default=800)
+    p.add_argument("--n-judge-test", type=int, default=300)
+    p.add_argument("--n-real", type=int, default=300)
     p.add_argument("--n-train", type=int, default=1024)
     p.add_argument("--quiet", action="store_true")
     a = p.parse_args(argv)
