@@ -393,6 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     init = AttributeEdit.__init__
     _opt(p, init, "method", choices=EDIT_METHODS, help="how H is learned")
     _opt(p, init, "rank", type=int, help="rank of the low-rank term of H (wasserstein)")
+    _opt(p, init, "cost", choices=("joint", "pixels"), help="transport between whole codes (the paper) or per latent position (wasserstein)")
     _opt(p, init, "preservation", type=float, help="lambda of the attribute-preservation loss (wasserstein; 0 = core method)")
     _opt(p, init, "blur", type=float, help="Sinkhorn blur (eps = blur^2); default: the median code distance")
     _opt(p, init, "learning_rate", type=float, help="Adam learning rate")
