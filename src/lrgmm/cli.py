@@ -79,6 +79,12 @@ def _add_sampling_options(p, n_default=16):
     p.add_argument("--patch-size", "--omega", type=int, default=None, help="NN patch size (default: the model's)")
 
 
+def _edit_defaults() -> dict:
+    from .pipeline import FacePipeline
+
+    return {n: _default(FacePipeline.edit, n) for n in ("alphas", "nn")}
+
+
 def _add_method_option(p):
     from .baselines import BASELINES
 
@@ -150,6 +156,16 @@ def cmd_sample(args) -> int:
     where = {"where": args.where, "labels_csv": args.labels} if args.where else {}
     if args.labels and not args.where:
         raise ValueError("--labels is used with --where ATTRIBUTE=VALUE ...")
+    edit = None
+    if getattr(args, "edit", None):
+        from .editing import load_edit
+
+        if args.method not in (None, "lrgmm-nn", "lrgmm"):
+            raise ValueError("--edit works on the model's own faces; drop --method or --edit")
+        edit = load_edit(args.edit)
+        edit.check_model(pipe, args.edit)  # before generating anything
+    elif getattr(args, "alpha", None) is not None:
+        raise ValueError("--alpha needs --edit EDIT_FILE")
     if args.method in (None, "lrgmm-nn", "lrgmm"):
         out = pipe.generate(args.n, seed, nn=args.nn and args.method != "lrgmm", temperature=args.temperature,
                             nn_iterations=args.nn_iterations, patch_size=args.patch_size, **where)
@@ -157,6 +173,12 @@ def cmd_sample(args) -> int:
         if where:
             raise ValueError(f"--where works with the LR-GMM methods (lrgmm-nn, lrgmm), not --method {args.method}")
         out = _baseline(args.method, pipe).generate(args.n, seed)
+    if edit is not None:
+        alphas = args.alpha if args.alpha is not None else list(_edit_defaults()["alphas"])
+        edited = pipe.edit(out, edit, alphas=alphas, nn=args.nn)
+        print(f"seed {seed}")
+        _write_edits(edited, args)
+        return 0
     written = out.save(args.output, progress=not args.quiet)
     print(f"{len(out)} faces (seed {seed}) written to {args.output}/: grid.png, face_*.png"
           + (", face_*_provenance.png/.json, provenance_grid.png" if written["provenance_maps"] else ""))
@@ -287,6 +309,60 @@ def _add_serve_parser(sub) -> None:
     p.set_defaults(func=cmd_serve)
 
 
+def _load_for_edit(model: str, quiet: bool):
+    from .errors import ModelFileError
+    from .pipeline import FacePipeline
+
+    if Path(model).is_dir():
+        raise ModelFileError(
+            f"{model} is a folder, not a model file: fit a model first (`lrgmm fit {model} -o faces.lrgmm`), "
+            "then `lrgmm edit-fit faces.lrgmm --attribute ...` (add --data FOLDER to fit the edit on other labelled photos)"
+        )
+    return FacePipeline.load(model, progress=not quiet)
+
+
+def cmd_edit_fit(args) -> int:
+    from .editing import AttributeEdit
+
+    pipe = _load_for_edit(args.model, args.quiet)
+    params = {k: getattr(args, k) for k in AttributeEdit().get_params() if hasattr(args, k)}
+    params["progress"] = not args.quiet
+    source = None
+    if args.data:
+        source = args.data if len(args.data) > 1 else args.data[0]
+    edit = AttributeEdit(**params).fit(
+        pipe, attribute=args.attribute, source=source, labels_csv=args.labels, negative=args.negative, positive=args.positive
+    )
+    path = edit.save(args.output)
+    rep = edit.parameter_report()
+    print(f"{edit.method} edit of {edit.attribute_}: {edit.negative_} ({edit.n_negative_} images) -> "
+          f"{edit.positive_} ({edit.n_positive_} images), fitted in {edit.fit_seconds_:.1f} s")
+    print(f"H: {rep['n_parameters']:,} values ({100 * rep['share_of_full']:.3f}% of a full d0 x d0 affine map, d0 = {rep['d0']:,})")
+    if edit.history_:
+        print(f"validation loss {edit.info_['initial_validation_loss']:.2f} -> {edit.info_['best_validation_loss']:.2f} "
+              f"(best epoch {edit.info_['best_epoch']} of {edit.info_['epochs']})")
+    print(f"edit written to {path}")
+    return 0
+
+
+def _write_edits(out, args) -> None:
+    written = out.save(args.output)
+    alphas = " ".join(f"{a:g}" for a in out.alphas)
+    print(f"{len(out)} strip(s) (input, then alpha = {alphas}) written to {args.output}/: edit_*.png, grid.png, edits.json"
+          + (", edit_*_provenance.png" if written["provenance_strips"] else ""))
+
+
+def cmd_edit(args) -> int:
+    from .editing import load_edit
+
+    pipe = _load_for_edit(args.model, args.quiet)
+    edit = load_edit(args.edit)
+    edit.check_model(pipe, args.edit)
+    out = pipe.edit(args.images, edit, alphas=args.alpha, nn=args.nn)
+    _write_edits(out, args)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .demo import run_demo
 
@@ -309,6 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampling_options(p)
     _add_method_option(p)
     _add_backend_options(p)
+    p.add_argument("--edit", default=None, help="an edit file (`lrgmm edit-fit`): write strips of the faces edited at --alpha")
+    p.add_argument("--alpha", type=float, nargs="+", default=None, help="edit strengths for --edit (default: -2 -1 0 1 2)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--where", nargs="+", default=None, metavar="ATTR=VALUE",
                    help="sample faces with these labels, e.g. gender=female age=senior (UTKFace names or --labels)")
@@ -376,6 +454,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-face", action="store_true", help="per-face distances in the JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_eval)
+
+    from .editing import EDIT_METHODS, AttributeEdit
+
+    fit_edit = AttributeEdit.fit
+    p = sub.add_parser("edit-fit", help="learn an attribute edit (e.g. gender) for a model file")
+    p.add_argument("model", help="a .lrgmm model file (fit one with `lrgmm fit FOLDER -o faces.lrgmm`)")
+    p.add_argument("--attribute", default=_default(fit_edit, "attribute"),
+                   help=f"attribute to edit: gender, age, race (UTKFace names) or a --labels column (default: {_default(fit_edit, 'attribute')})")
+    p.add_argument("--data", nargs="+", default=None, help="labelled photos to fit on (default: the model's training photos)")
+    p.add_argument("--labels", default=None, help="CSV file,<attribute>... (default: UTKFace file names)")
+    p.add_argument("--negative", default=None, help="category edited away from (alpha > 0); needed for age: child/adult/senior")
+    p.add_argument("--positive", default=None, help="category edited towards (alpha > 0)")
+    init = AttributeEdit.__init__
+    _opt(p, init, "method", choices=EDIT_METHODS, help="how H is learned")
+    _opt(p, init, "rank", type=int, help="rank of the low-rank term of H (wasserstein)")
+    _opt(p, init, "cost", choices=("joint", "pixels"), help="transport between whole codes (the paper) or per latent position (wasserstein)")
+    _opt(p, init, "preservation", type=float, help="lambda of the attribute-preservation loss (wasserstein; 0 = core method)")
+    _opt(p, init, "blur", type=float, help="Sinkhorn blur (eps = blur^2); default: the median code distance")
+    _opt(p, init, "learning_rate", type=float, help="Adam learning rate")
+    _opt(p, init, "max_epochs", type=int, help="maximum epochs")
+    _opt(p, init, "patience", type=int, help="early-stopping patience in epochs")
+    _opt(p, init, "min_examples", type=int, help="fewest images accepted per side")
+    _opt(p, init, "random_state", "--seed", type=int, help="seed of the validation split and batches")
+    p.add_argument("-o", "--output", required=True, help="edit file to write, e.g. gender.edit")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_edit_fit)
+
+    ef = _edit_defaults()
+    p = sub.add_parser("edit", help="edit photos along an attribute: one strip of faces per photo")
+    p.add_argument("model", help="the .lrgmm model file the edit was fitted for")
+    p.add_argument("edit", help="an edit file from `lrgmm edit-fit`")
+    p.add_argument("images", nargs="+", help="photos to edit")
+    p.add_argument("--alpha", type=float, nargs="+", default=list(ef["alphas"]),
+                   help=f"edit strengths; > 0 towards the positive category (default: {' '.join(str(a) for a in ef['alphas'])})")
+    p.add_argument("--no-nn", dest="nn", action="store_false", default=ef["nn"], help="skip the NN step after the edit")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_edit)
 
     p = sub.add_parser("weights", help="autoencoder weights")
     wsub = p.add_subparsers(dest="weights_command", required=True)

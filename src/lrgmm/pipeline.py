@@ -250,6 +250,15 @@ class FacePipeline:
 
         return complete_image(self, image, mask, n, seed, **overrides)
 
+    def edit(self, inputs, edit, alphas=(-2, -1, 0, 1, 2), nn: bool = True, seed: int | None = None):
+        """Edit faces along an attribute (``lrgmm.editing``): ``inputs`` are image paths, an
+        (n, 3, H, W) tensor in [0, 1], a ``Generated`` or an int (faces generated with ``seed``);
+        ``edit`` an ``AttributeEdit`` or an edit file made for this model. Returns
+        ``EditedFaces`` (``.images`` (n_inputs, n_alphas, 3, R, R), ``.save(out_dir)``)."""
+        from .editing import edit_faces
+
+        return edit_faces(self, inputs, edit, alphas=alphas, nn=nn, seed=seed)
+
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Decode latents in batches, with a progress bar for long runs."""
         ae = self.autoencoder_
