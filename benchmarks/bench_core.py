@@ -262,8 +262,27 @@ def main(argv=None):
         "layers dominate and are memory-bound on this CPU.",
         "",
     ]
-    args.output.write_text("\n".join(lines))
+    text = "\n".join(lines)
+    # Other scripts own other sections of the file (bench_studio.py: "## Studio ..."): keep them.
+    if args.output.exists():
+        ours = {ln for ln in lines if ln.startswith("## ")}
+        text = text.rstrip("\n") + "\n" + "".join(
+            "\n" + sec for sec in _sections(args.output.read_text()) if sec.splitlines()[0] not in ours
+        )
+    args.output.write_text(text)
     print(f"wrote {args.output}", file=sys.stderr)
+
+
+def _sections(markdown: str) -> list[str]:
+    """The "## " sections of a markdown file, each with its heading line (the preamble dropped)."""
+    parts, current = [], None
+    for line in markdown.splitlines(keepends=True):
+        if line.startswith("## "):
+            current = [line]
+            parts.append(current)
+        elif current is not None:
+            current.append(line)
+    return ["".join(p).rstrip("\n") + "\n" for p in parts]
 
 
 if __name__ == "__main__":
