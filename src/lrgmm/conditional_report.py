@@ -2,8 +2,9 @@
 
     python -m lrgmm.conditional_report --out reports/
 
-Setup (every number is a parameter of ``run``; the defaults keep a cold run near 20 minutes on 2
-CPU cores): the model is the demo's (``lrgmm demo``: 1,024 shared UTKFace photos drawn with
+Setup (every number is a parameter of ``run``; the committed report's run took 48.6 minutes on 2
+CPU cores shared with other jobs, Inception features being the main cost): the model is
+the demo's (``lrgmm demo``: 1,024 shared UTKFace photos drawn with
 seed 0, default settings). The other shared photos are held out; from them, at random (seed),
 ``n_inputs`` photos to complete and ``n_real`` real photos for FID references and for training
 the independent attribute judges (``lrgmm.metrics.attributes``, Inception features, 80/20 split).
