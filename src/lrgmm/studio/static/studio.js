@@ -94,8 +94,8 @@ async function runFit(request) {
     }
     if (job.state === "error") throw new Error(job.error);
     bar.value = bar.max;
+    await loadModels(job.model);  // the new model is selected before the page says "done"
     msg.textContent = `done in ${job.seconds} s: ${job.message}`;
-    await loadModels(job.model);
   } catch (e) {
     msg.textContent = ""; toast(`fit failed: ${e.message}`);
   } finally {
