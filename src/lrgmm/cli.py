@@ -145,13 +145,18 @@ def cmd_fit(args) -> int:
     return 0
 
 
-def cmd_sample(args) -> int:
+def _load_pipeline(args):
+    """The model file ``args.model`` with the backend options given on the command line."""
     from .io.model_file import read_metadata
     from .pipeline import FacePipeline
 
     name = read_metadata(args.model).get("autoencoder", {}).get("name", "taef2")
     options = _backend_options(name, args)
-    pipe = FacePipeline.load(args.model, autoencoder_options=options or None, progress=not args.quiet)
+    return FacePipeline.load(args.model, autoencoder_options=options or None, progress=not args.quiet)
+
+
+def cmd_sample(args) -> int:
+    pipe = _load_pipeline(args)
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     where = {"where": args.where, "labels_csv": args.labels} if args.where else {}
     if args.labels and not args.where:
@@ -190,12 +195,8 @@ def cmd_sample(args) -> int:
 
 def cmd_complete(args) -> int:
     from .conditional import box_mask, complete_image
-    from .io.model_file import read_metadata
-    from .pipeline import FacePipeline
 
-    name = read_metadata(args.model).get("autoencoder", {}).get("name", "taef2")
-    options = _backend_options(name, args)
-    pipe = FacePipeline.load(args.model, autoencoder_options=options or None, progress=not args.quiet)
+    pipe = _load_pipeline(args)
     mask = box_mask(pipe.resolution, *args.box) if args.box else args.mask
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     out = complete_image(
