@@ -24,6 +24,14 @@ initialisation and EM stops after 2 iterations; EM then serves to fit each clust
 model. The paper's scikit-learn fit behaves the same way (it stopped after 2 iterations, SPEC.md).
 On well-separated synthetic mixtures EM recovers the planted partition (tests/test_mixture.py).
 
+At large N it goes wrong (measured in reports/reproduction.md, whole training split): on 18,917
+codes with K = 64 requested, hard responsibilities move codes into the broadest component at every
+iteration until it holds almost all of them (its rank 488 of a total 516; 29 components survive
+pruning), and the fit takes 19 minutes because that component's M-step is a d0 x d0
+eigendecomposition. The resulting model is close to one Gaussian (FID 132.6 without NN, against
+105.4 at N = 1,023). Keeping the k-means partition (as at N = 1,024), tempering the E-step or
+comparing components by their leading-direction density are the candidate fixes; none is in yet.
+
 The M-step never forms a d0 x d0 matrix while a component has fewer samples than d0: the
 eigenvectors come from the n_k x n_k Gram matrix of the centred, weighted samples.
 Eigendecompositions and the E-step run in float64; fitted parameters are stored in float32.
