@@ -27,8 +27,9 @@ On well-separated synthetic mixtures EM recovers the planted partition (tests/te
 At large N it goes wrong (measured in reports/reproduction.md, whole training split): on 18,917
 codes with K = 64 requested, EM moves codes into one broad component until it holds almost all
 of them (16,618 codes in one component seen mid-fit; at the end its rank is 488 of a total 516,
-i.e. pi_k ~ 0.99, and 29 components survive pruning), and the fit takes 19 minutes because that
-component's M-step is a d0 x d0 eigendecomposition. The resulting model is close to one Gaussian (FID 132.6 without NN, against
+i.e. pi_k ~ 0.99, and 29 components survive pruning), and the fit took 19 minutes (on a machine
+shared with other jobs, load ~8 on 2 cores) because that component's M-step is a d0 x d0
+eigendecomposition. The resulting model is close to one Gaussian (FID 132.6 without NN, against
 105.4 at N = 1,023). Keeping the k-means partition (as at N = 1,024), tempering the E-step or
 comparing components by their leading-direction density are the candidate fixes; none is in yet.
 
