@@ -28,7 +28,7 @@ from lrgmm import __version__, cli, weights
 from lrgmm.cli import build_parser, main
 from lrgmm.demo import run_demo
 from lrgmm.errors import FitError
-from lrgmm.io import model_file
+from lrgmm.io import tensor_file  # model files are written through it
 from lrgmm.io.model_file import read_metadata
 from lrgmm.pipeline import FacePipeline
 
@@ -400,7 +400,7 @@ def test_fit_save_failure_leaves_nothing(faces64, tmp_path, capsys, monkeypatch,
         Path(filename).write_bytes(b"\0" * 512)
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(model_file, "save_file", broken)
+    monkeypatch.setattr(tensor_file, "save_file", broken)
     rc, _, err = _fit(capsys, d, out_dir / "m.lrgmm")
     assert_clean_error(rc, err, "No space left on device", code=1)
     assert list(out_dir.iterdir()) == []

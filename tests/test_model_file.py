@@ -20,7 +20,7 @@ from conftest import N_FACES, rewrite_model_metadata
 
 from lrgmm import autoencoders
 from lrgmm.errors import ModelFileError
-from lrgmm.io import model_file
+from lrgmm.io import tensor_file  # model files are written through it
 from lrgmm.io.model_file import (
     FORMAT_VERSION,
     TENSOR_NAMES,
@@ -276,7 +276,7 @@ def _fail_midway(exc):
 def test_failed_save_leaves_nothing(fitted64, tmp_path, monkeypatch, exc):
     folder = tmp_path / "models"
     folder.mkdir()
-    monkeypatch.setattr(model_file, "save_file", _fail_midway(exc))
+    monkeypatch.setattr(tensor_file, "save_file", _fail_midway(exc))
     with pytest.raises(type(exc)):
         fitted64.save(folder / "new.lrgmm")
     assert list(folder.iterdir()) == []  # no target, no temporary file
@@ -286,7 +286,7 @@ def test_failed_save_keeps_the_existing_file(fitted64, model64_file, tmp_path, m
     target = tmp_path / "faces.lrgmm"
     shutil.copyfile(model64_file, target)
     before = target.read_bytes()
-    monkeypatch.setattr(model_file, "save_file", _fail_midway(OSError(5, "Input/output error")))
+    monkeypatch.setattr(tensor_file, "save_file", _fail_midway(OSError(5, "Input/output error")))
     with pytest.raises(OSError, match="Input/output error"):
         fitted64.save(target)
     assert target.read_bytes() == before

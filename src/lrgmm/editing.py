@@ -109,7 +109,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .errors import LrgmmError, OptionalDependencyError
-from .io.atomic import atomic_write
+from .io.tensor_file import TensorFileFormat
 from .labels import LabelError, LabelTable, canonical_category
 from .randomness import as_generator
 
@@ -125,6 +125,13 @@ class EditError(LrgmmError, ValueError):
 
 class EditFileError(EditError):
     """An edit file is unreadable, from a newer format, or made for another model."""
+
+
+EDIT_FORMAT = TensorFileFormat(
+    FORMAT_NAME, FORMAT_VERSION, _METADATA_KEY, what="edit", noun="edit file", error=EditFileError,
+    create_hint="fit one with `lrgmm edit-fit MODEL --attribute gender -o {name}`",
+    redo_hint="fit it again with `lrgmm edit-fit`",
+)
 
 
 def _require_geomloss():
@@ -697,8 +704,6 @@ class AttributeEdit:
     def metadata(self) -> dict:
         self._check_fitted()
         return {
-            "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
             "lrgmm_version": __version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "params": {k: (v if not isinstance(v, torch.Generator) else None) for k, v in self.get_params().items()},
@@ -717,15 +722,10 @@ class AttributeEdit:
 
     def save(self, path: str | Path) -> Path:
         """Write the edit file (safetensors + JSON metadata; atomic)."""
-        from safetensors.torch import save_file
-
-        meta = self.metadata()
-        tensors = {"linear": self.linear_.contiguous(), "bias": self.bias_.contiguous(),
-                   "memory_side": self.memory_side_.contiguous()}
+        tensors = {"linear": self.linear_, "bias": self.bias_, "memory_side": self.memory_side_}
         if self.left_ is not None:
-            tensors["left"], tensors["right"] = self.left_.contiguous(), self.right_.contiguous()
-        header = {_METADATA_KEY: json.dumps(meta, separators=(",", ":"))}
-        return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
+            tensors["left"], tensors["right"] = self.left_, self.right_
+        return EDIT_FORMAT.write(path, tensors, self.metadata())
 
     def __repr__(self) -> str:
         if hasattr(self, "attribute_"):
@@ -747,31 +747,9 @@ def _jsonable(obj):
 
 def load_edit(path: str | Path) -> AttributeEdit:
     """Read an edit file written by ``AttributeEdit.save``. Never unpickles."""
-    from safetensors import safe_open
-
+    tensors, meta = EDIT_FORMAT.read(path)
+    EDIT_FORMAT.require(path, tensors, ("linear", "bias", "memory_side"))
     path = Path(path)
-    if not path.is_file():
-        raise EditFileError(f"edit file {path} does not exist; fit one with `lrgmm edit-fit MODEL --attribute gender -o {path.name}`")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            raw = (f.metadata() or {}).get(_METADATA_KEY)
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
-    except Exception as exc:  # noqa: BLE001 (safetensors reports truncation and garbage as various errors)
-        raise EditFileError(f"{path} is not a readable edit file (truncated or corrupt: {exc}); fit it again with `lrgmm edit-fit`") from None
-    if raw is None:
-        raise EditFileError(f"{path} is a safetensors file but not an lrgmm edit (no '{_METADATA_KEY}' metadata)")
-    try:
-        meta = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise EditFileError(f"{path}: edit metadata is not valid JSON ({exc}); fit the edit again") from None
-    if meta.get("format") != FORMAT_NAME:
-        raise EditFileError(f"{path}: unknown format {meta.get('format')!r}, expected {FORMAT_NAME!r}")
-    version = meta.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise EditFileError(f"{path} has edit format version {version}, newer than this lrgmm reads ({FORMAT_VERSION}); upgrade lrgmm")
-    missing = [k for k in ("linear", "bias", "memory_side") if k not in tensors]
-    if missing:
-        raise EditFileError(f"{path}: missing tensors {missing}; the file is corrupt, fit the edit again")
     accepted = inspect.signature(AttributeEdit.__init__).parameters
     edit = AttributeEdit(**{k: v for k, v in meta.get("params", {}).items() if k in accepted})
     edit.linear_, edit.bias_, edit.memory_side_ = tensors["linear"], tensors["bias"], tensors["memory_side"]

@@ -18,22 +18,23 @@ previous file (or nothing), never half a model.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from ..errors import ModelFileError
 from ..mixture import LowRankGaussianMixture
 from ..model import LRGMM
 from ..projector import PixelPCA
-from .atomic import atomic_write
+from .tensor_file import TensorFileFormat
 
 FORMAT_NAME = "lrgmm-model"
 FORMAT_VERSION = 1
 _METADATA_KEY = "lrgmm"
+MODEL_FORMAT = TensorFileFormat(
+    FORMAT_NAME, FORMAT_VERSION, _METADATA_KEY, what="model", noun="lrgmm model file", error=ModelFileError,
+    create_hint="create one with `lrgmm fit FOLDER -o {path}`", redo_hint="refit it with `lrgmm fit`",
+)
 
 
 TENSOR_NAMES = (
@@ -63,52 +64,18 @@ def model_tensors(model: LRGMM) -> dict[str, torch.Tensor]:
 
 def save_model_file(path: str | Path, model: LRGMM, metadata: dict) -> None:
     """Write a fitted model and its metadata atomically."""
-    meta = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **metadata}
-    tensors = {k: v.detach().contiguous() for k, v in model_tensors(model).items()}
-    header = {_METADATA_KEY: json.dumps(meta, separators=(",", ":"))}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
+    MODEL_FORMAT.write(path, model_tensors(model), metadata)
 
 
 def read_metadata(path: str | Path) -> dict:
     """The JSON metadata of a model file, checked for format and version."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"model file {path} does not exist; create one with `lrgmm fit FOLDER -o {path}`")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            raw = (f.metadata() or {}).get(_METADATA_KEY)
-    except Exception as exc:  # safetensors reports truncation and garbage as various errors
-        raise ModelFileError(
-            f"{path} is not a readable lrgmm model file (truncated or corrupt: {exc}); refit it with `lrgmm fit`"
-        ) from None
-    if raw is None:
-        raise ModelFileError(f"{path} is a safetensors file but not an lrgmm model (no '{_METADATA_KEY}' metadata)")
-    try:
-        meta = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ModelFileError(f"{path}: model metadata is not valid JSON ({exc}); refit the model") from None
-    if meta.get("format") != FORMAT_NAME:
-        raise ModelFileError(f"{path}: unknown format {meta.get('format')!r}, expected {FORMAT_NAME!r}")
-    version = meta.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise ModelFileError(
-            f"{path} has model format version {version}, newer than this lrgmm reads ({FORMAT_VERSION}); "
-            "upgrade lrgmm (pip install -U lrgmm) to load it"
-        )
-    return meta
+    return MODEL_FORMAT.read_metadata(path)
 
 
 def load_model_file(path: str | Path) -> tuple[LRGMM, dict]:
     """Read a model file: the fitted ``LRGMM`` and the metadata dict. Never unpickles."""
-    meta = read_metadata(path)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            t = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:
-        raise ModelFileError(f"{path}: cannot read the model tensors ({exc}); the file is corrupt, refit it") from None
-    missing = [k for k in TENSOR_NAMES if k not in t]
-    if missing:
-        raise ModelFileError(f"{path}: missing tensors {missing}; the file is corrupt, refit it")
+    t, meta = MODEL_FORMAT.read(path)
+    MODEL_FORMAT.require(path, t, TENSOR_NAMES)
 
     hp = meta.get("hyperparameters", {})
     model = LRGMM(**{k: v for k, v in hp.items() if k in LRGMM().get_params()})
