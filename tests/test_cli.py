@@ -179,7 +179,7 @@ def test_info(cli_model, capsys, lrgmm_cache):
     rc, out, err = run(capsys, "info", "--json", model)
     assert rc == 0, err
     parsed = json.loads(out)
-    assert parsed["format_version"] == 1 and parsed["parameter_counts"] == counts
+    assert parsed["format_version"] == 2 and parsed["parameter_counts"] == counts
     assert "training_files" not in parsed
     rc, out, _ = run(capsys, "info", "--json", "--files", model)
     assert len(json.loads(out)["training_files"]) == N_FACES

@@ -30,7 +30,7 @@ def _same_partition(a, b):
 
 def test_em_recovers_planted_mixture():
     x, labels, truth = _planted_mixture()
-    gmm = LowRankGaussianMixture(n_components=3, temperature=3 * 3 / 60 * 1.01, random_state=0).fit(x)
+    gmm = LowRankGaussianMixture(n_components=3, temperature=3 * 3 / 60 * 1.01, density_rank=3, random_state=0).fit(x)
     assert gmm.converged_
     assert _same_partition(gmm.labels_, labels)
     assert torch.allclose(gmm.weights_, torch.full((3,), 1 / 3), atol=1e-6)
@@ -142,3 +142,79 @@ def test_tiny_components_are_removed_so_no_sample_copies_a_training_code():
     z = sample_low_rank(gmm.means_, gmm.eigenvectors_, gmm.eigenvalues_, gmm.ranks_, comps, gen)
     dist = torch.cdist(z, x).min(1).values
     assert float(dist.min()) > 1e-3
+
+
+def _planted_high_dim(sizes, d, rank=4, sep=2.0, noise=1.0, seed=0):
+    """Planted low-rank Gaussians in d dimensions with n_k < d samples each (the regime of real
+    codes: d0 = 4,096 and a few hundred faces per component)."""
+    g = torch.Generator().manual_seed(seed)
+    xs, labels = [], []
+    for j, n_k in enumerate(sizes):
+        mean = torch.randn(d, generator=g) * sep
+        basis, _ = torch.linalg.qr(torch.randn(d, rank, generator=g))
+        lat = torch.randn(n_k, rank, generator=g) * torch.linspace(3.0, 1.5, rank)
+        xs.append(mean + lat @ basis.T + noise * torch.randn(n_k, d, generator=g))
+        labels.append(torch.full((n_k,), j))
+    return torch.cat(xs), torch.cat(labels)
+
+
+def test_unequal_weights_recovered_in_high_dimension():
+    x, labels = _planted_high_dim([500, 300, 200], d=1200, seed=1)
+    gmm = LowRankGaussianMixture(n_components=3, density_rank=8, n_init=2, random_state=0).fit(x)
+    assert _same_partition(gmm.labels_, labels)
+    assert sorted(gmm.weights_.tolist()) == pytest.approx([0.2, 0.3, 0.5], abs=1e-6)
+    assert sorted(gmm.counts_.tolist()) == [200, 300, 500]
+    # The density rank is the same for every component; eq. 4's sampling rank follows pi_k.
+    assert gmm.density_ranks_.tolist() == [8, 8, 8]
+    order = gmm.weights_.argsort()
+    assert gmm.ranks_[order].tolist() == [int(0.12 * w * 1200) for w in (0.2, 0.3, 0.5)]
+    assert gmm.hard_assignment_ == 1.0
+
+
+@pytest.mark.slow
+def test_no_collapse_with_64_equal_components_at_n_20k():
+    x, labels = _planted_high_dim([320] * 64, d=512, rank=4, seed=2)
+    gmm = LowRankGaussianMixture(n_components=64, density_rank=4, random_state=0).fit(x)
+    assert gmm.n_components_ == 64
+    assert float(gmm.weights_.max()) < 0.03  # each planted component holds 1/64 = 0.016
+    # k-means++ may merge a pair and split another; most of the partition is recovered.
+    agree = sum(int(torch.bincount(labels[gmm.labels_ == k]).max()) for k in range(64) if (gmm.labels_ == k).any())
+    assert agree / x.shape[0] > 0.9
+
+
+def test_em_log_likelihood_never_decreases_with_soft_responsibilities():
+    # Overlapping clusters in low dimension: responsibilities are soft, so this is exact EM.
+    g = torch.Generator().manual_seed(5)
+    x = torch.cat([torch.randn(300, 6, generator=g), torch.randn(300, 6, generator=g) + 1.2, torch.randn(200, 6, generator=g) * 2])
+    gmm = LowRankGaussianMixture(n_components=3, density_rank=2, tol=1e-9, max_iter=60, random_state=0).fit(x)
+    assert gmm.hard_assignment_ < 0.5  # the regime where EM, not classification, runs
+    h = torch.tensor(gmm.lower_bound_history_, dtype=torch.float64)
+    assert len(h) > 5 and not gmm.pruned_at_
+    assert bool((h[1:] - h[:-1] >= -1e-9).all()), h.tolist()
+
+
+def test_n_init_keeps_the_most_likely_start():
+    x, _ = _planted_high_dim([60, 60, 60, 60], d=300, seed=3, sep=0.15)
+    one = LowRankGaussianMixture(n_components=4, density_rank=4, n_init=1, random_state=0).fit(x)
+    many = LowRankGaussianMixture(n_components=4, density_rank=4, n_init=4, random_state=0).fit(x)
+    assert len(many.lower_bounds_) == 4 and many.lower_bounds_[0] == pytest.approx(one.lower_bound_)
+    assert many.lower_bound_ == max(many.lower_bounds_)
+    again = LowRankGaussianMixture(n_components=4, density_rank=4, n_init=4, random_state=0).fit(x)
+    assert torch.equal(many.means_, again.means_) and torch.equal(many.labels_, again.labels_)
+
+
+def test_sampling_ranks_and_density_ranks_are_stored_together():
+    x, _ = _planted_high_dim([80, 40], d=400, seed=4)
+    gmm = LowRankGaussianMixture(n_components=2, density_rank=3, temperature=0.5, random_state=0).fit(x)
+    stored = (gmm.eigenvalues_ > 0).sum(1)
+    assert bool((stored >= torch.maximum(gmm.ranks_, gmm.density_ranks_)).all())
+    # eq. 4 at lambda = 0.5, capped at n_k - 1: 0.5 * 2/3 * 400 = 133 -> 79; 0.5 * 1/3 * 400 = 66 -> 39.
+    assert sorted(gmm.ranks_.tolist()) == [39, 66]
+    summary = gmm.components_summary()
+    assert [c["density_rank"] for c in summary] == [3, 3] and sum(c["n_train"] for c in summary) == 120
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("nan"), 0.0, -0.1, 1.5, 1e308])
+def test_temperature_must_be_finite_in_unit_interval(bad):
+    with pytest.raises(ValueError, match="temperature"):
+        LowRankGaussianMixture(n_components=1, temperature=bad).fit(torch.randn(10, 4))

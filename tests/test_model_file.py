@@ -110,7 +110,7 @@ def test_loading_never_unpickles(model64_file, taef2, monkeypatch):
 
 def test_metadata(fitted64, model64_file, taef2, faces64_dir):
     meta = read_metadata(model64_file)
-    assert meta["format_version"] == FORMAT_VERSION == 1
+    assert meta["format_version"] == FORMAT_VERSION == 2
     assert meta["autoencoder"] == {"name": "taef2", "id": taef2.id, "weights_sha256": taef2.weights_sha256}
     assert len(meta["autoencoder"]["weights_sha256"]) == 64
     assert meta["resolution"] == 128 and meta["latent_shape"] == [32, 16, 16]

@@ -8,40 +8,48 @@ This estimator is a **mixture of probabilistic PCA** (Tipping & Bishop, 1999):
 
     Sigma_k = V_k^T diag(s_k) V_k + sigma_k^2 (I - V_k^T V_k)
 
-with V_k the d_k leading eigenvectors of the component's weighted scatter, s_k their eigenvalues
+with V_k the r leading eigenvectors of the component's weighted scatter, s_k their eigenvalues
 and sigma_k^2 the mean of the discarded eigenvalues (its maximum-likelihood value), floored at
-``reg_covar``. The rank is the paper's low rank, set from the temperature lambda:
+``reg_covar``.
+
+Two ranks, on purpose. EM's density (E-step, responsibilities, labels) uses the same rank
+``density_rank`` for every component, capped at the n_k - 1 directions its samples span. Sampling
+uses the paper's eq. 4 rank, computed once EM is done:
 
     d_k = max(1, floor(lambda * pi_k * d0))                                   (eq. 4)
 
-capped at the n_k - 1 directions a component of n_k samples can span. So the mixture stores
-exactly what eq. 4 samples from: K means, the d_k eigenvectors and eigenvalues of each component,
-and one isotropic variance per component for the density (E-step, responsibilities, labels).
+The paper fits its GMM first (scikit-learn, full covariance) and takes eq. 4's low-rank
+approximation afterwards; tying the density's rank to pi_k inside EM (as this estimator did
+before) feeds back: a component that grows gains directions, explains more codes and grows
+again. Measured on the whole training split (18,917 TAEF2 codes, K = 64): the tied EM ended with
+one component at pi ~ 0.99 (rank 488 of a total 516, 29 of 64 components left) after a 19-minute
+fit, and LR-GMM-NN's FID got worse with N. With a rank that does not depend on pi_k, no component
+can buy likelihood by growing; the numbers that chose ``density_rank`` are in BENCHMARKS.md and
+reports/reproduction.md. The fitted model stores max(density rank, d_k) eigenvectors per component,
+so both the density and eq. 4's draws come from the same eigendecomposition.
 
-What EM does on real codes: at d0 = 4,096 the responsibilities are 0 or 1 to machine precision.
-On 1,024 TAEF2-encoded shared faces (K = 8) no sample changes cluster after the k-means++
-initialisation and EM stops after 2 iterations; EM then serves to fit each cluster's low-rank
-model. The paper's scikit-learn fit behaves the same way (it stopped after 2 iterations, SPEC.md).
-On well-separated synthetic mixtures EM recovers the planted partition (tests/test_mixture.py).
+Hard or soft. At d0 = 4,096 the responsibilities on real faces are 0 or 1 to machine precision
+(log-likelihood gaps of hundreds of nats between components), so this EM is in effect
+*classification EM*: assign each code to its most likely component, refit each component on its
+codes. The M-step exploits it: a component's mean and scatter use only the samples whose
+responsibility is above 1e-10 of its largest, so a hard assignment costs one small Gram matrix
+per component; where responsibilities are soft (low d0, overlapping clusters) they are used as
+weights and the iteration is exact EM, whose log-likelihood never decreases. ``hard_assignment_``
+reports the share of training codes whose largest responsibility is 1 to 1e-9.
 
-At large N it goes wrong (measured in reports/reproduction.md, whole training split): on 18,917
-codes with K = 64 requested, EM moves codes into one broad component until it holds almost all
-of them (16,618 codes in one component seen mid-fit; at the end its rank is 488 of a total 516,
-i.e. pi_k ~ 0.99, and 29 components survive pruning), and the fit took 19 minutes (on a machine
-shared with other jobs, load ~8 on 2 cores) because that component's M-step is a d0 x d0
-eigendecomposition. The resulting model is close to one Gaussian (FID 132.6 without NN, against
-105.4 at N = 1,023). Keeping the k-means partition (as at N = 1,024), tempering the E-step or
-comparing components by their leading-direction density are the candidate fixes; none is in yet.
-
-The M-step never forms a d0 x d0 matrix while a component has fewer samples than d0: the
-eigenvectors come from the n_k x n_k Gram matrix of the centred, weighted samples.
-Eigendecompositions and the E-step run in float64; fitted parameters are stored in float32.
+Speed. The E-step is one float32 GEMM of the codes against every component's mean and density
+eigenvectors (K * (density_rank + 1) rows), accumulated in float64; k-means++ and its Lloyd
+iterations run in float32 too. The M-step never forms a d0 x d0 matrix while a component has fewer
+samples than d0: the eigenvectors come from the n_k x n_k Gram matrix of the centred, weighted
+samples, in float64. Fitted parameters are stored in float32.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
@@ -52,13 +60,15 @@ from .randomness import as_generator
 # Responsibilities below this are dropped from a component's M-step: their contribution to the
 # weighted mean and scatter is under float64 resolution relative to the rest.
 _SUPPORT_EPS = 1e-10
+# A code counts as hard-assigned when its largest responsibility is this close to 1.
+_HARD_EPS = 1e-9
 
 
 def low_rank_dims(weights: torch.Tensor, n_features: int, temperature: float) -> torch.Tensor:
     """d_k = max(1, floor(lambda * pi_k * d0)) for every component (paper eq. 4 and section 4.1)."""
-    if not temperature > 0:
-        raise ValueError(f"temperature (lambda) must be > 0, got {temperature}")
-    dims = torch.floor(temperature * weights.to(torch.float64) * n_features).to(torch.long)
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature (lambda) must be a finite number > 0, got {temperature}")
+    dims = torch.floor(min(float(temperature), 1.0) * weights.to(torch.float64) * n_features).to(torch.long)
     return dims.clamp(min=1, max=n_features)
 
 
@@ -69,7 +79,8 @@ def _kmeans_labels(x: torch.Tensor, k: int, gen: torch.Generator, n_iter: int = 
     centers = [x[torch.randint(n, (1,), generator=gen)].squeeze(0)]
     d2 = (sq - 2 * x @ centers[0] + centers[0] @ centers[0]).clamp_min(0)
     for _ in range(1, k):
-        probs = d2 / d2.sum() if d2.sum() > 0 else torch.full_like(d2, 1.0 / n)
+        total = d2.double().sum()
+        probs = d2.double() / total if total > 0 else torch.full((n,), 1.0 / n, dtype=torch.float64)
         c = x[torch.multinomial(probs, 1, generator=gen)].squeeze(0)
         centers.append(c)
         d2 = torch.minimum(d2, (sq - 2 * x @ c + c @ c).clamp_min(0))
@@ -88,6 +99,19 @@ def _kmeans_labels(x: torch.Tensor, k: int, gen: torch.Generator, n_iter: int = 
     return labels
 
 
+@dataclass
+class _Params:
+    """One set of mixture parameters (float64), the ranks the density uses, and the support size."""
+
+    weights: torch.Tensor  # (K,)
+    means: torch.Tensor  # (K, d)
+    vecs: torch.Tensor  # (K, r_max, d)
+    vals: torch.Tensor  # (K, r_max)
+    noise: torch.Tensor  # (K,)
+    ranks: torch.Tensor  # (K,) directions the density uses
+    counts: torch.Tensor  # (K,) samples in each component's support (upper bound on its rank + 1)
+
+
 class LowRankGaussianMixture:
     """Mixture of K Gaussians with low-rank-plus-isotropic covariances, fitted by EM.
 
@@ -96,16 +120,22 @@ class LowRankGaussianMixture:
     n_components : int
         K.
     temperature : float
-        lambda of eq. 4: component k keeps d_k = max(1, floor(lambda * pi_k * d0)) directions.
-        Small values give sharper, less diverse samples.
+        lambda of eq. 4, in (0, 1]: component k samples in d_k = max(1, floor(lambda * pi_k * d0))
+        directions. Small values give sharper, less diverse samples. Does not enter EM.
+    density_rank : int
+        Rank r of every component's covariance model during EM (capped at n_k - 1); the isotropic
+        variance accounts for the rest. The same for every component, so that a component's weight
+        never buys it directions (module docstring).
     reg_covar : float
         Floor of the isotropic variance sigma_k^2 (codes are whitened per channel by P0, so 1.0 is
         the average per-coordinate variance of the data).
     max_iter, tol : int, float
         EM stops after ``max_iter`` iterations or when the mean log-likelihood per sample changes
         by less than ``tol``.
+    n_init : int
+        Number of k-means++ initialisations; the fit with the highest final log-likelihood is kept.
     random_state : int, torch.Generator or None
-        Seeds the k-means++ initialisation.
+        Seeds the k-means++ initialisations.
     min_component_size : int
         Components that hold fewer training samples than this (by hard label) are removed during
         EM, with a warning, and their samples reassigned. A component of one sample has rank 0
@@ -119,45 +149,62 @@ class LowRankGaussianMixture:
     ----------
     weights_ : (K,) float32, pi_k.
     means_ : (K, d0) float32, c_k.
-    eigenvectors_ : (K, r_max, d0) float32; rows >= ranks_[k] are zero.
-    eigenvalues_ : (K, r_max) float32, s_k (descending; zero beyond the rank).
-    noise_variance_ : (K,) float32, sigma_k^2.
-    ranks_ : (K,) int64, d_k.
+    eigenvectors_ : (K, r_max, d0) float32; rows >= max(ranks_[k], density_ranks_[k]) are zero.
+    eigenvalues_ : (K, r_max) float32, s_k (descending; zero beyond the stored rank).
+    noise_variance_ : (K,) float32, sigma_k^2 of the density (mean eigenvalue beyond its rank).
+    ranks_ : (K,) int64, d_k of eq. 4: the directions sampling uses.
+    density_ranks_ : (K,) int64, the directions the density (E-step, ``predict``) uses.
+    counts_ : (K,) int64, training codes per component (by hard label).
     labels_ : (N,) int64, hard label (largest responsibility) of each training sample.
     n_components_ : int, components left after removing those under ``min_component_size``.
-    converged_, n_iter_, lower_bound_ : EM diagnostics (lower_bound_ is the final mean
-        log-likelihood per sample).
+    converged_, n_iter_, lower_bound_ : EM diagnostics of the kept initialisation (lower_bound_ is
+        the final mean log-likelihood per sample); ``lower_bounds_`` the value of every initialisation.
+    lower_bound_history_ : mean log-likelihood after every EM iteration of the kept initialisation;
+        ``pruned_at_`` the iterations that removed components (the likelihood may drop there).
+    hard_assignment_ : float, share of training codes assigned with responsibility 1 (to 1e-9).
     """
 
     def __init__(
         self,
         n_components: int = 8,
         temperature: float = 0.12,
+        density_rank: int = 16,
         reg_covar: float = 1e-3,
         max_iter: int = 100,
         tol: float = 1e-3,
+        n_init: int = 1,
         random_state: int | torch.Generator | None = 0,
         min_component_size: int = 4,
         verbose: bool = False,
     ):
         self.n_components = n_components
         self.temperature = temperature
+        self.density_rank = density_rank
         self.reg_covar = reg_covar
         self.max_iter = max_iter
         self.tol = tol
+        self.n_init = n_init
         self.random_state = random_state
         self.min_component_size = min_component_size
         self.verbose = verbose
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, x: torch.Tensor) -> "LowRankGaussianMixture":
-        """Fit on (N, d0) codes."""
+    def _validate(self, x: torch.Tensor) -> tuple[int, int]:
         if x.ndim != 2:
             raise ValueError(f"codes must have shape (N, d0), got {tuple(x.shape)}")
-        n, d = x.shape
+        n = x.shape[0]
         k = int(self.n_components)
         if k < 1:
             raise ValueError(f"n_components must be >= 1, got {k}")
+        t = self.temperature
+        if not (isinstance(t, (int, float)) and math.isfinite(t) and 0 < t <= 1):
+            raise ValueError(f"temperature (lambda) must be a finite number in (0, 1], got {t}")
+        if int(self.density_rank) < 0:
+            raise ValueError(f"density_rank must be >= 0, got {self.density_rank}")
+        if int(self.n_init) < 1:
+            raise ValueError(f"n_init must be >= 1, got {self.n_init}")
+        if not self.reg_covar > 0:
+            raise ValueError(f"reg_covar must be > 0, got {self.reg_covar}")
         min_size = max(2, int(self.min_component_size))
         if n < 2 or (k > 1 and n < min_size * k):
             raise FitError(
@@ -166,84 +213,117 @@ class LowRankGaussianMixture:
             )
         if not torch.isfinite(x).all():
             raise FitError("codes contain NaN or inf; re-encode the images or drop the bad ones")
+        return k, min_size
+
+    def fit(self, x: torch.Tensor) -> "LowRankGaussianMixture":
+        """Fit on (N, d0) codes: ``n_init`` k-means++ starts, EM from each, keep the most likely."""
+        k, min_size = self._validate(x)
+        n, d = x.shape
         x64 = x.to(torch.float64)
+        x32 = x.to(torch.float32)
         gen = as_generator(self.random_state)
 
-        if k == 1:
-            resp = torch.ones(n, 1, dtype=torch.float64)
-        else:
-            labels = _kmeans_labels(x64, k, gen)
-            resp = torch.nn.functional.one_hot(labels, k).to(torch.float64)
-            resp = resp[:, resp.sum(0) > 0]  # k-means may leave a centre without points
+        best = None
+        self.lower_bounds_ = []
+        for _ in range(int(self.n_init)):
+            if k == 1:
+                resp = torch.ones(n, 1, dtype=torch.float64)
+            else:
+                labels = _kmeans_labels(x32, k, gen)
+                resp = torch.nn.functional.one_hot(labels, k).to(torch.float64)
+                resp = resp[:, resp.sum(0) > 0]  # k-means may leave a centre without points
+            run = self._em(x64, x32, resp, k, min_size)
+            self.lower_bounds_.append(run["bound"])
+            if best is None or run["bound"] > best["bound"]:
+                best = run
 
-        self.converged_ = False
-        self.n_removed_ = k - resp.shape[1]
-        prev = -math.inf
-        bar = tqdm(total=self.max_iter, desc="EM", unit="it", disable=not self.verbose, leave=False)
-        for it in range(1, self.max_iter + 1):
-            params = self._m_step(x64, resp)
-            log_prob = self._estimate_weighted_log_prob(x64, *params)
-            log_prob, pruned = self._drop_small(log_prob, min_size)
-            log_norm = torch.logsumexp(log_prob, 1)
-            resp = (log_prob - log_norm[:, None]).exp()
-            bound = float(log_norm.mean())
-            self.n_iter_ = it
-            bar.update(1)
-            bar.set_postfix(loglik=f"{bound:.2f}", K=resp.shape[1])
-            if not pruned and (resp.shape[1] == 1 or abs(bound - prev) < self.tol):
-                self.converged_ = True
-                break
-            prev = -math.inf if pruned else bound
-        bar.close()
-        if not self.converged_:
+        if not best["converged"]:
             warnings.warn(
                 f"EM did not converge in {self.max_iter} iterations (last change "
-                f"{abs(bound - prev):.3g} >= tol {self.tol}); raise max_iter or tol",
+                f"{best['change']:.3g} >= tol {self.tol}); raise max_iter or tol",
                 RuntimeWarning,
                 stacklevel=2,
             )
-        # Final M-step so the stored parameters match the final responsibilities; the hard labels
-        # of the new parameters must still leave every component min_size samples.
-        while True:
-            params = self._m_step(x64, resp)
-            log_prob, pruned = self._drop_small(self._estimate_weighted_log_prob(x64, *params), min_size)
-            if not pruned:
-                break
-            resp = (log_prob - torch.logsumexp(log_prob, 1, keepdim=True)).exp()
-        if self.n_removed_:
+        if best["removed"]:
             warnings.warn(
-                f"{self.n_removed_} of {k} mixture components held fewer than {min_size} training "
-                f"images and were removed (K = {resp.shape[1]}); ask for fewer components to avoid this",
+                f"{best['removed']} of {k} mixture components held fewer than {min_size} training "
+                f"images and were removed (K = {best['params'].means.shape[0]}); ask for fewer components to avoid this",
                 UserWarning,
                 stacklevel=2,
             )
-        weights, means, vecs, vals, noise, ranks = params
-        self.weights_ = weights.to(torch.float32)
-        self.means_ = means.to(torch.float32)
-        self.eigenvectors_ = vecs.to(torch.float32)
-        self.eigenvalues_ = vals.to(torch.float32)
-        self.noise_variance_ = noise.to(torch.float32)
-        self.ranks_ = ranks
-        self.lower_bound_ = bound
-        self.labels_ = self.predict(x)
-        self.n_components_ = int(weights.shape[0])
+        params, log_prob = best["params"], best["log_prob"]
+        self.weights_ = params.weights.to(torch.float32)
+        self.means_ = params.means.to(torch.float32)
+        self.eigenvectors_ = params.vecs.to(torch.float32)
+        self.eigenvalues_ = params.vals.to(torch.float32)
+        self.noise_variance_ = params.noise.to(torch.float32)
+        self.density_ranks_ = params.ranks
+        self.ranks_ = torch.minimum(best["sample_dims"], (params.counts - 1).clamp_min(0))
+        self.converged_ = best["converged"]
+        self.n_iter_ = best["n_iter"]
+        self.n_removed_ = best["removed"]
+        self.lower_bound_ = best["bound"]
+        self.lower_bound_history_ = [b for b, _ in best["history"]]
+        self.pruned_at_ = [i for i, (_, pruned) in enumerate(best["history"]) if pruned]
+        resp_max = (log_prob - torch.logsumexp(log_prob, 1, keepdim=True)).max(1).values.exp()
+        self.hard_assignment_ = float((resp_max > 1 - _HARD_EPS).double().mean())
+        self.labels_ = log_prob.argmax(1)
+        self.counts_ = torch.bincount(self.labels_, minlength=params.means.shape[0])
+        self.n_components_ = int(params.means.shape[0])
         self.n_features_in_ = d
         return self
 
-    def _drop_small(self, log_prob: torch.Tensor, min_size: int) -> tuple[torch.Tensor, bool]:
+    def _em(self, x64, x32, resp, k, min_size) -> dict:
+        """EM from the responsibilities ``resp`` (the template every initialisation runs)."""
+        removed = k - resp.shape[1]
+        prev, bound, converged, it = -math.inf, -math.inf, False, 0
+        history = []
+        bar = tqdm(total=self.max_iter, desc="EM", unit="it", disable=not self.verbose, leave=False)
+        for it in range(1, self.max_iter + 1):
+            params = self._m_step(x64, resp)
+            log_prob = self._estimate_weighted_log_prob(x32, params)
+            log_prob, n_small = self._drop_small(log_prob, min_size)
+            removed += n_small
+            log_norm = torch.logsumexp(log_prob, 1)
+            resp = (log_prob - log_norm[:, None]).exp()
+            prev, bound = (-math.inf if n_small else bound), float(log_norm.mean())
+            history.append((bound, bool(n_small)))
+            bar.update(1)
+            bar.set_postfix(loglik=f"{bound:.2f}", K=resp.shape[1])
+            if not n_small and (resp.shape[1] == 1 or abs(bound - prev) < self.tol):
+                converged = True
+                break
+        bar.close()
+        # Refit on the last responsibilities, now also keeping eq. 4's sampling directions (from
+        # the final weights). The hard labels of these parameters must still leave every
+        # component min_size samples.
+        while True:
+            nk = resp.sum(0)
+            sample_dims = low_rank_dims(nk / nk.sum(), x64.shape[1], self.temperature)
+            params = self._m_step(x64, resp, keep=sample_dims)
+            log_prob, n_small = self._drop_small(self._estimate_weighted_log_prob(x32, params), min_size)
+            if not n_small:
+                break
+            removed += n_small
+            resp = (log_prob - torch.logsumexp(log_prob, 1, keepdim=True)).exp()
+        return {"params": params, "sample_dims": sample_dims, "log_prob": log_prob, "bound": bound, "converged": converged, "n_iter": it,
+                "removed": removed, "change": abs(bound - prev), "history": history}
+
+    @staticmethod
+    def _drop_small(log_prob: torch.Tensor, min_size: int) -> tuple[torch.Tensor, int]:
         """Remove the components whose hard-label count is below ``min_size`` (never all)."""
         counts = torch.bincount(log_prob.argmax(1), minlength=log_prob.shape[1])
         small = counts < min_size
         if not bool(small.any()) or bool(small.all()):
-            return log_prob, False
-        self.n_removed_ += int(small.sum())
-        return log_prob[:, ~small], True
+            return log_prob, 0
+        return log_prob[:, ~small], int(small.sum())
 
-    def _m_step(self, x: torch.Tensor, resp: torch.Tensor):
+    def _m_step(self, x: torch.Tensor, resp: torch.Tensor, keep: torch.Tensor | None = None) -> _Params:
+        """Weighted mean and PPCA fit of every component at ``density_rank``; ``keep`` (K,) asks
+        for at least that many eigenpairs to be stored as well (the sampling ranks)."""
         n, d = x.shape
         nk = resp.sum(0) + 10 * torch.finfo(torch.float64).eps
         weights = nk / nk.sum()
-        dims = low_rank_dims(weights, d, self.temperature)
         comps = []
         for k in range(resp.shape[1]):
             r = resp[:, k]
@@ -252,93 +332,128 @@ class LowRankGaussianMixture:
             mean = (rs[:, None] * xs).sum(0) / rs.sum()
             xc = (xs - mean) * (rs / rs.sum()).sqrt()[:, None]
             total_var = float((xc * xc).sum())
-            rank = int(min(dims[k], max(xs.shape[0] - 1, 0)))
-            vals, vecs = _top_eigen(xc, rank)
-            noise = max((total_var - float(vals.sum())) / max(d - rank, 1), self.reg_covar)
-            comps.append((mean, vecs, vals.clamp_min(noise), noise, rank))
-        r_max = max(max(c[4] for c in comps), 1)
+            span = max(xs.shape[0] - 1, 0)
+            rank = min(int(self.density_rank), span, d)
+            n_keep = min(max(rank, int(keep[k]) if keep is not None else 0), span, d)
+            vals, vecs = _top_eigen(xc, n_keep)
+            noise = max((total_var - float(vals[:rank].sum())) / max(d - rank, 1), self.reg_covar)
+            comps.append((mean, vecs, vals.clamp_min(noise), noise, rank, xs.shape[0]))
+        r_max = max(max(c[1].shape[0] for c in comps), 1)
         K = len(comps)
-        means = torch.stack([c[0] for c in comps])
         vecs = torch.zeros(K, r_max, d, dtype=torch.float64)
         vals = torch.zeros(K, r_max, dtype=torch.float64)
-        for k, (_, v, s, _, rank) in enumerate(comps):
-            vecs[k, :rank] = v
-            vals[k, :rank] = s
-        noise = torch.tensor([c[3] for c in comps], dtype=torch.float64)
-        ranks = torch.tensor([c[4] for c in comps], dtype=torch.long)
-        return weights, means, vecs, vals, noise, ranks
+        for k, (_, v, s, *_rest) in enumerate(comps):
+            vecs[k, : v.shape[0]] = v
+            vals[k, : s.shape[0]] = s
+        return _Params(
+            weights=weights,
+            means=torch.stack([c[0] for c in comps]),
+            vecs=vecs,
+            vals=vals,
+            noise=torch.tensor([c[3] for c in comps], dtype=torch.float64),
+            ranks=torch.tensor([c[4] for c in comps], dtype=torch.long),
+            counts=torch.tensor([c[5] for c in comps], dtype=torch.long),
+        )
 
     # ---------------------------------------------------------------- densities
     @staticmethod
-    def _estimate_weighted_log_prob(x, weights, means, vecs, vals, noise, ranks):
-        """log pi_k + log N(x | c_k, Sigma_k) for every sample and component, (N, K).
+    def _estimate_weighted_log_prob(x: torch.Tensor, p: _Params) -> torch.Tensor:
+        """log pi_k + log N(x | c_k, Sigma_k) for every sample and component, (N, K) float64.
 
         With Sigma_k = V^T diag(s) V + sigma^2 (I - V^T V) (V orthonormal rows), Woodbury gives
         (x-c)^T Sigma^-1 (x-c) = sum_j <v_j, x-c>^2 / s_j + (|x-c|^2 - sum_j <v_j, x-c>^2) / sigma^2.
-        Both terms come from products with x (one GEMM against every component's eigenvectors),
-        never from an N x d0 difference per component; float64 keeps the expansion
-        |x-c|^2 = |x|^2 - 2<x, c> + |c|^2 accurate.
+        Every inner product comes from one GEMM of x (in its own dtype: float32 for the fit) against
+        the means and the density eigenvectors of all components, accumulated in float64; never an
+        N x d0 difference per component.
         """
         n, d = x.shape
-        K = means.shape[0]
-        keep = torch.arange(vecs.shape[1])[None, :] < ranks[:, None]  # (K, r_max)
-        v_all = vecs[keep]  # (sum_k d_k, d0), component by component
-        proj_all = x @ v_all.T - (means[:, None, :] * vecs).sum(-1)[keep][None, :]  # <v_j, x - c_k>
-        sq = (x * x).sum(1)[:, None] - 2 * x @ means.T + (means * means).sum(1)[None, :]  # (N, K)
+        K = p.means.shape[0]
+        keep = torch.arange(p.vecs.shape[1])[None, :] < p.ranks[:, None]  # (K, r_max)
+        rows = torch.cat([p.means, p.vecs[keep]]).to(x.dtype)  # (K + sum_k r_k, d0)
+        prod = (x @ rows.T).to(torch.float64)
+        x_c = prod[:, :K]  # <x, c_k>
+        proj_all = prod[:, K:] - (p.means[:, None, :] * p.vecs).sum(-1)[keep][None, :]  # <v_j, x - c_k>
+        xsq = (x.to(torch.float64) ** 2).sum(1)
+        sq = xsq[:, None] - 2 * x_c + (p.means * p.means).sum(1)[None, :]  # |x - c_k|^2, (N, K)
         out = torch.empty(n, K, dtype=torch.float64)
-        offsets = torch.cat([torch.zeros(1, dtype=torch.long), ranks.cumsum(0)]).tolist()
+        offsets = torch.cat([torch.zeros(1, dtype=torch.long), p.ranks.cumsum(0)]).tolist()
         for k in range(K):
-            r = int(ranks[k])
+            r = int(p.ranks[k])
             proj = proj_all[:, offsets[k] : offsets[k + 1]]
-            s = vals[k, :r]
+            s = p.vals[k, :r]
             p2 = proj * proj
-            maha = (p2 / s).sum(1) + (sq[:, k] - p2.sum(1)).clamp_min(0) / noise[k]
-            logdet = s.log().sum() + (d - r) * math.log(float(noise[k]))
-            out[:, k] = weights[k].log() - 0.5 * (d * math.log(2 * math.pi) + logdet + maha)
+            maha = (p2 / s).sum(1) + (sq[:, k] - p2.sum(1)).clamp_min(0) / p.noise[k]
+            logdet = s.log().sum() + (d - r) * math.log(float(p.noise[k]))
+            out[:, k] = p.weights[k].log() - 0.5 * (d * math.log(2 * math.pi) + logdet + maha)
         return out
 
-    def _params64(self):
-        return (
-            self.weights_.double(),
-            self.means_.double(),
-            self.eigenvectors_.double(),
-            self.eigenvalues_.double(),
-            self.noise_variance_.double(),
-            self.ranks_,
-        )
+    def _params(self) -> _Params:
+        if not hasattr(self, "means_"):
+            raise RuntimeError("this LowRankGaussianMixture is not fitted yet: call fit(codes) first")
+        ranks = getattr(self, "density_ranks_", self.ranks_)
+        return _Params(self.weights_.double(), self.means_.double(), self.eigenvectors_.double(),
+                       self.eigenvalues_.double(), self.noise_variance_.double(), ranks,
+                       getattr(self, "counts_", ranks + 1))
 
     def _check_x(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 2 or x.shape[1] != self.means_.shape[1]:
             raise ValueError(f"expected codes of shape (n, {self.means_.shape[1]}), got {tuple(x.shape)}")
         return x.to(torch.float64)
 
+    def _log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        params = self._params()
+        return self._estimate_weighted_log_prob(self._check_x(x), params)
+
     def score_samples(self, x: torch.Tensor) -> torch.Tensor:
         """log p(x) under the mixture, (n,) float64."""
-        return torch.logsumexp(self._estimate_weighted_log_prob(self._check_x(x), *self._params64()), 1)
+        return torch.logsumexp(self._log_prob(x), 1)
 
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
         """Responsibilities, (n, K) float64."""
-        lp = self._estimate_weighted_log_prob(self._check_x(x), *self._params64())
+        lp = self._log_prob(x)
         return (lp - torch.logsumexp(lp, 1, keepdim=True)).exp()
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Hard labels (largest responsibility), (n,) int64."""
-        return self._estimate_weighted_log_prob(self._check_x(x), *self._params64()).argmax(1)
+        return self._log_prob(x).argmax(1)
 
     def covariance(self, k: int) -> torch.Tensor:
-        """The dense d0 x d0 covariance Sigma_k (float64). For tests and inspection only."""
-        r = int(self.ranks_[k])
-        v = self.eigenvectors_[k, :r].double()
-        s = self.eigenvalues_[k, :r].double()
-        noise = float(self.noise_variance_[k])
+        """The density's dense d0 x d0 covariance Sigma_k (float64). For tests and inspection only."""
+        p = self._params()
+        r = int(p.ranks[k])
+        v, s, noise = p.vecs[k, :r], p.vals[k, :r], float(p.noise[k])
         d = v.shape[1]
         return v.T @ torch.diag(s - noise) @ v + noise * torch.eye(d, dtype=torch.float64)
 
+    def components_summary(self) -> list[dict]:
+        """Per component: weight, sampling rank d_k, density rank, noise variance, training codes."""
+        p = self._params()
+        counts = getattr(self, "counts_", None)
+        return [
+            {"weight": float(p.weights[k]), "rank": int(self.ranks_[k]), "density_rank": int(p.ranks[k]),
+             "noise_variance": float(p.noise[k]), "n_train": None if counts is None else int(counts[k])}
+            for k in range(p.means.shape[0])
+        ]
+
     def n_parameters(self) -> int:
-        """K weights + K means + sum_k d_k eigenvectors and eigenvalues + K noise variances."""
+        """K weights + K means + stored eigenvectors and eigenvalues + K noise variances."""
         K, d = self.means_.shape
-        r = int(self.ranks_.sum())
+        stored = torch.maximum(self.ranks_, getattr(self, "density_ranks_", self.ranks_))
+        r = int(stored.sum())
         return K + K * d + r * (d + 1) + K
+
+
+@contextmanager
+def _one_thread():
+    """LAPACK's eigh on a few-hundred-square matrix gains nothing from threads and, on a busy
+    machine, loses a lot to them: a 320 x 320 eigh took 0.8-8 s with 2 threads under load
+    against 0.04 s with one (2-core machine, load ~6)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _top_eigen(xc: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -348,13 +463,17 @@ def _top_eigen(xc: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]
     if rank == 0:
         return torch.zeros(0, dtype=xc.dtype), torch.zeros(0, d, dtype=xc.dtype)
     if m < d:
-        vals, a = torch.linalg.eigh(xc @ xc.T)
+        gram = xc @ xc.T
+        with _one_thread():
+            vals, a = torch.linalg.eigh(gram)
         vals, a = vals.flip(0)[:rank], a.flip(1)[:, :rank]
         vals = vals.clamp_min(0)
         # u_j = xc^T a_j / sqrt(lambda_j); renormalise to absorb rounding.
         vecs = (xc.T @ a).T
         vecs = vecs / vecs.norm(dim=1, keepdim=True).clamp_min(1e-300)
     else:
-        vals, u = torch.linalg.eigh(xc.T @ xc)
+        scatter = xc.T @ xc
+        with _one_thread():
+            vals, u = torch.linalg.eigh(scatter)
         vals, vecs = vals.flip(0)[:rank].clamp_min(0), u.flip(1)[:, :rank].T
     return vals, vecs.contiguous()

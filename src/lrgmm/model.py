@@ -63,7 +63,9 @@ class LRGMM:
         omega of eq. 6 (odd).
     nn_iterations : int
         Number of NN projections at sampling time (the paper uses 1).
-    reg_covar, max_iter, tol, min_component_size : EM settings of ``LowRankGaussianMixture``.
+    density_rank, reg_covar, max_iter, tol, n_init, min_component_size : EM settings of
+        ``LowRankGaussianMixture`` (``density_rank``: the rank of every component's density during
+        EM, independent of its weight; eq. 4's d_k is used for sampling only).
     random_state : int, torch.Generator or None
         Seeds the EM initialisation, and sampling when ``sample`` gets no seed.
     verbose : bool
@@ -85,9 +87,11 @@ class LRGMM:
         temperature: float = 0.12,
         patch_size: int = 5,
         nn_iterations: int = 1,
+        density_rank: int = 16,
         reg_covar: float = 1e-3,
         max_iter: int = 100,
         tol: float = 1e-3,
+        n_init: int = 1,
         random_state: int | torch.Generator | None = 0,
         min_component_size: int = 4,
         verbose: bool = False,
@@ -97,9 +101,11 @@ class LRGMM:
         self.temperature = temperature
         self.patch_size = patch_size
         self.nn_iterations = nn_iterations
+        self.density_rank = density_rank
         self.reg_covar = reg_covar
         self.max_iter = max_iter
         self.tol = tol
+        self.n_init = n_init
         self.random_state = random_state
         self.min_component_size = min_component_size
         self.verbose = verbose
@@ -129,9 +135,11 @@ class LRGMM:
         self.mixture_ = LowRankGaussianMixture(
             n_components=k,
             temperature=self.temperature,
+            density_rank=self.density_rank,
             reg_covar=self.reg_covar,
             max_iter=self.max_iter,
             tol=self.tol,
+            n_init=self.n_init,
             random_state=self.random_state,
             min_component_size=self.min_component_size,
             verbose=self.verbose,

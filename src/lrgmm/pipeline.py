@@ -98,8 +98,8 @@ class FacePipeline:
         Working image side in pixels (images are centre-cropped and resized to it).
     n_channels : int or None
         q. None: the autoencoder's ``preferred_q`` (16 for TAEF2).
-    n_components, temperature, patch_size, nn_iterations, reg_covar, max_iter, tol, random_state,
-    min_component_size
+    n_components, temperature, patch_size, nn_iterations, density_rank, reg_covar, max_iter, tol,
+    n_init, random_state, min_component_size
         As in ``LRGMM`` (every ``LRGMM`` parameter is a pipeline parameter of the same name).
     batch_size : int
         Images per encoder/decoder batch.
@@ -127,9 +127,11 @@ class FacePipeline:
         temperature: float = 0.12,
         patch_size: int = 5,
         nn_iterations: int = 1,
+        density_rank: int = 16,
         reg_covar: float = 1e-3,
         max_iter: int = 100,
         tol: float = 1e-3,
+        n_init: int = 1,
         random_state: int | None = 0,
         min_component_size: int = 4,
         batch_size: int = 16,
@@ -143,9 +145,11 @@ class FacePipeline:
         self.temperature = temperature
         self.patch_size = patch_size
         self.nn_iterations = nn_iterations
+        self.density_rank = density_rank
         self.reg_covar = reg_covar
         self.max_iter = max_iter
         self.tol = tol
+        self.n_init = n_init
         self.random_state = random_state
         self.min_component_size = min_component_size
         self.batch_size = batch_size
@@ -295,7 +299,11 @@ class FacePipeline:
                 "n_images": n,
                 "d0": q * h * w,
                 "ranks": m.mixture_.ranks_.tolist(),
+                "density_ranks": m.mixture_.density_ranks_.tolist(),
                 "weights": [round(float(x), 6) for x in m.mixture_.weights_],
+                "component_counts": m.mixture_.counts_.tolist(),
+                "noise_variances": [round(float(x), 6) for x in m.mixture_.noise_variance_],
+                "hard_assignment": m.mixture_.hard_assignment_,
                 "em_iterations": m.mixture_.n_iter_,
                 "em_converged": m.mixture_.converged_,
                 "mean_log_likelihood": m.mixture_.lower_bound_,
