@@ -191,7 +191,8 @@ class _Guard:
         host = headers.get("host", "")
         parsed = _split_host(host)
         if parsed is None or not self.host_allowed(parsed[0]):
-            shown = ", ".join(sorted(self.hosts)) + (", or an IP address" if self.any_ip else "")
+            shown = ", ".join(f"[{h}]" if ":" in h else h for h in sorted(self.hosts))
+            shown += ", or an IP address" if self.any_ip else ""
             return await refuse(400, f"this server does not answer to host {quote(host)}; open the studio "
                                      f"by one of the names it serves ({shown}), e.g. http://127.0.0.1:PORT/")
         scheme = scope.get("scheme", "http")
