@@ -6,6 +6,8 @@ face cache is bounded, and the optional edit / complete panels follow the contra
 from __future__ import annotations
 
 import io
+import re
+import threading
 import time
 from pathlib import Path
 
@@ -23,6 +25,9 @@ from studio_fakes import EDIT_SOURCE, install_contract_fakes
 from lrgmm.pipeline import FacePipeline
 from lrgmm.studio.app import create_app
 from lrgmm.studio.service import Limits, Studio, sanitize_filename
+
+
+BASE = "http://127.0.0.1"  # the studio answers only to the host names it serves (not "testserver")
 
 
 def _png_bytes(arr: np.ndarray) -> bytes:
@@ -43,7 +48,7 @@ def studio_env(fitted64, faces64_dir, lrgmm_cache, request):
     limits = getattr(request, "param", None) or Limits()
     studio = Studio(data=[faces64_dir], limits=limits, pipeline_options={"autoencoder": fitted64.autoencoder_})
     entry = studio._add_model("faces64", fitted64, "file")
-    with TestClient(create_app(studio)) as client:
+    with TestClient(create_app(studio), base_url=BASE) as client:
         yield client, studio, entry.id
 
 
@@ -71,7 +76,7 @@ def _faces(client, grid) -> np.ndarray:
     return np.stack(out)
 
 
-def test_generate_matches_the_python_api(studio_env, fitted64):
+def test_generate_matches_the_python_api(studio_env, fitted64, faces64_dir):
     client, _studio, mid = studio_env
     grid = _generate(client, mid, n=6, seed=5)
     assert grid["n"] == 6 and grid["has_provenance"] and grid["settings"]["nn_iterations"] == 1
@@ -89,7 +94,9 @@ def test_generate_matches_the_python_api(studio_env, fitted64):
         assert abs(sum(s["share"] for s in rec["sources"]) - 1) < 1e-5
         counts = torch.bincount(ref.samples.provenance[i].reshape(-1), minlength=64)
         for s in rec["sources"]:
-            assert s["file"] == fitted64.training_files_[s["index"]] and s["name"] == Path(s["file"]).name
+            # Named relative to the data folder, never by the server's absolute path.
+            name = Path(fitted64.training_files_[s["index"]]).name
+            assert s["name"] == name and s["file"] == f"{faces64_dir.name}/{name}"
             assert s["share"] == pytest.approx(counts[s["index"]].item() / 256, abs=1e-6)
         shares = [s["share"] for s in rec["sources"]]
         assert shares == sorted(shares, reverse=True) and rec["largest_share"] == shares[0]
@@ -215,10 +222,10 @@ def test_uploads_are_checked_and_confined(studio_env, faces64):
     up = r.json()
     assert up["files"] == ["evil.jpg", "passwd.jpg", "win.jpg", "ok_face_1_.jpg"]
     stored = sorted(p for p in studio._tmp.rglob("*") if p.is_file())
-    assert len(stored) == 4 and all(p.parent.parent.parent == studio._tmp for p in stored)
+    assert len(stored) == 4 and all(p.parent.parent == studio._tmp for p in stored)
     assert sorted(p.read_bytes() for p in stored) == sorted(_face_file_bytes(p) for p in faces64[:4])
     # Another session cannot fit from this upload.
-    with TestClient(client.app) as other:
+    with TestClient(client.app, base_url=BASE) as other:
         _error(other.post("/api/fit", json={"upload": up["upload"]}), 404, "unknown upload")
     assert client.get("/api/status").status_code == 200
 
@@ -305,7 +312,6 @@ def test_openapi_documents_the_api(studio_env):
     for path in ("/api/generate", "/api/fit", "/api/uploads", "/api/jobs/{job_id}",
                  "/api/grids/{grid_id}/faces/{index}/provenance.json", "/api/models/{model_id}/training/{index}.png"):
         assert path in spec["paths"], path
-    assert client.get("/docs").status_code == 200
     assert client.get("/static/studio.js").status_code == 200
 
 
@@ -404,3 +410,347 @@ def test_serve_binds_loopback_and_prints_the_url(monkeypatch, capsys, faces64_di
         assert main(["serve", "--port", str(port)]) == 2
     err = capsys.readouterr().err
     assert f"cannot listen on 127.0.0.1 port {port}" in err and "choose another --port" in err
+
+
+# ------------------------------------------------------------------ hardening (issue 11)
+# These use a studio without a model (no autoencoder is loaded): fast, and the guard answers
+# before any route anyway.
+
+
+@pytest.fixture
+def bare(tmp_path, request):
+    """(client, studio) for a studio with a small data folder of three 32x32 PNGs and no model."""
+    data = tmp_path / "photos"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        (data / f"p{i}.png").write_bytes(_png_bytes(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)))
+    studio = Studio(data=[data], limits=getattr(request, "param", None) or Limits())
+    with TestClient(create_app(studio), base_url=BASE) as client:
+        yield client, studio
+
+
+def _tiny_png(seed: int = 0) -> bytes:
+    return _png_bytes(np.random.default_rng(seed).integers(0, 256, (16, 16, 3), dtype=np.uint8))
+
+
+def _upload(client, seed: int = 0, **kw):
+    return client.post("/api/uploads", files=[("files", (f"f{seed}.png", _tiny_png(seed), "image/png"))], **kw)
+
+
+def _stored(studio) -> list[Path]:
+    return [p for p in studio._tmp.rglob("*") if p.is_file()]
+
+
+def test_requests_for_other_hosts_are_refused(bare):
+    """DNS rebinding: a page of evil.example whose name now resolves to 127.0.0.1 sends
+    Host: evil.example; the studio must not answer it (page, API, uploads)."""
+    client, studio = bare
+    for host in ("evil.example", "evil.example:8765", "127.0.0.1.nip.io", "localhost.evil.example", ""):
+        for path in ("/", "/api/status", "/api/models/m1/training/0.png", "/static/studio.js", "/openapi.json"):
+            _error(client.get(path, headers={"Host": host}), 400, "does not answer to host")
+        _error(_upload(client, headers={"Host": host}), 400, "host")
+        _error(client.post("/api/generate", json={"model": "m1"}, headers={"Host": host}), 400, "host")
+    assert not _stored(studio) and not studio.uploads
+    for host in ("127.0.0.1", "127.0.0.1:8765", "localhost", "LOCALHOST:1", "[::1]", "[::1]:8765"):
+        assert client.get("/api/status", headers={"Host": host}).status_code == 200, host
+    # The --host the server binds is accepted too; any IP address only when bound to all interfaces.
+    named = TestClient(create_app(studio, allowed_hosts=["studio.lan"]), base_url="http://studio.lan:8765")
+    assert named.get("/api/status").status_code == 200
+    _error(named.get("/api/status", headers={"Host": "192.168.1.5:8765"}), 400, "host")
+    wild = TestClient(create_app(studio, allowed_hosts=["0.0.0.0"], any_ip=True), base_url="http://192.168.1.5:8765")
+    assert wild.get("/api/status").status_code == 200
+    _error(wild.get("/api/status", headers={"Host": "evil.example"}), 400, "host")
+
+
+def test_cross_origin_posts_are_refused(studio_env):
+    """Another site's page can post a multipart upload or a JSON generate without asking (the
+    browser sends its Origin); only the studio's own origin may change state."""
+    client, studio, mid = studio_env
+    for headers in ({"Origin": "http://evil.example"}, {"Origin": "null"}, {"Origin": "http://127.0.0.1:9999"},
+                    {"Origin": "https://127.0.0.1.evil.example"}, {"Referer": "http://evil.example/page.html"}):
+        _error(_upload(client, headers=headers), 403, "another site")
+        _error(client.post("/api/generate", json={"model": mid, "n": 1}, headers=headers), 403, "another site")
+        _error(client.post("/api/fit", json={"folder": "x"}, headers=headers), 403)
+    assert not _stored(studio) and not studio.uploads and len(studio.grids) == 0
+    # The studio's own page (its Origin or Referer), and programs that send neither, are served;
+    # reading is not restricted by Origin (the browser keeps other sites from seeing the answer).
+    for headers in ({"Origin": BASE}, {"Referer": BASE + "/"}, {}):
+        assert _upload(client, headers=headers).status_code == 200
+        assert client.post("/api/generate", json={"model": mid, "n": 1}, headers=headers).status_code == 200
+    assert client.get("/api/status", headers={"Origin": "http://evil.example"}).status_code == 200
+    assert len(studio.uploads) == 3 and len(studio.grids) == 3
+
+
+@pytest.mark.parametrize("bare", [Limits(max_request_bytes=2**20)], indirect=True)
+def test_chunked_upload_over_the_limit_is_refused_as_it_arrives(bare):
+    client, studio = bare
+    # A real 2.1 MB PNG (noise does not compress), sent chunked: there is no Content-Length.
+    big = _png_bytes(np.random.default_rng(1).integers(0, 256, (840, 840, 3), dtype=np.uint8))
+    assert 2**20 < len(big) < Limits().max_upload_bytes
+    boundary = "lrgmmtestboundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"big.png\"\r\n"
+            f"Content-Type: image/png\r\n\r\n").encode() + big + f"\r\n--{boundary}--\r\n".encode()
+
+    def chunks():
+        for i in range(0, len(body), 65536):
+            yield body[i:i + 65536]
+
+    r = client.post("/api/uploads", content=chunks(), headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert "content-length" not in {k.lower() for k in r.request.headers}
+    _error(r, 413, "at most 1.0 MiB")
+    assert not _stored(studio) and not studio.uploads
+    # The same with a Content-Length is refused before the body is read.
+    _error(client.post("/api/uploads", content=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}),
+           413, "at most 1.0 MiB", f"{len(body):,} bytes")
+    # JSON requests are capped at 64 KiB, chunked or not.
+    huge = b'{"model": "' + b"x" * 70_000 + b'"}'
+    _error(client.post("/api/generate", content=huge, headers={"Content-Type": "application/json"}), 413, "64.0 KiB")
+    _error(client.post("/api/generate", content=iter([huge[:40_000], huge[40_000:]]),
+                       headers={"Content-Type": "application/json"}), 413, "64.0 KiB")
+    assert not _stored(studio)
+    assert _upload(client).status_code == 200  # a small upload still works
+
+
+@pytest.mark.parametrize("bare", [Limits(max_jobs=2)], indirect=True)
+def test_a_flood_of_fits_does_not_push_out_running_jobs(bare, monkeypatch):
+    client, studio = bare
+    release = threading.Event()
+
+    def slow_fit(job, paths, options):  # stands in for encoding + EM: runs until released
+        job.state = "fitting"
+        release.wait(30)
+        job.state = "done"
+
+    monkeypatch.setattr(studio, "_run_fit", slow_fit)
+    folder = client.get("/api/folders").json()[0]["name"]
+    first = client.post("/api/fit", json={"folder": folder}).json()["id"]
+    deadline = time.monotonic() + 10
+    while client.get(f"/api/jobs/{first}").json()["state"] != "fitting":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    try:
+        answers = [client.post("/api/fit", json={"folder": folder, "seed": i}) for i in range(40)]
+        accepted = [r.json()["id"] for r in answers if r.status_code == 200]
+        refused = [r for r in answers if r.status_code != 200]
+        assert len(accepted) == studio.fit_pool.max_queue and len(refused) == 40 - len(accepted)
+        for r in refused:
+            _error(r, 503, "queue is full")
+        # The running job and the queued ones stay visible (more than max_jobs: none is finished);
+        # refused fits left no trace.
+        assert client.get(f"/api/jobs/{first}").json()["state"] == "fitting"
+        assert list(studio.jobs) == [first, *accepted]
+    finally:
+        release.set()
+    deadline = time.monotonic() + 10
+    while not all(j.finished for j in list(studio.jobs.values())):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    # Once finished, the oldest make room for new ones.
+    last = client.post("/api/fit", json={"folder": folder}).json()["id"]
+    assert len(studio.jobs) == 2 and last in studio.jobs and first not in studio.jobs
+
+
+def test_bad_values_are_quoted_short(bare):
+    client, _studio = bare
+    cases = [
+        client.post("/api/generate", json={"model": "y" * 20_000}),
+        client.post("/api/fit", json={"folder": "f" * 20_000}),
+        client.post("/api/fit", json={"upload": "u" * 20_000}),
+        client.get("/api/jobs/" + "j" * 5_000),
+        client.get("/api/grids/" + "g" * 5_000),
+        client.get("/api/" + "z" * 5_000),
+        client.post("/api/uploads", files=[("files", ("n" * 300 + ".jpg", b"not an image", "image/jpeg"))]),
+    ]
+    for r in cases:
+        assert 400 <= r.status_code < 500, r.text[:200]
+        msg = r.json()["error"]
+        assert len(msg) < 400 and len(r.content) < 600, msg
+        assert "characters)" in msg, msg  # the value is named: its first characters and its length
+
+
+def test_security_headers_on_every_response(studio_env):
+    client, studio, mid = studio_env
+    responses = [client.get("/"), client.get("/static/studio.js"), client.get("/static/studio.css"),
+                 client.get("/api/status"), client.get(f"/api/models/{mid}/training/0.png"), client.get("/nothing"),
+                 client.get("/api/status", headers={"Host": "evil.example"}),
+                 client.post("/api/generate", json={"model": mid}, headers={"Origin": "http://evil.example"}),
+                 client.post("/api/generate", content=b"x" * 70_000)]
+    with TestClient(client.app, base_url=BASE, raise_server_exceptions=False) as crashing:
+        original = studio.status
+        studio.status = lambda: 1 / 0
+        try:
+            responses.append(crashing.get("/api/status"))
+        finally:
+            studio.status = original
+    assert [r.status_code for r in responses] == [200, 200, 200, 200, 200, 404, 400, 403, 413, 500]
+    for r in responses:
+        assert r.headers["x-frame-options"] == "DENY", r.url
+        assert r.headers["x-content-type-options"] == "nosniff", r.url
+        csp = r.headers["content-security-policy"]
+        assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp, r.url
+        assert "unsafe-inline" not in csp and "http" not in csp
+    # The page works under that policy: no inline script or style, nothing from elsewhere.
+    html = client.get("/").text
+    assert "<style" not in html and " style=" not in html
+    assert re.findall(r"<script[^>]*>", html) == ['<script src="/static/studio.js">']
+    assert not re.search(r"<[^>]+\son[a-z]+\s*=", html)  # no inline event handlers
+    js = client.get("/static/studio.js").text
+    assert "style=" not in js and "eval(" not in js
+
+
+def test_docs_pages_that_load_a_cdn_are_off(bare):
+    client, _studio = bare
+    _error(client.get("/docs"), 404, "no such endpoint")
+    _error(client.get("/redoc"), 404)
+    assert "/api/generate" in client.get("/openapi.json").json()["paths"]
+    for name in ("index.html", "studio.js", "studio.css"):
+        text = client.get("/" if name == "index.html" else f"/static/{name}").text
+        assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}/", text), name  # no script, style or font from elsewhere
+
+
+def test_session_ids_are_issued_by_the_server(bare):
+    client, studio = bare
+    for chosen in ("a" * 32, "b" * 56, "0123456789abcdef" * 2):
+        client.cookies.clear()
+        client.cookies.set("lrgmm_session", chosen)
+        r = _upload(client)
+        assert r.status_code == 200, r.text
+        issued = r.cookies.get("lrgmm_session")
+        assert issued and issued != chosen
+        assert studio.uploads[r.json()["upload"]].session == issued
+        assert not any(chosen in str(p) for p in _stored(studio))
+        # The issued id is kept: no new cookie, same session.
+        client.cookies.clear()
+        client.cookies.set("lrgmm_session", issued)
+        again = _upload(client, seed=1)
+        assert "lrgmm_session" not in again.cookies and studio.uploads[again.json()["upload"]].session == issued
+
+
+@pytest.mark.parametrize("bare", [Limits(max_uploads=2, max_total_uploads=4)], indirect=True)
+def test_upload_limits_are_per_session(bare):
+    client, studio = bare
+    mine = _upload(client).json()["upload"]
+    # Cookie-less posts (a new session each) fill the global room, then are refused: mine stays.
+    answers = [_upload(TestClient(client.app, base_url=BASE), seed=i) for i in range(16)]
+    assert [r.status_code for r in answers] == [200] * 3 + [503] * 13
+    _error(answers[-1], 503, "other sessions", "try again later")
+    assert mine in studio.uploads and len(studio.uploads) == 4 and len(_stored(studio)) == 4
+    _error(_upload(client, seed=99), 503)  # full for everyone...
+    assert mine in studio.uploads
+    # ...until uploads have sat unused long enough (upload_idle_s): the oldest idle one makes room.
+    idle = [u for u in studio.uploads.values() if u.id != mine]
+    for u in idle:
+        u.used -= Limits().upload_idle_s + 1
+    assert _upload(client, seed=100).status_code == 200
+    assert mine in studio.uploads and idle[0].id not in studio.uploads and not idle[0].folder.exists()
+    # Within a session, its own oldest upload makes room (max_uploads=2 per session).
+    third = _upload(client, seed=101)
+    assert third.status_code == 200 and mine not in studio.uploads and len(studio.uploads) == 4
+
+
+def test_upload_size_messages_say_the_real_sizes(bare):
+    client, studio = bare
+    data = b"\x89PNG" + bytes(9_000_000 - 4)
+    _error(client.post("/api/uploads", files=[("files", ("big.png", data, "image/png"))]), 413,
+           "'big.png' is 8.6 MiB (9,000,000 bytes)", "at most 8.0 MiB (8,388,608 bytes)")
+    assert not _stored(studio)
+
+
+def test_one_pixel_limit_for_uploads(bare):
+    from lrgmm.io.images import MAX_IMAGE_PIXELS
+    from lrgmm.studio.service import TooLargeError, check_image_bytes
+
+    client, studio = bare
+    assert MAX_IMAGE_PIXELS == 4096**2 and Limits().max_upload_pixels == Limits().max_data_pixels == MAX_IMAGE_PIXELS
+    buf = io.BytesIO()
+    Image.new("L", (4097, 4096)).save(buf, format="PNG")
+    _error(client.post("/api/uploads", files=[("files", ("wide.png", buf.getvalue(), "image/png"))]), 413,
+           "4097x4096 pixels", "16,777,216 pixels per image (4096x4096)")
+    with pytest.raises(TooLargeError, match="4097x4096"):
+        check_image_bytes(buf.getvalue(), "wide.png")
+    small = io.BytesIO()
+    Image.new("L", (64, 48)).save(small, format="PNG")
+    assert check_image_bytes(small.getvalue(), "ok.png") == "PNG"
+    assert not _stored(studio)
+
+
+def test_data_folder_images_over_the_pixel_limit_are_skipped(fitted64, faces64, lrgmm_cache, tmp_path):
+    """A --data folder's images are checked from their header before encoding; the fit report
+    names the skipped file relative to the data folder, not by its server path."""
+    import shutil
+
+    data = tmp_path / "mixed"
+    data.mkdir()
+    for p in faces64[:4]:
+        shutil.copyfile(p, data / p.name)
+    Image.new("L", (5000, 4000)).save(data / "huge.png")  # 20 Mpx: under Pillow's own bomb limit
+    studio = Studio(data=[data], pipeline_options={"autoencoder": fitted64.autoencoder_})
+    with TestClient(create_app(studio), base_url=BASE) as client:
+        job = client.post("/api/fit", json={"folder": "mixed"}).json()
+        job, _ = _wait_job(client, job["id"])
+    assert job["state"] == "done", job
+    assert "4 of 5 image file(s) used" in job["report"]
+    assert "mixed/huge.png: 5000x4000 pixels; at most 16,777,216 pixels per image" in job["report"]
+    assert str(tmp_path) not in job["report"]
+    files = studio.model(job["model"]).pipeline.training_files_
+    assert sorted(Path(f).name for f in files) == sorted(p.name for p in faces64[:4])
+
+
+def test_serve_removes_its_temporary_folder_when_it_cannot_start(monkeypatch, capsys, tmp_path):
+    import socket
+    import tempfile
+
+    import uvicorn
+
+    from lrgmm.cli import main
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))  # where Studio makes lrgmm-studio-*
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    bad = tmp_path / "bad.lrgmm"
+    bad.write_bytes(b"not a model file")
+    assert main(["serve", str(bad), "--port", port]) == 2
+    assert str(bad.name) in capsys.readouterr().err
+    assert list(tmp.iterdir()) == []
+
+    def fail_to_bind(self):
+        raise OSError(98, "Address already in use")
+
+    monkeypatch.setattr(uvicorn.Server, "run", fail_to_bind)
+    assert main(["serve", "--port", port]) == 1
+    assert list(tmp.iterdir()) == []
+
+    def exits(self):  # uvicorn exits this way when its own bind fails
+        raise SystemExit(1)
+
+    monkeypatch.setattr(uvicorn.Server, "run", exits)
+    with pytest.raises(SystemExit):
+        main(["serve", "--port", port])
+    assert list(tmp.iterdir()) == []
+
+
+@pytest.mark.parametrize("port", ["99999", "0", "-1", "65536", "http"])
+def test_serve_port_is_checked_while_parsing(port, monkeypatch, capsys):
+    from lrgmm.cli import main
+    from lrgmm.studio import server
+
+    import functools
+
+    @functools.wraps(server.serve)  # (same signature: the parser reads serve's defaults)
+    def must_not_run(*a, **k):
+        raise AssertionError("serve ran with a bad port")
+
+    monkeypatch.setattr(server, "serve", must_not_run)
+    with pytest.raises(SystemExit) as exc:
+        main(["serve", "--port", port])
+    assert exc.value.code == 2
+    out = capsys.readouterr()
+    assert out.out == "" and "--port" in out.err and "between 1 and 65535" in out.err and "Traceback" not in out.err
+    from lrgmm.errors import LrgmmError
+
+    with pytest.raises(LrgmmError, match="between 1 and 65535"):
+        server.check_port(99999)

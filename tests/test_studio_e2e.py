@@ -134,10 +134,14 @@ def test_fit_generate_inspect_download(studio_server, browser, shots, utkface_di
     page.wait_for_function("document.querySelector('#large-prov').complete && document.querySelector('#large-prov').naturalWidth === 128")
     rows = page.locator("#sources li .src-name")
     assert rows.count() >= 2
-    images = (utkface_dir / "images").resolve()  # the server names files by their resolved path
+    images = (utkface_dir / "images").resolve()
     total = 0.0
     for i in range(rows.count()):
-        full = Path(rows.nth(i).get_attribute("title"))
+        # The server names files relative to the --data folder, prefixed with its name (never by
+        # its absolute path): utkface/images/<file>.jpg
+        shown = rows.nth(i).get_attribute("title")
+        assert not Path(shown).is_absolute() and shown.startswith(f"{utkface_dir.resolve().name}/"), shown
+        full = utkface_dir.resolve().parent / shown
         assert full.parent.resolve() == images and full.is_file(), full
         text = rows.nth(i).inner_text()
         assert full.name in text

@@ -297,6 +297,17 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def _port_number(text: str) -> int:
+    """argparse type of ``serve --port``: checked while parsing, before anything is loaded or printed."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number between 1 and 65535, got {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 65535, got {port}")
+    return port
+
+
 def _add_serve_parser(sub) -> None:
     """``lrgmm serve``: the web studio (needs the ``studio`` extra; imported only when run)."""
     from .studio.server import serve
@@ -305,7 +316,7 @@ def _add_serve_parser(sub) -> None:
     p.add_argument("models", nargs="*", help="model files to load (more can be fitted in the page)")
     p.add_argument("--data", action="append", default=None, help="folder of face photos the page may fit from (repeatable)")
     _opt(p, serve, "host", help="interface to bind; anything but loopback is reachable by others (no authentication)")
-    _opt(p, serve, "port", type=int, help="port")
+    _opt(p, serve, "port", type=_port_number, help="port (1..65535)")
     _opt(p, serve, "workers", type=int, help="decoding threads")
     p.set_defaults(func=cmd_serve)
 

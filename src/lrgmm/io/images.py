@@ -29,6 +29,8 @@ from lrgmm.io.atomic import atomic_write_bytes  # noqa: F401  (re-exported)
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 """File suffixes treated as images (compared lower-cased)."""
 
+MAX_IMAGE_PIXELS = 16_777_216  # 4096^2: larger images are refused from their header, before decoding (time and memory)
+
 PathLike = Union[str, "os.PathLike[str]"]
 Source = Union[PathLike, Sequence[PathLike], "ImageList"]
 

@@ -3,8 +3,8 @@
     lrgmm serve faces.lrgmm --data photos/        # http://127.0.0.1:8765/
 
 ``lrgmm.studio.service`` holds the state and the work (bounded worker pools, a bounded cache of
-generated faces, uploads, fit jobs); ``lrgmm.studio.app`` the HTTP API (FastAPI, documented at
-``/docs``) and the page (``static/``: plain HTML, CSS and JavaScript, nothing loaded from the
+generated faces, uploads, fit jobs); ``lrgmm.studio.app`` the HTTP API (FastAPI, described at
+``/openapi.json``) and the page (``static/``: plain HTML, CSS and JavaScript, nothing loaded from the
 internet); ``lrgmm.studio.server.serve`` runs it with uvicorn. Needs the ``studio`` extra:
 ``pip install 'lrgmm[studio]'``.
 """

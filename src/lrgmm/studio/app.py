@@ -1,32 +1,79 @@
-"""The studio's HTTP API (FastAPI; OpenAPI at ``/docs`` and ``/openapi.json``) and its page.
+"""The studio's HTTP API (FastAPI; its OpenAPI description at ``/openapi.json``) and its page.
 
 Every error is JSON ``{"error": message, "status": code}`` with a 4xx status for bad requests
 (unknown ids, out-of-range values, non-image or oversized uploads) and 5xx only for a failure of
-the server's own; the server stays up either way.
+the server's own; the server stays up either way. Messages quote at most a short prefix of a
+client's value and name no server path.
+
+The studio has no accounts, so it defends the person running it against *other web pages* open in
+their browser. Before any route sees a request, ``_Guard`` (outside every other layer, so it also
+covers 404s, static files and 500s):
+
+- answers 400 unless the Host header names the studio (loopback names and the ``--host`` it
+  binds, with or without a port): a page of another site that re-points its own name at 127.0.0.1
+  (DNS rebinding) would otherwise read training faces and drive the API as if it were the page;
+- answers 403 to a state-changing request (anything but GET, HEAD, OPTIONS) whose Origin, or
+  Referer when there is no Origin, is not the studio's own address: a multipart upload or a form
+  post is a "simple" request that another site may send without asking. A request carrying
+  neither is allowed: browsers send Origin with every cross-site POST, so it comes from a program
+  such as curl, which could set any header anyway;
+- caps the request body as the bytes arrive, not only by Content-Length (a chunked request has
+  none): uploads at ``Limits.max_request_bytes``, everything else at ``Limits.max_json_bytes``;
+  413 beyond;
+- adds to every response ``X-Frame-Options: DENY``, a Content-Security-Policy allowing only the
+  studio's own scripts, styles and images (the page has no inline script or style attribute;
+  setting ``element.style`` from studio.js is not restricted by CSP), ``X-Content-Type-Options:
+  nosniff`` and ``Cross-Origin-Resource-Policy: same-origin`` (other sites cannot even embed the
+  training faces).
+
+Sessions (whose uploads are whose) are ids the server issues in an HttpOnly, SameSite=Strict
+cookie, signed with a key made at start-up: a cookie the server did not issue is ignored and a new
+id issued, so a client cannot pick a session id. ``/docs`` and ``/redoc`` are off (FastAPI's pages
+load their scripts from a CDN; the studio loads nothing from the internet).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import ipaddress
 import json
 import secrets
+from collections.abc import Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import cookie_parser
 
 from ..errors import LrgmmError
-from .service import Studio, StudioError, TooLargeError
+from .service import Studio, StudioError, TooLargeError, quote, size_text
 
 STATIC = Path(__file__).parent / "static"
 SESSION_COOKIE = "lrgmm_session"
+SESSION_KEY = "lrgmm.session"  # the request's session id, in the ASGI scope
 _NO_STORE = {"Cache-Control": "no-store"}
 _IMMUTABLE = {"Cache-Control": "private, max-age=3600"}
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+UPLOAD_PATH = "/api/uploads"
+SECURITY_HEADERS = (
+    (b"x-frame-options", b"DENY"),
+    (b"content-security-policy",
+     b"default-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+)
+MAX_MESSAGE = 600  # characters of an error message (clients' values are quoted shorter still)
 
 
 class GenerateRequest(BaseModel):
@@ -68,7 +115,168 @@ class CompleteRequest(BaseModel):
 
 
 def _error(status: int, message: str) -> JSONResponse:
+    if len(message) > MAX_MESSAGE:
+        message = message[:MAX_MESSAGE] + "..."
     return JSONResponse({"error": message, "status": status}, status_code=status)
+
+
+# --------------------------------------------------------------------------------------------
+# The guard: hosts, origins, body sizes, security headers
+
+
+def _split_host(value: str) -> tuple[str, int | None] | None:
+    """``(name, port)`` of a Host header value (``name`` lower-cased, IPv6 without brackets), or
+    None when it is not a plain ``name[:port]``."""
+    v = value.strip().lower()
+    if v.startswith("["):
+        end = v.find("]")
+        if end < 0:
+            return None
+        name, rest = v[1:end], v[end + 1:]
+    else:
+        name, sep, port = v.partition(":")
+        rest = sep + port
+    if rest and not (rest[0] == ":" and rest[1:].isdigit() and len(rest) <= 6):
+        return None
+    return (name, int(rest[1:]) if rest else None) if name else None
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+class _Guard:
+    """See the module docstring. ``hosts``: the host names accepted; ``any_ip``: also accept any
+    IP address (a server bound to all interfaces is reached by whichever address the client
+    uses; DNS rebinding needs a *name*, so addresses are safe to accept)."""
+
+    def __init__(self, studio: Studio, hosts: Iterable[str], any_ip: bool = False):
+        self.studio = studio
+        self.sessions = _Sessions()
+        self.hosts = frozenset(h.strip().strip("[]").lower() for h in hosts if h)
+        self.any_ip = any_ip
+
+    def host_allowed(self, name: str) -> bool:
+        return name in self.hosts or (self.any_ip and _is_ip(name))
+
+    async def __call__(self, scope, receive, send, app) -> None:
+        headers = Headers(scope=scope)
+        sid = cookie_parser(headers.get("cookie", "")).get(SESSION_COOKIE)
+        new_cookie = None
+        if not self.sessions.valid(sid):  # none, or one the server did not issue: a new id
+            sid = self.sessions.issue()
+            new_cookie = self.sessions.cookie(sid)
+        scope[SESSION_KEY] = sid
+
+        async def send_secured(message):
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {k.lower() for k, _ in headers}
+                headers += [(k, v) for k, v in SECURITY_HEADERS if k not in present]
+                if new_cookie and message.get("status", 500) < 400:
+                    headers.append((b"set-cookie", new_cookie))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        async def refuse(status: int, message: str) -> None:
+            await _error(status, self.studio.public(message))(scope, receive, send_secured)
+
+        host = headers.get("host", "")
+        parsed = _split_host(host)
+        if parsed is None or not self.host_allowed(parsed[0]):
+            shown = ", ".join(f"[{h}]" if ":" in h else h for h in sorted(self.hosts))
+            shown += ", or an IP address" if self.any_ip else ""
+            return await refuse(400, f"this server does not answer to host {quote(host)}; open the studio "
+                                     f"by one of the names it serves ({shown}), e.g. http://127.0.0.1:PORT/")
+        scheme = scope.get("scheme", "http")
+        if scope["method"] not in SAFE_METHODS:
+            source = headers.get("origin") or headers.get("referer")
+            if source is not None and not self._same_origin(source, scheme, parsed):
+                what = "Origin" if headers.get("origin") else "Referer"
+                return await refuse(403, f"{scope['method']} {quote(scope.get('path', ''))} refused: it comes from "
+                                         f"another site ({what} {quote(source)}); use the studio's own page")
+        upload = scope.get("path") == UPLOAD_PATH
+        lim = self.studio.limits
+        cap = lim.max_request_bytes if upload else lim.max_json_bytes
+        what = "an upload" if upload else "a request body (other than an upload)"
+        too_large = f"{what} may have at most {size_text(cap)}" + (
+            "; upload fewer or smaller files at a time" if upload else "")
+        length = headers.get("content-length")
+        if length is not None:
+            if not length.strip().isdigit():
+                return await refuse(400, f"bad Content-Length {quote(length)}")
+            if int(length) > cap:
+                return await refuse(413, f"{too_large}; this one has {size_text(int(length))}")
+        received = 0
+
+        async def receive_capped():
+            # Counted as the body arrives: a chunked request has no Content-Length to trust.
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > cap:
+                    raise HTTPException(413, f"{too_large}; this one has more")
+            return message
+
+        await app(scope, receive_capped, send_secured)
+
+    @staticmethod
+    def _same_origin(source: str, scheme: str, host: tuple[str, int | None]) -> bool:
+        """Whether the Origin / Referer ``source`` is the address the request was sent to."""
+        try:
+            url = urlsplit(source.strip())
+            port = url.port
+        except ValueError:
+            return False
+        if url.scheme not in _DEFAULT_PORTS or not url.hostname:
+            return False  # "null" (sandboxed frames, file: pages) and other schemes
+        mine = (host[0], host[1] or _DEFAULT_PORTS.get(scheme))
+        return (url.hostname.lower(), port or _DEFAULT_PORTS[url.scheme]) == mine
+
+
+class _Sessions:
+    """Session ids the server issues: a random token and its HMAC under a key made at start-up,
+    so ids are checked without keeping a table, and ids the server did not issue are refused."""
+
+    def __init__(self):
+        self._key = secrets.token_bytes(32)
+
+    def _sign(self, token: str) -> str:
+        return hmac.new(self._key, token.encode(), hashlib.sha256).hexdigest()[:24]
+
+    def issue(self) -> str:
+        token = secrets.token_hex(16)
+        return token + self._sign(token)
+
+    def valid(self, sid: str | None) -> bool:
+        return (isinstance(sid, str) and len(sid) == 56 and sid.isalnum()
+                and hmac.compare_digest(sid[32:], self._sign(sid[:32])))
+
+    @staticmethod
+    def cookie(sid: str) -> bytes:
+        """The Set-Cookie value: not readable by scripts, not sent with other sites' requests."""
+        return f"{SESSION_COOKIE}={sid}; HttpOnly; Path=/; SameSite=strict".encode("latin-1")
+
+
+class StudioApp(FastAPI):
+    """FastAPI with the studio's guard in front of everything, Starlette's error layer included
+    (so that even a 500 carries the security headers)."""
+
+    guard: _Guard | None = None
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and self.guard is not None:
+            await self.guard(scope, receive, send, super().__call__)
+        else:
+            await super().__call__(scope, receive, send)
 
 
 def _png(data: bytes, download: str | None = None, cache: bool = True) -> Response:
@@ -78,8 +286,13 @@ def _png(data: bytes, download: str | None = None, cache: bool = True) -> Respon
     return Response(data, media_type="image/png", headers=headers)
 
 
-def create_app(studio: Studio | None = None, **studio_options) -> FastAPI:
-    """The FastAPI application around a ``Studio`` (built from ``studio_options`` when not given)."""
+def create_app(studio: Studio | None = None, *, allowed_hosts: Iterable[str] = (), any_ip: bool = False,
+               **studio_options) -> FastAPI:
+    """The FastAPI application around a ``Studio`` (built from ``studio_options`` when not given).
+
+    ``allowed_hosts``: host names the server answers to besides the loopback names (127.0.0.1,
+    localhost, ::1), e.g. the ``--host`` it binds; ``any_ip``: also any IP address (for a server
+    bound to all interfaces). Requests naming another host get 400."""
     studio = studio if studio is not None else Studio(**studio_options)
 
     @asynccontextmanager
@@ -87,27 +300,30 @@ def create_app(studio: Studio | None = None, **studio_options) -> FastAPI:
         yield
         studio.close()
 
-    app = FastAPI(
+    app = StudioApp(
         title="lrgmm studio",
         version="1",
         description="Fit LR-GMM-NN face generators, generate faces, and inspect where every latent "
         "pixel came from. Errors are JSON {error, status}.",
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's /docs and /redoc pages load scripts from a CDN
+        redoc_url=None,
     )
     app.state.studio = studio
+    app.guard = _Guard(studio, LOOPBACK_HOSTS | set(allowed_hosts), any_ip)
 
     # ------------------------------------------------------------------ errors
     @app.exception_handler(StudioError)
     async def _studio_error(request, exc: StudioError):
-        return _error(exc.status, str(exc))
+        return _error(exc.status, studio.public(str(exc)))
 
     @app.exception_handler(LrgmmError)
     async def _lrgmm_error(request, exc: LrgmmError):
-        return _error(400, str(exc))
+        return _error(400, studio.public(str(exc)))
 
     @app.exception_handler(ValueError)
     async def _value_error(request, exc: ValueError):
-        return _error(400, str(exc))
+        return _error(400, studio.public(str(exc)))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request, exc: RequestValidationError):
@@ -121,25 +337,12 @@ def create_app(studio: Studio | None = None, **studio_options) -> FastAPI:
     async def _http(request, exc: StarletteHTTPException):
         msg = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
         if exc.status_code == 404 and msg == "Not Found":
-            msg = f"no such endpoint: {request.url.path} (see /docs)"
-        return _error(exc.status_code, msg)
+            msg = f"no such endpoint: {quote(request.url.path)} (see /openapi.json)"
+        return _error(exc.status_code, studio.public(msg))
 
     @app.exception_handler(Exception)
     async def _unexpected(request, exc: Exception):
-        return _error(500, f"internal error: {type(exc).__name__}: {exc}")
-
-    # --------------------------------------------------------------- sessions
-    @app.middleware("http")
-    async def _session(request: Request, call_next):
-        sid = request.cookies.get(SESSION_COOKIE)
-        fresh = not (sid and len(sid) == 32 and sid.isalnum())
-        if fresh:
-            sid = secrets.token_hex(16)
-        request.state.session = sid
-        response = await call_next(request)
-        if fresh:
-            response.set_cookie(SESSION_COOKIE, sid, httponly=True, samesite="strict")
-        return response
+        return _error(500, studio.public(f"internal error: {type(exc).__name__}: {exc}"))
 
     # ------------------------------------------------------------------- page
     @app.get("/", include_in_schema=False)
@@ -173,10 +376,7 @@ def create_app(studio: Studio | None = None, **studio_options) -> FastAPI:
     # ------------------------------------------------------------------ fits
     @app.post("/api/uploads", summary="Upload face images (multipart field 'files') into this session's folder")
     async def upload(request: Request):
-        lim = studio.limits
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > lim.max_request_bytes:
-            raise TooLargeError(f"upload of {int(length) / 2**20:.0f} MiB; at most {lim.max_request_bytes / 2**20:.0f} MiB per request")
+        lim = studio.limits  # (the request's total size is capped by the guard as it arrives)
         form = await request.form(max_files=lim.max_upload_files + 1, max_fields=16)
         try:
             items = form.getlist("files")
@@ -186,18 +386,22 @@ def create_app(studio: Studio | None = None, **studio_options) -> FastAPI:
             for item in items:
                 if isinstance(item, str):
                     raise StudioError("'files' must be file parts, not text fields")
-                data = await item.read(lim.max_upload_bytes + 1)
-                files.append((item.filename or "", data))
+                size = item.file.seek(0, 2)  # its real size, for the message (the part is spooled)
+                await item.seek(0)
+                if size > lim.max_upload_bytes:
+                    raise TooLargeError(f"{quote(item.filename or '')} is {size_text(size)}; each image must be "
+                                        f"at most {size_text(lim.max_upload_bytes)}")
+                files.append((item.filename or "", await item.read()))
         finally:
             await form.close()
-        up = await studio.sample_pool.run(studio.save_upload, request.state.session, files)
+        up = await studio.sample_pool.run(studio.save_upload, request.scope[SESSION_KEY], files)
         return {"upload": up.id, "files": up.files}
 
     @app.post("/api/fit", summary="Start fitting a model from a data folder or an upload; poll /api/jobs/{id}")
     async def fit(req: FitRequest, request: Request):
         # Listing a large folder takes a moment: in a thread, off the event loop.
         job = await asyncio.to_thread(
-            lambda: studio.start_fit(folder=req.folder, upload=req.upload, session=request.state.session,
+            lambda: studio.start_fit(folder=req.folder, upload=req.upload, session=request.scope[SESSION_KEY],
                                      n_images=req.n_images, seed=req.seed, n_components=req.n_components,
                                      temperature=req.temperature))
         return job.info()

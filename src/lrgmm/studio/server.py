@@ -33,6 +33,33 @@ def _check_port(host: str, port: int) -> None:
         ) from None
 
 
+def check_port(port) -> int:
+    """``port`` as an int in 1..65535, or ``LrgmmError`` (the command line checks it while parsing)."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise LrgmmError(f"port must be a number between 1 and 65535, got {port!r}")
+    return port
+
+
+_WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+
+
+def served_hosts(host: str) -> tuple[set[str], bool]:
+    """The host names requests may name (besides the loopback ones) for a server bound to
+    ``host``, and whether any IP address is accepted too (a server bound to all interfaces is
+    reached by the machine's names and addresses)."""
+    names = {host}
+    if host not in _WILDCARD_HOSTS:
+        return names, False
+    import socket
+
+    for get in (socket.gethostname, socket.getfqdn):
+        try:
+            names.add(get())
+        except OSError:
+            pass
+    return names, True
+
+
 def serve(
     models: list[str] | tuple = (),
     data: list[str] | tuple = (),
@@ -51,15 +78,22 @@ def serve(
     from .app import create_app
     from .service import Limits, Studio
 
+    check_port(port)
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: serving on {host}: anyone who can reach this interface can use the studio "
               "and read its training faces (there is no authentication)", file=sys.stderr)
     _check_port(host, port)
+    # Studio removes its temporary folder itself when a --data folder or a model file is bad;
+    # from here on, whatever ends the server (a failed bind, Ctrl-C) removes it too.
     studio = Studio(models=models, data=data, workers=workers, limits=Limits())
-    app = create_app(studio)
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level)
-    server = uvicorn.Server(config)
-    shown = f"[{host}]" if ":" in host else host
-    print(f"lrgmm studio: http://{shown}:{port}/  ({len(studio.models)} model(s), "
-          f"{len(studio.folders)} data folder(s); API docs at /docs; Ctrl-C stops)", flush=True)
-    server.run()
+    try:
+        names, any_ip = served_hosts(host)
+        app = create_app(studio, allowed_hosts=names, any_ip=any_ip)
+        config = uvicorn.Config(app, host=host, port=port, log_level=log_level)
+        server = uvicorn.Server(config)
+        shown = f"[{host}]" if ":" in host else host
+        print(f"lrgmm studio: http://{shown}:{port}/  ({len(studio.models)} model(s), "
+              f"{len(studio.folders)} data folder(s); API described at /openapi.json; Ctrl-C stops)", flush=True)
+        server.run()
+    finally:
+        studio.close()

@@ -6,9 +6,19 @@ refuses new work past a bounded queue. Generated faces are kept in a bounded LRU
 (``GridCache``): the server's memory does not grow with the number of requests.
 
 Paths: the server reads images only from (a) the data folders given at start-up, listed by the
-server itself and chosen by the client by *name* from that list, (b) the per-session upload
-folders it created under its own temporary directory, and (c) the training files recorded in a
-loaded model, addressed by index. No request can name a path.
+server itself and chosen by the client by *name* from that list, (b) the upload folders it created
+under its own temporary directory (one per upload, owned by the session that sent it), and (c) the
+training files recorded in a loaded model, addressed by index. No request can name a path, and
+nothing sent back names one either: provenance and job reports name files relative to their data
+folder (``utkface/images/x.jpg``) or by file name (``Studio.display_name``, ``Studio.public``).
+
+Clients' values are quoted in messages by ``quote``: at most a short prefix, so that a huge bad
+value is not echoed back whole.
+
+Uploads are bounded per session (its oldest upload is removed for a new one) and across sessions;
+the global bound refuses new uploads (503) instead of removing another session's, except uploads
+left untouched for ``Limits.upload_idle_s``. Images are refused from their header when they have
+more than ``MAX_IMAGE_PIXELS`` pixels, both uploads and the files of the ``--data`` folders.
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import io
 import math
+import os
 import re
 import secrets
 import shutil
@@ -32,7 +43,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import ImageInputError, LrgmmError
-from ..io.images import InputReport, list_images, prepare_image, to_uint8_hwc
+from ..io.images import MAX_IMAGE_PIXELS, InputReport, list_images, prepare_image, to_uint8_hwc
 from ..io.latent_cache import EncodedSet, encode_images
 from ..pipeline import FacePipeline
 from ..provenance import provenance_image, provenance_shares
@@ -67,8 +78,33 @@ class BusyError(StudioError):
     status = 503
 
 
+class OriginError(StudioError):
+    status = 403
+
+
 class NotAvailableError(StudioError):
     status = 501
+
+
+# --------------------------------------------------------------------------------------------
+# Messages
+
+
+def quote(value, limit: int = 48) -> str:
+    """``repr`` of a client's value for an error message, cut to its first ``limit`` characters
+    (with the full length) so that a huge bad value is never echoed back whole."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit:
+        return repr(value) if isinstance(value, str) else text
+    return f"{text[:limit]!r}... ({len(text):,} characters)"
+
+
+def size_text(n: int) -> str:
+    """A byte count for people: ``8.6 MiB (9,000,000 bytes)``."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit} ({n:,} bytes)"
+    return f"{n:,} bytes"
 
 
 # --------------------------------------------------------------------------------------------
@@ -85,9 +121,14 @@ class Limits:
     max_nn_iterations: int = 5
     max_upload_files: int = 256
     max_upload_bytes: int = 8 * 2**20  # per file
-    max_upload_pixels: int = 40_000_000  # per image (a small file can hold a huge, flat image)
-    max_request_bytes: int = 256 * 2**20  # per upload request
-    max_uploads: int = 16  # upload folders kept on disk (oldest removed)
+    max_upload_pixels: int = MAX_IMAGE_PIXELS  # per image (a small file can hold a huge, flat image)
+    max_request_bytes: int = 256 * 2**20  # per upload request, counted as the bytes arrive
+    max_json_bytes: int = 64 * 2**10  # per request other than uploads (JSON bodies are small)
+    max_uploads: int = 4  # upload folders kept per session (its oldest removed for a new one)
+    max_total_uploads: int = 64  # upload folders across sessions: beyond, new uploads are refused (503)
+    max_total_upload_bytes: int = 2 * 2**30  # bytes of uploads across sessions: beyond, refused (503)
+    upload_idle_s: float = 3600.0  # an upload unused this long may be removed to make room for others
+    max_data_pixels: int = MAX_IMAGE_PIXELS  # per image of a --data folder (larger ones are skipped)
     max_fit_images: int = 4096
     max_models: int = 8  # models fitted in the studio (oldest dropped); loaded models stay
     max_queue: int = 64  # tasks waiting per pool before new work is refused (503)
@@ -246,7 +287,7 @@ class GridCache:
             grid = self._grids.get(grid_id)
             if grid is None:
                 raise NotFoundError(
-                    f"unknown grid {grid_id!r}: it never existed or was dropped from the cache "
+                    f"unknown grid {quote(grid_id)}: it never existed or was dropped from the cache "
                     f"(the server keeps the latest {self.max_faces} faces); generate again"
                 )
             self._grids.move_to_end(grid_id)
@@ -279,6 +320,10 @@ class FitJob:
     created: float = field(default_factory=time.time)
     seconds: float | None = None
 
+    @property
+    def finished(self) -> bool:
+        return self.state in ("done", "error")
+
     def info(self) -> dict:
         return {
             "id": self.id,
@@ -309,25 +354,54 @@ def sanitize_filename(name: str, index: int) -> str:
     return stem or f"upload_{index:04d}"
 
 
-def check_image_bytes(data: bytes, name: str, max_pixels: int = 40_000_000) -> str:
+def _pixel_limit_text(max_pixels: int) -> str:
+    side = math.isqrt(max_pixels)
+    return f"at most {max_pixels:,} pixels per image" + (f" ({side}x{side})" if side * side == max_pixels else "")
+
+
+def check_image_bytes(data: bytes, name: str, max_pixels: int = MAX_IMAGE_PIXELS) -> str:
     """The image format of ``data`` (JPEG, PNG or WebP) from its content, never its name.
 
-    Raises ``UnsupportedMediaError`` naming the file when Pillow cannot read it as one of them,
-    ``TooLargeError`` when it has more than ``max_pixels`` pixels."""
+    The size is read from the header (``Image.open`` decodes no pixel) and checked before
+    anything is decoded. Raises ``UnsupportedMediaError`` naming the file when Pillow cannot read
+    it as one of them, ``TooLargeError`` when it has more than ``max_pixels`` pixels."""
     try:
         with Image.open(io.BytesIO(data)) as img:
             fmt = img.format
             w, h = img.size
             if w * h > max_pixels:
-                raise TooLargeError(f"{name!r} is {w}x{h} pixels; at most {max_pixels:,} pixels per image")
+                raise TooLargeError(f"{quote(name)} is {w}x{h} pixels; {_pixel_limit_text(max_pixels)}")
             img.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError:  # Pillow's own bound, far above ours: too large as well
+        raise TooLargeError(f"{quote(name)} has too many pixels; {_pixel_limit_text(max_pixels)}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise UnsupportedMediaError(
-            f"{name!r} is not a readable image ({type(exc).__name__}); upload JPEG, PNG or WebP files"
+            f"{quote(name)} is not a readable image ({type(exc).__name__}); upload JPEG, PNG or WebP files"
         ) from None
     if fmt not in _FORMATS:
-        raise UnsupportedMediaError(f"{name!r} is a {fmt} image; upload JPEG, PNG or WebP files")
+        raise UnsupportedMediaError(f"{quote(name)} is a {fmt} image; upload JPEG, PNG or WebP files")
     return fmt
+
+
+def oversized_images(paths: list[Path], max_pixels: int) -> tuple[list[Path], list[tuple[str, str]]]:
+    """``paths`` split into those within ``max_pixels`` and ``(path, reason)`` for the others,
+    from each file's header only. Files Pillow cannot open are kept: the encoder reports them."""
+    kept, skipped = [], []
+    for p in paths:
+        try:
+            with Image.open(p) as img:
+                w, h = img.size
+        except Image.DecompressionBombError:
+            skipped.append((str(p), f"too many pixels; {_pixel_limit_text(max_pixels)} in the studio"))
+            continue
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+            kept.append(p)
+            continue
+        if w * h > max_pixels:
+            skipped.append((str(p), f"{w}x{h} pixels; {_pixel_limit_text(max_pixels)} in the studio: downscale it"))
+        else:
+            kept.append(p)
+    return kept, skipped
 
 
 @dataclass
@@ -336,6 +410,8 @@ class Upload:
     session: str
     folder: Path
     files: list[str]
+    n_bytes: int = 0
+    used: float = field(default_factory=time.monotonic)  # last stored or fitted from
 
 
 # --------------------------------------------------------------------------------------------
@@ -384,13 +460,17 @@ class Studio:
         self._thumbs: OrderedDict[tuple, bytes] = OrderedDict()
         self._edits: OrderedDict[tuple, object] = OrderedDict()
         self._tmp = Path(tempfile.mkdtemp(prefix="lrgmm-studio-"))
-        self.data_roots = [Path(d).resolve() for d in data]
-        for root in self.data_roots:
-            if not root.is_dir():
-                raise ImageInputError(f"--data {root}: not a folder; pass a folder of face photos")
-        self.folders = self._list_folders()
-        for path in models:
-            self.load_model(path)
+        try:  # a bad --data folder or model file must not leave the temporary folder behind
+            self.data_roots = [Path(d).resolve() for d in data]
+            for root in self.data_roots:
+                if not root.is_dir():
+                    raise ImageInputError(f"--data {root}: not a folder; pass a folder of face photos")
+            self.folders = self._list_folders()
+            for path in models:
+                self.load_model(path)
+        except BaseException:
+            self.close()
+            raise
 
     # ---------------------------------------------------------------- features
     @staticmethod
@@ -416,9 +496,32 @@ class Studio:
         }
 
     def close(self) -> None:
+        """Stop the pools and remove the temporary folder (uploads); safe to call twice."""
         for pool in (self.sample_pool, self.decode_pool, self.fit_pool):
             pool.shutdown()
         shutil.rmtree(self._tmp, ignore_errors=True)
+
+    # ------------------------------------------------------------ public names
+    def display_name(self, path) -> str:
+        """How a file is named to clients: relative to its data folder, prefixed with the folder's
+        name as /api/folders lists it (``utkface/images/x.jpg``), else by its file name alone
+        (uploads, training files of a loaded model): never an absolute server path."""
+        p = Path(path)
+        for root in self.data_roots:
+            try:
+                return f"{root.name}/{p.relative_to(root).as_posix()}"
+            except ValueError:
+                continue
+        return p.name
+
+    def public(self, text: str) -> str:
+        """``text`` (a job report, an error) with the server's folders replaced by the names
+        clients see: data folders by their name, the upload folders removed."""
+        text = re.sub(re.escape(str(self._tmp) + os.sep) + r"[A-Za-z0-9_-]+" + re.escape(os.sep), "", text)
+        for root in sorted(self.data_roots, key=lambda r: -len(str(r))):
+            if root.name:  # (a data folder "/" has no name to show)
+                text = text.replace(str(root), root.name)
+        return text
 
     # ------------------------------------------------------------------ models
     def load_model(self, path) -> ModelEntry:
@@ -439,7 +542,7 @@ class Studio:
         entry = self.models.get(model_id) if isinstance(model_id, str) else None
         if entry is None:
             known = ", ".join(self.models) or "none loaded yet: fit one"
-            raise NotFoundError(f"unknown model id {model_id!r} (known: {known})")
+            raise NotFoundError(f"unknown model id {quote(model_id)} (known: {known})")
         return entry
 
     def training_thumbnail(self, model_id: str, index: int, size: int = 64) -> bytes:
@@ -458,7 +561,8 @@ class Studio:
         try:
             arr = prepare_image(files[index], size).array
         except ImageInputError as exc:
-            raise NotFoundError(f"training face {index} cannot be shown: {exc}") from None
+            reason = str(exc).replace(str(files[index]), self.display_name(files[index]))
+            raise NotFoundError(f"training face {index} cannot be shown: {self.public(reason)}") from None
         png = _png_bytes(to_uint8_hwc(arr))
         with self._lock:
             self._thumbs[key] = png
@@ -485,8 +589,13 @@ class Studio:
 
     # ----------------------------------------------------------------- uploads
     def save_upload(self, session: str, files: list[tuple[str, bytes]]) -> Upload:
-        """Check and store uploaded images under this session's temporary folder. All or nothing:
-        one bad file rejects the request and nothing is kept."""
+        """Check and store uploaded images in a new folder of the temporary directory, owned by
+        ``session``. All or nothing: one bad file rejects the request and nothing is kept.
+
+        A session keeps at most ``max_uploads`` uploads (its oldest is removed for a new one).
+        Across sessions at most ``max_total_uploads`` folders and ``max_total_upload_bytes``
+        bytes are kept: past them a new upload is refused (``BusyError``), after removing
+        uploads unused for ``upload_idle_s``; another session's recent upload is never removed."""
         lim = self.limits
         if not files:
             raise StudioError("no files in the upload; send images as multipart field 'files'")
@@ -499,7 +608,7 @@ class Studio:
         for i, (name, data) in enumerate(files):
             if len(data) > lim.max_upload_bytes:
                 raise TooLargeError(
-                    f"{name!r} is {len(data) / 2**20:.1f} MiB; each image must be at most {lim.max_upload_bytes / 2**20:.0f} MiB"
+                    f"{quote(name)} is {size_text(len(data))}; each image must be at most {size_text(lim.max_upload_bytes)}"
                 )
             fmt = check_image_bytes(data, name, lim.max_upload_pixels)
             stem = sanitize_filename(name, i)
@@ -510,18 +619,55 @@ class Studio:
                 k += 1
             used.add(final)
             checked.append((final, data))
+        n_bytes = sum(len(d) for _, d in checked)
         upload_id = _new_id("u")
-        folder = self._tmp / session / upload_id
-        folder.mkdir(parents=True)
-        for final, data in checked:
-            (folder / final).write_bytes(data)
-        up = Upload(upload_id, session, folder, [f for f, _ in checked])
-        with self._lock:
+        # The folder is named by the upload id alone: the session id (the cookie) is in no path.
+        up = Upload(upload_id, session, self._tmp / upload_id, [f for f, _ in checked], n_bytes)
+        with self._lock:  # room is made (or refused) and reserved before anything is written
+            removed = self._make_room_locked(up)
             self.uploads[upload_id] = up
-            while len(self.uploads) > self.limits.max_uploads:
-                old = self.uploads.pop(next(iter(self.uploads)))
-                shutil.rmtree(old.folder, ignore_errors=True)
+        for old in removed:
+            shutil.rmtree(old.folder, ignore_errors=True)
+        try:
+            up.folder.mkdir(parents=True)
+            for final, data in checked:
+                (up.folder / final).write_bytes(data)
+        except BaseException:
+            with self._lock:
+                self.uploads.pop(upload_id, None)
+            shutil.rmtree(up.folder, ignore_errors=True)
+            raise
         return up
+
+    def _make_room_locked(self, new: Upload) -> list[Upload]:
+        """Unregister what must go for ``new`` to fit the limits (the caller removes the folders),
+        or raise ``BusyError`` when only other sessions' recent uploads stand in the way."""
+        lim = self.limits
+        before = dict(self.uploads)
+        removed = []
+        own = [u for u in self.uploads.values() if u.session == new.session]
+        while len(own) >= lim.max_uploads:
+            removed.append(self.uploads.pop(own.pop(0).id))
+
+        def over() -> bool:
+            total = sum(u.n_bytes for u in self.uploads.values()) + new.n_bytes
+            return len(self.uploads) + 1 > lim.max_total_uploads or total > lim.max_total_upload_bytes
+
+        now = time.monotonic()
+        for u in sorted(self.uploads.values(), key=lambda u: u.used):
+            if not over():
+                break
+            if now - u.used >= lim.upload_idle_s:
+                removed.append(self.uploads.pop(u.id))
+        if over():
+            self.uploads.clear()  # nothing is removed when the upload is refused
+            self.uploads.update(before)
+            raise BusyError(
+                f"the studio already keeps {len(self.uploads)} uploads ({size_text(sum(u.n_bytes for u in self.uploads.values()))}) "
+                f"of other sessions, its limit (at most {lim.max_total_uploads} uploads, {size_text(lim.max_total_upload_bytes)}); "
+                "try again later or fit from a data folder"
+            )
+        return removed
 
     # -------------------------------------------------------------------- fits
     def start_fit(self, *, folder: str | None = None, upload: str | None = None, session: str = "",
@@ -533,13 +679,14 @@ class Studio:
         if folder is not None:
             if folder not in self.folders:
                 names = ", ".join(self.folders) or "none: start the server with --data FOLDER"
-                raise NotFoundError(f"unknown data folder {folder!r}; choose one of the listed names ({names})")
+                raise NotFoundError(f"unknown data folder {quote(folder)}; choose one of the listed names ({names})")
             paths = list_images(self.folders[folder]).paths
             source = folder
         else:
-            up = self.uploads.get(upload)
+            up = self.uploads.get(upload) if isinstance(upload, str) else None
             if up is None or up.session != session:
-                raise NotFoundError(f"unknown upload {upload!r} for this session; upload images first")
+                raise NotFoundError(f"unknown upload {quote(upload)} for this session; upload images first")
+            up.used = time.monotonic()
             paths = sorted(up.folder / f for f in up.files)
             source = f"upload {upload} ({len(paths)} files)"
         if len(paths) < 2:
@@ -558,16 +705,20 @@ class Studio:
         if temperature is not None:
             options["temperature"] = temperature
         with self._lock:
+            # Registered only once the pool has taken it (a refused fit raises BusyError here and
+            # leaves no trace), and only finished jobs make room: a queued or running one stays
+            # visible. Unfinished jobs are bounded by the pool (one running, a few waiting).
+            self.fit_pool.submit(self._run_fit, job, paths, options)
             self.jobs[job.id] = job
-            while len(self.jobs) > self.limits.max_jobs:
-                self.jobs.popitem(last=False)
-        self.fit_pool.submit(self._run_fit, job, paths, options)
+            finished = [k for k, j in self.jobs.items() if j.finished]
+            while len(self.jobs) > self.limits.max_jobs and finished:
+                del self.jobs[finished.pop(0)]
         return job
 
     def job(self, job_id: str) -> FitJob:
-        job = self.jobs.get(job_id)
+        job = self.jobs.get(job_id) if isinstance(job_id, str) else None
         if job is None:
-            raise NotFoundError(f"unknown job {job_id!r}")
+            raise NotFoundError(f"unknown job {quote(job_id)}")
         return job
 
     def _run_fit(self, job: FitJob, paths: list[Path], options: dict) -> None:
@@ -577,16 +728,20 @@ class Studio:
             job.state, job.message = "encoding", "loading the autoencoder"
             ae = pipe._resolve_autoencoder()
             pipe.autoencoder = ae
+            job.message = "checking image sizes"
+            paths, too_large = oversized_images(paths, self.limits.max_data_pixels)
             job.message = "encoding faces (cached ones are read back)"
-            encoded = encode_in_chunks(paths, ae, pipe.resolution, pipe.batch_size, pipe.cache, job)
+            encoded = encode_in_chunks(paths, ae, pipe.resolution, pipe.batch_size, pipe.cache, job,
+                                       skipped=too_large)
             job.state, job.message = "fitting", f"fitting the LR-GMM on {len(encoded)} faces"
             pipe.fit(encoded)
             entry = self._add_model(f"fit: {job.source}, {len(encoded)} faces", pipe, "fit")
             job.model_id = entry.id
-            job.report = encoded.report.summary()
+            job.report = self.public(encoded.report.summary())
             job.state, job.message = "done", f"fitted in {pipe.fit_seconds_:.2f} s after encoding"
         except Exception as exc:  # noqa: BLE001  (any failure is reported to the page; the server goes on)
-            job.state, job.error = "error", str(exc) if isinstance(exc, LrgmmError | ValueError) else f"{type(exc).__name__}: {exc}"
+            msg = str(exc) if isinstance(exc, LrgmmError | ValueError) else f"{type(exc).__name__}: {exc}"
+            job.state, job.error = "error", self.public(msg)
         finally:
             job.seconds = round(time.perf_counter() - start, 3)
 
@@ -705,7 +860,7 @@ class Studio:
         prov = grid.provenance[index]
         shares = provenance_shares(prov)
         sources = [
-            {"index": i, "file": files[i], "name": Path(files[i]).name, "share": round(s, 6),
+            {"index": i, "file": self.display_name(files[i]), "name": Path(files[i]).name, "share": round(s, 6),
              "thumbnail": f"/api/models/{grid.model_id}/training/{i}.png"}
             for i, s in shares if i >= 0
         ]
@@ -749,7 +904,7 @@ class Studio:
         if not self.features()["edit"]:
             raise NotAvailableError("editing is not available in this installation (no FacePipeline.edit)")
         if not 1 <= len(alphas) <= 9 or not all(math.isfinite(a) and abs(a) <= 5 for a in alphas):
-            raise StudioError(f"alphas: 1 to 9 values in [-5, 5], got {alphas}")
+            raise StudioError(f"alphas: 1 to 9 values in [-5, 5], got {quote(alphas)}")
         face = await self.face_array(grid_id, index)
         grid = self.grids.get(grid_id)
         entry = self.model(grid.model_id)
@@ -792,7 +947,7 @@ class Studio:
         pipe = entry.pipeline
         r = pipe.resolution
         if len(box) != 4 or not (0 <= box[0] < box[2] <= r and 0 <= box[1] < box[3] <= r):
-            raise StudioError(f"box must be [x0, y0, x1, y1] with 0 <= x0 < x1 <= {r} and 0 <= y0 < y1 <= {r}, got {box}")
+            raise StudioError(f"box must be [x0, y0, x1, y1] with 0 <= x0 < x1 <= {r} and 0 <= y0 < y1 <= {r}, got {quote(box)}")
         face = await self.face_array(grid_id, index)
 
         def work():
@@ -832,11 +987,12 @@ def _quiet(cls):
 
 
 def encode_in_chunks(paths: list[Path], autoencoder, resolution: int, batch_size: int, cache, job: FitJob,
-                     chunk: int = 16) -> EncodedSet:
+                     chunk: int = 16, skipped: list[tuple[str, str]] = ()) -> EncodedSet:
     """``encode_images`` over chunks of ``paths`` so ``job.done`` advances as faces are encoded;
-    the chunks' results are joined into one ``EncodedSet`` (duplicates across chunks kept once)."""
+    the chunks' results are joined into one ``EncodedSet`` (duplicates across chunks kept once).
+    ``skipped``: (path, reason) of files left out beforehand, counted and listed in the report."""
     latents, out_paths, hashes = [], [], []
-    report = InputReport(resolution=resolution)
+    report = InputReport(resolution=resolution, n_found=len(skipped), skipped=list(skipped))
     seen: dict[str, str] = {}
     n_encoded = n_cached = 0
     job.total = len(paths)

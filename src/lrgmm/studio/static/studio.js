@@ -1,4 +1,4 @@
-// lrgmm studio page: plain JavaScript over the JSON API documented at /docs.
+// lrgmm studio page: plain JavaScript over the JSON API described at /openapi.json.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
