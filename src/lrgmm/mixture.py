@@ -41,6 +41,7 @@ Eigendecompositions and the E-step run in float64; fitted parameters are stored 
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 
 import torch
@@ -56,10 +57,19 @@ _SUPPORT_EPS = 1e-10
 
 def low_rank_dims(weights: torch.Tensor, n_features: int, temperature: float) -> torch.Tensor:
     """d_k = max(1, floor(lambda * pi_k * d0)) for every component (paper eq. 4 and section 4.1)."""
-    if not temperature > 0:
-        raise ValueError(f"temperature (lambda) must be > 0, got {temperature}")
-    dims = torch.floor(temperature * weights.to(torch.float64) * n_features).to(torch.long)
-    return dims.clamp(min=1, max=n_features)
+    _check_lambda(temperature)
+    # Clamped before the cast: a float beyond int64 does not convert to a meaningful integer.
+    dims = torch.floor(temperature * weights.to(torch.float64) * n_features).clamp(min=1, max=n_features)
+    return dims.to(torch.long)
+
+
+def _check_lambda(temperature) -> None:
+    """Any finite lambda > 0 (FullGMM asks for full rank with lambda = N; ``LRGMM`` keeps it in
+    (0, 1]): inf and NaN are refused, not turned into a rank."""
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not (
+        math.isfinite(temperature) and temperature > 0
+    ):
+        raise ValueError(f"temperature (lambda) must be > 0 and finite, got {temperature}")
 
 
 def _kmeans_labels(x: torch.Tensor, k: int, gen: torch.Generator, n_iter: int = 20) -> torch.Tensor:
@@ -154,6 +164,7 @@ class LowRankGaussianMixture:
         """Fit on (N, d0) codes."""
         if x.ndim != 2:
             raise ValueError(f"codes must have shape (N, d0), got {tuple(x.shape)}")
+        _check_lambda(self.temperature)
         n, d = x.shape
         k = int(self.n_components)
         if k < 1:

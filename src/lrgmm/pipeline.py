@@ -25,7 +25,7 @@ from .io.atomic import atomic_write_bytes
 from .io.images import make_grid, save_png
 from .io.latent_cache import EncodedSet, encode_images
 from .io.model_file import load_model_file, model_tensors, save_model_file
-from .model import LRGMM, LatentSamples
+from .model import LRGMM, LatentSamples, check_temperature
 from .provenance import provenance_image, provenance_record
 
 
@@ -175,6 +175,7 @@ class FacePipeline:
 
     def fit(self, source) -> "FacePipeline":
         """Fit on a folder, an image file list, or an ``EncodedSet`` from ``encode``."""
+        check_temperature(self.temperature)  # before the encoding, not after it
         self.autoencoder_ = self._resolve_autoencoder()
         encoded = source if isinstance(source, EncodedSet) else self.encode(source)
         if encoded.autoencoder_id != self.autoencoder_.id or encoded.resolution != self.resolution:
