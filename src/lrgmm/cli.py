@@ -116,8 +116,8 @@ def _lambda(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text!r}") from None
     try:
         return check_temperature(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a finite number in (0, 1], got {text}") from None
 
 
 def _info_lines(meta: dict) -> list[str]:

@@ -366,7 +366,7 @@ class FacePipeline:
                 pipe.autoencoder = ae  # refitting this pipeline reuses the same backend
             else:
                 ae = pipe._resolve_autoencoder()
-        except (ValueError, OptionalDependencyError) as exc:
+        except (ValueError, TypeError, OptionalDependencyError) as exc:  # TypeError: recorded options it does not take
             if autoencoder is not None:
                 raise
             raise ModelFileError(
@@ -390,7 +390,11 @@ class FacePipeline:
                 f"(weights sha256 {str(ae_meta.get('weights_sha256'))[:16]}...), but {ae.id!r} was given; "
                 "load it with the same autoencoder weights, or refit the model with this one"
             )
-        if tuple(meta.get("latent_shape", ())) != tuple(ae.latent_shape(pipe.resolution)):
+        try:
+            expected = tuple(ae.latent_shape(pipe.resolution))
+        except ValueError as exc:
+            raise ModelFileError(f"{path}: recorded resolution {pipe.resolution} does not suit {ae.id} ({exc})") from None
+        if tuple(meta.get("latent_shape", ())) != expected:
             raise ModelFileError(f"{path}: latent shape {meta.get('latent_shape')} does not match {ae.id}")
         if not options and recorded_cfg and ae.name == recorded_name:
             _warn_changed_options(path, ae, recorded_cfg)
