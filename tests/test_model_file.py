@@ -187,6 +187,14 @@ def test_missing_file(tmp_path):
         FacePipeline.load(tmp_path / "nowhere.lrgmm")
 
 
+def test_folder_or_fifo_instead_of_a_file(tmp_path):
+    os.mkfifo(tmp_path / "pipe.lrgmm")  # opening it would block: it must not be opened
+    with pytest.raises(ModelFileError, match=r"pipe\.lrgmm is a special file \(device, FIFO or socket\), not a model file"):
+        read_metadata(tmp_path / "pipe.lrgmm")
+    with pytest.raises(ModelFileError, match=r"is a folder, not a model file"):
+        FacePipeline.load(tmp_path)
+
+
 def test_newer_format_version(model64_file, tmp_path):
     newer = rewrite_model_metadata(model64_file, tmp_path / "newer.lrgmm", lambda m: {**m, "format_version": 999})
     with pytest.raises(ModelFileError, match=r"format version 999, newer than this lrgmm reads \(1\).*upgrade"):

@@ -119,11 +119,14 @@ class _Index:
             for row, h in enumerate(hashes or ()):
                 self.where.setdefault(h, (name, row))
         if old:
+            deleted = 0
             for name in old:
-                with contextlib.suppress(OSError):
+                with contextlib.suppress(OSError):  # a read-only cache keeps them (and the warning)
                     (self.folder / name).unlink()
+                    deleted += 1
+            done = "deleted" if deleted == len(old) else f"ignored ({deleted} deleted)"
             warnings.warn(
-                f"deleted {len(old)} latent cache shard(s) in {self.folder} written by an older lrgmm without "
+                f"{done} {len(old)} latent cache shard(s) in {self.folder} written by an older lrgmm without "
                 "checksums (they cannot be verified); their images are encoded again when next used",
                 LatentCacheWarning,
                 stacklevel=4,

@@ -78,6 +78,9 @@ class TensorFileFormat:
     def _read(self, path: Path, with_tensors: bool) -> tuple[dict[str, torch.Tensor], dict]:
         err = self.error
         if not path.is_file():
+            if path.exists():  # a folder, a device, a FIFO: never opened (a FIFO would block)
+                kind = "a folder" if path.is_dir() else "a special file (device, FIFO or socket)"
+                raise err(f"{path} is {kind}, not a {self.what} file")
             raise err(f"{self.what} file {path} does not exist; " + self.create_hint.format(path=path, name=path.name))
         try:
             with safe_open(str(path), framework="pt") as f:
