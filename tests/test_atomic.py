@@ -23,7 +23,6 @@ import pytest
 from lrgmm import cli
 from lrgmm.cli import main
 from lrgmm.errors import LrgmmError, OutputPathError
-from lrgmm.io import atomic
 from lrgmm.io.atomic import atomic_write, atomic_write_bytes, check_writable_target
 
 ROOT = os.geteuid() == 0

@@ -492,7 +492,7 @@ def test_cli_refuses_bad_lambda(value, tmp_path, capsys, monkeypatch):
             main([str(a) for a in argv])
         err = capsys.readouterr().err
         assert e.value.code == 2 and "Traceback" not in err
-        assert f"argument --temperature/--lambda: must be" in err and value in err
+        assert "argument --temperature/--lambda: must be" in err and value in err
 
 
 def test_non_finite_metadata_is_refused_both_ways(fitted64, model64_file, tmp_path, capsys):
