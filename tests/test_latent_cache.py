@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -256,3 +257,81 @@ def test_progress_bar_and_bad_files_in_encode(image_dir, cache, capsys):
     assert "encoding" in capsys.readouterr().err
     assert len(out) == 7 and out.report.n_ignored == 1
     assert [p for p, _ in out.report.skipped] == [str(image_dir / "trunc.jpg")]
+
+
+# ------------------------------------------------------------------------------ checksums
+
+
+def _data_start(shard: Path) -> int:
+    """Offset of the tensor bytes: after the 8-byte header length and the JSON header."""
+    return 8 + int.from_bytes(shard.read_bytes()[:8], "little")
+
+
+def _overwrite_row(shard: Path, row: int, value: float, row_bytes: int = 4 * 4 * 4 * 4) -> None:
+    data = bytearray(shard.read_bytes())
+    start = _data_start(shard) + row * row_bytes
+    data[start : start + row_bytes] = np.full(row_bytes // 4, value, dtype="<f4").tobytes()
+    shard.write_bytes(bytes(data))
+
+
+def test_shards_carry_a_checksum_per_row(image_dir, cache):
+    ae = FakeAE()
+    encode_images(image_dir, ae, resolution=RES, batch_size=7, cache=cache, progress=False)
+    (shard,) = _shards(cache, ae)
+    with safe_open(str(shard), framework="np") as f:
+        meta = f.metadata()
+        z = f.get_tensor("latents")
+    assert meta["version"] == "2"
+    sums = json.loads(meta["checksums"])
+    assert sums == [hashlib.blake2b(row.astype("<f4").tobytes(), digest_size=16).hexdigest() for row in z]
+
+
+@pytest.mark.parametrize("value", [36.6, float("nan")])
+def test_damaged_entries_are_encoded_again(image_dir, cache, value):
+    """Finite garbage used to be used silently (codes off by 36.6); NaN broke every later fit."""
+    first = encode_images(image_dir, FakeAE(), resolution=RES, batch_size=7, cache=cache, progress=False)
+    (shard,) = _shards(cache, FakeAE())
+    _overwrite_row(shard, 2, value)
+    _overwrite_row(shard, 5, value)
+    ae = FakeAE()
+    with pytest.warns(LatentCacheWarning, match=rf"{shard.name}: 2 of 7 cached latent\(s\) fail their checksum"):
+        out = encode_images(image_dir, ae, resolution=RES, batch_size=7, cache=LatentCache(cache.root), progress=False)
+    assert ae.n_images == 2 and out.n_cached == 5
+    torch.testing.assert_close(out.latents, first.latents)  # re-encoded in another batch: rounding only
+    assert out.paths == first.paths
+    # The damaged shard is gone; its intact rows and the re-encoded ones are cached: no more work.
+    assert not shard.exists()
+    ae = FakeAE()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LatentCacheWarning)
+        again = encode_images(image_dir, ae, resolution=RES, cache=LatentCache(cache.root), progress=False)
+    assert ae.n_images == 0 and torch.equal(again.latents, out.latents)
+
+
+def test_shards_without_checksums_are_upgraded_and_non_finite_rows_re_encoded(image_dir, cache):
+    from safetensors.numpy import save_file
+
+    ref = encode_images(image_dir, FakeAE(), resolution=RES, cache=None, progress=False)
+    ae = FakeAE()
+    folder = cache.folder(ae.id, RES)
+    folder.mkdir(parents=True)
+    # A shard as lrgmm wrote them before checksums (version 1), with one NaN row.
+    z = ref.latents.numpy().copy()
+    z[2, 0, 0, 0] = np.nan
+    old = folder / "0123456789abcdef0123456789abcdef.safetensors"
+    save_file({"latents": z}, str(old), metadata={"format": "lrgmm-latents", "version": "1", "autoencoder_id": ae.id,
+                                                  "resolution": str(RES), "hashes": json.dumps(ref.hashes)})
+    with pytest.warns(LatentCacheWarning, match=r"upgraded 1 of 1 latent cache shard\(s\) .* without checksums.*1 non-finite"):
+        out = encode_images(image_dir, ae, resolution=RES, cache=cache, progress=False)
+    assert ae.n_images == 1  # only the NaN row is encoded again
+    torch.testing.assert_close(out.latents, ref.latents)
+    assert not old.exists()
+    # From now on every row is verified: a later run reads everything back, with no warning.
+    ae = FakeAE()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = encode_images(image_dir, ae, resolution=RES, cache=LatentCache(cache.root), progress=False)
+    assert ae.n_images == 0
+    torch.testing.assert_close(again.latents, ref.latents)

@@ -24,6 +24,7 @@ from lrgmm.io import tensor_file  # model files are written through it
 from lrgmm.io.model_file import (
     FORMAT_VERSION,
     TENSOR_NAMES,
+    TENSOR_NAMES_V2,
     load_model_file,
     model_tensors,
     read_metadata,
@@ -64,8 +65,8 @@ def test_round_trip_reproduces_samples_exactly(fitted64, model64_file, taef2):
 def test_round_trip_restores_every_tensor_and_setting(fitted64, model64_file):
     model, meta = load_model_file(model64_file)
     saved, got = model_tensors(fitted64.model_), model_tensors(model)
-    assert set(got) == set(TENSOR_NAMES)
-    for name in TENSOR_NAMES:
+    assert set(got) == set(TENSOR_NAMES + TENSOR_NAMES_V2)
+    for name in TENSOR_NAMES + TENSOR_NAMES_V2:
         assert got[name].dtype == saved[name].dtype, name
         assert torch.equal(got[name], saved[name]), name
     assert model.get_params() == fitted64.model_.get_params()
@@ -87,7 +88,7 @@ def test_file_is_plain_safetensors_not_pickle(model64_file):
     header, start = _safetensors_header(data)
     meta = json.loads(header.pop("__metadata__")["lrgmm"])
     assert meta["format"] == "lrgmm-model"
-    assert set(header) == set(TENSOR_NAMES)
+    assert set(header) == set(TENSOR_NAMES + TENSOR_NAMES_V2)
     # The tensors tile the rest of the file exactly: nothing else (no pickled blob) is in it.
     spans = sorted(tuple(t["data_offsets"]) for t in header.values())
     assert spans[0][0] == 0 and spans[-1][1] == len(data) - start
@@ -187,9 +188,17 @@ def test_missing_file(tmp_path):
         FacePipeline.load(tmp_path / "nowhere.lrgmm")
 
 
+def test_folder_or_fifo_instead_of_a_file(tmp_path):
+    os.mkfifo(tmp_path / "pipe.lrgmm")  # opening it would block: it must not be opened
+    with pytest.raises(ModelFileError, match=r"pipe\.lrgmm is a special file \(device, FIFO or socket\), not a model file"):
+        read_metadata(tmp_path / "pipe.lrgmm")
+    with pytest.raises(ModelFileError, match=r"is a folder, not a model file"):
+        FacePipeline.load(tmp_path)
+
+
 def test_newer_format_version(model64_file, tmp_path):
     newer = rewrite_model_metadata(model64_file, tmp_path / "newer.lrgmm", lambda m: {**m, "format_version": 999})
-    with pytest.raises(ModelFileError, match=r"format version 999, newer than this lrgmm reads \(1\).*upgrade"):
+    with pytest.raises(ModelFileError, match=r"format version 999, newer than this lrgmm reads \(2\).*upgrade"):
         FacePipeline.load(newer)
     with pytest.raises(ModelFileError, match="999"):
         read_metadata(newer)  # `lrgmm info --json` refuses it too
@@ -300,3 +309,240 @@ def test_save_replaces_an_existing_file(fitted64, tmp_path):
     fitted64.save(target)
     assert read_metadata(target)["fit"]["n_images"] == N_FACES
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.lrgmm"]
+
+
+# ------------------------------------------------------------------ schema of damaged files
+
+
+def _rewrite(src: Path, dst: Path, meta_change=None, tensor_change=None, raw_meta: str | None = None) -> Path:
+    """Copy a model file with its metadata and/or tensors changed (what a damaged or hand-edited
+    file looks like once the container itself is readable)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(src), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+        meta = json.loads(f.metadata()["lrgmm"])
+    if meta_change:
+        meta = copy.deepcopy(meta)
+        meta_change(meta)  # in place
+    if tensor_change:
+        tensor_change(tensors)
+    save_file(tensors, str(dst), metadata={"lrgmm": raw_meta if raw_meta is not None else json.dumps(meta)})
+    return dst
+
+
+def _set(dotted: str, value):
+    def change(m):
+        node = m
+        *parents, last = dotted.split(".")
+        for p in parents:
+            node = node[p]
+        if value is _DELETE:
+            del node[last]
+        else:
+            node[last] = value(node[last]) if callable(value) else value
+    return change
+
+
+_DELETE = object()
+
+BAD_METADATA = {
+    "no fit": (_set("fit", _DELETE), r"'fit' is missing"),
+    "fit is a list": (_set("fit", [1, 2]), r"'fit' is a list, not an object"),
+    "no ranks": (_set("fit.ranks", _DELETE), r"'fit\.ranks' is missing"),
+    "ranks too short": (_set("fit.ranks", lambda r: r[:-1]), r"'fit\.ranks' has 3 entries, expected 4"),
+    "negative rank": (_set("fit.ranks", lambda r: [-1] + r[1:]), r"'fit\.ranks\[0\]' is -1, expected >= 0"),
+    "nn_iterations as text": (_set("hyperparameters.nn_iterations", "1"), r"'hyperparameters\.nn_iterations' is \"1\", not an integer"),
+    "nn_iterations 0": (_set("hyperparameters.nn_iterations", 0), r"'hyperparameters\.nn_iterations' is 0, expected >= 1"),
+    "even patch": (_set("hyperparameters.patch_size", 4), r"'hyperparameters\.patch_size' is 4, not odd"),
+    "lambda above 1": (_set("hyperparameters.temperature", 1.5), r"'hyperparameters\.temperature' is 1\.5, expected <= 1"),
+    "lambda as text": (_set("hyperparameters.temperature", "0.12"), r"'hyperparameters\.temperature' .* not a finite number"),
+    "q above c": (_set("hyperparameters.n_channels", 64), r"'hyperparameters\.n_channels' is 64, expected <= 32"),
+    "version as text": (_set("format_version", "1"), r"'format_version' is '1', not a version number"),
+    "version as float": (_set("format_version", 1.0), r"'format_version' is 1\.0, not a version number"),
+    "version as bool": (_set("format_version", True), r"'format_version' is True, not a version number"),
+    "latent shape of 2": (_set("latent_shape", [32, 16]), r"'latent_shape' has 2 entries, expected 3"),
+    "d0 off": (_set("fit.d0", 4095), r"'fit\.d0' is 4095, but q h w = 16 x 16 x 16 = 4096"),
+    "id a number": (_set("autoencoder.id", 5), r"'autoencoder\.id' is 5, not a non-empty string"),
+    "resolution 0": (_set("resolution", 0), r"'resolution' is 0, expected >= 1"),
+    "file without hash": (lambda m: m["training_files"][3].pop("sha256"), r"'training_files\[3\]\.sha256' is missing"),
+    "converged as text": (_set("fit.em_converged", "yes"), r"'fit\.em_converged' is \"yes\", not true or false"),
+    "no parameter counts": (_set("parameter_counts", _DELETE), r"'parameter_counts' is missing"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_METADATA))
+def test_damaged_metadata_is_named(case, model64_file, tmp_path):
+    change, pattern = BAD_METADATA[case]
+    bad = _rewrite(model64_file, tmp_path / "bad.lrgmm", change)
+    with pytest.raises(ModelFileError, match=r"bad\.lrgmm: .*" + pattern):
+        read_metadata(bad)  # what `lrgmm info` reads
+    with pytest.raises(ModelFileError, match=pattern):
+        load_model_file(bad)  # what FacePipeline.load reads
+
+
+@pytest.mark.parametrize("raw", ["[1, 2, 3]", '"a string"', "null", "7"])
+def test_metadata_that_is_not_an_object(raw, model64_file, tmp_path, capsys, lrgmm_cache):
+    from lrgmm.cli import main
+
+    bad = _rewrite(model64_file, tmp_path / "bad.lrgmm", raw_meta=raw)
+    with pytest.raises(ModelFileError, match=r"bad\.lrgmm: model metadata is a JSON \w+, not an object"):
+        read_metadata(bad)
+    for argv in (["info", bad], ["info", "--json", bad], ["sample", bad, "-n", 1, "-o", tmp_path / "o", "--quiet"],
+                 ["eval", bad, "--real", tmp_path, "-n", 2, "--quiet"]):
+        rc = main([str(a) for a in argv])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.startswith("error: ") and "Traceback" not in err, (argv, err)
+        assert "not an object" in err
+    assert not (tmp_path / "o").exists()
+
+
+def _tensor(name, edit):
+    def change(t):
+        t[name] = edit(t[name].clone())
+    return change
+
+
+def _poke(index, value):
+    def edit(x):
+        x.view(-1)[index] = value
+        return x
+    return edit
+
+
+BAD_TENSORS = {
+    "NaN in a mean": (_tensor("mixture.means", _poke(7, float("nan"))), r"'mixture\.means' holds 1 NaN or infinite"),
+    "inf in the codes": (_tensor("memory.codes", _poke(0, float("inf"))), r"'memory\.codes' holds 1 NaN or infinite"),
+    "NaN in P0": (_tensor("projector.components", _poke(3, float("nan"))), r"'projector\.components' holds 1 NaN"),
+    "codes as int32": (_tensor("memory.codes", lambda x: x.to(torch.int32)), r"'memory\.codes' has dtype torch\.int32"),
+    "one code short": (_tensor("memory.codes", lambda x: x[1:]), r"'memory\.codes' has shape \(63, 16, 16, 16\), expected \(64, 16, 16, 16\)"),
+    "label out of range": (_tensor("memory.labels", _poke(5, 4)), r"'memory\.labels' holds components outside \[0, 4\)"),
+    "negative weight": (_tensor("mixture.weights", lambda x: -x), r"'mixture\.weights' is not a probability vector"),
+    "rank above stored": (_tensor("mixture.ranks", _poke(0, 10_000)), r"'mixture\.ranks' holds ranks outside"),
+    "negative variance": (_tensor("mixture.eigenvalues", _poke(0, -1.0)), r"'mixture\.eigenvalues' holds negative"),
+    "K of 3": (_tensor("mixture.weights", lambda x: x[:3]), r"'mixture\.weights' has shape \(3,\), expected \(4,\)"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_TENSORS))
+def test_damaged_tensors_are_named(case, model64_file, tmp_path):
+    change, pattern = BAD_TENSORS[case]
+    bad = _rewrite(model64_file, tmp_path / "bad.lrgmm", tensor_change=change)
+    with pytest.raises(ModelFileError, match=r"bad\.lrgmm: tensor " + pattern):
+        load_model_file(bad)
+    with pytest.raises(ModelFileError, match=pattern):
+        FacePipeline.load(bad, progress=False)
+
+
+def test_info_on_damaged_metadata(model64_file, tmp_path, capsys):
+    from lrgmm.cli import main
+
+    bad = _rewrite(model64_file, tmp_path / "bad.lrgmm", _set("fit", _DELETE))
+    assert main(["info", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {bad}: model metadata field 'fit' is missing; the file is damaged or was not written by lrgmm, refit it with `lrgmm fit`\n"
+
+
+# -------------------------------------------------------------------- lambda and strict JSON
+
+
+@pytest.mark.parametrize("t", [float("inf"), 1e308, float("nan"), 0.0, -0.1, 1.5])
+def test_lambda_must_be_finite_in_0_1(t):
+    from lrgmm.model import LRGMM
+
+    y = torch.randn(16, 4, 4, 4, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=r"temperature \(lambda\) must be > 0 and <= 1 \(a finite number\)"):
+        LRGMM(n_channels=4, n_components=1, temperature=t).fit(y)
+    m = LRGMM(n_channels=4, n_components=1, temperature=0.5).fit(y)
+    with pytest.raises(ValueError, match=r"temperature \(lambda\) must be > 0 and <= 1"):
+        m.sample(2, seed=0, temperature=t)  # inf used to mean rank 1, silently
+
+
+def test_mixture_rank_of_a_huge_lambda_does_not_overflow():
+    from lrgmm.mixture import LowRankGaussianMixture, low_rank_dims
+
+    w = torch.tensor([0.25, 0.75])
+    assert low_rank_dims(w, 64, 1e308).tolist() == [64, 64]  # every direction, not rank 1
+    for t in (float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="must be > 0 and finite"):
+            low_rank_dims(w, 64, t)
+        with pytest.raises(ValueError, match="must be > 0 and finite"):
+            LowRankGaussianMixture(n_components=1, temperature=t).fit(torch.randn(8, 5))
+
+
+def test_pipeline_checks_lambda_before_encoding(tmp_path):
+    with pytest.raises(ValueError, match=r"temperature \(lambda\) must be > 0 and <= 1"):
+        FacePipeline(autoencoder="no-such-backend", temperature=float("inf")).fit(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("value", ["inf", "1e308", "nan", "0", "2", "abc"])
+def test_cli_refuses_bad_lambda(value, tmp_path, capsys, monkeypatch):
+    from lrgmm.cli import main
+
+    def started(*a, **k):
+        raise AssertionError("the command ran with a bad lambda")
+
+    monkeypatch.setattr(FacePipeline, "fit", started)
+    monkeypatch.setattr(FacePipeline, "load", started)
+    for argv in (["fit", tmp_path, "-o", tmp_path / "m.lrgmm", "--temperature", value],
+                 ["sample", tmp_path / "m.lrgmm", "-o", tmp_path / "o", "--lambda", value],
+                 ["complete", tmp_path / "m.lrgmm", tmp_path / "p.png", "--box", 0, 0, 8, 8, "-o", tmp_path / "o",
+                  "--temperature", value]):
+        with pytest.raises(SystemExit) as e:
+            main([str(a) for a in argv])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and "Traceback" not in err
+        assert "argument --temperature/--lambda: must be" in err and value in err
+
+
+def test_non_finite_metadata_is_refused_both_ways(fitted64, model64_file, tmp_path, capsys):
+    from lrgmm.cli import main
+    from lrgmm.io.model_file import save_model_file
+
+    # Reading: Python's json wrote `Infinity`, which no strict reader accepts; nor do we.
+    for text in ("Infinity", "NaN", "1e999"):
+        raw = json.dumps({**read_metadata(model64_file), "hyperparameters": "X"}).replace('"X"', text)
+        bad = _rewrite(model64_file, tmp_path / "inf.lrgmm", raw_meta=raw)
+        with pytest.raises(ModelFileError, match=r"inf\.lrgmm: model metadata is not valid JSON"):
+            read_metadata(bad)
+        assert main(["info", "--json", str(bad)]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and "not valid JSON" in err
+    # `info --json` of a good model is strict JSON.
+    assert main(["info", "--json", str(model64_file)]) == 0
+
+    def refuse(name):
+        raise AssertionError(f"{name} in the JSON")
+
+    json.loads(capsys.readouterr().out, parse_constant=refuse)
+    # Writing: a NaN in the metadata is named, and nothing is written.
+    meta = fitted64.metadata()
+    meta["fit"]["mean_log_likelihood"] = float("nan")
+    with pytest.raises(ModelFileError, match=r"cannot write .*nan\.lrgmm: model metadata field 'fit\.mean_log_likelihood' is nan"):
+        save_model_file(tmp_path / "nan.lrgmm", fitted64.model_, meta)
+    assert not (tmp_path / "nan.lrgmm").exists()
+
+
+def test_format_version_1_files_still_load(fitted64, model64_file, tmp_path):
+    """Files written before the density rank was separate (format 1: no density ranks or counts)
+    load with density ranks = sampling ranks, as they were fitted, and sample the same faces."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(model64_file), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys() if k not in TENSOR_NAMES_V2}
+        meta = json.loads(f.metadata()["lrgmm"])
+    meta["format_version"] = 1
+    for key in ("density_ranks", "component_counts", "noise_variances", "hard_assignment"):
+        meta["fit"].pop(key, None)
+    old = tmp_path / "v1.lrgmm"
+    save_file(tensors, str(old), metadata={"lrgmm": json.dumps(meta)})
+    model, _ = load_model_file(old)
+    assert torch.equal(model.mixture_.density_ranks_, model.mixture_.ranks_)
+    assert torch.equal(model.mixture_.counts_, torch.bincount(model.labels_, minlength=model.n_components_))
+    a = fitted64.model_.sample(8, seed=0)
+    b = model.sample(8, seed=0)
+    assert torch.equal(a.codes, b.codes) and torch.equal(a.provenance, b.provenance)

@@ -347,6 +347,7 @@ class FullGMM(BaselineGenerator):
         self.mixture_ = LowRankGaussianMixture(
             n_components=k,
             temperature=float(max(n, 1)),  # lambda pi_k d0 >= d0 for every component: full rank
+            density_rank=x.shape[1],  # full rank in EM too (capped at n_k - 1 by the estimator)
             reg_covar=self.reg,
             random_state=self.random_state if self.random_state is not None else 0,
             min_component_size=self.min_component_size,

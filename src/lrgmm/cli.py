@@ -38,7 +38,7 @@ def _add_model_options(p):
     _opt(p, init, "resolution", type=int, help="working image side in pixels")
     _opt(p, init, "n_channels", "-q", "--n-channels", type=int, help="projector channels q; default: the autoencoder's preferred q")
     _opt(p, init, "n_components", "-K", "--n-components", type=int, help="mixture components K; default: round(N / 128) in [1, 64]")
-    _opt(p, init, "temperature", "--temperature", "--lambda", type=float, help="lambda: d_k = floor(lambda * pi_k * d0)")
+    _opt(p, init, "temperature", "--temperature", "--lambda", type=_lambda, help="lambda in (0, 1]: d_k = floor(lambda * pi_k * d0)")
     _opt(p, init, "patch_size", "--patch-size", "--omega", type=int, help="NN patch size omega (odd)")
     _opt(p, init, "nn_iterations", type=int, help="NN projections per sample")
     _opt(p, init, "reg_covar", type=float, help="floor of the components' isotropic variance")
@@ -74,7 +74,7 @@ def _add_sampling_options(p, n_default=16):
     p.add_argument("-n", "--n", type=_positive_int, default=n_default, help=f"number of faces (default: {n_default})")
     p.add_argument("--seed", type=int, default=None, help="seed; default: a fresh one, printed so the run can be repeated")
     p.add_argument("--no-nn", dest="nn", action="store_false", default=_default(gen, "nn"), help="skip the NN step (the paper's plain LR-GMM)")
-    p.add_argument("--temperature", "--lambda", type=float, default=None, help="lower lambda than the fitted one (default: the model's)")
+    p.add_argument("--temperature", "--lambda", type=_lambda, default=None, help="lower lambda than the fitted one (default: the model's)")
     p.add_argument("--nn-iterations", type=int, default=None, help="NN projections per sample (default: the model's)")
     p.add_argument("--patch-size", "--omega", type=int, default=None, help="NN patch size (default: the model's)")
 
@@ -106,6 +106,20 @@ def _positive_int(text: str) -> int:
     return n
 
 
+def _lambda(text: str) -> float:
+    """``--temperature``: a finite number in (0, 1] (``inf`` used to overflow to rank 1)."""
+    from .model import check_temperature
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text!r}") from None
+    try:
+        return check_temperature(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a finite number in (0, 1], got {text}") from None
+
+
 def _info_lines(meta: dict) -> list[str]:
     """What a model holds, from its metadata alone (no weights or tensors needed)."""
     fit, hp, counts = meta["fit"], meta["hyperparameters"], meta["parameter_counts"]
@@ -126,8 +140,10 @@ def _info_lines(meta: dict) -> list[str]:
 
 
 def cmd_fit(args) -> int:
+    from .io.atomic import check_writable_target
     from .pipeline import FacePipeline, InputWarning
 
+    check_writable_target(args.output)  # a bad -o fails now, not after the encoding and the fit
     params = {k: getattr(args, k) for k in FacePipeline().get_params() if hasattr(args, k)}
     params.update(cache=not args.no_cache, progress=not args.quiet)
     options = _backend_options(args.autoencoder, args)
@@ -217,7 +233,7 @@ def cmd_info(args) -> int:
         meta = read_metadata(args.model)
         if not args.files:
             meta.pop("training_files", None)
-        print(json.dumps(meta, indent=1))
+        print(json.dumps(meta, indent=1, allow_nan=False))  # strict JSON: the reader refused NaN/inf
         return 0
     meta = read_metadata(args.model)
     size = Path(args.model).stat().st_size
@@ -335,7 +351,9 @@ def _load_for_edit(model: str, quiet: bool):
 
 def cmd_edit_fit(args) -> int:
     from .editing import AttributeEdit
+    from .io.atomic import check_writable_target
 
+    check_writable_target(args.output)  # before loading the model and fitting the edit
     pipe = _load_for_edit(args.model, args.quiet)
     params = {k: getattr(args, k) for k in AttributeEdit().get_params() if hasattr(args, k)}
     params["progress"] = not args.quiet
@@ -418,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--seed", type=int, default=None, help="seed; default: a fresh one, printed so the run can be repeated")
     p.add_argument("--no-nn", dest="nn", action="store_false", default=_default(complete_image, "nn"), help="skip the NN step")
-    p.add_argument("--temperature", "--lambda", type=float, default=None, help="lower lambda than the fitted one (default: the model's)")
+    p.add_argument("--temperature", "--lambda", type=_lambda, default=None, help="lower lambda than the fitted one (default: the model's)")
     p.add_argument("--noise", action=argparse.BooleanOptionalAction, default=_default(complete_image, "noise"),
                    help="draw the exact conditional, isotropic residual included (--no-noise: only the low-rank part, like eq. 4)")
     p.add_argument("--nn-iterations", type=int, default=None, help="NN projections (default: the model's)")

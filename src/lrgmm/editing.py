@@ -109,7 +109,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .errors import LrgmmError, OptionalDependencyError
-from .io.tensor_file import TensorFileFormat
+from .io.tensor_file import MetadataCheck, TensorFileFormat, check_tensor
 from .labels import LabelError, LabelTable, canonical_category
 from .randomness import as_generator
 
@@ -745,18 +745,60 @@ def _jsonable(obj):
     return obj
 
 
-def load_edit(path: str | Path) -> AttributeEdit:
-    """Read an edit file written by ``AttributeEdit.save``. Never unpickles."""
-    tensors, meta = EDIT_FORMAT.read(path)
+def _check_edit_file(path, tensors: dict, meta: dict) -> None:
+    """The fields and tensors ``load_edit`` and ``edit_faces`` use, with their types, shapes and
+    ranges: a damaged file gets an ``EditFileError`` naming the field, not a ``KeyError``."""
+    c = MetadataCheck(EDIT_FORMAT, path, meta)
+    for field in ("attribute", "negative", "positive"):
+        c.str(field)
+    c.str("labels_source", required=False, none_ok=True)
+    c.dict("model")
+    c.str("model.fingerprint")
+    n_memory = c.int("model.n_training_images", lo=1, required=False)
+    c.int("n_negative", lo=0, required=False, none_ok=True)
+    c.int("n_positive", lo=0, required=False, none_ok=True)
+    c.number("fit_seconds", lo=0, required=False, none_ok=True)
+    c.dict("info", required=False)
+    c.list("history", required=False)
+    if c.dict("params", required=False) is not None:
+        c.str("params.method", required=False, choices=EDIT_METHODS)
+        c.str("params.cost", required=False, choices=("joint", "pixels"))
+        c.int("params.rank", lo=0, required=False)
+        for name in ("preservation", "preservation_blur", "learning_rate", "classifier_l2", "scaling",
+                     "validation_fraction"):
+            c.number(f"params.{name}", lo=0, required=False)
+        c.number("params.blur", lo=0, required=False, none_ok=True)
+        for name in ("max_epochs", "patience", "min_examples"):
+            c.int(f"params.{name}", lo=0, required=False)
+        c.int("params.random_state", required=False, none_ok=True)
+        c.bool("params.progress", required=False)
+
     EDIT_FORMAT.require(path, tensors, ("linear", "bias", "memory_side"))
+    bias = check_tensor(EDIT_FORMAT, path, "bias", tensors["bias"], torch.float32, (None, None, None))
+    q, h, w = bias.shape
+    check_tensor(EDIT_FORMAT, path, "linear", tensors["linear"], torch.float64, (q, q))
+    side = check_tensor(EDIT_FORMAT, path, "memory_side", tensors["memory_side"], torch.int8, (n_memory,))
+    if bool(((side < -1) | (side > 1)).any()):
+        raise EditFileError(f"{path}: tensor 'memory_side' holds values other than -1, 0, 1; the file is damaged, "
+                            f"{EDIT_FORMAT.redo_hint}")
+    if ("left" in tensors) != ("right" in tensors):
+        raise EditFileError(f"{path}: tensor 'left' or 'right' is missing (they come in pairs); the file is damaged, "
+                            f"{EDIT_FORMAT.redo_hint}")
+    if "left" in tensors:
+        left = check_tensor(EDIT_FORMAT, path, "left", tensors["left"], torch.float32, (q * h * w, None))
+        check_tensor(EDIT_FORMAT, path, "right", tensors["right"], torch.float32, (q * h * w, left.shape[1]))
+
+
+def load_edit(path: str | Path) -> AttributeEdit:
+    """Read an edit file written by ``AttributeEdit.save``. Never unpickles. Raises
+    ``EditFileError`` naming the field for a damaged or inconsistent file."""
+    tensors, meta = EDIT_FORMAT.read(path)
+    _check_edit_file(path, tensors, meta)
     path = Path(path)
     accepted = inspect.signature(AttributeEdit.__init__).parameters
     edit = AttributeEdit(**{k: v for k, v in meta.get("params", {}).items() if k in accepted})
     edit.linear_, edit.bias_, edit.memory_side_ = tensors["linear"], tensors["bias"], tensors["memory_side"]
     edit.left_, edit.right_ = tensors.get("left"), tensors.get("right")
-    q = edit.bias_.shape[0]
-    if edit.linear_.shape != (q, q) or edit.bias_.ndim != 3:
-        raise EditFileError(f"{path}: tensor shapes do not fit together; the file is corrupt, fit the edit again")
     edit.attribute_, edit.negative_, edit.positive_ = meta["attribute"], meta["negative"], meta["positive"]
     edit.labels_source_ = meta.get("labels_source")
     model = dict(meta.get("model", {}))

@@ -22,5 +22,10 @@ class FitError(LrgmmError):
     """The data cannot be fitted as asked (too few images, non-finite latents...)."""
 
 
+class OutputPathError(LrgmmError, OSError):
+    """An output path lrgmm will not write to: not a regular file (a folder, a device, a FIFO, a
+    symbolic link), an empty name, or a folder that cannot be written to."""
+
+
 class OptionalDependencyError(LrgmmError, ImportError):
     """A feature needs a package that is not installed; the message names the extra to install."""

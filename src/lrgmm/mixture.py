@@ -47,6 +47,7 @@ samples, in float64. Fitted parameters are stored in float32.
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -66,10 +67,19 @@ _HARD_EPS = 1e-9
 
 def low_rank_dims(weights: torch.Tensor, n_features: int, temperature: float) -> torch.Tensor:
     """d_k = max(1, floor(lambda * pi_k * d0)) for every component (paper eq. 4 and section 4.1)."""
-    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature (lambda) must be a finite number > 0, got {temperature}")
-    dims = torch.floor(min(float(temperature), 1.0) * weights.to(torch.float64) * n_features).to(torch.long)
-    return dims.clamp(min=1, max=n_features)
+    _check_lambda(temperature)
+    # Clamped before the cast: a float beyond int64 does not convert to a meaningful integer.
+    dims = torch.floor(temperature * weights.to(torch.float64) * n_features).clamp(min=1, max=n_features)
+    return dims.to(torch.long)
+
+
+def _check_lambda(temperature) -> None:
+    """Any finite lambda > 0 (FullGMM asks for full rank with lambda = N; ``LRGMM`` keeps it in
+    (0, 1]): inf and NaN are refused, not turned into a rank."""
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not (
+        math.isfinite(temperature) and temperature > 0
+    ):
+        raise ValueError(f"temperature (lambda) must be > 0 and finite, got {temperature}")
 
 
 def _kmeans_labels(x: torch.Tensor, k: int, gen: torch.Generator, n_iter: int = 20) -> torch.Tensor:
@@ -192,13 +202,11 @@ class LowRankGaussianMixture:
     def _validate(self, x: torch.Tensor) -> tuple[int, int]:
         if x.ndim != 2:
             raise ValueError(f"codes must have shape (N, d0), got {tuple(x.shape)}")
+        _check_lambda(self.temperature)
         n = x.shape[0]
         k = int(self.n_components)
         if k < 1:
             raise ValueError(f"n_components must be >= 1, got {k}")
-        t = self.temperature
-        if not (isinstance(t, (int, float)) and math.isfinite(t) and 0 < t <= 1):
-            raise ValueError(f"temperature (lambda) must be a finite number in (0, 1], got {t}")
         if int(self.density_rank) < 0:
             raise ValueError(f"density_rank must be >= 0, got {self.density_rank}")
         if int(self.n_init) < 1:

@@ -9,6 +9,7 @@ autoencoder and to image files.
 from __future__ import annotations
 
 import inspect
+import math
 import warnings
 from dataclasses import dataclass
 
@@ -27,6 +28,22 @@ def default_n_components(n_images: int) -> int:
     (section 4.1), 64 for the full 28k set (appendix 1): one component per 128 images, rounded,
     in [1, 64]. Rounding, not flooring, so 1,023 distinct photos of a 1,024 set still get 8."""
     return int(min(64, max(1, round(n_images / 128))))
+
+
+def check_temperature(value, name: str = "temperature (lambda)") -> float:
+    """``value`` as a float when it is a finite number in (0, 1], else ValueError.
+
+    lambda sets d_k = floor(lambda pi_k d0), so lambda = 1 already gives d0 directions in total;
+    inf or 1e308 overflowed the int64 rank (to rank 1, silently) and wrote ``Infinity`` into
+    the model's JSON. The mixture alone (``LowRankGaussianMixture``) accepts any finite lambda
+    > 0: the full-rank GMM baseline uses lambda = N to keep every direction."""
+    try:
+        t = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number in (0, 1], got {value!r}") from None
+    if isinstance(value, bool) or not (math.isfinite(t) and 0 < t <= 1):
+        raise ValueError(f"{name} must be > 0 and <= 1 (a finite number), got {value}")
+    return t
 
 
 @dataclass
@@ -119,6 +136,7 @@ class LRGMM:
         """Fit P0 on all latent pixels, then the mixture on the N flattened codes."""
         if latents.ndim != 4:
             raise ValueError(f"latents must have shape (N, c, h, w), got {tuple(latents.shape)}")
+        check_temperature(self.temperature)
         n, c = latents.shape[:2]
         if n < 2:
             raise FitError(f"need at least 2 training images, got {n}")
@@ -188,7 +206,10 @@ class LRGMM:
 
     def _sampling_dims(self, temperature: float | None) -> torch.Tensor:
         mix = self.mixture_
-        if temperature is None or temperature == self.temperature:
+        if temperature is None:
+            return mix.ranks_
+        temperature = check_temperature(temperature)
+        if temperature == self.temperature:
             return mix.ranks_
         dims = low_rank_dims(mix.weights_, mix.means_.shape[1], temperature)
         if bool((dims > mix.ranks_).any()) and temperature > self.temperature:

@@ -25,7 +25,7 @@ from .io.atomic import atomic_write_bytes
 from .io.images import make_grid, save_png
 from .io.latent_cache import EncodedSet, encode_images
 from .io.model_file import load_model_file, model_tensors, save_model_file
-from .model import LRGMM, LatentSamples
+from .model import LRGMM, LatentSamples, check_temperature
 from .provenance import provenance_image, provenance_record
 
 
@@ -179,6 +179,7 @@ class FacePipeline:
 
     def fit(self, source) -> "FacePipeline":
         """Fit on a folder, an image file list, or an ``EncodedSet`` from ``encode``."""
+        check_temperature(self.temperature)  # before the encoding, not after it
         self.autoencoder_ = self._resolve_autoencoder()
         encoded = source if isinstance(source, EncodedSet) else self.encode(source)
         if encoded.autoencoder_id != self.autoencoder_.id or encoded.resolution != self.resolution:
@@ -373,7 +374,7 @@ class FacePipeline:
                 pipe.autoencoder = ae  # refitting this pipeline reuses the same backend
             else:
                 ae = pipe._resolve_autoencoder()
-        except (ValueError, OptionalDependencyError) as exc:
+        except (ValueError, TypeError, OptionalDependencyError) as exc:  # TypeError: recorded options it does not take
             if autoencoder is not None:
                 raise
             raise ModelFileError(
@@ -397,7 +398,11 @@ class FacePipeline:
                 f"(weights sha256 {str(ae_meta.get('weights_sha256'))[:16]}...), but {ae.id!r} was given; "
                 "load it with the same autoencoder weights, or refit the model with this one"
             )
-        if tuple(meta.get("latent_shape", ())) != tuple(ae.latent_shape(pipe.resolution)):
+        try:
+            expected = tuple(ae.latent_shape(pipe.resolution))
+        except ValueError as exc:
+            raise ModelFileError(f"{path}: recorded resolution {pipe.resolution} does not suit {ae.id} ({exc})") from None
+        if tuple(meta.get("latent_shape", ())) != expected:
             raise ModelFileError(f"{path}: latent shape {meta.get('latent_shape')} does not match {ae.id}")
         if not options and recorded_cfg and ae.name == recorded_name:
             _warn_changed_options(path, ae, recorded_cfg)

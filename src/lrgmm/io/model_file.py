@@ -16,6 +16,15 @@ eq. 4's rank, still load: their density ranks are their sampling ranks, as they 
 
 Writes go to a temporary file in the destination folder, then ``os.replace``: a crash leaves the
 previous file (or nothing), never half a model.
+
+Reading checks everything a command relies on before using it (``validate_metadata`` for the JSON,
+``load_model_file`` for the tensors): required fields present with their types and ranges (lambda
+in (0, 1], an odd patch size, ranks and counts as non-negative integers...), sizes that agree with
+each other (K ranks and weights, d0 = q h w, one training file per code), every tensor with its
+dtype and shape, finite, labels in [0, K), ranks within the stored eigenvectors, and mixture
+weights that can be sampled from. ``lrgmm info`` and ``FacePipeline.load`` go through the same
+checks, so a damaged file gets a ``ModelFileError`` naming the file and the field, never a
+traceback. Fields only written for people (``created``, ``sizes``) are checked when present.
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ from ..errors import ModelFileError
 from ..mixture import LowRankGaussianMixture
 from ..model import LRGMM
 from ..projector import PixelPCA
-from .tensor_file import TensorFileFormat
+from .tensor_file import MetadataCheck, TensorFileFormat, check_tensor
 
 FORMAT_NAME = "lrgmm-model"
 FORMAT_VERSION = 2
@@ -72,14 +81,79 @@ def save_model_file(path: str | Path, model: LRGMM, metadata: dict) -> None:
 
 
 def read_metadata(path: str | Path) -> dict:
-    """The JSON metadata of a model file, checked for format and version."""
-    return MODEL_FORMAT.read_metadata(path)
+    """The JSON metadata of a model file, checked for format, version and schema
+    (``validate_metadata``)."""
+    meta = MODEL_FORMAT.read_metadata(path)
+    validate_metadata(path, meta)
+    return meta
+
+
+def validate_metadata(path, meta: dict) -> dict:
+    """Raise ``ModelFileError`` naming the field unless ``meta`` has every field the commands use,
+    with its type and range, and the sizes agree. Returns ``meta``."""
+    c = MetadataCheck(MODEL_FORMAT, path, meta)
+    c.str("lrgmm_version")
+    c.str("created", required=False)
+    c.dict("autoencoder")
+    c.str("autoencoder.name")
+    c.str("autoencoder.id")
+    c.str("autoencoder.weights_sha256")
+    c.dict("autoencoder.config", required=False)
+    c.int("resolution", lo=1)
+    ch, h, w = c.ints("latent_shape", length=3, lo=1)
+
+    c.dict("hyperparameters")
+    q = c.int("hyperparameters.n_channels", lo=1, hi=ch)
+    k = c.int("hyperparameters.n_components", lo=1)
+    c.number("hyperparameters.temperature", lo=0, hi=1, lo_open=True)
+    if c.int("hyperparameters.patch_size", lo=1) % 2 != 1:
+        c.fail("hyperparameters.patch_size", f"is {meta['hyperparameters']['patch_size']}, not odd")
+    c.int("hyperparameters.nn_iterations", lo=1)
+    c.number("hyperparameters.reg_covar", lo=0, required=False)
+    c.int("hyperparameters.max_iter", lo=0, required=False)
+    c.number("hyperparameters.tol", lo=0, required=False)
+    c.int("hyperparameters.random_state", required=False, none_ok=True)
+    c.int("hyperparameters.min_component_size", lo=0, required=False)
+    c.bool("hyperparameters.verbose", required=False)
+
+    c.dict("fit")
+    n = c.int("fit.n_images", lo=1)
+    if c.int("fit.d0", lo=1) != q * h * w:
+        c.fail("fit.d0", f"is {meta['fit']['d0']}, but q h w = {q} x {h} x {w} = {q * h * w}")
+    c.ints("fit.ranks", length=k, lo=0, hi=q * h * w)
+    c.numbers("fit.weights", length=k, lo=0, hi=1, required=False)
+    c.int("fit.em_iterations", lo=0)
+    c.bool("fit.em_converged")
+    c.number("fit.mean_log_likelihood")
+    c.number("fit.explained_variance_ratio", lo=0, hi=1 + 1e-9)  # a sum over a sum: may round above 1
+    c.number("fit.fit_seconds", lo=0)
+
+    c.dict("parameter_counts")
+    for part in ("projector", "mixture", "nn_memory"):
+        c.int(f"parameter_counts.{part}", lo=0)
+    if c.dict("sizes", required=False) is not None:
+        c.int("sizes.values_stored", lo=0, required=False)
+        c.int("sizes.tensor_bytes", lo=0, required=False)
+
+    files = c.list("training_files")
+    if len(files) != n:
+        raise ModelFileError(f"{path}: {len(files)} training files listed for {n} codes; the file is corrupt, refit it")
+    for i, f in enumerate(files):
+        if not isinstance(f, dict):
+            c.fail(f"training_files[{i}]", "is not an object with 'path' and 'sha256'")
+        for key in ("path", "sha256"):
+            if not isinstance(f.get(key), str):
+                c.fail(f"training_files[{i}].{key}", "is missing or not a string")
+    return meta
 
 
 def load_model_file(path: str | Path) -> tuple[LRGMM, dict]:
-    """Read a model file: the fitted ``LRGMM`` and the metadata dict. Never unpickles."""
+    """Read a model file: the fitted ``LRGMM`` and the metadata dict. Never unpickles.
+    Raises ``ModelFileError`` for any file that is not a whole, consistent model."""
     t, meta = MODEL_FORMAT.read(path)
-    MODEL_FORMAT.require(path, t, TENSOR_NAMES)
+    validate_metadata(path, meta)
+    MODEL_FORMAT.require(path, t, TENSOR_NAMES + (TENSOR_NAMES_V2 if meta["format_version"] >= 2 else ()))
+    _check_tensors(path, t, meta)
 
     hp = meta.get("hyperparameters", {})
     model = LRGMM(**{k: v for k, v in hp.items() if k in LRGMM().get_params()})
@@ -119,23 +193,51 @@ def load_model_file(path: str | Path) -> tuple[LRGMM, dict]:
     model.projector_, model.mixture_ = proj, mix
     model.codes_, model.labels_ = t["memory.codes"], t["memory.labels"]
     model.n_components_ = mix.means_.shape[0]
-    _check_consistent(path, model)
     return model, meta
 
 
-def _check_consistent(path, model: LRGMM) -> None:
-    n, q, h, w = model.codes_.shape
-    K, d0 = model.mixture_.means_.shape
-    ok = (
-        model.projector_.components_.shape[0] == q
-        and d0 == q * h * w
-        and model.labels_.shape == (n,)
-        and model.mixture_.eigenvectors_.shape[0] == K
-        and model.mixture_.eigenvectors_.shape[2] == d0
-        and int(model.labels_.max()) < K
-        and model.mixture_.density_ranks_.shape == (K,)
-        and model.mixture_.counts_.shape == (K,)
-        and int(torch.maximum(model.mixture_.ranks_, model.mixture_.density_ranks_).max()) <= model.mixture_.eigenvectors_.shape[1]
-    )
-    if not ok:
-        raise ModelFileError(f"{path}: tensor shapes do not fit together; the file is corrupt, refit it")
+def _check_tensors(path, t: dict[str, torch.Tensor], meta: dict) -> None:
+    """Dtypes, shapes (against each other and the metadata), finite values and the value ranges
+    sampling relies on."""
+    ch, h, w = meta["latent_shape"]
+    hp, fit = meta["hyperparameters"], meta["fit"]
+    q, k, n, d0 = hp["n_channels"], hp["n_components"], fit["n_images"], fit["d0"]
+    f64, f32, i64 = torch.float64, torch.float32, torch.int64
+
+    def check(name, dtype, shape):
+        return check_tensor(MODEL_FORMAT, path, name, t[name], dtype, shape)
+
+    check("projector.mean", f64, (ch,))
+    check("projector.components", f64, (q, ch))
+    if bool((check("projector.eigenvalues", f64, (q,)) <= 0).any()):
+        raise ModelFileError(f"{path}: tensor 'projector.eigenvalues' holds variances <= 0; the file is damaged, "
+                             "refit it with `lrgmm fit`")
+    weights = check("mixture.weights", f32, (k,))
+    check("mixture.means", f32, (k, d0))
+    r_max = check("mixture.eigenvectors", f32, (k, None, d0)).shape[1]
+    eigenvalues = check("mixture.eigenvalues", f32, (k, r_max))
+    noise = check("mixture.noise_variance", f32, (k,))
+    ranks = check("mixture.ranks", i64, (k,))
+    check("memory.codes", f32, (n, q, h, w))
+    labels = check("memory.labels", i64, (n,))
+
+    def bad(name, problem):
+        raise ModelFileError(f"{path}: tensor '{name}' {problem}; the file is damaged, refit it with `lrgmm fit`")
+
+    if bool((weights < 0).any()) or abs(float(weights.sum(dtype=f64)) - 1) > 1e-3:
+        bad("mixture.weights", "is not a probability vector")
+    if bool((eigenvalues < 0).any()) or bool((noise < 0).any()):
+        bad("mixture.eigenvalues" if bool((eigenvalues < 0).any()) else "mixture.noise_variance", "holds negative variances")
+    if bool((ranks < 0).any()) or bool((ranks > r_max).any()):
+        bad("mixture.ranks", f"holds ranks outside [0, {r_max}] (the stored eigenvectors)")
+    if ranks.tolist() != fit["ranks"]:
+        bad("mixture.ranks", f"is {ranks.tolist()}, but the metadata records {fit['ranks']}")
+    if n and (int(labels.min()) < 0 or int(labels.max()) >= k):
+        bad("memory.labels", f"holds components outside [0, {k})")
+    # Format version 2: the density's ranks and the training codes per component.
+    if "mixture.density_ranks" in t:
+        density = check("mixture.density_ranks", i64, (k,))
+        if bool((density < 0).any()) or bool((density > r_max).any()):
+            bad("mixture.density_ranks", f"holds ranks outside [0, {r_max}] (the stored eigenvectors)")
+    if "mixture.counts" in t and bool((check("mixture.counts", i64, (k,)) < 0).any()):
+        bad("mixture.counts", "holds negative counts")
