@@ -175,6 +175,12 @@ def test_info(cli_model, capsys, lrgmm_cache):
         assert f"{counts[key]:,}" in out
     assert counts["nn_memory"] == N_FACES * 4096
     assert f"training images  {N_FACES}" in out
+    # One line per component: weight, eq. 4's d_k, the density's rank, noise variance, faces.
+    fit = meta["fit"]
+    assert "components         k  weight  d_k  density rank  noise variance  training faces" in out
+    assert f"  0  {fit['weights'][0]:.4f}  {fit['ranks'][0]:>3}  {fit['density_ranks'][0]:>12}" in out
+    assert fit["component_counts"] == [N_FACES] and f"{N_FACES:>14}" in out
+    assert "100.0% of training faces assigned with responsibility 1" in out
 
     rc, out, err = run(capsys, "info", "--json", model)
     assert rc == 0, err

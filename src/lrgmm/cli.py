@@ -136,7 +136,25 @@ def _info_lines(meta: dict) -> list[str]:
         "parameters       projector {:,}  mixture {:,} (the paper: ~1M)  NN memory {:,} values (N x d0)".format(
             counts["projector"], mix, counts["nn_memory"]
         ),
+        *_component_lines(fit),
     ]
+
+
+def _component_lines(fit: dict) -> list[str]:
+    """One line per mixture component (model files from format 2 on record all the columns)."""
+    cols = [("weight", "weights", "{:.4f}"), ("d_k", "ranks", "{}"), ("density rank", "density_ranks", "{}"),
+            ("noise variance", "noise_variances", "{:.4f}"), ("training faces", "component_counts", "{}")]
+    cols = [c for c in cols if fit.get(c[1]) is not None]
+    if not cols:
+        return []
+    lines = ["components       " + "  ".join(["  k"] + [f"{name:>{len(name)}}" for name, _, _ in cols])]
+    for k in range(len(fit[cols[0][1]])):
+        cells = [f"{k:3d}"] + [f"{fmt.format(fit[key][k]):>{len(name)}}" for name, key, fmt in cols]
+        lines.append("                 " + "  ".join(cells))
+    if fit.get("hard_assignment") is not None:
+        lines.append(f"                 {100 * fit['hard_assignment']:.1f}% of training faces assigned with "
+                     "responsibility 1 (classification EM)")
+    return lines
 
 
 def cmd_fit(args) -> int:
