@@ -170,7 +170,8 @@ class LowRankGaussianMixture:
     converged_, n_iter_, lower_bound_ : EM diagnostics of the kept initialisation (lower_bound_ is
         the final mean log-likelihood per sample); ``lower_bounds_`` the value of every initialisation.
     lower_bound_history_ : mean log-likelihood after every EM iteration of the kept initialisation;
-        ``pruned_at_`` the iterations that removed components (the likelihood may drop there).
+        ``pruned_at_`` the iterations that removed components (the likelihood may drop there);
+        ``labels_moved_`` how many hard labels each iteration changed (-1 where it pruned).
     hard_assignment_ : float, share of training codes assigned with responsibility 1 (to 1e-9).
     """
 
@@ -271,8 +272,9 @@ class LowRankGaussianMixture:
         self.n_iter_ = best["n_iter"]
         self.n_removed_ = best["removed"]
         self.lower_bound_ = best["bound"]
-        self.lower_bound_history_ = [b for b, _ in best["history"]]
-        self.pruned_at_ = [i for i, (_, pruned) in enumerate(best["history"]) if pruned]
+        self.lower_bound_history_ = [b for b, _, _ in best["history"]]
+        self.labels_moved_ = [m for _, _, m in best["history"]]
+        self.pruned_at_ = [i for i, (_, pruned, _) in enumerate(best["history"]) if pruned]
         resp_max = (log_prob - torch.logsumexp(log_prob, 1, keepdim=True)).max(1).values.exp()
         self.hard_assignment_ = float((resp_max > 1 - _HARD_EPS).double().mean())
         self.labels_ = log_prob.argmax(1)
@@ -285,7 +287,7 @@ class LowRankGaussianMixture:
         """EM from the responsibilities ``resp`` (the template every initialisation runs)."""
         removed = k - resp.shape[1]
         prev, bound, converged, it = -math.inf, -math.inf, False, 0
-        history = []
+        history, labels = [], resp.argmax(1)
         bar = tqdm(total=self.max_iter, desc="EM", unit="it", disable=not self.verbose, leave=False)
         for it in range(1, self.max_iter + 1):
             params = self._m_step(x64, resp)
@@ -295,9 +297,12 @@ class LowRankGaussianMixture:
             log_norm = torch.logsumexp(log_prob, 1)
             resp = (log_prob - log_norm[:, None]).exp()
             prev, bound = (-math.inf if n_small else bound), float(log_norm.mean())
-            history.append((bound, bool(n_small)))
+            new_labels = log_prob.argmax(1)
+            moved = -1 if n_small else int((new_labels != labels).sum())
+            labels = new_labels
+            history.append((bound, bool(n_small), moved))
             bar.update(1)
-            bar.set_postfix(loglik=f"{bound:.2f}", K=resp.shape[1])
+            bar.set_postfix(loglik=f"{bound:.2f}", K=resp.shape[1], moved=moved)
             if not n_small and (resp.shape[1] == 1 or abs(bound - prev) < self.tol):
                 converged = True
                 break
