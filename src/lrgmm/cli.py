@@ -250,7 +250,7 @@ def cmd_sample(args) -> int:
         writer.write(batch)
         settings = batch.settings
     written = writer.close(seed, settings)
-    shown = " (grid.png: the first 64)" if args.n > 64 else ""
+    shown = " (the first 64)" if args.n > 64 else ""
     print(f"{args.n} faces (seed {seed}) written to {args.output}/: grid.png{shown}, face_*.png"
           + (", face_*_provenance.png/.json, provenance_grid.png" if written["provenance_maps"] else ""))
     if args.where:

@@ -192,11 +192,17 @@ class LRGMM:
     ) -> Iterator[LatentSamples]:
         """``sample`` in batches of ``batch_size``: memory does not grow with n.
 
-        The faces do not depend on the batch size: the batches concatenated are bit-identical
-        to ``sample(n, seed)``. The random stream is consumed as ``sample`` consumes it, all n
-        component draws first (n int64 values, 8 MB at the 1,000,000 limit), then the noise of
-        every face in order, handed out batch by batch by ``NormalStream``; the NN step and the
-        projection work face by face. Options are checked here, before the first batch.
+        The faces do not depend on the batch size. The random stream is consumed as ``sample``
+        consumes it, all n component draws first (n int64 values, 8 MB at the 1,000,000 limit),
+        then the noise of every face in order, handed out batch by batch by ``NormalStream``:
+        every face gets the component and noise it gets from ``sample(n, seed)`` (as there, the
+        faces of a seed depend on n: the component draws come first). What can differ is rounding:
+        BLAS rounds a matrix product of a few rows differently from a large one, and the faces
+        of one component in a batch share one product, so without the NN step codes may differ
+        from a one-batch draw by ~1e-6; the NN step replaces every latent pixel by a copied
+        training pixel, and the batches concatenated were bit-identical to ``sample`` in every
+        test (a different copy needs two training patches at the same distance to ~1e-6).
+        Options are checked here, before the first batch.
 
         ``weights`` replaces the mixture weights pi (attribute sampling) and ``allowed`` (training
         indices) restricts what the NN step copies from; provenance indexes the full training

@@ -367,8 +367,9 @@ class FacePipeline:
         labels_csv: str | Path | None = None,
     ) -> Iterator[Generated]:
         """``generate`` batch by batch (``Generated.start`` is each batch's first index): memory
-        does not grow with n, and the faces are those of ``generate(n, seed)``, bit for bit,
-        whatever the batch size (``LRGMM.iter_samples``). The batch size is rounded up to a
+        does not grow with n, and the faces are those of ``generate(n, seed)`` whatever the batch
+        size (``LRGMM.iter_samples``: the same draws; with the NN step bit for bit in practice,
+        without it to float rounding after the first batch). The batch size is rounded up to a
         multiple of the decoder's ``batch_size``, so the decoder sees the batches ``generate``
         gives it. Every option is checked before this returns."""
         return self._generate_batches(n, seed, batch_size=batch_size, nn=nn, temperature=temperature,
