@@ -573,3 +573,261 @@ def test_eval_end_to_end(cli_model, utkface_dir, faces64, tmp_path, capsys, lrgm
     assert data["generator"] == "gaussian" and set(data["memorisation"]) == {"latent_codes"}
     rc, _, err = run(capsys, "eval", cli_model[0], "--real", tmp_path / "nowhere", "-n", 2, "--quiet")
     assert_clean_error(rc, err, "nowhere")
+
+
+# ------------------------------------------------------------------- many faces, bounded memory
+
+
+def test_sample_many_faces_in_bounded_batches(cli_model, tmp_path, capsys, lrgmm_cache, monkeypatch):
+    """130 faces are drawn, decoded and written 64 at a time (what keeps `-n 100000` at a flat
+    memory); the grids show the first 64; the faces are those of one in-memory draw."""
+    model, _ = cli_model
+    sizes = []
+    decode = FacePipeline.decode
+
+    def spy(self, latents, *a, **kw):
+        sizes.append(latents.shape[0])
+        return decode(self, latents, *a, **kw)
+
+    monkeypatch.setattr(FacePipeline, "decode", spy)
+    out = _sample(capsys, model, tmp_path / "many", "-n", 130, "--seed", 5)
+    assert "130 faces (seed 5) written" in out and "grid.png (the first 64)" in out
+    assert sizes == [64, 64, 2]
+    d = tmp_path / "many"
+    assert len(list(d.glob("face_????.png"))) == 130 and len(list(d.glob("face_????_provenance.json"))) == 130
+    for grid in ("grid.png", "provenance_grid.png"):
+        with Image.open(d / grid) as im:
+            assert im.size == (2 + 8 * 130, 2 + 8 * 130)  # 64 tiles, 8x8
+    summary = json.loads((d / "samples.json").read_text())
+    assert summary["n"] == 130 and summary["files"]["faces"][-1] == "face_0129.png"
+    assert len(summary["files"]["provenance_json"]) == 130
+
+    from lrgmm.io.images import to_uint8_hwc
+
+    monkeypatch.setattr(FacePipeline, "decode", decode)
+    ref = FacePipeline.load(model, progress=False).generate(130, seed=5)
+    for i in (0, 63, 64, 129):
+        with Image.open(d / f"face_{i:04d}.png") as im:
+            assert np.array_equal(np.asarray(im), to_uint8_hwc(ref.images[i])), i
+
+
+@pytest.mark.parametrize(
+    "args, pattern",
+    [
+        (["-n", "1000001"], r"argument -n/--n: must be at most 1,000,000 faces, got 1,000,001"),
+        (["--seed", str(2**64)], r"argument --seed: must be an integer in \[0, 2\*\*63 - 1"),
+        (["--seed", "-1"], r"argument --seed: must be an integer in \[0, 2\*\*63 - 1"),
+        (["-o", ""], r"argument -o/--output: the output path is empty"),
+    ],
+)
+def test_sample_refuses_absurd_values_at_once(args, pattern, tmp_path, capsys, monkeypatch):
+    def never(*a, **kw):
+        raise AssertionError("the model was loaded: the value was not refused up front")
+
+    monkeypatch.setattr(cli, "_load_pipeline", never)
+    argv = ["sample", str(tmp_path / "m.lrgmm"), "-o", str(tmp_path / "o"), *args]
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert re.search(pattern, err), err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("value, pattern", [("101", "at most 100, got 101"), ("100000000", "at most 100, got 100,000,000")])
+def test_nn_iterations_limit(value, pattern, tmp_path, capsys, monkeypatch):
+    def never(*a, **kw):
+        raise AssertionError("the model was loaded: the value was not refused up front")
+
+    monkeypatch.setattr(cli, "_load_pipeline", never)
+    rc, _, err = run(capsys, "sample", tmp_path / "m.lrgmm", "-o", tmp_path / "o", "--nn-iterations", value)
+    assert_clean_error(rc, err, f"nn_iterations must be {pattern}")
+    rc, _, err = run(capsys, "fit", tmp_path, "-o", tmp_path / "m.lrgmm", "--nn-iterations", value)
+    assert_clean_error(rc, err, f"nn_iterations must be {pattern}")
+    assert sorted(tmp_path.iterdir()) == []
+
+
+def test_sample_edit_is_bounded(tmp_path, capsys):
+    rc, _, err = run(capsys, "sample", tmp_path / "m.lrgmm", "-o", tmp_path / "o", "-n", 300, "--edit", tmp_path / "x.edit")
+    assert_clean_error(rc, err, r"--edit .* at most 256 faces \(-n\), got 300")
+
+
+# ------------------------------------------------------------------------------ seeds, paths
+
+SEED_COMMANDS = {
+    "fit": ["fit", "photos", "-o", "m.lrgmm"],
+    "sample": ["sample", "m.lrgmm", "-o", "out"],
+    "complete": ["complete", "m.lrgmm", "p.jpg", "--box", "0", "0", "8", "8", "-o", "out"],
+    "demo": ["demo"],
+    "eval": ["eval", "m.lrgmm", "--real", "held"],
+    "edit-fit": ["edit-fit", "m.lrgmm", "-o", "g.edit"],
+}
+
+
+@pytest.mark.parametrize("command", list(SEED_COMMANDS))
+def test_seed_range(command, capsys):
+    parser = build_parser()
+    assert parser.parse_args(SEED_COMMANDS[command] + ["--seed", str(2**63 - 1)]) is not None
+    for bad in (str(2**63), str(2**64), "-1", "abc"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(SEED_COMMANDS[command] + ["--seed", bad])
+        err = capsys.readouterr().err
+        assert "argument --seed: must be an integer in [0, 2**63 - 1" in err, err
+
+
+OUTPUT_COMMANDS = {
+    "fit": ["fit", "photos"],
+    "sample": ["sample", "m.lrgmm"],
+    "complete": ["complete", "m.lrgmm", "p.jpg", "--box", "0", "0", "8", "8"],
+    "demo": ["demo"],
+    "edit-fit": ["edit-fit", "m.lrgmm"],
+    "edit": ["edit", "m.lrgmm", "g.edit", "p.jpg"],
+}
+
+
+@pytest.mark.parametrize("command", list(OUTPUT_COMMANDS))
+def test_empty_output_path(command, capsys):
+    """`-o ''` (an unset variable in a script) is refused with a message, on every command with -o."""
+    for empty in ("", "  "):
+        with pytest.raises(SystemExit) as e:
+            build_parser().parse_args(OUTPUT_COMMANDS[command] + ["-o", empty])
+        assert e.value.code == 2
+        assert "argument -o/--output: the output path is empty: give a file or folder name" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------- output folders
+
+
+@pytest.mark.parametrize("command", ["sample", "complete", "edit", "demo"])
+def test_non_empty_output_folder_is_refused(command, tmp_path, capsys, monkeypatch):
+    """An earlier run's folder is not mixed with a new run's files unless --overwrite is given;
+    the refusal comes before anything is loaded, and the folder is left as it was."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "face_0063.png").write_bytes(b"old")
+    argv = {
+        "sample": ["sample", tmp_path / "m.lrgmm"],
+        "complete": ["complete", tmp_path / "m.lrgmm", tmp_path / "p.jpg", "--box", 0, 0, 8, 8],
+        "edit": ["edit", tmp_path / "m.lrgmm", tmp_path / "g.edit", tmp_path / "p.jpg"],
+        "demo": ["demo", "--data", tmp_path],
+    }[command]
+    rc, _, err = run(capsys, *argv, "-o", out, "--quiet")
+    assert_clean_error(rc, err, rf"output folder {out} is not empty \(face_0063.png\): choose a new or empty folder "
+                                r"with -o, or pass --overwrite to replace lrgmm's own files there \(.*; anything else is kept\)")
+    assert [p.name for p in out.iterdir()] == ["face_0063.png"]
+    (tmp_path / "file").write_text("x")
+    rc, _, err = run(capsys, *argv, "-o", tmp_path / "file", "--quiet")
+    assert_clean_error(rc, err, "exists and is not a folder")
+
+
+def test_sample_overwrite_replaces_only_its_own_files(cli_model, tmp_path, capsys, lrgmm_cache):
+    model, _ = cli_model
+    out = tmp_path / "out"
+    _sample(capsys, model, out, "-n", 3, "--seed", 1)
+    keep = {"notes.txt": "mine", "face_mom.png": "a photo", "grid.png.bak": "x"}
+    for name, text in keep.items():
+        (out / name).write_text(text)
+    (out / ".face_0002.png.k3x9_a1.tmp").write_bytes(b"killed mid-write")
+    (out / "sub").mkdir()
+    (out / "sub" / "face_0000.png").write_bytes(b"not ours to remove")
+
+    # A bad option with --overwrite: refused before anything is removed.
+    rc, _, err = run(capsys, "sample", model, "-o", out, "--quiet", "--overwrite", "--temperature", 0)
+    assert_clean_error(rc, err, "temperature")
+    assert (out / "face_0002.png").exists() and (out / "samples.json").exists()
+
+    _sample(capsys, model, out, "-n", 2, "--seed", 2, "--no-nn", "--overwrite")
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["face_0000.png", "face_0001.png", "grid.png", "samples.json", "sub", *keep])
+    assert all((out / n).read_text() == t for n, t in keep.items())
+    assert (out / "sub" / "face_0000.png").read_bytes() == b"not ours to remove"
+    assert json.loads((out / "samples.json").read_text())["n"] == 2
+
+
+def test_own_file_patterns_match_what_the_commands_write(cli_model, tmp_path, capsys, lrgmm_cache):
+    """--overwrite removes exactly the kinds of files the commands write: every file of a real
+    run matches its command's patterns, and nothing of a user's that merely looks alike."""
+    from lrgmm.io.output_folder import COMPLETE_FILES, DEMO_FILES, EDIT_FILES, SAMPLE_FILES, _ours
+
+    model, _ = cli_model
+    _sample(capsys, model, tmp_path / "s", "-n", 2, "--seed", 0)
+    assert all(_ours(p.name, SAMPLE_FILES) for p in (tmp_path / "s").iterdir())
+    photo = read_metadata(model)["training_files"][0]["path"]
+    rc, _, err = run(capsys, "complete", model, photo, "--box", 32, 32, 96, 96, "-n", 2, "--seed", 0, "-o",
+                     tmp_path / "c", "--quiet")
+    assert rc == 0, err
+    written = sorted(p.name for p in (tmp_path / "c").iterdir())
+    assert "completion_0001_raw.png" in written and all(_ours(n, COMPLETE_FILES) for n in written)
+    for name in ("face_0000.png", "face_12345_provenance.json", "grid.png", "samples.json", "demo.lrgmm"):
+        assert _ours(name, DEMO_FILES)
+    for name in ("edit_0000.png", "edit_0003_provenance.png", "edits.json"):
+        assert _ours(name, EDIT_FILES) and not _ours(name, SAMPLE_FILES)
+    for name in ("face_mom.png", "face_01.png", "face_0000.jpg", "grid.png.bak", "my_samples.json", "photo.jpg"):
+        assert not any(_ours(name, own) for own in (SAMPLE_FILES, EDIT_FILES, COMPLETE_FILES, DEMO_FILES)), name
+
+
+# --------------------------------------------------------------------------- interruptions
+
+
+def test_interrupt_says_cached_only_when_an_encoding_was_interrupted(faces64, tmp_path, capsys, monkeypatch, lrgmm_cache):
+    from lrgmm import pipeline
+
+    def interrupted_encoding(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "encode_images", interrupted_encoding)
+    d = _folder(tmp_path, faces64, 4)
+    rc, _, err = _fit(capsys, d, tmp_path / "m.lrgmm")
+    assert rc == 130 and err == "interrupted; encoded latents so far are cached, rerun to resume\n"
+    rc, _, err = _fit(capsys, d, tmp_path / "m.lrgmm", "--no-cache")
+    assert rc == 130 and err == "interrupted\n"
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    for name in ("cmd_sample", "cmd_serve", "cmd_fit"):  # Ctrl-C anywhere else: no claim about a cache
+        monkeypatch.setattr(cli, name, interrupted)
+    for argv in (["sample", "m.lrgmm", "-o", tmp_path / "o"], ["serve", "m.lrgmm"], ["fit", d, "-o", tmp_path / "m"]):
+        rc, _, err = run(capsys, *argv)
+        assert rc == 130 and err == "interrupted\n", argv
+
+
+# ------------------------------------------------------------------------ unreadable input
+
+
+def test_fit_lists_an_unreadable_subfolder(faces64, tmp_path, capsys, monkeypatch, lrgmm_cache):
+    d = _folder(tmp_path, faces64, 6)
+    locked = d / "locked"
+    locked.mkdir()
+    shutil.copyfile(faces64[10], locked / faces64[10].name)
+    real = os.scandir
+
+    def scandir(path="."):  # chmod 000 does not stop root, who runs the tests
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    rc, out, err = _fit(capsys, d, tmp_path / "m.lrgmm")
+    assert rc == 0, err
+    assert "6 of 6 image file(s) used" in out
+    assert f"skipped: 1\n  {locked}: cannot read folder (Permission denied)" in out
+
+
+def test_fit_skips_an_image_over_the_pixel_limit(faces64, tmp_path, capsys, lrgmm_cache):
+    import struct
+    import zlib
+
+    d = _folder(tmp_path, faces64, 6)
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = zlib.compress(b"\0" * 1501 * 12_000, 9)  # 12,000 black 1-bit rows: a 17 KB file
+    (d / "huge.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 12_000, 12_000, 1, 0, 0, 0, 0))
+                                 + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+    rc, out, err = _fit(capsys, d, tmp_path / "m.lrgmm")
+    assert rc == 0, err
+    assert "6 of 7 image file(s) used" in out
+    assert (f"{d / 'huge.png'}: too large: 12000x12000 = 144,000,000 pixels, over the limit of 16,777,216 (4096x4096)"
+            in out)

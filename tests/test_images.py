@@ -19,6 +19,7 @@ from lrgmm.io.images import (
     IMAGE_EXTENSIONS,
     InputReport,
     iter_image_batches,
+    iter_images,
     list_images,
     load_image,
     load_images,
@@ -363,3 +364,120 @@ def test_make_grid():
     assert g2.shape == (3, 4, 25) and np.allclose(g2[:, :, 20:], 0.4)
     with pytest.raises(ValueError):
         make_grid([np.zeros((3, 4, 4)), np.zeros((3, 5, 4))])
+
+
+# ---------------------------------------------------------------------------------------------
+# the pixel limit, checked from the header
+
+
+def _png(path: Path, w: int, h: int, rows: int | None = None) -> Path:
+    """A 1-bit black PNG of w x h written by hand: a few KB for millions of pixels. ``rows``:
+    only that many rows of pixel data (a file whose header claims more than it holds)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    raw = b"\0" * ((1 + (w + 7) // 8) * (h if rows is None else rows))  # filter byte + packed bits per row
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 1, 0, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+    return path
+
+
+def test_pixel_limit_from_the_header(tmp_path):
+    """A 17 KB PNG can claim 12,000 x 12,000 pixels (1.6 GB once decoded): it is skipped, named
+    with its size and the limit, from its header alone (this one holds 8 rows of data: decoding
+    would call it truncated, not too large)."""
+    from lrgmm.io.images import MAX_IMAGE_PIXELS
+
+    assert MAX_IMAGE_PIXELS == 4096 * 4096
+    d = tmp_path / "in"
+    d.mkdir()
+    _save(_rgb(64, 64), d / "ok.png")
+    bomb = _png(d / "bomb.png", 12_000, 12_000, rows=8)
+    assert bomb.stat().st_size < 20_000
+    over = _png(d / "over.png", 4097, 4096)  # complete and valid, one column over the limit
+    res = load_images(d, 32, workers=1)
+    assert res.paths == [str(d / "ok.png")]
+    reasons = dict(res.report.skipped)
+    assert reasons[str(bomb)].startswith("too large: 12000x12000 = 144,000,000 pixels, over the limit of 16,777,216")
+    assert reasons[str(over)].startswith("too large: 4097x4096 = 16,781,312 pixels, over the limit of 16,777,216")
+    assert f"{bomb}: too large: 12000x12000" in res.report.summary()
+    with pytest.raises(ImageInputError, match=r"bomb\.png: too large: 12000x12000 .* 16,777,216"):
+        prepare_image(bomb, 32)  # the single-file path (edit and complete inputs)
+    # At the limit exactly: decoded and used.
+    assert load_image(_png(tmp_path / "edge.png", 4096, 4096), 32).shape == (3, 32, 32)
+
+
+def test_pillow_bomb_checks_never_escape(tmp_path):
+    """Past Pillow's own limits Image.open warns (DecompressionBombWarning) or raises
+    (DecompressionBombError); neither may become a traceback, even with warnings as errors."""
+    import warnings
+
+    from lrgmm.conditional import MaskError, load_mask
+
+    warn = _png(tmp_path / "warn.png", 10_000, 10_000, rows=1)  # 1e8 pixels: Pillow warns
+    err = _png(tmp_path / "err.png", 20_000, 10_000, rows=1)  # 2e8 pixels: Pillow raises
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report = InputReport()
+        assert list(iter_images([warn, err], 32, report=report, workers=1)) == []
+        reasons = dict(report.skipped)
+        assert reasons[str(warn)].startswith("too large: 10000x10000 = 100,000,000 pixels")
+        assert "too large to decode safely" in reasons[str(err)] and "16,777,216" in reasons[str(err)]
+        # A mask image (lrgmm complete --mask) goes through the same check.
+        for path in (warn, err):
+            with pytest.raises(MaskError, match=rf"{path.name}: cannot read the mask image \(.*(too large|exceeds limit)"):
+                load_mask(path, 128)
+
+
+def test_pixel_limit_for_cached_images_too(tmp_path):
+    """Files whose latents are cached are not decoded, only their header read: the limit holds there too."""
+    report = InputReport()
+    big = _png(tmp_path / "big.png", 5000, 5000, rows=1)
+    assert list(iter_images([big], 32, report=report, decode=lambda sha: False, workers=1)) == []
+    assert report.skipped[0][1].startswith("too large: 5000x5000")
+
+
+# ---------------------------------------------------------------------------------------------
+# folders that cannot be read
+
+
+def _deny(monkeypatch, folder: Path) -> None:
+    """Make listing ``folder`` fail as chmod 000 would (tests run as root, where it does not)."""
+    real = os.scandir
+
+    def scandir(path="."):
+        if Path(path) == folder:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+
+
+def test_unreadable_subfolder_is_reported(tmp_path, monkeypatch):
+    d = tmp_path / "in"
+    (d / "locked").mkdir(parents=True)
+    (d / "open").mkdir()
+    _save(_rgb(40, 40), d / "a.png")
+    _save(_rgb(40, 40, 1), d / "open" / "b.png")
+    _save(_rgb(40, 40, 2), d / "locked" / "c.png")
+    _deny(monkeypatch, d / "locked")
+    listed = list_images(d)
+    assert listed.paths == [d / "a.png", d / "open" / "b.png"]
+    assert listed.unreadable == [(d / "locked", "cannot read folder (Permission denied)")]
+    res = load_images(d, 32, workers=1)
+    assert res.report.skipped_folders == [(str(d / "locked"), "cannot read folder (Permission denied)")]
+    summary = res.report.summary()
+    assert "2 of 2 image file(s) used" in summary
+    assert f"skipped: 1\n  {d / 'locked'}: cannot read folder (Permission denied)" in summary
+
+
+def test_unreadable_input_folder_is_named(tmp_path, monkeypatch):
+    d = tmp_path / "locked"
+    d.mkdir()
+    _save(_rgb(40, 40), d / "a.png")
+    _deny(monkeypatch, d)
+    with pytest.raises(ImageInputError, match=rf"no image files found in {d}; {d}: cannot read folder \(Permission denied\)"):
+        list_images(d)

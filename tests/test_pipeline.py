@@ -279,3 +279,89 @@ def test_weights_with_wrong_hash(bad_weights, faces64, tmp_path, lrgmm_cache):
     actual = hashlib.sha256((bad_weights / "taef2_encoder.pth").read_bytes()).hexdigest()
     with pytest.raises(WeightsError, match=rf"(?s)taef2_encoder\.pth has the wrong sha256.*actual:   {actual}.*lrgmm weights download taef2"):
         FacePipeline(progress=False).fit(tmp_path / "faces")
+
+
+# ---------------------------------------------------------------- many faces, in bounded batches
+
+
+def test_sampling_draws_as_before_and_in_any_batches(fitted64):
+    """``LRGMM.sample`` consumes the seed's stream as it always has (all component draws, then
+    one (n, r_max) normal draw, then the NN step), so a seed gives the faces it gave before; and
+    ``iter_samples`` gives those same faces whatever the batch size (with the NN step every
+    latent pixel is a copied training pixel: bit for bit)."""
+    from lrgmm.nn_projection import nn_project
+    from lrgmm.sampling import sample_components, sample_low_rank
+
+    m = fitted64.model_
+    mix, (q, h, w) = m.mixture_, m.codes_.shape[1:]
+    for n in (1, 64, 150):
+        gen = torch.Generator().manual_seed(7)
+        comps = sample_components(mix.weights_, n, gen)
+        flat = sample_low_rank(mix.means_, mix.eigenvectors_, mix.eigenvalues_, mix.ranks_, comps, gen)
+        codes, prov = nn_project(flat.reshape(n, q, h, w), comps, m.codes_, m.labels_, m.patch_size, m.nn_iterations)
+        s = m.sample(n, seed=7)
+        assert torch.equal(s.components, comps) and torch.equal(s.codes, codes) and torch.equal(s.provenance, prov)
+        for batch in (1, 17, 64, 200):
+            parts = list(m.iter_samples(n, 7, batch_size=batch))
+            assert [len(p.components) for p in parts][:-1] == [batch] * (len(parts) - 1)
+            for name in ("latents", "codes", "components", "provenance"):
+                assert torch.equal(torch.cat([getattr(p, name) for p in parts]), getattr(s, name)), (n, batch, name)
+    # Without the NN step the codes are the low-rank products themselves, whose float rounding
+    # can depend on how many faces share one matrix product: same draws, same faces to ~1e-6.
+    plain, one = list(m.iter_samples(20, 3, batch_size=8, nn=False)), m.sample(20, 3, nn=False)
+    assert all(p.provenance is None for p in plain)
+    assert torch.equal(torch.cat([p.components for p in plain]), one.components)
+    assert torch.allclose(torch.cat([p.codes for p in plain]), one.codes, rtol=0, atol=1e-5)
+
+
+def test_generate_batches_give_the_faces_of_generate(fitted64):
+    full = fitted64.generate(40, seed=5)
+    batches = list(fitted64.generate_batches(40, 5, batch_size=20))  # rounded up to 32 (decoder batches of 16)
+    assert [b.start for b in batches] == [0, 32] and [len(b) for b in batches] == [32, 8]
+    assert torch.equal(torch.cat([b.images for b in batches]), full.images)
+    assert torch.equal(torch.cat([b.samples.provenance for b in batches]), full.samples.provenance)
+    assert all(b.settings == full.settings and b.seed == 5 for b in batches)
+    # Attribute sampling too: the weights and the allowed memory are set once, then batch by batch.
+    where = fitted64.generate(20, seed=1, where=["gender=female"])
+    parts = list(fitted64.generate_batches(20, 1, batch_size=16, where=["gender=female"]))
+    assert torch.equal(torch.cat([b.images for b in parts]), where.images)
+    assert parts[0].settings == where.settings
+
+
+def test_generate_to_writes_what_save_writes(fitted64, tmp_path):
+    fitted64.generate(20, seed=2).save(tmp_path / "saved")
+    written = fitted64.generate_to(tmp_path / "streamed", 20, 2, batch_size=16, progress=False)
+    names = sorted(p.name for p in (tmp_path / "saved").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "streamed").iterdir())
+    for name in names:  # samples.json included: same settings, same file lists
+        assert (tmp_path / "saved" / name).read_bytes() == (tmp_path / "streamed" / name).read_bytes(), name
+    assert [p.name for p in written["faces"]] == [f"face_{i:04d}.png" for i in range(20)]
+    assert written["faces"][-1] == tmp_path / "streamed" / "face_0019.png" and len(written["provenance_json"]) == 20
+
+
+def test_limits_are_checked_before_any_work(fitted64, tmp_path):
+    from lrgmm.errors import LimitError
+    from lrgmm.limits import MAX_NN_ITERATIONS, MAX_SAMPLES
+
+    with pytest.raises(LimitError, match=f"at most {MAX_NN_ITERATIONS}, got 101"):
+        fitted64.model_.sample(1, 0, nn_iterations=MAX_NN_ITERATIONS + 1)
+    with pytest.raises(LimitError, match="at most 1,000,000, got 1,000,001"):
+        fitted64.generate_batches(MAX_SAMPLES + 1, 0)
+    with pytest.raises(LimitError, match="at most 1,000,000"):
+        fitted64.generate_to(tmp_path / "never", MAX_SAMPLES + 1, 0)
+    with pytest.raises(ValueError, match="positive odd integer, got 4"):
+        fitted64.generate_to(tmp_path / "never", 3, 0, patch_size=4)
+    assert not (tmp_path / "never").exists()
+    with pytest.raises(LimitError, match=r"seed must be an integer in \[0, 2\*\*63"):
+        fitted64.model_.sample(1, 2**64)  # was torch's "Overflow when unpacking long long"
+
+
+def test_baseline_batches_start_with_generate(fitted64):
+    from lrgmm.baselines import make_generator
+
+    gen = make_generator("normal", fitted64)
+    parts = list(gen.generate_batches(20, 4, batch_size=16))
+    assert [len(p) for p in parts] == [16, 4]
+    assert torch.equal(parts[0].images, gen.generate(16, 4).images)
+    again = list(gen.generate_batches(20, 4, batch_size=16))
+    assert torch.equal(torch.cat([p.images for p in again]), torch.cat([p.images for p in parts]))

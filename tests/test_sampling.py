@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from lrgmm.sampling import sample_components, sample_low_rank
@@ -53,3 +54,34 @@ def test_same_seed_same_codes_and_dims_checked():
 
     with pytest.raises(ValueError, match="exceed"):
         sample_low_rank(means, vecs, vals, torch.tensor([5, 3]), comps, torch.Generator())
+
+
+# ------------------------------------------------------------------ noise drawn batch by batch
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_normal_stream_is_one_randn_call_whatever_the_pieces(dtype):
+    """Batched sampling hands out the noise of one big ``randn`` in pieces: every split (pieces
+    of 1, 3, 17, 64 rows of r values, random ones, totals under 16) gives that call bit for bit,
+    and leaves the generator where the call leaves it."""
+    import random
+
+    from lrgmm.sampling import NormalStream
+
+    rnd = random.Random(0)
+    for r in (1, 3, 7, 16, 33):
+        for n in (1, 2, 5, 17, 130):
+            for rows in (1, 3, 17, 64, None):
+                g = torch.Generator().manual_seed(11)
+                full = torch.randn(n, r, generator=g, dtype=dtype)
+                g_stream = torch.Generator().manual_seed(11)
+                stream = NormalStream(n * r, g_stream, dtype)
+                parts, left = [], n
+                while left:
+                    k = min(left, rows if rows else rnd.randint(1, 40))
+                    parts.append(stream.take(k * r).reshape(k, r))
+                    left -= k
+                assert torch.equal(torch.cat(parts), full), (r, n, rows)
+                assert torch.equal(g_stream.get_state(), g.get_state()), (r, n, rows)
+    with pytest.raises(ValueError, match="left in the stream"):
+        NormalStream(4, torch.Generator(), dtype).take(5)

@@ -50,6 +50,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .limits import SAMPLE_BATCH_SIZE, check_n_samples
 from .mixture import LowRankGaussianMixture
 from .model import LatentSamples
 from .nn_projection import gather_pixels, nn_project
@@ -137,6 +138,27 @@ class BaselineGenerator:
 
     def _sample(self, n: int, gen: torch.Generator):
         raise NotImplementedError
+
+    def generate_batches(self, n: int, seed: int | None = None, batch_size: int = SAMPLE_BATCH_SIZE):
+        """``generate`` batch by batch, memory bounded whatever n (``lrgmm sample --method``).
+        One generator is drawn from batch after batch, so the first ``batch_size`` faces are
+        those of ``generate(n, seed)``; later ones are reproducible for a fixed seed and batch
+        size (unlike ``FacePipeline.generate_batches``, they depend on the batch size)."""
+        self._check_fitted()
+        check_n_samples(n)
+        gen = as_generator(seed if seed is not None else self.random_state)
+        pipe = self.pipeline
+        settings = {"method": self.name, **self.params()}
+        step = max(1, pipe.batch_size)  # whole decoder batches, as generate() decodes them
+        batch_size = -(-max(1, int(batch_size)) // step) * step
+
+        def batches():
+            for start in range(0, n, batch_size):
+                samples = self.sample(min(batch_size, n - start), gen)
+                images = pipe.decode(samples.latents, progress=False)
+                yield Generated(images, samples, pipe.training_files_, seed, settings, start)
+
+        return batches()
 
     def generate(self, n: int, seed: int | None = None, **kwargs: Any) -> Generated:
         """n faces: ``sample`` then the pipeline's decoder. ``kwargs`` are not used by the

@@ -3,6 +3,11 @@
 Every option's default is read from the signature of the API function it feeds
 (``FacePipeline.__init__``, ``FacePipeline.generate``, ``run_demo``...), so the command line and
 the library cannot drift apart.
+
+Inputs are checked before any work: counts, NN iterations and seeds against ``lrgmm.limits``,
+output paths that are empty, output folders that already hold files (``--overwrite`` replaces
+lrgmm's own files there and nothing else: ``lrgmm.io.output_folder``). ``--alpha`` takes the
+numbers that follow it, so photos may come after it (``lrgmm edit m e --alpha -1 1 a.jpg``).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import LrgmmError
+from .limits import MAX_SAMPLES, SEED_LIMIT, check_nn_iterations
 
 
 def _default(func, name):
@@ -44,7 +50,7 @@ def _add_model_options(p):
     _opt(p, init, "reg_covar", type=float, help="floor of the components' isotropic variance")
     _opt(p, init, "max_iter", type=int, help="maximum EM iterations")
     _opt(p, init, "tol", type=float, help="EM tolerance on the mean log-likelihood")
-    _opt(p, init, "random_state", "--seed", type=int, help="seed of the EM initialisation")
+    _opt(p, init, "random_state", "--seed", type=_seed, help="seed of the EM initialisation")
     _opt(p, init, "min_component_size", type=int, help="components with fewer training images are removed")
     _opt(p, init, "batch_size", type=int, help="images per encoder/decoder batch")
 
@@ -71,8 +77,9 @@ def _add_sampling_options(p, n_default=16):
     from .pipeline import FacePipeline
 
     gen = FacePipeline.generate
-    p.add_argument("-n", "--n", type=_positive_int, default=n_default, help=f"number of faces (default: {n_default})")
-    p.add_argument("--seed", type=int, default=None, help="seed; default: a fresh one, printed so the run can be repeated")
+    p.add_argument("-n", "--n", type=_face_count, default=n_default,
+                   help=f"number of faces, at most {MAX_SAMPLES:,} (default: {n_default})")
+    p.add_argument("--seed", type=_seed, default=None, help="seed; default: a fresh one, printed so the run can be repeated")
     p.add_argument("--no-nn", dest="nn", action="store_false", default=_default(gen, "nn"), help="skip the NN step (the paper's plain LR-GMM)")
     p.add_argument("--temperature", "--lambda", type=_lambda, default=None, help="lower lambda than the fitted one (default: the model's)")
     p.add_argument("--nn-iterations", type=int, default=None, help="NN projections per sample (default: the model's)")
@@ -120,6 +127,42 @@ def _lambda(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be a finite number in (0, 1], got {text}") from None
 
 
+def _face_count(text: str) -> int:
+    """-n of the commands that generate faces: 1 .. MAX_SAMPLES."""
+    n = _positive_int(text)
+    if n > MAX_SAMPLES:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_SAMPLES:,} faces, got {n:,}")
+    return n
+
+
+def _seed(text: str) -> int:
+    """--seed: an integer in [0, 2**63), the range every generator here and the studio accept."""
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**63 - 1], got {text!r}") from None
+    if not 0 <= seed < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**63 - 1 = {SEED_LIMIT - 1}], got {seed}")
+    return seed
+
+
+def _output_path(text: str) -> str:
+    """-o: a file or folder name; '' (an unset shell variable, a stray quote) is refused here
+    instead of reaching the file system as the current folder or an odd OS error."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the output path is empty: give a file or folder name")
+    return text
+
+
+def _add_overwrite_option(p) -> None:
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty output folder, replacing lrgmm's own files there (others are kept)")
+
+
+def _fresh_seed() -> int:
+    return secrets.randbelow(2**31)
+
+
 def _info_lines(meta: dict) -> list[str]:
     """What a model holds, from its metadata alone (no weights or tensors needed)."""
     fit, hp, counts = meta["fit"], meta["hyperparameters"], meta["parameter_counts"]
@@ -162,6 +205,7 @@ def cmd_fit(args) -> int:
     from .pipeline import FacePipeline, InputWarning
 
     check_writable_target(args.output)  # a bad -o fails now, not after the encoding and the fit
+    check_nn_iterations(args.nn_iterations)  # stored in the model: refused now, not at sampling time
     params = {k: getattr(args, k) for k in FacePipeline().get_params() if hasattr(args, k)}
     params.update(cache=not args.no_cache, progress=not args.quiet)
     options = _backend_options(args.autoencoder, args)
@@ -190,53 +234,79 @@ def _load_pipeline(args):
 
 
 def cmd_sample(args) -> int:
-    pipe = _load_pipeline(args)
-    seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
-    where = {"where": args.where, "labels_csv": args.labels} if args.where else {}
+    from .io.output_folder import EDIT_FILES, SAMPLE_FILES, check_output_folder, clear_own_files
+    from .limits import MAX_EDIT_SAMPLES
+
     if args.labels and not args.where:
         raise ValueError("--labels is used with --where ATTRIBUTE=VALUE ...")
-    edit = None
-    if getattr(args, "edit", None):
+    if not getattr(args, "edit", None) and getattr(args, "alpha", None) is not None:
+        raise ValueError("--alpha needs --edit EDIT_FILE")
+    if args.edit and args.n > MAX_EDIT_SAMPLES:
+        raise ValueError(f"--edit keeps every strip in memory for its grid: at most {MAX_EDIT_SAMPLES} faces (-n), got {args.n:,}")
+    if args.nn:
+        check_nn_iterations(args.nn_iterations)
+    own = EDIT_FILES if args.edit else SAMPLE_FILES
+    check_output_folder(args.output, args.overwrite, own)  # before loading anything
+    pipe = _load_pipeline(args)
+    seed = args.seed if args.seed is not None else _fresh_seed()
+    where = {"where": args.where, "labels_csv": args.labels} if args.where else {}
+    lrgmm_method = args.method in (None, "lrgmm-nn", "lrgmm")
+    if args.edit:
         from .editing import load_edit
 
-        if args.method not in (None, "lrgmm-nn", "lrgmm"):
+        if not lrgmm_method:
             raise ValueError("--edit works on the model's own faces; drop --method or --edit")
         edit = load_edit(args.edit)
         edit.check_model(pipe, args.edit)  # before generating anything
-    elif getattr(args, "alpha", None) is not None:
-        raise ValueError("--alpha needs --edit EDIT_FILE")
-    if args.method in (None, "lrgmm-nn", "lrgmm"):
         out = pipe.generate(args.n, seed, nn=args.nn and args.method != "lrgmm", temperature=args.temperature,
                             nn_iterations=args.nn_iterations, patch_size=args.patch_size, **where)
-    else:
-        if where:
-            raise ValueError(f"--where works with the LR-GMM methods (lrgmm-nn, lrgmm), not --method {args.method}")
-        out = _baseline(args.method, pipe).generate(args.n, seed)
-    if edit is not None:
         alphas = args.alpha if args.alpha is not None else list(_edit_defaults()["alphas"])
         edited = pipe.edit(out, edit, alphas=alphas, nn=args.nn)
         print(f"seed {seed}")
+        clear_own_files(args.output, own)
         _write_edits(edited, args)
         return 0
-    written = out.save(args.output, progress=not args.quiet)
-    print(f"{len(out)} faces (seed {seed}) written to {args.output}/: grid.png, face_*.png"
+    if lrgmm_method:
+        # Batches of 64: drawn, decoded and written one after the other (memory flat in n).
+        batches = pipe.generate_batches(
+            args.n, seed, nn=args.nn and args.method != "lrgmm", temperature=args.temperature,
+            nn_iterations=args.nn_iterations, patch_size=args.patch_size, **where)
+    else:
+        if where:
+            raise ValueError(f"--where works with the LR-GMM methods (lrgmm-nn, lrgmm), not --method {args.method}")
+        batches = _baseline(args.method, pipe).generate_batches(args.n, seed)
+    from .pipeline import FaceWriter
+
+    clear_own_files(args.output, own)
+    writer = FaceWriter(args.output, total=args.n, progress=not args.quiet)
+    settings: dict = {}
+    for batch in batches:
+        writer.write(batch)
+        settings = batch.settings
+    written = writer.close(seed, settings)
+    shown = " (the first 64)" if args.n > 64 else ""
+    print(f"{args.n} faces (seed {seed}) written to {args.output}/: grid.png{shown}, face_*.png"
           + (", face_*_provenance.png/.json, provenance_grid.png" if written["provenance_maps"] else ""))
     if args.where:
-        w = out.settings
-        print(f"conditions {w['where']}: drawn from {w['labelled_training_faces']} labelled training faces")
+        print(f"conditions {settings['where']}: drawn from {settings['labelled_training_faces']} labelled training faces")
     return 0
 
 
 def cmd_complete(args) -> int:
     from .conditional import box_mask, complete_image
+    from .io.output_folder import COMPLETE_FILES, check_output_folder, clear_own_files
 
+    if args.nn:
+        check_nn_iterations(args.nn_iterations)
+    check_output_folder(args.output, args.overwrite, COMPLETE_FILES)
     pipe = _load_pipeline(args)
     mask = box_mask(pipe.resolution, *args.box) if args.box else args.mask
-    seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
+    seed = args.seed if args.seed is not None else _fresh_seed()
     out = complete_image(
         pipe, args.photo, mask, args.n, seed, nn=args.nn, temperature=args.temperature, noise=args.noise,
         patch_size=args.patch_size, nn_iterations=args.nn_iterations, threshold=args.threshold, feather=args.feather,
     )
+    clear_own_files(args.output, COMPLETE_FILES)
     out.save(args.output)
     print(f"{len(out)} completions (seed {seed}) of {args.photo} written to {args.output}/: grid.png, "
           f"completion_*.png, completion_*_provenance.png/.json; {int(out.unknown.sum())} of "
@@ -265,10 +335,13 @@ def cmd_info(args) -> int:
 
 def cmd_demo(args) -> int:
     from .demo import run_demo
+    from .io.output_folder import DEMO_FILES, check_output_folder, clear_own_files
 
-    res = run_demo(args.data, args.n_train, args.n, args.output, args.seed, progress=not args.quiet)
+    check_output_folder(args.output, args.overwrite, DEMO_FILES)
+    res = run_demo(args.data, args.n_train, args.n, args.output, args.seed, progress=not args.quiet,
+                   before_writing=lambda out: clear_own_files(out, DEMO_FILES))
     print("\n".join(_info_lines(res.pipeline.metadata())))
-    print(f"\n{len(res.generated)} new faces written to {res.out_dir}/")
+    print(f"\n{res.n_faces} new faces written to {res.out_dir}/")
     print(f"  grid:             {res.out_dir / 'grid.png'}")
     print(f"  provenance maps:  {res.out_dir / 'provenance_grid.png'} (one colour per training face)")
     print("  per face:         face_XXXX.png, face_XXXX_provenance.png, face_XXXX_provenance.json")
@@ -402,25 +475,73 @@ def _write_edits(out, args) -> None:
 
 def cmd_edit(args) -> int:
     from .editing import load_edit
+    from .io.output_folder import EDIT_FILES, check_output_folder, clear_own_files
 
+    check_output_folder(args.output, args.overwrite, EDIT_FILES)
     pipe = _load_for_edit(args.model, args.quiet)
     edit = load_edit(args.edit)
     edit.check_model(pipe, args.edit)
     out = pipe.edit(args.images, edit, alphas=args.alpha, nn=args.nn)
+    clear_own_files(args.output, EDIT_FILES)
     _write_edits(out, args)
     return 0
+
+
+_LIST_OPTIONS = ("--alpha",)  # options taking one or more numbers (nargs="+")
+
+
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
+def _numbers_last(args: list[str]) -> list[str]:
+    """Move ``--alpha 1 2`` (the option and the numbers after it) to the end of the arguments
+    when a positional argument follows the numbers, so that argparse's greedy nargs="+" does not
+    take the photos after it for alphas (the README's ``--alpha -2 -1 0 1 2 a.jpg b.jpg -o
+    out/``). Anything after ``--`` is left alone; a non-number right after ``--alpha`` is left in
+    place for argparse to report."""
+    out = list(args)
+    i = 0
+    while i < len(out):
+        if out[i] == "--":
+            break
+        if out[i] in _LIST_OPTIONS:
+            j = i + 1
+            while j < len(out) and _is_number(out[j]):
+                j += 1
+            if j > i + 1 and j < len(out) and not out[j].startswith("-"):
+                group = out[i:j]
+                del out[i:j]
+                out.extend(group)
+                continue  # out[i] is now the token that followed the numbers
+            i = j
+            continue
+        i += 1
+    return out
+
+
+class _Parser(argparse.ArgumentParser):
+    """The ``lrgmm`` parser: argparse plus ``_numbers_last`` on the command line."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else list(args)
+        return super().parse_known_args(_numbers_last(args), namespace)
 
 
 def build_parser() -> argparse.ArgumentParser:
     from .demo import run_demo
 
-    parser = argparse.ArgumentParser(prog="lrgmm", description="Frugal, explainable face generation (LR-GMM-NN).")
+    parser = _Parser(prog="lrgmm", description="Frugal, explainable face generation (LR-GMM-NN).")
     parser.add_argument("--version", action="version", version=f"lrgmm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("fit", help="encode a folder of faces and fit a model file")
     p.add_argument("sources", nargs="+", help="folder(s) or image file(s)")
-    p.add_argument("-o", "--output", required=True, help="model file to write, e.g. faces.lrgmm")
+    p.add_argument("-o", "--output", required=True, type=_output_path, help="model file to write, e.g. faces.lrgmm")
     _add_model_options(p)
     _add_backend_options(p)
     p.add_argument("--no-cache", action="store_true", help="do not read or write the latent cache")
@@ -429,7 +550,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sample", help="generate faces with provenance maps from a model file")
     p.add_argument("model")
-    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("-o", "--output", required=True, type=_output_path, help="output folder (new or empty; see --overwrite)")
+    _add_overwrite_option(p)
     _add_sampling_options(p)
     _add_method_option(p)
     _add_backend_options(p)
@@ -451,8 +573,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--box", nargs=4, type=int, metavar=("X0", "Y0", "X1", "Y1"),
                    help="missing box in working-resolution pixels (x1, y1 excluded)")
     _opt(p, complete_image, "n", "-n", "--n", type=_positive_int, help="completions")
-    p.add_argument("-o", "--output", required=True, help="output folder")
-    p.add_argument("--seed", type=int, default=None, help="seed; default: a fresh one, printed so the run can be repeated")
+    p.add_argument("-o", "--output", required=True, type=_output_path, help="output folder (new or empty; see --overwrite)")
+    _add_overwrite_option(p)
+    p.add_argument("--seed", type=_seed, default=None, help="seed; default: a fresh one, printed so the run can be repeated")
     p.add_argument("--no-nn", dest="nn", action="store_false", default=_default(complete_image, "nn"), help="skip the NN step")
     p.add_argument("--temperature", "--lambda", type=_lambda, default=None, help="lower lambda than the fitted one (default: the model's)")
     p.add_argument("--noise", action=argparse.BooleanOptionalAction, default=_default(complete_image, "noise"),
@@ -474,9 +597,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="fit on 1,024 shared faces and write 64 new ones with provenance")
     _opt(p, run_demo, "data", help="folder of face photos; default: the shared UTKFace folder beside the checkout")
     _opt(p, run_demo, "n_train", type=int, help="training photos drawn from the folder")
-    _opt(p, run_demo, "n_samples", "-n", "--n", type=_positive_int, help="faces to generate")
-    _opt(p, run_demo, "out_dir", "-o", "--output", help="output folder")
-    _opt(p, run_demo, "seed", type=int, help="seed of the training subset, the fit and the samples")
+    _opt(p, run_demo, "n_samples", "-n", "--n", type=_face_count, help=f"faces to generate, at most {MAX_SAMPLES:,}")
+    _opt(p, run_demo, "out_dir", "-o", "--output", type=_output_path, help="output folder (new or empty; see --overwrite)")
+    _add_overwrite_option(p)
+    _opt(p, run_demo, "seed", type=_seed, help="seed of the training subset, the fit and the samples")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_demo)
 
@@ -485,8 +609,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="FID, KID, precision/recall and memorisation against held-out real faces")
     p.add_argument("model", help="a .lrgmm model file")
     p.add_argument("--real", required=True, help="folder of held-out real faces (not training images)")
-    _opt(p, evaluate, "n", "-n", "--n", type=_positive_int, help="faces to generate")
-    p.add_argument("--seed", type=int, default=None, help="seed; default: a fresh one, printed")
+    _opt(p, evaluate, "n", "-n", "--n", type=_face_count, help=f"faces to generate, at most {MAX_SAMPLES:,}")
+    p.add_argument("--seed", type=_seed, default=None, help="seed; default: a fresh one, printed")
     p.add_argument("--no-nn", dest="nn", action="store_false", default=True, help="plain LR-GMM (no NN step)")
     _opt(p, evaluate, "near_copy_quantile", type=float, help="held-out quantile below which a face is a near copy")
     _opt(p, evaluate, "kid_subsets", type=int, help="KID subsets")
@@ -524,8 +648,8 @@ def build_parser() -> argparse.ArgumentParser:
     _opt(p, init, "max_epochs", type=int, help="maximum epochs")
     _opt(p, init, "patience", type=int, help="early-stopping patience in epochs")
     _opt(p, init, "min_examples", type=int, help="fewest images accepted per side")
-    _opt(p, init, "random_state", "--seed", type=int, help="seed of the validation split and batches")
-    p.add_argument("-o", "--output", required=True, help="edit file to write, e.g. gender.edit")
+    _opt(p, init, "random_state", "--seed", type=_seed, help="seed of the validation split and batches")
+    p.add_argument("-o", "--output", required=True, type=_output_path, help="edit file to write, e.g. gender.edit")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_edit_fit)
 
@@ -537,7 +661,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, nargs="+", default=list(ef["alphas"]),
                    help=f"edit strengths; > 0 towards the positive category (default: {' '.join(str(a) for a in ef['alphas'])})")
     p.add_argument("--no-nn", dest="nn", action="store_false", default=ef["nn"], help="skip the NN step after the edit")
-    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("-o", "--output", required=True, type=_output_path, help="output folder (new or empty; see --overwrite)")
+    _add_overwrite_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_edit)
 
@@ -574,8 +699,13 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as exc:  # disk full, permission denied, output path is a folder...
             print(f"error: {exc}", file=sys.stderr)
             return 1
-        except KeyboardInterrupt:
-            print("interrupted; encoded latents so far are cached, rerun to resume", file=sys.stderr)
+        except KeyboardInterrupt as exc:
+            from .pipeline import EncodingInterrupted
+
+            if isinstance(exc, EncodingInterrupted):  # only then is there something to resume
+                print("interrupted; encoded latents so far are cached, rerun to resume", file=sys.stderr)
+            else:
+                print("interrupted", file=sys.stderr)
             return 130
 
 

@@ -88,7 +88,6 @@ import torch.nn.functional as F
 
 from .errors import LrgmmError
 from .nn_projection import nn_project
-from .sampling import sample_components, sample_low_rank
 
 
 class MaskError(LrgmmError, ValueError):
@@ -272,10 +271,12 @@ def load_mask(path, resolution: int, source_size: tuple[int, int] | None = None)
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
+    from .io.images import ImageTooLargeError, open_image
+
     try:
-        with Image.open(path) as img:
+        with open_image(path) as img:  # the pixel limit of every input image, from the header
             a = np.asarray(img.convert("L"))
-    except (OSError, UnidentifiedImageError) as e:
+    except (OSError, UnidentifiedImageError, ImageTooLargeError, Image.DecompressionBombError) as e:
         raise MaskError(f"{path}: cannot read the mask image ({e})") from None
     return check_mask(torch.from_numpy(a > 127), resolution, name=str(path), source_size=source_size)
 
@@ -505,25 +506,8 @@ def sample_restricted(
     step (eq. 5) copying only from the training codes ``allowed`` (indices into ``model.codes_``),
     each draw from the allowed codes of its own cluster (all allowed codes when its cluster has
     none). Returns ``LatentSamples`` with provenance indices into the full training list."""
-    from .model import LatentSamples
-
-    mix = model.mixture_
-    q, h, w = model.codes_.shape[1:]
-    allowed = allowed.to(torch.long)
-    if allowed.numel() == 0:
-        raise ValueError("no training code is allowed for the NN step")
-    comps = sample_components(weights, n, generator)
-    flat = sample_low_rank(mix.means_, mix.eigenvectors_, mix.eigenvalues_, model._sampling_dims(temperature), comps, generator)
-    codes = flat.reshape(n, q, h, w)
-    provenance = torch.zeros(0, h, w, dtype=torch.long) if nn else None
-    if nn and n > 0:
-        codes, local = nn_project(
-            codes, comps, model.codes_[allowed], model.labels_[allowed],
-            patch_size=model.patch_size if patch_size is None else patch_size,
-            iterations=model.nn_iterations if nn_iterations is None else nn_iterations,
-        )
-        provenance = allowed[local]
-    return LatentSamples(model.projector_.inverse_transform(codes), codes, comps, provenance)
+    return model.sample_restricted(n, generator, weights=weights, allowed=allowed, nn=nn, temperature=temperature,
+                                   patch_size=patch_size, nn_iterations=nn_iterations)
 
 
 # --------------------------------------------------------------------------------------------
@@ -774,17 +758,25 @@ def generate_where(
     labelled training faces only (``sample_restricted``). Returns (LatentSamples, info dict)."""
     from .randomness import as_generator
 
+    weights, allowed, info = where_weights(pipe, where, labels_csv)
     model = pipe.model_
-    conditions, allowed = labelled_subset(pipe, where, labels_csv)
-    weights = attribute_weights(model.mixture_, model.codes_[allowed].reshape(allowed.numel(), -1))
     gen = as_generator(seed if seed is not None else model.random_state)
     samples = sample_restricted(
         model, n, gen, weights, allowed, nn=nn, temperature=temperature,
         patch_size=patch_size, nn_iterations=nn_iterations,
     )
+    return samples, info
+
+
+def where_weights(pipe, where, labels_csv=None):
+    """(component weights, allowed training indices, info dict) for ``where`` (``generate_where``;
+    ``FacePipeline.generate_batches`` draws with them batch by batch)."""
+    model = pipe.model_
+    conditions, allowed = labelled_subset(pipe, where, labels_csv)
+    weights = attribute_weights(model.mixture_, model.codes_[allowed].reshape(allowed.numel(), -1))
     info = {
         "where": conditions,
         "labelled_training_faces": int(allowed.numel()),
         "component_weights": [round(float(x), 6) for x in weights],
     }
-    return samples, info
+    return weights, allowed, info

@@ -7,6 +7,7 @@ project: the demo reads it where it lies.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,8 @@ import torch
 
 from .errors import ImageInputError
 from .io.images import list_images
-from .pipeline import FacePipeline, Generated
+from .limits import check_n_samples
+from .pipeline import FacePipeline
 from .weights import shared_candidates
 
 
@@ -32,10 +34,10 @@ def find_demo_data() -> Path:
 @dataclass
 class DemoResult:
     pipeline: FacePipeline
-    generated: Generated
+    n_faces: int
     out_dir: Path
     model_path: Path
-    written: dict[str, list[Path]]
+    written: dict[str, Sequence[Path]]
 
 
 def run_demo(
@@ -45,10 +47,14 @@ def run_demo(
     out_dir: str | Path = "demo_out",
     seed: int = 0,
     progress: bool = True,
+    before_writing: Callable[[Path], None] | None = None,
 ) -> DemoResult:
     """Fit a ``FacePipeline`` with default settings on ``n_train`` photos drawn with ``seed``
     from ``data``, generate ``n_samples`` faces with the same seed, and write them, their
-    provenance maps, the grids and the model file to ``out_dir``."""
+    provenance maps, the grids and the model file to ``out_dir`` (batch by batch:
+    ``FacePipeline.generate_to``). ``before_writing(out_dir)`` runs once the model is fitted,
+    before the first file is written (the command line clears an earlier run's files there)."""
+    check_n_samples(n_samples)
     folder = Path(data) if data is not None else find_demo_data()
     files = list_images(folder).paths
     if len(files) < n_train:
@@ -56,8 +62,9 @@ def run_demo(
     pick = torch.randperm(len(files), generator=torch.Generator().manual_seed(seed))[:n_train]
     chosen = [files[i] for i in sorted(pick.tolist())]
     pipe = FacePipeline(random_state=seed, progress=progress).fit(chosen)
-    generated = pipe.generate(n_samples, seed=seed)
     out = Path(out_dir)
-    written = generated.save(out, progress=progress)
+    if before_writing is not None:
+        before_writing(out)
+    written = pipe.generate_to(out, n_samples, seed, progress=progress)
     model_path = pipe.save(out / "demo.lrgmm")
-    return DemoResult(pipe, generated, out, model_path, written)
+    return DemoResult(pipe, n_samples, out, model_path, written)

@@ -29,3 +29,12 @@ class OutputPathError(LrgmmError, OSError):
 
 class OptionalDependencyError(LrgmmError, ImportError):
     """A feature needs a package that is not installed; the message names the extra to install."""
+
+
+class LimitError(LrgmmError, ValueError):
+    """A value beyond a documented limit (``lrgmm.limits``): too many faces, NN iterations, a
+    seed outside [0, 2**63)."""
+
+
+class OutputExistsError(LrgmmError):
+    """An output folder already holds files and ``--overwrite`` was not given."""

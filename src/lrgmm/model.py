@@ -11,16 +11,18 @@ from __future__ import annotations
 import inspect
 import math
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 
 from .errors import FitError
+from .limits import SAMPLE_BATCH_SIZE, check_n_samples, check_nn_iterations
 from .mixture import LowRankGaussianMixture, low_rank_dims
 from .nn_projection import nn_project
 from .projector import PixelPCA
 from .randomness import as_generator
-from .sampling import sample_components, sample_low_rank
+from .sampling import NormalStream, low_rank_from_noise, sample_components
 
 
 def default_n_components(n_images: int) -> int:
@@ -183,26 +185,92 @@ class LRGMM:
         ``random_state``. ``nn=False`` skips the NN step (the paper's "LR-GMM").
         ``temperature`` may lower lambda below the fitted one (fewer directions per component);
         a higher value is capped at the stored rank, with a warning: refit to raise it.
+        n is at most ``lrgmm.limits.MAX_SAMPLES`` and ``nn_iterations`` at most
+        ``MAX_NN_ITERATIONS``; for many faces use ``iter_samples``, which gives the same draws
+        batch by batch.
+        """
+        return self.sample_restricted(n, seed, nn=nn, temperature=temperature, nn_iterations=nn_iterations,
+                                      patch_size=patch_size)
+
+    def sample_restricted(self, n: int, seed=None, *, weights=None, allowed=None, **options) -> LatentSamples:
+        """``sample`` with other component weights and NN memory (see ``iter_samples``), in one batch."""
+        nn = options.get("nn", True)
+        batches = list(self.iter_samples(n, seed, batch_size=max(1, n), weights=weights, allowed=allowed, **options))
+        if batches:
+            return batches[0]
+        q, h, w = self.codes_.shape[1:]
+        codes = torch.zeros(0, q, h, w, dtype=self.codes_.dtype)
+        return LatentSamples(self.projector_.inverse_transform(codes), codes, torch.zeros(0, dtype=torch.long),
+                             torch.zeros(0, h, w, dtype=torch.long) if nn else None)
+
+    def iter_samples(
+        self,
+        n: int,
+        seed: int | torch.Generator | None = None,
+        *,
+        batch_size: int = SAMPLE_BATCH_SIZE,
+        nn: bool = True,
+        temperature: float | None = None,
+        nn_iterations: int | None = None,
+        patch_size: int | None = None,
+        weights: torch.Tensor | None = None,
+        allowed: torch.Tensor | None = None,
+    ) -> Iterator[LatentSamples]:
+        """``sample`` in batches of ``batch_size``: memory does not grow with n.
+
+        The faces do not depend on the batch size. The random stream is consumed as ``sample``
+        consumes it, all n component draws first (n int64 values, 8 MB at the 1,000,000 limit),
+        then the noise of every face in order, handed out batch by batch by ``NormalStream``:
+        every face gets the component and noise it gets from ``sample(n, seed)`` (as there, the
+        faces of a seed depend on n: the component draws come first). What can differ is rounding:
+        BLAS rounds a matrix product of a few rows differently from a large one, and the faces
+        of one component in a batch share one product, so without the NN step codes may differ
+        from a one-batch draw by ~1e-6; the NN step replaces every latent pixel by a copied
+        training pixel, and the batches concatenated were bit-identical to ``sample`` in every
+        test (a different copy needs two training patches at the same distance to ~1e-6).
+        Options are checked here, before the first batch.
+
+        ``weights`` replaces the mixture weights pi (attribute sampling) and ``allowed`` (training
+        indices) restricts what the NN step copies from; provenance indexes the full training
+        list either way.
         """
         self._check_fitted()
+        n = check_n_samples(n)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        iterations = self.nn_iterations if nn_iterations is None else nn_iterations
+        omega = self.patch_size if patch_size is None else patch_size
+        if nn:  # the NN step's options, checked before anything is drawn
+            check_nn_iterations(iterations)
+            if isinstance(omega, bool) or int(omega) != omega or omega < 1 or omega % 2 != 1:
+                raise ValueError(f"patch_size (omega) must be a positive odd integer, got {omega}")
+        dims = self._sampling_dims(temperature)
+        mix = self.mixture_
         gen = as_generator(seed if seed is not None else self.random_state)
+        comps = sample_components(mix.weights_ if weights is None else weights, n, gen)
+        noise = NormalStream(n * mix.eigenvectors_.shape[1], gen, mix.means_.dtype)
+        memory, labels = self.codes_, self.labels_
+        if allowed is not None:
+            allowed = allowed.to(torch.long)
+            if allowed.numel() == 0:
+                raise ValueError("no training code is allowed for the NN step")
+            memory, labels = memory[allowed], labels[allowed]
+        return self._batches(n, batch_size, comps, noise, dims, nn, memory, labels, allowed, omega, iterations)
+
+    def _batches(self, n, batch_size, comps, noise, dims, nn, memory, labels, allowed, omega, iterations):
         mix = self.mixture_
         q, h, w = self.codes_.shape[1:]
-        dims = self._sampling_dims(temperature)
-        comps = sample_components(mix.weights_, n, gen)
-        flat = sample_low_rank(mix.means_, mix.eigenvectors_, mix.eigenvalues_, dims, comps, gen)
-        codes = flat.reshape(n, q, h, w)
-        provenance = torch.zeros(0, h, w, dtype=torch.long) if nn else None
-        if nn and n > 0:
-            codes, provenance = nn_project(
-                codes,
-                comps,
-                self.codes_,
-                self.labels_,
-                patch_size=self.patch_size if patch_size is None else patch_size,
-                iterations=self.nn_iterations if nn_iterations is None else nn_iterations,
-            )
-        return LatentSamples(self.projector_.inverse_transform(codes), codes, comps, provenance)
+        r_max = mix.eigenvectors_.shape[1]
+        for start in range(0, n, batch_size):
+            c = comps[start : start + batch_size]
+            eps = noise.take(c.shape[0] * r_max).reshape(-1, r_max)
+            codes = low_rank_from_noise(mix.means_, mix.eigenvectors_, mix.eigenvalues_, dims, c, eps).reshape(-1, q, h, w)
+            provenance = None
+            if nn:
+                codes, provenance = nn_project(codes, c, memory, labels, patch_size=omega, iterations=iterations)
+                if allowed is not None:
+                    provenance = allowed[provenance]
+            yield LatentSamples(self.projector_.inverse_transform(codes), codes, c, provenance)
 
     def _sampling_dims(self, temperature: float | None) -> torch.Tensor:
         mix = self.mixture_

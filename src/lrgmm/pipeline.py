@@ -12,6 +12,7 @@ import inspect
 import json
 import time
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,16 +22,23 @@ from tqdm.auto import tqdm
 from . import __version__
 from .autoencoders import Autoencoder, OptionalDependencyError, available, get_autoencoder
 from .errors import ModelFileError, WeightsError
-from .io.atomic import atomic_write_bytes
+from .io.atomic import atomic_write, atomic_write_bytes
 from .io.images import make_grid, save_png
 from .io.latent_cache import EncodedSet, encode_images
 from .io.model_file import load_model_file, model_tensors, save_model_file
+from .limits import GRID_FACES, SAMPLE_BATCH_SIZE, check_n_samples
 from .model import LRGMM, LatentSamples, check_temperature
 from .provenance import provenance_image, provenance_record
 
 
 class InputWarning(UserWarning):
     """Some input files were skipped (unreadable, non-finite latent), deduplicated or upsampled."""
+
+
+class EncodingInterrupted(KeyboardInterrupt):
+    """Ctrl-C while images were being encoded with the latent cache on: what was encoded is in
+    the cache, and the same command resumes from there. Still a ``KeyboardInterrupt``; the
+    command line tells it apart from other interruptions to say so only when it is true."""
 
 
 @dataclass
@@ -48,43 +56,138 @@ class Generated:
     training_files: list[str]
     seed: int | None = None
     settings: dict = field(default_factory=dict)
+    start: int = 0  # index of the first face, for batches from ``FacePipeline.generate_batches``
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
-    def save(self, out_dir: str | Path, prefix: str = "face", progress: bool = False) -> dict[str, list[Path]]:
+    def save(self, out_dir: str | Path, prefix: str = "face", progress: bool = False) -> dict[str, Sequence[Path]]:
         """Write every face as a PNG, its colour-coded provenance map beside it
         (``<prefix>_0000_provenance.png``) with the list of training files used and their
         share of latent pixels (``..._provenance.json``), plus ``grid.png`` and
-        ``provenance_grid.png``. Each file is written atomically."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        written: dict[str, list[Path]] = {"faces": [], "provenance_maps": [], "provenance_json": [], "grids": []}
-        prov = self.samples.provenance
-        size = self.images.shape[-1]
-        maps = []
-        for i in tqdm(range(len(self)), desc="writing", unit="face", disable=not progress):
-            stem = f"{prefix}_{i:04d}"
-            written["faces"].append(save_png(self.images[i], out / f"{stem}.png"))
-            if prov is not None:
+        ``provenance_grid.png`` (the first 64 faces) and ``samples.json``. Each file is written
+        atomically. ``FacePipeline.generate_to`` writes the same files batch by batch."""
+        writer = FaceWriter(out_dir, prefix, total=len(self), progress=progress, desc="writing")
+        writer.write(self)
+        return writer.close(self.seed, self.settings)
+
+
+class _FileNames(list):
+    """``prefix_0000<suffix>``, ... for n faces, made while iterating: ``samples.json`` lists
+    every file without a million names in memory (json's encoder only iterates lists)."""
+
+    def __init__(self, prefix: str, suffix: str, n: int):
+        super().__init__()
+        self.prefix, self.suffix, self.n = prefix, suffix, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        return (f"{self.prefix}_{i:04d}{self.suffix}" for i in range(self.n))
+
+
+class FilePaths(Sequence):
+    """The paths of one kind of file written for n faces (``folder/prefix_0000<suffix>`` ...),
+    computed on access rather than stored."""
+
+    def __init__(self, folder: Path, names: Sequence[str] | _FileNames):
+        self.folder, self.names = folder, names
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        if isinstance(self.names, _FileNames):
+            return self.folder / f"{self.names.prefix}_{i:04d}{self.names.suffix}"
+        return self.folder / self.names[i]
+
+    def __iter__(self):
+        return (self.folder / name for name in self.names)
+
+    def __repr__(self) -> str:
+        return f"FilePaths({self.folder}, {len(self)} files)"
+
+
+class FaceWriter:
+    """Writes generated faces as they come, batch by batch, in memory bounded whatever n.
+
+    ``write(generated)`` writes each face of the batch at once (PNG, provenance map PNG and
+    JSON, atomically) under its global index (``generated.start`` is ignored: faces are numbered
+    in the order written) and keeps the first ``GRID_FACES`` faces and maps for the grids;
+    ``close(seed, settings)`` writes ``grid.png``, ``provenance_grid.png`` and ``samples.json``
+    and returns the written files per kind. A run stopped before ``close`` leaves the faces written
+    so far and no ``samples.json``.
+    """
+
+    def __init__(self, out_dir: str | Path, prefix: str = "face", total: int | None = None,
+                 progress: bool = False, desc: str = "sampling"):
+        self.out, self.prefix, self.n = Path(out_dir), prefix, 0
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.with_provenance: bool | None = None
+        self._tiles: list[torch.Tensor] = []
+        self._maps: list[torch.Tensor] = []
+        self._bar = tqdm(total=total, desc=desc, unit="face", disable=not progress)
+
+    def write(self, gen: "Generated") -> None:
+        prov = gen.samples.provenance
+        has_prov = prov is not None
+        if self.with_provenance is None:
+            self.with_provenance = has_prov
+        elif self.with_provenance != has_prov:
+            raise ValueError("every batch must have provenance maps, or none")
+        size = gen.images.shape[-1]
+        for i in range(len(gen)):
+            stem = f"{self.prefix}_{self.n:04d}"
+            save_png(gen.images[i], self.out / f"{stem}.png")
+            keep = len(self._tiles) < GRID_FACES
+            if keep:
+                self._tiles.append(gen.images[i].clone())
+            if has_prov:
                 m = provenance_image(prov[i], size)
-                maps.append(m)
-                written["provenance_maps"].append(save_png(m, out / f"{stem}_provenance.png"))
+                if keep:
+                    self._maps.append(m)
+                save_png(m, self.out / f"{stem}_provenance.png")
                 record = {
                     "face": f"{stem}.png",
-                    "component": int(self.samples.components[i]),
-                    **provenance_record(prov[i], self.training_files),
+                    "component": int(gen.samples.components[i]),
+                    **provenance_record(prov[i], gen.training_files),
                 }
-                path = out / f"{stem}_provenance.json"
-                atomic_write_bytes(path, json.dumps(record, indent=1).encode())
-                written["provenance_json"].append(path)
-        if len(self):
-            written["grids"].append(save_png(make_grid(self.images), out / "grid.png"))
-            if maps:
-                written["grids"].append(save_png(make_grid(torch.stack(maps)), out / "provenance_grid.png"))
-        summary = {"n": len(self), "seed": self.seed, "settings": self.settings, "files": {k: [p.name for p in v] for k, v in written.items()}}
-        atomic_write_bytes(out / "samples.json", json.dumps(summary, indent=1).encode())
-        return written
+                atomic_write_bytes(self.out / f"{stem}_provenance.json", json.dumps(record, indent=1).encode())
+            self.n += 1
+            self._bar.update(1)
+
+    def close(self, seed: int | None, settings: dict) -> dict[str, Sequence[Path]]:
+        self._bar.close()
+        n, prov = self.n, bool(self.with_provenance)
+        names = {
+            "faces": _FileNames(self.prefix, ".png", n),
+            "provenance_maps": _FileNames(self.prefix, "_provenance.png", n if prov else 0),
+            "provenance_json": _FileNames(self.prefix, "_provenance.json", n if prov else 0),
+            "grids": [],
+        }
+        if self._tiles:
+            save_png(make_grid(torch.stack(self._tiles)), self.out / "grid.png")
+            names["grids"].append("grid.png")
+            if self._maps:
+                save_png(make_grid(torch.stack(self._maps)), self.out / "provenance_grid.png")
+                names["grids"].append("provenance_grid.png")
+        self._tiles, self._maps = [], []
+        summary = {"n": n, "seed": seed, "settings": settings, "files": names}
+
+        def dump(tmp: str) -> None:
+            with open(tmp, "w") as f:
+                for chunk in json.JSONEncoder(indent=1).iterencode(summary):
+                    f.write(chunk)
+
+        atomic_write(self.out / "samples.json", dump)
+        return {k: FilePaths(self.out, v) for k, v in names.items()}
 
 
 class FacePipeline:
@@ -171,9 +274,14 @@ class FacePipeline:
         ``InputWarning``."""
         ae = self.autoencoder_ if hasattr(self, "autoencoder_") else self._resolve_autoencoder()
         ae.latent_shape(self.resolution)  # validates the resolution before any work
-        encoded = encode_images(source, ae, self.resolution, self.batch_size, self.cache, self.progress)
+        try:
+            encoded = encode_images(source, ae, self.resolution, self.batch_size, self.cache, self.progress)
+        except KeyboardInterrupt as exc:
+            if not self.cache or isinstance(exc, EncodingInterrupted):
+                raise
+            raise EncodingInterrupted("encoding interrupted; the latents encoded so far are cached") from exc
         r = encoded.report
-        if r.skipped or r.duplicates or r.upsampled:
+        if r.skipped or r.skipped_folders or r.duplicates or r.upsampled:
             warnings.warn("input images: " + r.summary().replace("\n", "\n  "), InputWarning, stacklevel=2)
         return encoded
 
@@ -213,12 +321,14 @@ class FacePipeline:
         labels_csv: str | Path | None = None,
     ) -> Generated:
         """Draw n latents (``LRGMM.sample``) and decode them. Same model + same seed + same n
-        gives bit-identical images.
+        gives bit-identical images. n is at most ``lrgmm.limits.MAX_SAMPLES``; all n faces are
+        held in memory: ``generate_batches`` / ``generate_to`` give the same faces in batches.
 
         ``where`` (``{"gender": "female"}`` or ``["gender=1", "age=senior"]``) samples faces with
         those labels (``lrgmm.conditional.generate_where``): labels of the training files from
         their UTKFace names, or from ``labels_csv`` (``file,<attribute>...``)."""
         self._check_fitted()
+        check_n_samples(n)
         extra = {}
         if where is not None:
             from .conditional import generate_where
@@ -236,14 +346,80 @@ class FacePipeline:
             samples=samples,
             training_files=self.training_files_,
             seed=seed,
-            settings={
-                "nn": nn,
-                "temperature": self.model_.temperature if temperature is None else temperature,
-                "nn_iterations": self.model_.nn_iterations if nn_iterations is None else nn_iterations,
-                "patch_size": self.model_.patch_size if patch_size is None else patch_size,
-                **extra,
-            },
+            settings=self._settings(nn, temperature, nn_iterations, patch_size, extra),
         )
+
+    def _settings(self, nn, temperature, nn_iterations, patch_size, extra) -> dict:
+        return {
+            "nn": nn,
+            "temperature": self.model_.temperature if temperature is None else temperature,
+            "nn_iterations": self.model_.nn_iterations if nn_iterations is None else nn_iterations,
+            "patch_size": self.model_.patch_size if patch_size is None else patch_size,
+            **extra,
+        }
+
+    def generate_batches(
+        self,
+        n: int,
+        seed: int | None = None,
+        *,
+        batch_size: int = SAMPLE_BATCH_SIZE,
+        nn: bool = True,
+        temperature: float | None = None,
+        nn_iterations: int | None = None,
+        patch_size: int | None = None,
+        where: dict | list[str] | None = None,
+        labels_csv: str | Path | None = None,
+    ) -> Iterator[Generated]:
+        """``generate`` batch by batch (``Generated.start`` is each batch's first index): memory
+        does not grow with n, and the faces are those of ``generate(n, seed)`` whatever the batch
+        size (``LRGMM.iter_samples``: the same draws; with the NN step bit for bit in practice,
+        without it to float rounding after the first batch). The batch size is rounded up to a
+        multiple of the decoder's ``batch_size``, so the decoder sees the batches ``generate``
+        gives it. Every option is checked before this returns."""
+        return self._generate_batches(n, seed, batch_size=batch_size, nn=nn, temperature=temperature,
+                                      nn_iterations=nn_iterations, patch_size=patch_size, where=where,
+                                      labels_csv=labels_csv)[0]
+
+    def _generate_batches(self, n, seed, *, batch_size=SAMPLE_BATCH_SIZE, nn=True, temperature=None, nn_iterations=None,
+                          patch_size=None, where=None, labels_csv=None) -> tuple[Iterator[Generated], dict]:
+        """(``generate_batches``'s iterator, the settings recorded with the faces)."""
+        self._check_fitted()
+        check_n_samples(n)
+        step = max(1, self.batch_size)
+        batch_size = -(-max(1, int(batch_size)) // step) * step
+        extra, weights, allowed = {}, None, None
+        if where is not None:
+            from .conditional import where_weights
+
+            weights, allowed, extra = where_weights(self, where, labels_csv)
+        batches = self.model_.iter_samples(
+            n, seed, batch_size=batch_size, nn=nn, temperature=temperature, nn_iterations=nn_iterations,
+            patch_size=patch_size, weights=weights, allowed=allowed,
+        )
+        settings = self._settings(nn, temperature, nn_iterations, patch_size, extra)
+
+        def decoded() -> Iterator[Generated]:
+            start = 0
+            for samples in batches:
+                images = self.decode(samples.latents, progress=False)
+                yield Generated(images, samples, self.training_files_, seed, settings, start)
+                start += images.shape[0]
+
+        return decoded(), settings
+
+    def generate_to(self, out_dir: str | Path, n: int, seed: int | None = None, *, prefix: str = "face",
+                    progress: bool | None = None, **options) -> dict[str, Sequence[Path]]:
+        """Generate n faces and write them as ``Generated.save`` does, one batch at a time
+        (``generate_batches``; ``options`` are its keyword arguments): per-face files as each
+        batch is decoded, the grids of the first 64 faces and ``samples.json`` at the end, a
+        progress bar over the faces. Options are checked before the folder is created."""
+        batches, settings = self._generate_batches(n, seed, **options)
+        progress = self.progress if progress is None else progress
+        writer = FaceWriter(out_dir, prefix, total=n, progress=progress)
+        for batch in batches:
+            writer.write(batch)
+        return writer.close(seed, settings)
 
     def complete(self, image, mask, n: int = 8, seed: int | None = None, **overrides):
         """n completions of a masked photo (``lrgmm.conditional.complete_image``): ``image`` a
@@ -264,13 +440,15 @@ class FacePipeline:
 
         return edit_faces(self, inputs, edit, alphas=alphas, nn=nn, seed=seed)
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Decode latents in batches, with a progress bar for long runs."""
+    def decode(self, latents: torch.Tensor, progress: bool | None = None) -> torch.Tensor:
+        """Decode latents in batches, with a progress bar for long runs (``progress``: default
+        the pipeline's setting)."""
         ae = self.autoencoder_
         chunks = []
         bs = max(1, self.batch_size)
         steps = range(0, latents.shape[0], bs)
-        for start in tqdm(steps, desc="decoding", unit="batch", disable=not self.progress or len(steps) < 2):
+        show = self.progress if progress is None else progress
+        for start in tqdm(steps, desc="decoding", unit="batch", disable=not show or len(steps) < 2):
             chunks.append(ae.decode(latents[start : start + bs]))
         if not chunks:
             size = self.resolution

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from .limits import check_seed
+
 RandomState = "int | torch.Generator | None"
 
 
@@ -22,6 +24,7 @@ def as_generator(random_state: int | torch.Generator | None) -> torch.Generator:
     elif isinstance(random_state, int) and not isinstance(random_state, bool):
         if random_state < 0:
             raise ValueError(f"random_state/seed must be a non-negative int, got {random_state}")
+        check_seed(random_state)  # torch would say "Overflow when unpacking long long" at 2**64
         gen.manual_seed(random_state)
     else:
         raise TypeError(

@@ -43,13 +43,27 @@ def sample_low_rank(
     Returns:
         (n, d0) codes, in the dtype of ``means``.
     """
-    n = components.shape[0]
+    r_max = eigenvectors.shape[1]
+    # One (n, r_max) draw in sample order, so a sample's eps does not depend on how the others are
+    # grouped by component; directions beyond d_k are masked out.
+    eps = torch.randn(components.shape[0], r_max, generator=generator, dtype=means.dtype)
+    return low_rank_from_noise(means, eigenvectors, eigenvalues, dims, components, eps)
+
+
+def low_rank_from_noise(
+    means: torch.Tensor,
+    eigenvectors: torch.Tensor,
+    eigenvalues: torch.Tensor,
+    dims: torch.Tensor,
+    components: torch.Tensor,
+    eps: torch.Tensor,
+) -> torch.Tensor:
+    """``sample_low_rank`` with the (n, r_max) standard normal draws given: z = c_k + V_k^T
+    diag(s_k)^(1/2) eps[:, :d_k]. Each row depends on its own eps and component only."""
     r_max = eigenvectors.shape[1]
     if bool((dims > r_max).any()):
         raise ValueError(f"dims {dims.tolist()} exceed the {r_max} stored eigenvectors")
-    # One (n, r_max) draw in sample order, so a sample's eps does not depend on how the others are
-    # grouped by component; directions beyond d_k are masked out.
-    eps = torch.randn(n, r_max, generator=generator, dtype=means.dtype)
+    eps = eps.to(means.dtype)
     keep = torch.arange(r_max)[None, :] < dims[components][:, None]
     coef = eps * eigenvalues[components].to(means.dtype).clamp_min(0).sqrt() * keep
     z = means[components].clone()
@@ -57,3 +71,42 @@ def sample_low_rank(
         idx = (components == k).nonzero().squeeze(1)
         z[idx] += coef[idx] @ eigenvectors[k].to(means.dtype)
     return z
+
+
+class NormalStream:
+    """The values of one ``torch.randn(total, generator=g)`` call, handed out a piece at a time.
+
+    Drawing n faces' noise at once needs n x r_max values in memory; drawing it batch by batch
+    with one ``randn`` per batch gives other numbers whenever a batch's size is not a multiple of
+    16, because torch's CPU sampler turns uniforms into normals 16 at a time (Box-Muller on
+    aligned blocks of 16; a tail that is not a multiple of 16, or a call of fewer than 16
+    values, is made differently). So the pieces drawn here are always multiples of 16 values,
+    except the last call, which takes everything left and is never shorter than 16 unless the
+    whole draw is: the concatenation is then bit-identical to the single call, whatever the
+    pieces asked for. ``tests/test_sampling.py`` checks that against torch for many sizes.
+    """
+
+    _BLOCK = 16
+
+    def __init__(self, total: int, generator: torch.Generator, dtype: torch.dtype = torch.float32):
+        self.total, self.generator, self.dtype = int(total), generator, dtype
+        self._drawn = 0  # values drawn from the generator so far
+        self._given = 0  # values handed out so far
+        self._buffer = torch.empty(0, dtype=dtype)  # drawn, not yet handed out
+
+    def take(self, count: int) -> torch.Tensor:
+        """The next ``count`` values of the stream, shape (count,)."""
+        if count < 0 or self._given + count > self.total:
+            raise ValueError(f"asked for {count} values with {self.total - self._given} left in the stream")
+        need = self._given + count  # stream position that must have been drawn
+        if need > self._drawn:
+            b = self._BLOCK
+            upto = -(-need // b) * b  # the next multiple of 16 at or after `need`
+            if upto > self.total - b:  # too close to the end: the last call takes the rest
+                upto = self.total
+            fresh = torch.randn(upto - self._drawn, generator=self.generator, dtype=self.dtype)
+            self._buffer = torch.cat([self._buffer, fresh])
+            self._drawn = upto
+        out, self._buffer = self._buffer[:count], self._buffer[count:]
+        self._given += count
+        return out

@@ -13,6 +13,7 @@ import hashlib
 import io
 import math
 import os
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +30,8 @@ from lrgmm.io.atomic import atomic_write_bytes  # noqa: F401  (re-exported)
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 """File suffixes treated as images (compared lower-cased)."""
 
-MAX_IMAGE_PIXELS = 16_777_216  # 4096^2: larger images are refused from their header, before decoding (time and memory)
+# Largest image decoded (4096 x 4096), checked from the header: a 17 KB PNG can claim 12,000^2 pixels.
+MAX_IMAGE_PIXELS = 16_777_216
 
 PathLike = Union[str, "os.PathLike[str]"]
 Source = Union[PathLike, Sequence[PathLike], "ImageList"]
@@ -51,12 +53,15 @@ class ImageList:
         hidden: hidden entries (name starting with ".") skipped while walking folders; their
             contents are not walked (``.git``, ``.thumbnails``, macOS ``._x.jpg`` stubs).
         searched: the sources as given, for messages.
+        unreadable: (folder, reason) for folders that could not be listed (permissions...):
+            whatever they hold is missing from ``paths``, so it is reported, not silently lost.
     """
 
     paths: list[Path]
     ignored: list[Path] = field(default_factory=list)
     hidden: list[Path] = field(default_factory=list)
     searched: list[str] = field(default_factory=list)
+    unreadable: list[tuple[Path, str]] = field(default_factory=list)
 
     @property
     def n_ignored(self) -> int:
@@ -75,8 +80,13 @@ def _is_image_name(name: str) -> bool:
 
 def _walk_folder(folder: Path, out: ImageList) -> None:
     """Recursive walk with sorted names so the order (and thus results) never depends on the
-    file system's listing order."""
-    for dirpath, dirnames, filenames in os.walk(folder):
+    file system's listing order. Folders that cannot be listed are recorded in ``out.unreadable``
+    (``os.walk`` would skip them without a word)."""
+
+    def unreadable(err: OSError) -> None:
+        out.unreadable.append((Path(err.filename) if err.filename else folder, f"cannot read folder ({err.strerror or err})"))
+
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=unreadable):
         base = Path(dirpath)
         for d in sorted(dirnames):
             if d.startswith("."):
@@ -136,6 +146,8 @@ def list_images(source: Source) -> ImageList:
     if not out.paths:
         where = ", ".join(out.searched)
         extra = f" ({out.n_ignored} other file(s) ignored)" if out.ignored else ""
+        if out.unreadable:
+            extra += "; " + "; ".join(f"{d}: {r}" for d, r in out.unreadable[:_MAX_LISTED])
         raise ImageInputError(
             f"no image files found in {where}{extra}; accepted extensions: {_accepted()} "
             "(folders are searched recursively)"
@@ -214,8 +226,37 @@ def _resize_float(a: np.ndarray, resolution: int) -> np.ndarray:
     return np.stack(chans, axis=-1)
 
 
+class ImageTooLargeError(ValueError):
+    """The header announces more than ``MAX_IMAGE_PIXELS`` pixels; nothing was decoded."""
+
+
+def open_image(fp) -> Image.Image:
+    """``Image.open`` (reads the header only) and the ``MAX_IMAGE_PIXELS`` check, before any
+    pixel is decoded; raises ``ImageTooLargeError``. Pillow's own bomb warning is silenced here
+    (our limit is lower and says more); its ``DecompressionBombError``, for images past twice
+    its limit, comes out of ``Image.open`` (``_describe_error`` words it)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        img = Image.open(fp)
+    try:
+        _check_pixels(img.size)
+    except ImageTooLargeError:
+        img.close()
+        raise
+    return img
+
+
+def _check_pixels(size: tuple[int, int]) -> None:
+    w, h = size
+    if w * h > MAX_IMAGE_PIXELS:
+        raise ImageTooLargeError(
+            f"too large: {w}x{h} = {w * h:,} pixels, over the limit of {MAX_IMAGE_PIXELS:,} (4096x4096); "
+            "downscale it to use it"
+        )
+
+
 def _decode(fp, resolution: int) -> PreparedImage:
-    img = Image.open(fp)
+    img = open_image(fp)
     w0, h0 = img.size
     # Size as the user sees it: EXIF orientations 5..8 rotate by 90 degrees.
     orig = (h0, w0) if img.getexif().get(0x0112, 1) in (5, 6, 7, 8) else (w0, h0)
@@ -252,8 +293,10 @@ def _describe_error(e: BaseException) -> str:
     """A one-line, human reason for a file that could not be decoded."""
     if isinstance(e, UnidentifiedImageError):
         return "not a recognised image (unknown or corrupt format)"
-    if isinstance(e, Image.DecompressionBombError):
-        return f"too large to decode safely ({e})"
+    if isinstance(e, ImageTooLargeError):
+        return str(e)
+    if isinstance(e, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return f"too large to decode safely ({e}); lrgmm's limit is {MAX_IMAGE_PIXELS:,} pixels (4096x4096)"
     msg = str(e).strip() or type(e).__name__
     if isinstance(e, (OSError, SyntaxError, EOFError)):
         return f"corrupt or truncated image data ({msg})"
@@ -311,6 +354,7 @@ class InputReport:
         n_ignored: files that were not of an image type.
         n_hidden: hidden files/folders not looked into.
         resolution: the working resolution.
+        skipped_folders: (folder, reason) for folders that could not be listed.
     """
 
     n_found: int = 0
@@ -321,6 +365,7 @@ class InputReport:
     n_ignored: int = 0
     n_hidden: int = 0
     resolution: int | None = None
+    skipped_folders: list[tuple[str, str]] = field(default_factory=list)
 
     def summary(self) -> str:
         """A few lines for humans: counts, then at most ~10 paths per category."""
@@ -338,7 +383,7 @@ class InputReport:
             if len(rows) > _MAX_LISTED:
                 lines.append(f"  ... and {len(rows) - _MAX_LISTED} more")
 
-        block("skipped", [f"{p}: {r}" for p, r in self.skipped])
+        block("skipped", [f"{p}: {r}" for p, r in self.skipped_folders + self.skipped])
         block("duplicates (kept once)", [f"{p} (same as {q})" for p, q in self.duplicates])
         res = f" {self.resolution}px" if self.resolution else " the resolution"
         block(f"smaller than{res}, upsampled (may look blurry)",
@@ -350,10 +395,11 @@ class InputReport:
         if self.n_used > 0:
             return
         msg = f"no usable image among {self.n_found} image file(s)"
-        if self.skipped:
-            msg += ":\n" + "\n".join(f"  {p}: {r}" for p, r in self.skipped[:5])
-            if len(self.skipped) > 5:
-                msg += f"\n  ... and {len(self.skipped) - 5} more"
+        skipped = self.skipped_folders + self.skipped
+        if skipped:
+            msg += ":\n" + "\n".join(f"  {p}: {r}" for p, r in skipped[:5])
+            if len(skipped) > 5:
+                msg += f"\n  ... and {len(skipped) - 5} more"
         raise ImageInputError(msg)
 
 
@@ -400,7 +446,7 @@ def _process_file(path: Path, resolution: int, decode: Callable[[str], bool] | N
         # These bytes decoded fine before (e.g. their latents are cached): the header is enough
         # to know the size, for the "upsampled" report.
         try:
-            with Image.open(io.BytesIO(data)) as im:
+            with open_image(io.BytesIO(data)) as im:
                 size = im.size
                 if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF rotations by 90 degrees
                     size = (size[1], size[0])
@@ -468,6 +514,7 @@ def iter_images(
     report.n_found += len(images.paths)
     report.n_ignored += images.n_ignored
     report.n_hidden += len(images.hidden)
+    report.skipped_folders.extend((str(d), r) for d, r in images.unreadable)
     report.resolution = resolution
     workers = _default_workers() if workers is None else workers
     first_by_hash: dict[str, str] = {}
