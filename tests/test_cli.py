@@ -251,7 +251,7 @@ def _missing(src, dst):
 BAD_MODELS = {
     "truncated": (_truncated, r"not a readable lrgmm model file \(truncated or corrupt"),
     "garbage": (_garbage, "not a readable lrgmm model file"),
-    "newer": (_newer, r"format version 999, newer than this lrgmm reads \(1\)"),
+    "newer": (_newer, r"format version 999, newer than this lrgmm reads \(2\)"),
     "other-weights": (_other_ae, r"fitted with autoencoder 'taef2:abababababababab'.*same autoencoder weights"),
     "other-backend": (_unknown_ae, r"fitted with autoencoder 'vqgan', which is not available"),
     "missing": (_missing, r"does not exist; create one with `lrgmm fit"),
@@ -732,8 +732,8 @@ def test_sample_overwrite_replaces_only_its_own_files(cli_model, tmp_path, capsy
     (out / "sub" / "face_0000.png").write_bytes(b"not ours to remove")
 
     # A bad option with --overwrite: refused before anything is removed.
-    rc, _, err = run(capsys, "sample", model, "-o", out, "--quiet", "--overwrite", "--temperature", 0)
-    assert_clean_error(rc, err, "temperature")
+    rc, _, err = run(capsys, "sample", model, "-o", out, "--quiet", "--overwrite", "--nn-iterations", 1000)
+    assert_clean_error(rc, err, "iterations")
     assert (out / "face_0002.png").exists() and (out / "samples.json").exists()
 
     _sample(capsys, model, out, "-n", 2, "--seed", 2, "--no-nn", "--overwrite")
