@@ -32,6 +32,17 @@ N_FIT = 48
 pytestmark = pytest.mark.slow
 
 
+def wait_until(page, expression: str, timeout: float = 30_000) -> None:
+    """Poll a JavaScript expression from the test side until it is truthy. Playwright's own
+    ``wait_for_function`` evaluates its predicate with eval inside the page, which the studio's
+    Content-Security-Policy (no 'unsafe-eval') forbids, as it should."""
+    deadline = time.monotonic() + timeout / 1000
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout / 1000:.0f} s waiting for: {expression}")
+        time.sleep(0.1)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -116,13 +127,13 @@ def test_fit_generate_inspect_download(studio_server, browser, shots, utkface_di
     page.fill("#fit-n", str(N_FIT))
     page.click("#fit-button")
     page.wait_for_selector("#fit-progress:not([hidden])")
-    page.wait_for_function("document.querySelector('#fit-message').textContent.startsWith('done')", timeout=180_000)
+    wait_until(page, "document.querySelector('#fit-message').textContent.startsWith('done')", timeout=180_000)
     assert page.locator("#fit-progress").evaluate("e => [e.value, e.max]") == [N_FIT, N_FIT]
     assert f"({N_FIT} faces" in page.locator("#model-select option:checked").inner_text()
     shot("2_fitted")
 
     # 3. The grid fills in (16 faces by default) as the batches are decoded.
-    page.wait_for_function("document.querySelectorAll('#grid .tile.loaded').length === 16", timeout=120_000)
+    wait_until(page, "document.querySelectorAll('#grid .tile.loaded').length === 16", timeout=120_000)
     assert "16/16 faces decoded" in page.locator("#grid-state").inner_text()
     first_grid = page.locator("#grid .tile").first.get_attribute("data-grid")
     shot("3_grid")
@@ -131,7 +142,7 @@ def test_fit_generate_inspect_download(studio_server, browser, shots, utkface_di
     # from, named by real files of the shared folder, shares adding up to 100 %.
     page.locator("#grid .tile").nth(5).click()
     page.wait_for_selector("#sources li")
-    page.wait_for_function("document.querySelector('#large-prov').complete && document.querySelector('#large-prov').naturalWidth === 128")
+    wait_until(page, "document.querySelector('#large-prov').complete && document.querySelector('#large-prov').naturalWidth === 128")
     rows = page.locator("#sources li .src-name")
     assert rows.count() >= 2
     images = (utkface_dir / "images").resolve()
@@ -149,7 +160,7 @@ def test_fit_generate_inspect_download(studio_server, browser, shots, utkface_di
     assert abs(total - 100) < 0.1 * rows.count()
     thumbs = page.locator("#sources li img")
     thumbs.first.scroll_into_view_if_needed()
-    page.wait_for_function("document.querySelector('#sources li img').naturalWidth === 64")
+    wait_until(page, "document.querySelector('#sources li img').naturalWidth === 64")
     shot("4_face")
 
     # 5. Hover a latent pixel: which training face and position it came from.
@@ -161,7 +172,7 @@ def test_fit_generate_inspect_download(studio_server, browser, shots, utkface_di
     prov = page.evaluate("S.prov")
     assert prov["map"][9][6] == idx and idx in [s["index"] for s in prov["sources"]]
     assert page.locator(f"#sources li.hot[data-index='{idx}']").count() == 1
-    page.wait_for_function("document.querySelector('#hover-thumb').naturalWidth === 128")
+    wait_until(page, "document.querySelector('#hover-thumb').naturalWidth === 128")
     shot("5_hover")
 
     # 6. Downloads: the face and the grid are PNGs that decode; the provenance is JSON.
@@ -180,17 +191,17 @@ def test_fit_generate_inspect_download(studio_server, browser, shots, utkface_di
 
     # 7. A control change redraws the grid: NN off gives a new grid and no provenance.
     page.uncheck("#nn")
-    page.wait_for_function(
+    wait_until(page, 
         f"document.querySelector('#grid .tile').dataset.grid !== '{first_grid}' && "
         "document.querySelectorAll('#grid .tile.loaded').length === 16", timeout=120_000)
     page.locator("#grid .tile").nth(0).click()
-    page.wait_for_function("document.querySelector('#sources-summary').textContent.includes('no provenance')")
+    wait_until(page, "document.querySelector('#sources-summary').textContent.includes('no provenance')")
     assert page.locator("#iterations").is_disabled()
     # Back on, lower lambda: the grid is redrawn again.
     page.check("#nn")
     page.locator("#lambda").evaluate("e => { e.value = 0.06; e.dispatchEvent(new Event('input')); }")
-    page.wait_for_function("document.querySelector('#lambda-out').textContent === '0.06'")
-    page.wait_for_function("document.querySelectorAll('#grid .tile.loaded').length === 16", timeout=120_000)
+    wait_until(page, "document.querySelector('#lambda-out').textContent === '0.06'")
+    wait_until(page, "document.querySelectorAll('#grid .tile.loaded').length === 16", timeout=120_000)
     shot("6_controls")
     assert not errors, errors
     context.close()
@@ -219,9 +230,9 @@ def test_uploads_in_the_page(studio_server, browser, shots, tmp_path, utkface_di
     photos = utkface_images(utkface_dir)[:: len(utkface_images(utkface_dir)) // 12][:12]
     page.set_input_files("#upload-files", [str(p) for p in photos])
     page.click("#upload-button")
-    page.wait_for_function("document.querySelector('#fit-message').textContent.startsWith('done')", timeout=120_000)
+    wait_until(page, "document.querySelector('#fit-message').textContent.startsWith('done')", timeout=120_000)
     assert "upload" in page.locator("#model-select option:checked").inner_text()
-    page.wait_for_function("document.querySelectorAll('#grid .tile.loaded').length === 16", timeout=120_000)
+    wait_until(page, "document.querySelectorAll('#grid .tile.loaded').length === 16", timeout=120_000)
     page.locator("#grid .tile").first.click()
     page.wait_for_selector("#sources li")
     names = [n.split(" ", 1)[1].rsplit(" —", 1)[0] for n in page.locator("#sources li .src-name").all_inner_texts()]
@@ -260,7 +271,7 @@ def test_edit_and_complete_panels(browser, shots, fitted64, faces64_dir, lrgmm_c
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.set_default_timeout(60_000)
         page.goto(f"http://127.0.0.1:{port}/")
-        page.wait_for_function("document.querySelectorAll('#grid .tile.loaded').length === 16")
+        wait_until(page, "document.querySelectorAll('#grid .tile.loaded').length === 16")
         page.locator("#grid .tile").nth(2).click()
         page.wait_for_selector("#sources li")
         assert page.locator("#edit-panel").is_visible() and page.locator("#complete-panel").is_visible()
@@ -268,7 +279,7 @@ def test_edit_and_complete_panels(browser, shots, fitted64, faces64_dir, lrgmm_c
         # Edit: five alphas in a strip; the slider shows each one in the large view.
         page.select_option("#edit-attribute", "age")
         page.click("#edit-button")
-        page.wait_for_function("document.querySelectorAll('#edit-strip .tile.loaded').length === 5")
+        wait_until(page, "document.querySelectorAll('#edit-strip .tile.loaded').length === 5")
         assert calls["fit"] == ("age", "adult", "senior") and calls["edit"][1] == (-2.0, -1.0, 0.0, 1.0, 2.0)
         page.locator("#edit-alpha").evaluate("e => { e.value = 4; e.dispatchEvent(new Event('input')); }")
         assert page.locator("#edit-alpha-out").inner_text() == "2"
@@ -287,13 +298,13 @@ def test_edit_and_complete_panels(browser, shots, fitted64, faces64_dir, lrgmm_c
         assert page.locator("#mask-box").is_visible() and page.locator("#complete-button").is_enabled()
         page.fill("#complete-n", "3")
         page.click("#complete-button")
-        page.wait_for_function("document.querySelectorAll('#complete-strip .tile.loaded').length === 3")
+        wait_until(page, "document.querySelectorAll('#complete-strip .tile.loaded').length === 3")
         x0, y0, x1, y1 = calls["box"]
         assert abs(x0 - 32) <= 1 and abs(y0 - 38) <= 1 and abs(x1 - 96) <= 1 and abs(y1 - 90) <= 1, calls["box"]
         assert calls["complete"][2] == 3
         # A completion opens in the inspector with its provenance: one training face, observed elsewhere.
         page.locator("#complete-strip .tile").first.click()
-        page.wait_for_function("document.querySelectorAll('#sources li').length === 1")
+        wait_until(page, "document.querySelectorAll('#sources li').length === 1")
         name = page.locator("#sources li .src-name").inner_text()
         assert Path(fitted64.training_files_[COMPLETION_SOURCE]).name in name and "25.0%" in name
         page.locator("#large").scroll_into_view_if_needed()
