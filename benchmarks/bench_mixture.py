@@ -17,7 +17,6 @@ N, in child processes of their own (peak memory is the growth of the child's pea
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import os
 import platform
 import resource
@@ -29,7 +28,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_core import _sections  # noqa: E402
+from bench_core import _sections, run_stage  # noqa: E402
 
 HELDOUT_RESERVE = 3000
 SPLIT_SEED = 0
@@ -100,17 +99,9 @@ def stage_fit(files):
     }
 
 
-def stage_old(files, limit):
-    """The previous release's EM (density rank = eq. 4's d_k, which grows with pi_k)."""
+def _within(limit: float, fit):
+    """Run ``fit()``; None when it takes more than ``limit`` seconds (stopped by SIGALRM)."""
     import signal
-
-    from lrgmm.model import default_n_components
-    from lrgmm.projector import PixelPCA
-
-    CoupledRankMixture = _previous_mixture_class()
-    y = _latents(files)
-    codes = PixelPCA(n_channels=16).fit(y).transform(y).reshape(len(files), -1)
-    k = default_n_components(len(files))
 
     def stop(*_):
         raise TimeoutError
@@ -119,18 +110,31 @@ def stage_old(files, limit):
     signal.alarm(int(limit))
     t = time.perf_counter()
     try:
-        mix = CoupledRankMixture(n_components=k).fit(codes)
+        return fit(), time.perf_counter() - t
     except TimeoutError:
-        return {"seconds": None, "limit": limit}
+        return None, None
     finally:
         signal.alarm(0)
-    return {"seconds": time.perf_counter() - t, "K": int(mix.weights_.shape[0]), "em_iterations": int(mix.n_iter_),
+
+
+def stage_old(files, limit):
+    """The previous release's EM (density rank = eq. 4's d_k, which grows with pi_k)."""
+    from lrgmm.model import default_n_components
+    from lrgmm.projector import PixelPCA
+
+    CoupledRankMixture = _previous_mixture_class()
+    y = _latents(files)
+    codes = PixelPCA(n_channels=16).fit(y).transform(y).reshape(len(files), -1)
+    k = default_n_components(len(files))
+
+    mix, seconds = _within(limit, lambda: CoupledRankMixture(n_components=k).fit(codes))
+    if mix is None:
+        return {"seconds": None, "limit": limit}
+    return {"seconds": seconds, "K": int(mix.weights_.shape[0]), "em_iterations": int(mix.n_iter_),
             "max_weight": float(mix.weights_.max())}
 
 
 def stage_sklearn(files, limit):
-    import signal
-
     from sklearn.mixture import GaussianMixture
 
     from lrgmm.model import default_n_components
@@ -140,41 +144,10 @@ def stage_sklearn(files, limit):
     codes = PixelPCA(n_channels=16).fit(y).transform(y).reshape(len(files), -1).numpy()
     k = default_n_components(len(files))
 
-    def stop(*_):
-        raise TimeoutError
-
-    signal.signal(signal.SIGALRM, stop)
-    signal.alarm(int(limit))
-    t = time.perf_counter()
-    try:
-        g = GaussianMixture(k, covariance_type="full", reg_covar=1e-3, random_state=0).fit(codes)
-    except TimeoutError:
+    g, seconds = _within(limit, lambda: GaussianMixture(k, covariance_type="full", reg_covar=1e-3, random_state=0).fit(codes))
+    if g is None:
         return {"seconds": None, "limit": limit}
-    finally:
-        signal.alarm(0)
-    return {"seconds": time.perf_counter() - t, "em_iterations": int(g.n_iter_), "max_weight": float(g.weights_.max())}
-
-
-def _child(conn, fn, args):
-    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
-    try:
-        conn.send(("ok", fn(*args)))
-    except Exception as exc:  # report, don't hang the parent
-        conn.send(("error", repr(exc)))
-    conn.close()
-
-
-def run_stage(fn, *args):
-    ctx = mp.get_context("spawn")
-    parent, child = ctx.Pipe()
-    proc = ctx.Process(target=_child, args=(child, fn, args))
-    proc.start()
-    status, value = parent.recv()
-    proc.join()
-    if status != "ok":
-        raise RuntimeError(f"{fn.__name__} failed: {value}")
-    print(f"  {fn.__name__}: {value}", file=sys.stderr)
-    return value
+    return {"seconds": seconds, "em_iterations": int(g.n_iter_), "max_weight": float(g.weights_.max())}
 
 
 def _cpu_flags() -> str:
