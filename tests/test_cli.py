@@ -560,6 +560,7 @@ def test_eval_end_to_end(cli_model, utkface_dir, faces64, tmp_path, capsys, lrgm
     assert rc == 0, err
     assert "6 faces (seed 3) vs 12 held-out real faces; 64 training faces" in out
     assert "VGG16" in out  # says precision/recall are on Inception features
+    assert "data-copying C_T, Inception" in out and "authentic faces, latent codes" in out
     data = json.loads(out_json.read_text())
     assert np.isfinite(data["fid"]) and data["fid"] > 0
     assert 0 <= data["precision"] <= 1 and 0 <= data["recall"] <= 1 and data["seed"] == 3
@@ -567,10 +568,15 @@ def test_eval_end_to_end(cli_model, utkface_dir, faces64, tmp_path, capsys, lrgm
     rc, out2, _ = run(capsys, *argv)
     assert rc == 0 and out2.splitlines()[2] == out.splitlines()[2]
     # A baseline, with memorisation in latent codes only.
-    rc, _, err = run(capsys, *argv, "--method", "gaussian", "--memorisation", "codes", "--json", out_json)
+    rc, _, err = run(capsys, *argv, "--method", "gaussian", "--memorisation", "codes", "--copying-cells", 2,
+                     "--json", out_json)
     assert rc == 0, err
     data = json.loads(out_json.read_text())
     assert data["generator"] == "gaussian" and set(data["memorisation"]) == {"latent_codes"}
+    assert set(data["copying"]) == {"latent_codes"} and data["copying"]["latent_codes"]["c_t_cells"] <= 2
+    assert data["copying"]["latent_codes"]["c_t"] is None  # 6 faces: no cell holds 20
+    rc, _, err = run(capsys, *argv, "--copying-cells", 65)
+    assert_clean_error(rc, err, "copying_cells must be in")
     rc, _, err = run(capsys, "eval", cli_model[0], "--real", tmp_path / "nowhere", "-n", 2, "--quiet")
     assert_clean_error(rc, err, "nowhere")
 

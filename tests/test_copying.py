@@ -238,6 +238,8 @@ def test_distances_and_flags_match_brute_force():
     authentic = d_gt.min(1) > radii[d_gt.argmin(1)]
     np.testing.assert_array_equal(res.authentic, authentic)
     assert not res.authentic[0]  # a copy of a duplicated row: 0 > 0 is false
+    np.testing.assert_allclose(ref.radii([7, 3, 59, 0]), radii[[7, 3, 59, 0]], rtol=1e-12)
+    np.testing.assert_allclose(ref.radii(np.arange(60)), radii, rtol=1e-12)  # the rest, on demand
     d_ht = np.linalg.norm(held[:, None] - train[None], axis=2)
     assert res.authenticity_heldout == (d_ht.min(1) > radii[d_ht.argmin(1)]).mean()
 

@@ -20,7 +20,7 @@ import torch
 from conftest import utkface_images
 
 from lrgmm.evaluation import EvalResult, Evaluator, EvalWarning, Generator, evaluate
-from lrgmm.metrics import InceptionExtractor, MissingExtractorError, find_inception_file
+from lrgmm.metrics import InceptionExtractor, MissingExtractorError, find_inception_file, mann_whitney_u
 from lrgmm.pipeline import FacePipeline
 
 N_TRAIN, N_REAL = 48, 32
@@ -93,6 +93,12 @@ def test_evaluate_end_to_end(result, pipe48):
         assert m.to_train.shape == (16,) and np.isfinite(m.to_train).all() and (m.to_train > 0).all()
         assert m.heldout_to_train.shape == (N_REAL,)
         assert 0 <= m.near_copy_share <= 1
+    # C_T and authenticity in the same spaces; 16 faces are fewer than a cell needs for C_T.
+    assert set(res.copying) == {"inception", "latent_codes"}
+    for c in res.copying.values():
+        assert math.isnan(c.c_t) and c.n_cells == 1 and c.n_cells_used == 0
+        assert 0 <= c.authenticity <= 1 and 0 <= c.authenticity_heldout <= 1
+        assert c.authentic.shape == (16,) and c.cell_heldout.sum() == N_REAL
     prov = res.provenance
     assert prov["n_faces"] == 16 and 1 <= prov["distinct_training_images"]["min"] <= N_TRAIN
     assert res.generated_features.shape == (16, 2048)
@@ -102,15 +108,18 @@ def test_evaluate_end_to_end(result, pipe48):
     assert data["kid"]["subset_size"] == 16
     assert "VGG16" in data["precision_recall_features"]
     assert data["memorisation"]["inception"]["near_copy_quantile"] == 0.05
+    assert data["copying"]["inception"]["c_t"] is None  # NaN is written as null
+    assert data["copying"]["latent_codes"]["authenticity"] == pytest.approx(res.copying["latent_codes"].authenticity)
     assert data["provenance"]["latent_pixels_per_face"] == 256
     assert data["settings"]["model"]["temperature"] == pipe48.temperature
     assert "per_face" not in data
     per_face = json.loads(res.to_json(per_face=True))["per_face"]
-    assert len(per_face["inception"]["to_train"]) == 16
+    assert len(per_face["inception"]["to_train"]) == 16 and len(per_face["inception"]["authentic"]) == 16
 
     table = res.table()
     for word in ("FID", "KID", "precision (k=3)", "recall (k=3)", "near copies, Inception",
-                 "near copies, latent codes", "training images per face", "no VGG16 weights"):
+                 "near copies, latent codes", "training images per face", "no VGG16 weights",
+                 "data-copying C_T, Inception", "authentic faces, latent codes"):
         assert word in table, word
 
 
@@ -192,17 +201,26 @@ class FreshGenerator:
 def test_planted_copies_are_flagged(evaluator, pipe48):
     gen = CopyGenerator(pipe48)
     assert isinstance(gen, Generator)
-    res = evaluator.evaluate(gen, n=12, seed=0)
+    res = evaluator.evaluate(gen, n=24, seed=0)
     assert res.generator == "copies"
     lat = res.memorisation["latent_codes"]
     assert lat.near_copy_share == 1.0 and lat.near_copy_share_strict == 1.0
-    assert (lat.to_train == 0).all() and (lat.to_train_index == np.arange(12)).all()
+    assert (lat.to_train == 0).all() and (lat.to_train_index == np.arange(24)).all()
     inc = res.memorisation["inception"]
     # The copies are the training reconstructions the Inception space compares with.
     assert inc.near_copy_share == 1.0 and (inc.to_train < 0.05 * inc.threshold).all()
-    assert (inc.to_train_index == np.arange(12)).all()
+    assert (inc.to_train_index == np.arange(24)).all()
     assert inc.median_ratio < 0.05
     assert res.provenance["whole_face_copies"] == 1.0
+    # One cell (48 training, 32 held-out faces), every copy closer than every held-out face:
+    # U = 0, so C_T = -sqrt(3 m n / (m + n + 1)), or below where copies tie (zero distances
+    # shrink the variance); no copy is authentic.
+    for space, c in res.copying.items():
+        u, z = mann_whitney_u(c.generated_to_train, c.heldout_to_train)
+        assert c.n_cells_used == 1 and u == 0 and c.c_t == pytest.approx(z), space
+        assert c.c_t <= -math.sqrt(3 * 24 * 32 / 57) + 1e-9, space
+        assert c.authenticity == 0.0 and c.authenticity_heldout > 0.3, space
+    assert "data-copying C_T, Inception" in res.table()
 
 
 def test_fresh_faces_are_not_flagged(evaluator, pipe48, dirs):
@@ -210,6 +228,8 @@ def test_fresh_faces_are_not_flagged(evaluator, pipe48, dirs):
     for space, m in res.memorisation.items():
         assert m.near_copy_share <= 0.25, (space, m.to_train, m.threshold)
         assert 0.7 < m.median_ratio < 1.5, (space, m.median_ratio)
+    for space, c in res.copying.items():
+        assert c.authenticity >= 0.5, (space, c.authenticity, c.authenticity_heldout)
     assert res.provenance is None
 
 
@@ -231,6 +251,8 @@ def test_bad_arguments(evaluator, pipe48):
         evaluator.evaluate(pipe48, n=8, chunk_size=0)
     with pytest.raises(ValueError, match="near_copy_quantile"):
         Evaluator(pipe48, "unused", near_copy_quantile=1.0)
+    with pytest.raises(ValueError, match="copying_cells must be in"):
+        Evaluator(pipe48, "unused", copying_cells=N_TRAIN + 1)
 
 
 def test_training_images_in_the_real_set_are_dropped(pipe48, dirs, env, result):
@@ -256,9 +278,9 @@ def test_no_training_image_is_needed(pipe48, dirs, env, tmp_path, result):
 
 def test_without_memorisation(pipe48, dirs, env, result):
     res = evaluate(pipe48, dirs["real"], n=8, seed=0, memorisation=False, progress=False)
-    assert res.memorisation == {} and res.fid_training_reconstructions is None
+    assert res.memorisation == {} and res.copying == {} and res.fid_training_reconstructions is None
     assert math.isfinite(res.fid) and res.provenance["n_faces"] == 8
-    assert "near copies" not in res.table()
+    assert "near copies" not in res.table() and "C_T" not in res.table()
     json.loads(res.to_json())
 
 
@@ -267,6 +289,8 @@ def test_codes_only_memorisation_matches_the_full_run(pipe48, dirs, env, result)
     full = result[0]
     assert set(res.memorisation) == {"latent_codes"} and res.fid_training_reconstructions is None
     assert res.memorisation["latent_codes"].near_copy_share == full.memorisation["latent_codes"].near_copy_share
+    assert set(res.copying) == {"latent_codes"}  # copying is measured in code space only
+    np.testing.assert_array_equal(res.copying["latent_codes"].authentic, full.copying["latent_codes"].authentic)
     assert res.fid == pytest.approx(full.fid, rel=1e-6)
     with pytest.raises(ValueError, match="memorisation must be"):
         Evaluator(pipe48, dirs["real"], memorisation="inception", progress=False)

@@ -153,29 +153,36 @@ def _flat(x, what: str = "features") -> torch.Tensor:
 
 
 def _nearest(query: torch.Tensor, ref: torch.Tensor, *, query_cells=None, ref_cells=None,
-             exclude_self: bool = False) -> tuple[np.ndarray, np.ndarray]:
+             self_index=None, with_overall: bool = False) -> tuple[np.ndarray, ...]:
     """Distance to and index of each query row's nearest ``ref`` row, float64; among the rows of
-    the same cell when cells are given; never the row itself when ``exclude_self`` (query is ref).
-    The neighbour comes from Gram distances, its distance from the exact difference."""
+    the same cell when cells are given (then, with ``with_overall``, also the overall nearest,
+    from the same distances: four arrays); never ref row ``self_index[i]`` for query row i when
+    given (the query rows are ref rows). The neighbour comes from Gram distances, its distance
+    from the exact difference."""
     nq, nr = query.shape[0], ref.shape[0]
     ref_sq = (ref * ref).sum(1)
     chunk = max(1, _GRAM_ELEMENTS // max(nr, 1))
     idx = torch.empty(nq, dtype=torch.long)
+    idx_all = torch.empty(nq, dtype=torch.long) if with_overall else None
     qc = rc = None
+    own = None if self_index is None else torch.as_tensor(self_index, dtype=torch.long)
     if query_cells is not None:
         qc = torch.as_tensor(query_cells, dtype=torch.long)
         rc = torch.as_tensor(ref_cells, dtype=torch.long)
     for s in range(0, nq, chunk):
         q = query[s : s + chunk]
         d2 = (q * q).sum(1, keepdim=True) - 2.0 * (q @ ref.T) + ref_sq
+        if own is not None:
+            d2[torch.arange(q.shape[0]), own[s : s + chunk]] = math.inf
+        if idx_all is not None:
+            idx_all[s : s + chunk] = d2.argmin(1)
         if qc is not None:
             d2.masked_fill_(qc[s : s + chunk, None] != rc[None, :], math.inf)
-        if exclude_self:
-            rows = torch.arange(q.shape[0])
-            d2[rows, rows + s] = math.inf
         idx[s : s + chunk] = d2.argmin(1)
-    dist = torch.linalg.vector_norm(query - ref[idx], dim=1)
-    return dist.numpy(), idx.numpy()
+    out = (torch.linalg.vector_norm(query - ref[idx], dim=1).numpy(), idx.numpy())
+    if idx_all is not None:
+        out += (torch.linalg.vector_norm(query - ref[idx_all], dim=1).numpy(), idx_all.numpy())
+    return out
 
 
 def training_radii(train) -> np.ndarray:
@@ -184,7 +191,7 @@ def training_radii(train) -> np.ndarray:
     t = _flat(train)
     if t.shape[0] < 2:
         raise ValueError(f"authenticity needs at least 2 training samples, got {t.shape[0]}")
-    return _nearest(t, t, exclude_self=True)[0]
+    return _nearest(t, t, self_index=np.arange(t.shape[0]))[0]
 
 
 # ---------------------------------------------------------------------------------- cells
@@ -300,8 +307,10 @@ class CopyingStats:
 
 class CopyingReference:
     """The training and held-out sides of C_T and authenticity in one feature space, prepared
-    once for several generated sets: the training radii, the held-out samples' authenticity, and
-    per cell count the k-means cells and the held-out distances within them.
+    once for several generated sets: the held-out samples' authenticity, per cell count the
+    k-means cells and the held-out distances within them, and the training radii (computed only
+    for training rows that are some sample's nearest, and kept: authenticity never needs the
+    others, and for 19k training faces all radii would cost ~20x more).
 
     train, heldout: (n, ...) features (flattened, float64). space: a name for the results.
     seed: seed of the k-means (fixed, so that generators are compared on the same cells).
@@ -317,7 +326,7 @@ class CopyingReference:
                              f"{self.train.shape[0]} and {self.heldout.shape[0]}")
         self.space = space
         self.seed = int(seed)
-        self._radii: np.ndarray | None = None
+        self._radii = np.full(self.n_train, np.nan)
         self._heldout_authentic: np.ndarray | None = None
         self._cells: dict[int, tuple[CellPartition, np.ndarray, np.ndarray]] = {}
 
@@ -329,20 +338,23 @@ class CopyingReference:
     def n_heldout(self) -> int:
         return int(self.heldout.shape[0])
 
-    @property
-    def radii(self) -> np.ndarray:
-        if self._radii is None:
-            self._radii = _nearest(self.train, self.train, exclude_self=True)[0]
-        return self._radii
+    def radii(self, index) -> np.ndarray:
+        """Distance from training rows ``index`` to their nearest other training row."""
+        index = np.asarray(index, dtype=np.int64)
+        todo = np.unique(index[np.isnan(self._radii[index])])
+        if todo.size:
+            self._radii[todo] = _nearest(self.train[torch.as_tensor(todo)], self.train, self_index=todo)[0]
+        return self._radii[index]
 
-    def _authentic(self, x: torch.Tensor) -> np.ndarray:
-        d, i = _nearest(x, self.train)
-        return d > self.radii[i]
+    def _authentic(self, to_train: np.ndarray, index: np.ndarray) -> np.ndarray:
+        """Alaa et al.'s rule from each sample's nearest training row (distance, index)."""
+        return to_train > self.radii(index)
 
     @property
     def heldout_authentic(self) -> np.ndarray:
+        """Authenticity of each held-out sample (what fresh samples score)."""
         if self._heldout_authentic is None:
-            self._heldout_authentic = self._authentic(self.heldout)
+            self._heldout_authentic = self._authentic(*_nearest(self.heldout, self.train))
         return self._heldout_authentic
 
     def cells(self, n_cells: int) -> tuple[CellPartition, np.ndarray, np.ndarray]:
@@ -369,7 +381,7 @@ class CopyingReference:
         part, hc, hd = self.cells(int(n_cells))
         k = part.n_cells
         gc = _assign(g, part.centres)
-        gd, _ = _nearest(g, self.train, query_cells=gc, ref_cells=part.train_cells)
+        gd, _, g_all, g_idx = _nearest(g, self.train, query_cells=gc, ref_cells=part.train_cells, with_overall=True)
 
         # Z_U per cell: generated distances (x) against held-out distances (y).
         _, z = grouped_mann_whitney(np.concatenate([gd, hd]), np.concatenate([gc, hc]),
@@ -381,7 +393,7 @@ class CopyingReference:
         z = np.where(used, z, np.nan)
         c_t = float(np.dot(weight[used], z[used]) / weight[used].sum()) if used.any() else float("nan")
 
-        authentic = self._authentic(g)
+        authentic = self._authentic(g_all, g_idx)
         return CopyingStats(
             space=self.space,
             c_t=c_t,
