@@ -574,7 +574,7 @@ def test_eval_end_to_end(cli_model, utkface_dir, faces64, tmp_path, capsys, lrgm
     data = json.loads(out_json.read_text())
     assert data["generator"] == "gaussian" and set(data["memorisation"]) == {"latent_codes"}
     assert set(data["copying"]) == {"latent_codes"} and data["copying"]["latent_codes"]["c_t_cells"] <= 2
-    assert data["copying"]["latent_codes"]["c_t"] is None  # 6 faces: no cell holds 20
+    assert data["copying"]["latent_codes"]["c_t"] is None  # 6 faces: no cell holds more than 20
     rc, _, err = run(capsys, *argv, "--copying-cells", 65)
     assert_clean_error(rc, err, "copying_cells must be in")
     rc, _, err = run(capsys, "eval", cli_model[0], "--real", tmp_path / "nowhere", "-n", 2, "--quiet")

@@ -202,11 +202,13 @@ def test_c_t_is_the_held_out_weighted_mean_over_cells_with_enough_generated(mix)
 
 def test_too_few_generated_samples_give_no_c_t(mix):
     m, train, held = mix
-    res = copying(m.draw(19), train, held)  # below the 20 a cell needs
+    res = copying(m.draw(20), train, held)  # a cell needs more than 20 (Q_m(pi) > 20 / m)
     assert math.isnan(res.c_t) and res.n_cells == 1 and res.n_cells_used == 0
     assert 0 <= res.authenticity <= 1  # authenticity needs no cells
     s = res.summary()
-    assert s["c_t_cell_z_min"] is None and s["n_generated"] == 19
+    assert s["c_t_cell_z_min"] is None and s["n_generated"] == 20 and s["c_t_min_generated_per_cell"] == 21
+    res = copying(m.draw(21), train, held)
+    assert math.isfinite(res.c_t) and res.n_cells_used == 1 and res.heldout_share_used == 1.0
 
 
 # ------------------------------------------------------------ neighbours and cells, brute force

@@ -2,7 +2,7 @@
 share, from three feature sets (training T, held-out real P_n, generated Q_m).
 
 **C_T** (Meehan, Chaudhuri & Dasgupta, "A Non-Parametric Test to Detect Data-Copying in Generative
-Models", AISTATS 2020, section 3). Data copying is generated samples that are *closer to the
+Models", AISTATS 2020). Data copying is generated samples that are *closer to the
 training samples than fresh samples from the same distribution are*. The space is cut into cells
 by k-means on the training features; in each cell pi the distances from the held-out samples and
 from the generated samples to their nearest training sample of the cell, L_pi(P_n) and L_pi(Q_m),
@@ -13,8 +13,8 @@ are compared with the Mann-Whitney U test, Z-scored under the null (both sets di
 U counting the pairs (generated, held-out) where the generated distance is the larger (ties one
 half), m and n the cell's generated and held-out counts, N = m + n. C_T is their average weighted
 by the held-out share of each cell, P_n(pi), over the cells Pi_tau that hold at least
-``min_generated`` generated samples (the paper's Q_m(pi) >= tau with tau = 20 / m, the value the
-authors' public experiments use):
+``min_generated`` = 21 generated samples (the paper's Q_m(pi) > tau with tau = 20 / m, the value
+of the authors' public MNIST experiments: more than 20):
 
     C_T = sum_{pi in Pi_tau} P_n(pi) Z_U(pi) / sum_{pi in Pi_tau} P_n(pi).
 
@@ -31,12 +31,12 @@ without a held-out sample carry no weight and are left out rather than raising a
 k-means is ``lrgmm.mixture``'s seeded k-means++ with Lloyd iterations, on the features as given
 (no PCA to 64 dimensions as some later re-implementations do). Default cell count:
 min(50, n_train // 50, n_heldout // 50, n_generated // 50), at least 1: about 50 samples of each
-set per cell on average, so that most cells clear the 20-sample bar (with 20 on average about
-half of them fail it), and the 50 cells of the paper's MNIST experiments at most.
+set per cell on average, so that most cells clear the 21-sample bar (with 20 on average about
+half of them fail it), and the 50 cells of the authors' MNIST experiments at most.
 
 **Authenticity** (Alaa, van Breugel, Saveliev & van der Schaar, "How Faithful is your Synthetic
-Data? Sample-level Metrics for Evaluating and Auditing Generative Models", ICML 2022, section 3.3,
-the per-sample rule). A generated sample is *unauthentic* when it is closer to its nearest
+Data? Sample-level Metrics for Evaluating and Auditing Generative Models", ICML 2022; the
+per-sample rule). A generated sample is *unauthentic* when it is closer to its nearest
 training sample x_i* than any other training sample is to x_i*:
 
     authentic(g) = d(g, x_i*) > min_{j != i*} d(x_j, x_i*),   i* = argmin_i d(g, x_i).
@@ -61,7 +61,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-
 __all__ = [
     "CellPartition",
     "CopyingReference",
@@ -73,10 +72,11 @@ __all__ = [
     "fit_cells",
     "grouped_mann_whitney",
     "mann_whitney_u",
+    "training_radii",
 ]
 
 DEFAULT_MAX_CELLS = 50
-DEFAULT_MIN_PER_CELL = 20  # generated samples a cell needs to enter C_T (tau = 20 / m)
+DEFAULT_MIN_PER_CELL = 21  # generated samples a cell needs to enter C_T (Q_m(pi) > tau = 20 / m)
 DEFAULT_SAMPLES_PER_CELL = 50  # the default cell count aims at this many samples per cell
 
 _GRAM_ELEMENTS = 1 << 22  # query rows per chunk x reference rows (32 MiB of float64 distances)
@@ -310,7 +310,8 @@ class CopyingReference:
     once for several generated sets: the held-out samples' authenticity, per cell count the
     k-means cells and the held-out distances within them, and the training radii (computed only
     for training rows that are some sample's nearest, and kept: authenticity never needs the
-    others, and for 19k training faces all radii would cost ~20x more).
+    others; for 19k training faces and 1,000 each of generated and held-out faces, all radii
+    would cost about 10x more).
 
     train, heldout: (n, ...) features (flattened, float64). space: a name for the results.
     seed: seed of the k-means (fixed, so that generators are compared on the same cells).
