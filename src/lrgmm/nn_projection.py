@@ -245,6 +245,9 @@ def _nearest_with_budget(
         b = qs.shape[0]
         dist = _distance_block(qs, mem_t, memory_box_sq, patch_size)
         d, cand = dist.topk(k, dim=1, largest=False, sorted=True)  # (b, k, h, w), nearest first
+        # The budget compares distances across positions: add back box(|z|^2)(p), which the
+        # argmin could drop.
+        d = d + box_sum((qs * qs).sum(1), patch_size).unsqueeze(1)
         cand = cand.reshape(b, k, h * w).transpose(1, 2)  # (b, P, k)
         d = d.reshape(b, k, h * w).transpose(1, 2)
         local, exhausted = _serve(cand, d, cap, counted)
