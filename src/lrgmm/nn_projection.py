@@ -166,10 +166,12 @@ def check_budget_feasible(max_share: float | None, n_photos: int, n_positions: i
     if cap is None or cap * n_photos >= n_positions:
         return
     need = smallest_feasible_share(n_photos, n_positions)
+    fix = (f"use max_share >= {_share_text(need)}, or none (no budget)" if need < 1 else
+           "no budget below 1 can be met there: drop max_share (or the condition that leaves so few photos)")
     raise BudgetError(
         f"max_share {max_share} lets one training photo give {cap} of a face's {n_positions} latent positions, "
         f"but {where or 'the NN memory'} has only {n_photos} training photo(s) ({cap} x {n_photos} < {n_positions}): "
-        f"use max_share >= {_share_text(need)}, or none (no budget)"
+        + fix
     )
 
 
