@@ -37,8 +37,9 @@ d(p', i) > d(p, i). So a position keeps its plain nearest neighbour unless that 
 of positions nearer to it, and then takes its best other source that is not. Ties in d are
 broken by the position index (lower first), then by topk's order.
 
-It is computed by deferred acceptance, vectorised over faces and positions: every position
-points into its list of k nearest photos (one ``torch.topk`` on the distance block instead of
+It is computed by deferred acceptance, vectorised over faces and positions. A face whose plain
+nearest neighbours already meet the budget keeps them (that assignment is stable). In the
+others, every position points into its list of k nearest photos (one ``torch.topk`` on the distance block instead of
 the argmin); in each round every photo keeps the cap nearest positions pointing at it (one
 stable sort by (photo, distance) per face) and the rest move one step down their list. Rounds
 end when no photo holds more than cap positions, typically after a few. A face whose list runs
@@ -246,15 +247,25 @@ def _nearest_with_budget(
         qs = queries[start : start + step]
         b = qs.shape[0]
         dist = _distance_block(qs, mem_t, memory_box_sq, patch_size)
-        d, cand = dist.topk(k, dim=1, largest=False, sorted=True)  # (b, k, h, w), nearest first
+        # Faces whose plain nearest neighbours already meet the budget keep them (that is their
+        # stable assignment); only the others get candidate lists.
+        nearest = dist.argmin(1).reshape(b, h * w)
+        weight = torch.ones_like(nearest) if counted is None else counted.to(torch.long).expand(b, -1)
+        per_photo = torch.zeros(b, m, dtype=torch.long).scatter_add_(1, nearest, weight)
+        bind = (per_photo.max(1).values > cap).nonzero().squeeze(1)
+        out[start : start + b] = nearest
+        if bind.numel() == 0:
+            continue
+        qs, dist = qs[bind], dist[bind]
+        d, cand = dist.topk(k, dim=1, largest=False, sorted=True)  # (r, k, h, w), nearest first
         # The budget compares distances across positions: add back box(|z|^2)(p), which the
         # argmin could drop.
         d = d + box_sum((qs * qs).sum(1), patch_size).unsqueeze(1)
-        cand = cand.reshape(b, k, h * w).transpose(1, 2)  # (b, P, k)
-        d = d.reshape(b, k, h * w).transpose(1, 2)
+        cand = cand.reshape(-1, k, h * w).transpose(1, 2)  # (r, P, k)
+        d = d.reshape(-1, k, h * w).transpose(1, 2)
         local, exhausted = _serve(cand, d, cap, counted)
-        out[start : start + b] = local
-        redo.append(exhausted.nonzero().squeeze(1) + start)
+        out[start + bind] = local
+        redo.append(bind[exhausted] + start)
     redo = torch.cat(redo) if redo else torch.zeros(0, dtype=torch.long)
     if redo.numel():
         if k >= m:  # cannot happen for a feasible budget: every photo listed, P <= cap m
