@@ -176,6 +176,30 @@ def test_fit_with_a_copy_budget_stores_the_default(faces64_dir, cli_model, tmp_p
     assert e.value.code == 2 and "argument --max-share: must be a number in (0, 1]" in capsys.readouterr().err
 
 
+def test_eval_passes_the_copy_budget(tmp_path, capsys, monkeypatch):
+    import functools
+
+    import lrgmm.evaluation
+
+    seen = []
+
+    class Result:
+        def table(self):
+            return "table"
+
+    @functools.wraps(lrgmm.evaluation.evaluate)  # the parser reads its defaults from the signature
+    def fake(generator, real, **kw):
+        seen.append(kw["generate_kwargs"])
+        return Result()
+
+    monkeypatch.setattr(lrgmm.evaluation, "evaluate", fake)
+    for extra, expected in ((["--max-share", "0.2"], {"max_share": 0.2}), ([], None), (["--no-nn"], {"nn": False}),
+                            (["--no-nn", "--max-share", "0.3"], {"nn": False, "max_share": 0.3})):
+        rc, out, err = run(capsys, "eval", tmp_path / "m.lrgmm", "--real", tmp_path, "-n", 2, "--quiet", *extra)
+        assert rc == 0 and out.strip() == "table", err
+        assert seen.pop() == expected, extra
+
+
 def test_sample_without_nn(cli_model, tmp_path, capsys, lrgmm_cache):
     model, _ = cli_model
     out = _sample(capsys, model, tmp_path / "plain", "-n", 3, "--seed", 4, "--no-nn")

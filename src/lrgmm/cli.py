@@ -385,13 +385,18 @@ def cmd_eval(args) -> int:
         reference = FacePipeline.load(args.model, progress=not args.quiet)
         generator = _baseline(args.method, reference)
     nn = args.nn and args.method != "lrgmm"
+    kwargs = {} if nn or reference is not None else {"nn": False}
+    if args.max_share is not None:
+        if reference is not None:
+            raise ValueError(f"--max-share works with the LR-GMM-NN method, not --method {args.method}")
+        kwargs["max_share"] = args.max_share
     res = evaluate(
         generator,
         args.real,
         n=args.n,
         seed=args.seed,
         reference=reference,
-        generate_kwargs=None if nn or reference is not None else {"nn": False},
+        generate_kwargs=kwargs or None,
         memorisation={"full": True, "codes": "codes", "none": False}[args.memorisation],
         near_copy_quantile=args.near_copy_quantile,
         kid_subsets=args.kid_subsets,
@@ -632,6 +637,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     from .evaluation import evaluate
+    from .pipeline import FacePipeline
 
     p = sub.add_parser("eval", help="FID, KID, precision/recall and memorisation against held-out real faces")
     p.add_argument("model", help="a .lrgmm model file")
@@ -639,6 +645,7 @@ def build_parser() -> argparse.ArgumentParser:
     _opt(p, evaluate, "n", "-n", "--n", type=_face_count, help=f"faces to generate, at most {MAX_SAMPLES:,}")
     p.add_argument("--seed", type=_seed, default=None, help="seed; default: a fresh one, printed")
     p.add_argument("--no-nn", dest="nn", action="store_false", default=True, help="plain LR-GMM (no NN step)")
+    _add_max_share_option(p, FacePipeline.generate)
     _opt(p, evaluate, "near_copy_quantile", type=float, help="held-out quantile below which a face is a near copy")
     _opt(p, evaluate, "kid_subsets", type=int, help="KID subsets")
     _opt(p, evaluate, "kid_subset_size", type=int, help="KID subset size (capped at the smaller set)")

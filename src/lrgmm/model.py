@@ -245,7 +245,8 @@ class LRGMM:
 
         ``weights`` replaces the mixture weights pi (attribute sampling) and ``allowed`` (training
         indices) restricts what the NN step copies from; provenance indexes the full training
-        list either way.
+        list either way. ``max_share`` (copy budget, see ``sample``) is checked against the
+        clusters that can be drawn, within ``allowed``, before anything is drawn.
         """
         self._check_fitted()
         n = check_n_samples(n)
