@@ -23,7 +23,8 @@ A privacy bound on top of eq. 5: no generated face takes more than
 
     cap = floor(max_share * P)          (P = the positions of the face: h w = 256 for TAEF2)
 
-of its latent pixels from any one training photo (one memory entry = one photo). max_share =
+of its latent pixels from any one training photo (one memory entry = one photo; the budget is
+per photo, not per person: two photos of one person count separately). max_share =
 None or a cap >= P (max_share = 1) is off, and runs the plain argmin above, bit for bit.
 
 With the budget on, the positions of a face are *served nearest first*: over all pairs
@@ -39,8 +40,8 @@ broken by the position index (lower first), then by topk's order.
 
 It is computed by deferred acceptance, vectorised over faces and positions. A face whose plain
 nearest neighbours already meet the budget keeps them (that assignment is stable). In the
-others, every position points into its list of k nearest photos (one ``torch.topk`` on the distance block instead of
-the argmin); in each round every photo keeps the cap nearest positions pointing at it (one
+others, every position points into its list of k nearest photos (one ``torch.topk`` on the
+distance block); in each round every photo keeps the cap nearest positions pointing at it (one
 stable sort by (photo, distance) per face) and the rest move one step down their list. Rounds
 end when no photo holds more than cap positions, typically after a few. A face whose list runs
 out for some position (its k nearest photos all full of nearer positions: rare for k = 16) is
