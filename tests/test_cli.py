@@ -129,6 +129,77 @@ def test_sample_writes_faces_and_provenance(cli_model, tmp_path, capsys, lrgmm_c
     assert (d / "face_0000.png").read_bytes() != (tmp_path / "other" / "face_0000.png").read_bytes()
 
 
+def _largest_shares(folder: Path, n: int) -> list[float]:
+    """Each face's largest share from one training photo, from its provenance JSON (the map
+    itself, checked against the recorded value)."""
+    shares = []
+    for i in range(n):
+        rec = json.loads((folder / f"face_{i:04d}_provenance.json").read_text())
+        flat = [j for row in rec["map"] for j in row]
+        largest = max(flat.count(j) for j in set(flat)) / len(flat)
+        assert rec["largest_share"] == pytest.approx(largest, abs=1e-9)
+        shares.append(largest)
+    return shares
+
+
+def test_sample_with_a_copy_budget(cli_model, tmp_path, capsys, lrgmm_cache):
+    model, _ = cli_model
+    _sample(capsys, model, tmp_path / "plain", "-n", 12, "--seed", 1)
+    assert max(_largest_shares(tmp_path / "plain", 12)) > 0.25  # without a budget some face takes more
+    out = _sample(capsys, model, tmp_path / "budget", "-n", 12, "--seed", 1, "--max-share", "0.25")
+    assert "12 faces (seed 1) written" in out
+    assert max(_largest_shares(tmp_path / "budget", 12)) <= 0.25
+    assert json.loads((tmp_path / "budget" / "samples.json").read_text())["settings"]["max_share"] == 0.25
+    assert json.loads((tmp_path / "plain" / "samples.json").read_text())["settings"]["max_share"] is None
+    # A budget the 64 training photos cannot meet: 256 positions need 4 per photo at least.
+    rc, _, err = run(capsys, "sample", model, "-o", tmp_path / "o", "-n", 1, "--quiet", "--max-share", "0.01")
+    assert_clean_error(rc, err, r"max_share 0\.01 .* has only 64 training photo.*use max_share >= 0\.0157")
+    assert not (tmp_path / "o").exists()
+    rc, _, err = run(capsys, "sample", model, "-o", tmp_path / "o", "-n", 1, "--quiet", "--max-share", "0.25",
+                     "--method", "normal")
+    assert_clean_error(rc, err, r"--max-share works with the LR-GMM-NN method, not --method normal")
+
+
+def test_fit_with_a_copy_budget_stores_the_default(faces64_dir, cli_model, tmp_path, capsys, lrgmm_cache):
+    rc, out, err = _fit(capsys, faces64_dir, tmp_path / "b.lrgmm", "--max-share", "0.2")
+    assert rc == 0, err
+    assert "copy budget max_share = 0.2" in out
+    assert read_metadata(tmp_path / "b.lrgmm")["hyperparameters"]["max_share"] == 0.2
+    assert "copy budget" not in run(capsys, "info", cli_model[0])[1]  # none by default
+    _sample(capsys, tmp_path / "b.lrgmm", tmp_path / "s", "-n", 6, "--seed", 3)
+    assert max(_largest_shares(tmp_path / "s", 6)) <= 0.2
+    assert json.loads((tmp_path / "s" / "samples.json").read_text())["settings"]["max_share"] == 0.2
+    _sample(capsys, tmp_path / "b.lrgmm", tmp_path / "off", "-n", 6, "--seed", 3, "--max-share", "1")
+    assert json.loads((tmp_path / "off" / "samples.json").read_text())["settings"]["max_share"] is None
+    with pytest.raises(SystemExit) as e:
+        _fit(capsys, faces64_dir, tmp_path / "c.lrgmm", "--max-share", "0")
+    assert e.value.code == 2 and "argument --max-share: must be a number in (0, 1]" in capsys.readouterr().err
+
+
+def test_eval_passes_the_copy_budget(tmp_path, capsys, monkeypatch):
+    import functools
+
+    import lrgmm.evaluation
+
+    seen = []
+
+    class Result:
+        def table(self):
+            return "table"
+
+    @functools.wraps(lrgmm.evaluation.evaluate)  # the parser reads its defaults from the signature
+    def fake(generator, real, **kw):
+        seen.append(kw["generate_kwargs"])
+        return Result()
+
+    monkeypatch.setattr(lrgmm.evaluation, "evaluate", fake)
+    for extra, expected in ((["--max-share", "0.2"], {"max_share": 0.2}), ([], None), (["--no-nn"], {"nn": False}),
+                            (["--no-nn", "--max-share", "0.3"], {"nn": False, "max_share": 0.3})):
+        rc, out, err = run(capsys, "eval", tmp_path / "m.lrgmm", "--real", tmp_path, "-n", 2, "--quiet", *extra)
+        assert rc == 0 and out.strip() == "table", err
+        assert seen.pop() == expected, extra
+
+
 def test_sample_without_nn(cli_model, tmp_path, capsys, lrgmm_cache):
     model, _ = cli_model
     out = _sample(capsys, model, tmp_path / "plain", "-n", 3, "--seed", 4, "--no-nn")
@@ -499,7 +570,7 @@ def test_sample_and_demo_defaults_are_the_api_defaults():
     gen = inspect.signature(FacePipeline.generate).parameters
     args = build_parser().parse_args(["sample", "m.lrgmm", "-o", "out"])
     assert args.nn is gen["nn"].default is True
-    for name in ("temperature", "nn_iterations", "patch_size"):
+    for name in ("temperature", "nn_iterations", "patch_size", "max_share"):
         assert getattr(args, name) is None and gen[name].default is None  # None: the model's value
     assert args.seed is None
     demo = inspect.signature(run_demo).parameters
@@ -624,6 +695,10 @@ def test_sample_many_faces_in_bounded_batches(cli_model, tmp_path, capsys, lrgmm
         (["--seed", str(2**64)], r"argument --seed: must be an integer in \[0, 2\*\*63 - 1"),
         (["--seed", "-1"], r"argument --seed: must be an integer in \[0, 2\*\*63 - 1"),
         (["-o", ""], r"argument -o/--output: the output path is empty"),
+        (["--max-share", "0"], r"argument --max-share: must be a number in \(0, 1\], got '0'"),
+        (["--max-share", "1.5"], r"argument --max-share: must be a number in \(0, 1\], got '1.5'"),
+        (["--max-share", "nan"], r"argument --max-share: must be a number in \(0, 1\], got 'nan'"),
+        (["--max-share", "a quarter"], r"argument --max-share: must be a number in \(0, 1\]"),
     ],
 )
 def test_sample_refuses_absurd_values_at_once(args, pattern, tmp_path, capsys, monkeypatch):

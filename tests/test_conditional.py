@@ -195,6 +195,33 @@ def test_nn_project_unknown_keeps_observed_and_copies_pixels():
     assert torch.equal(labels[prov[s, y, x]], comps[s])
 
 
+def test_nn_project_unknown_with_a_copy_budget_counts_the_unknown_positions():
+    from lrgmm.errors import BudgetError
+
+    g = torch.Generator().manual_seed(1)
+    memory = torch.randn(20, 4, 6, 6, generator=g)
+    labels = torch.arange(20) % 2
+    observed = torch.randn(4, 6, 6, generator=g)
+    unk = torch.zeros(6, 6, dtype=torch.bool)
+    unk[2:4, 1:5] = True  # 8 unknown positions
+    comps = torch.tensor([0, 1, 0, 1, 1, 0])
+    allowed = torch.tensor([1, 2, 3, 5, 8, 11, 13, 16])  # cluster 0: 3 photos, cluster 1: 5
+    codes = memory[[2, 3, 8, 5, 5, 16]] + 0.2 * torch.randn(6, 4, 6, 6, generator=g)  # near one photo each
+    plain = nn_project_unknown(codes, comps, memory, labels, unk, observed, 3, 2, allowed)[1]
+    out, prov = nn_project_unknown(codes, comps, memory, labels, unk, observed, 3, 2, allowed, max_share=0.375)
+    assert torch.equal(out[:, :, ~unk], observed[None].expand(6, -1, -1, -1)[:, :, ~unk])
+    assert bool((prov[:, ~unk] == -1).all())
+    s, y, x = torch.nonzero(unk.expand(6, 6, 6), as_tuple=True)
+    assert torch.equal(out[s, :, y, x], memory[prov[s, y, x], :, y, x])
+    assert torch.equal(labels[prov[s, y, x]], comps[s]) and set(prov[:, unk].unique().tolist()) <= set(allowed.tolist())
+    most = [int(torch.bincount(prov[i][unk]).max()) for i in range(6)]
+    assert max(most) <= 3  # floor(0.375 * 8): counted over the unknown positions only
+    assert max(int(torch.bincount(plain[i][unk]).max()) for i in range(6)) > 3  # it did bind
+    # Cluster 0 has 3 allowed photos: 8 positions need 3 each, a share of 3 / 8.
+    with pytest.raises(BudgetError, match=r"cluster 0 has only 3 training photo.*max_share >= 0\.375"):
+        nn_project_unknown(codes, comps, memory, labels, unk, observed, 3, 1, allowed, max_share=0.3)
+
+
 def test_psnr_and_ssim_closed_forms():
     from lrgmm.metrics.image_quality import psnr, ssim
 

@@ -87,6 +87,21 @@ def test_completion_without_nn_and_at_photo_size(fitted64, heldout_face):
     assert torch.equal(out.unknown, unknown_positions(out.mask, (16, 16)))
 
 
+def test_completion_with_a_copy_budget(fitted64, heldout_face):
+    mask = box_mask(128, *centre_box(128, 0.25))
+    plain = fitted64.complete(heldout_face, mask, n=2, seed=0)
+    unknown = plain.unknown
+    n_unknown = int(unknown.sum())
+    share = max(0.25, fitted64.model_.min_max_share())
+    out = fitted64.complete(heldout_face, mask, n=2, seed=0, max_share=share)
+    assert out.settings["max_share"] == share and plain.settings["max_share"] is None
+    for i in range(2):
+        rec = out.provenance_record(i)
+        assert rec["filled_positions"] == n_unknown and max(s["share"] for s in rec["sources"]) <= share
+    assert torch.equal(out.samples.provenance[:, ~unknown], plain.samples.provenance[:, ~unknown])  # -1: observed
+    assert torch.equal(out.samples.components, plain.samples.components)
+
+
 def test_completions_save(completions, tmp_path, fitted64):
     out, _ = completions
     written = out.save(tmp_path / "c")

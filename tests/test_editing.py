@@ -227,6 +227,22 @@ def test_edit_with_nn_copies_target_side_training_pixels(fitted64, gender_edit, 
     assert rec["alphas"] == [-1.0, 0.0, 1.0] and rec["faces"][0]["provenance"][2]["alpha"] == 1.0
 
 
+def test_edit_with_a_copy_budget(fitted64, gender_edit):
+    from lrgmm.nn_projection import gather_pixels
+
+    files = fitted64.training_files_[:2]
+    out = fitted64.edit(files, gender_edit, alphas=(-1, 1), nn=True, max_share=0.25)
+    side = gender_edit.memory_side_
+    assert bool((side[out.provenance[:, 0]] == 0).all()) and bool((side[out.provenance[:, 1]] == 1).all())
+    for j in range(2):
+        assert torch.equal(out.codes[:, j], gather_pixels(fitted64.model_.codes_, out.provenance[:, j]))
+    flat = out.provenance.reshape(4, -1)
+    assert max(int(torch.bincount(f).max()) for f in flat) <= 64  # floor(0.25 * 256)
+    plain = fitted64.edit(files, gender_edit, alphas=(-1, 1), nn=True).provenance.reshape(4, -1)
+    assert max(int(torch.bincount(f).max()) for f in plain) > 64  # without it, more from one photo
+    assert out.edit["max_share"] == 0.25
+
+
 def test_bad_input_errors(fitted64, tmp_path):
     with pytest.raises(LabelError, match="unknown attribute 'smile'"):
         AttributeEdit(method="mean_difference").fit(fitted64, attribute="smile")

@@ -89,3 +89,61 @@ def test_nn_projection_does_not_modify_its_input():
     before = codes.clone()
     nn_project(codes, torch.zeros(3, dtype=torch.long), mem, torch.zeros(10, dtype=torch.long), 3)
     assert torch.equal(codes, before)
+
+
+def _largest_counts(provenance: torch.Tensor, n_train: int) -> torch.Tensor:
+    """Per face, the most latent positions taken from one training code."""
+    n = provenance.shape[0]
+    flat = provenance.reshape(n, -1)
+    counts = torch.zeros(n, n_train, dtype=torch.long).scatter_add_(1, flat, torch.ones_like(flat))
+    return counts.max(1).values
+
+
+def test_copy_budget_in_sample_and_as_model_default():
+    y = _latents(n=40)
+    m = LRGMM(n_channels=4, n_components=2, patch_size=3).fit(y)
+    plain = m.sample(60, seed=4)
+    assert int(_largest_counts(plain.provenance, 40).max()) > 9  # without a budget some face exceeds 0.25
+    s = m.sample(60, seed=4, max_share=0.25)
+    assert int(_largest_counts(s.provenance, 40).max()) <= 9  # floor(0.25 * 36)
+    assert torch.equal(s.components, plain.components)  # the draw is the same, only the NN step differs
+    assert torch.equal(m.sample(60, seed=4, max_share=0.25).codes, s.codes)  # deterministic for a seed
+    assert bool((m.labels_[s.provenance] == s.components[:, None, None]).all())
+    # Off: None and 1 give today's faces bit for bit.
+    assert torch.equal(m.sample(60, seed=4, max_share=1.0).codes, plain.codes)
+    # The constructor's max_share is the default of sample; 1 turns it off there.
+    d = LRGMM(n_channels=4, n_components=2, patch_size=3, max_share=0.25).fit(y)
+    assert d.get_params()["max_share"] == 0.25
+    assert torch.equal(d.sample(60, seed=4).provenance, s.provenance)
+    assert torch.equal(d.sample(60, seed=4, max_share=1).provenance, plain.provenance)
+    # Batches give the same faces, and the budget holds with several NN iterations.
+    batches = list(d.iter_samples(60, 4, batch_size=7))
+    assert torch.equal(torch.cat([b.provenance for b in batches]), s.provenance)
+    s3 = m.sample(60, seed=4, max_share=0.2, nn_iterations=3)
+    assert int(_largest_counts(s3.provenance, 40).max()) <= 7
+
+
+def test_copy_budget_checks():
+    from lrgmm.errors import BudgetError
+
+    y = _latents(n=40)
+    m = LRGMM(n_channels=4, n_components=2, patch_size=3).fit(y)
+    assert m.labels_.bincount().tolist() == [20, 20]
+    assert m.min_max_share() == 2 / 36  # ceil(36 / 20) positions of 36
+    for bad in (0, 1.01, float("nan"), "a"):
+        with pytest.raises(BudgetError, match="max_share"):
+            m.sample(4, seed=0, max_share=bad)
+    with pytest.raises(BudgetError, match=r"max_share >= 0\.0556"):
+        m.sample(4, seed=0, max_share=0.05)
+    assert m.sample(4, seed=0, max_share=0.0556).provenance is not None
+    # Restricted memory (attribute sampling): 5 allowed faces of each cluster need ceil(36 / 5) / 36.
+    allowed = torch.cat([(m.labels_ == 0).nonzero()[:5, 0], (m.labels_ == 1).nonzero()[:5, 0]])
+    assert m.min_max_share(allowed=allowed) == 8 / 36
+    with pytest.raises(BudgetError, match=r"allowed faces.*>= 0\.2223"):
+        m.sample_restricted(4, 0, weights=m.mixture_.weights_, allowed=allowed, max_share=0.2)
+    s = m.sample_restricted(30, 0, weights=m.mixture_.weights_, allowed=allowed, max_share=0.2223)
+    assert bool(torch.isin(s.provenance, allowed).all()) and int(_largest_counts(s.provenance, 40).max()) <= 8
+    # Without the NN step there is nothing to budget, so nothing to refuse.
+    assert m.sample(4, seed=0, nn=False, max_share=0.05).provenance is None
+    with pytest.raises(BudgetError, match="max_share"):
+        LRGMM(n_components=2, max_share=2).fit(y)

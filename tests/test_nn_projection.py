@@ -83,3 +83,240 @@ def test_box_sum_is_zero_padded_window_sum():
     assert float(b[0, 2, 2]) == float(x[0, 1:4, 1:4].sum())
     with pytest.raises(ValueError, match="odd"):
         box_sum(x, 4)
+
+
+# ------------------------------------------------------------------------------ copy budget
+
+
+def _plain_reference(codes, components, memory, memory_labels, patch_size=5, iterations=1):
+    """nn_project as it was before the copy budget (frozen copy): the bit-identity reference."""
+    from lrgmm.nn_projection import gather_pixels as gather
+
+    n, q, h, w = codes.shape
+    out = codes.to(memory.dtype, copy=True)
+    provenance = torch.empty(n, h, w, dtype=torch.long)
+    memory_box_sq = box_sum((memory * memory).sum(1), patch_size)
+    for k in torch.unique(components).tolist():
+        rows = (components == k).nonzero().squeeze(1)
+        members = (memory_labels == k).nonzero().squeeze(1)
+        if members.numel() == 0:
+            members = torch.arange(memory.shape[0])
+        mem_k, box_k = memory[members], memory_box_sq[members]
+        z = out[rows]
+        for _ in range(iterations):
+            m = mem_k.shape[0]
+            mem_t = mem_k.permute(2, 3, 1, 0).reshape(h * w, q, m)
+            q_t = z.permute(2, 3, 0, 1).reshape(h * w, z.shape[0], q)
+            dots = torch.bmm(q_t, mem_t).permute(1, 2, 0).reshape(z.shape[0], m, h, w)
+            local = (box_k.unsqueeze(0) - 2 * box_sum(dots, patch_size)).argmin(1)
+            z = gather(mem_k, local)
+        out[rows] = z
+        provenance[rows] = members[local]
+    return out, provenance
+
+
+def _patch_distances(codes, memory, omega):
+    """Eq. 5's squared patch distances from explicit zero-padded patches: (n, m, h*w) float64."""
+    zq = F.unfold(codes.double(), omega, padding=omega // 2)  # (n, q omega^2, P)
+    zm = F.unfold(memory.double(), omega, padding=omega // 2)  # (m, q omega^2, P)
+    cross = torch.einsum("scp,icp->sip", zq, zm)
+    return (zq * zq).sum(1)[:, None] + (zm * zm).sum(1)[None] - 2 * cross
+
+
+def _greedy_reference(dist, cap):
+    """The budget's definition, literally: over all (position, photo) pairs in increasing distance,
+    a position takes a photo if it has none yet and the photo has given fewer than cap."""
+    m, P = dist.shape
+    order = sorted(((float(dist[i, p]), p, i) for i in range(m) for p in range(P)))
+    taken, given = [-1] * P, [0] * m
+    for _, p, i in order:
+        if taken[p] < 0 and given[i] < cap:
+            taken[p], given[i] = i, given[i] + 1
+    return torch.tensor(taken)
+
+
+def _biased_codes(memory, labels, comps, noise, g):
+    """Codes near one training code of their cluster each, so that plain NN copies much of a
+    face from one photo and the budget has work to do."""
+    n = comps.shape[0]
+    src = torch.empty(n, dtype=torch.long)
+    for k in torch.unique(comps).tolist():
+        members = (labels == k).nonzero().squeeze(1)
+        rows = (comps == k).nonzero().squeeze(1)
+        src[rows] = members[torch.randint(0, members.numel(), (rows.numel(),), generator=g)]
+    return memory[src] + noise * torch.randn(n, *memory.shape[1:], generator=g, dtype=memory.dtype)
+
+
+@pytest.mark.parametrize("omega", [1, 3, 5])
+def test_no_budget_is_bit_identical_to_the_plain_step(omega):
+    g = torch.Generator().manual_seed(10 + omega)
+    for dtype in (torch.float32, torch.float64):
+        memory = torch.randn(25, 3, 6, 5, generator=g).to(dtype)
+        labels = torch.randint(0, 3, (25,), generator=g)
+        codes = torch.randn(17, 3, 6, 5, generator=g)
+        comps = torch.randint(0, 4, (17,), generator=g)  # component 3 has no code: whole memory
+        for it in (1, 2):
+            ref = _plain_reference(codes, comps, memory, labels, omega, it)
+            for share in (None, 1.0, 1):
+                out, prov = nn_project(codes, comps, memory, labels, omega, it, max_share=share)
+                assert torch.equal(out, ref[0]) and torch.equal(prov, ref[1]), (dtype, it, share)
+
+
+def test_budget_holds_and_is_the_stable_assignment_over_thousands_of_faces():
+    """Random shapes, patch sizes, clusters and budgets, 4,000+ faces: every output pixel is the
+    named training pixel, provenance stays in the cluster, no face has more than cap positions
+    from one photo, and no (position, photo) pair would both rather be together (stability)."""
+    from lrgmm.nn_projection import budget_cap, smallest_feasible_share
+
+    g = torch.Generator().manual_seed(2024)
+    faces = binding = 0
+    for trial in range(48):
+        h, w = (int(v) for v in torch.randint(2, 10, (2,), generator=g))
+        q = int(torch.randint(1, 5, (1,), generator=g))
+        omega = [1, 3, 5][trial % 3]
+        n_clusters = int(torch.randint(1, 4, (1,), generator=g))
+        m = int(torch.randint(4 * n_clusters, 40, (1,), generator=g))
+        memory = torch.randn(m, q, h, w, generator=g, dtype=torch.float64)
+        labels = torch.arange(m) % n_clusters  # every cluster has at least 4 photos
+        n = 90
+        comps = torch.randint(0, n_clusters, (n,), generator=g)
+        codes = _biased_codes(memory, labels, comps, float(torch.rand(1, generator=g)) * 1.5, g)
+        P = h * w
+        smallest = min(int((labels == k).sum()) for k in range(n_clusters))
+        lo = smallest_feasible_share(smallest, P)
+        share = lo + (1 - lo) * float(torch.rand(1, generator=g)) ** 2  # favour tight budgets
+        cap = budget_cap(share, P)
+        out, prov = nn_project(codes, comps, memory, labels, omega, 1, max_share=share)
+        assert torch.equal(out, gather_pixels(memory, prov))
+        assert bool((labels[prov] == comps[:, None, None]).all())
+        if cap is None:
+            continue
+        counts = torch.zeros(n, m, dtype=torch.long).scatter_add_(1, prov.reshape(n, P), torch.ones(n, P, dtype=torch.long))
+        assert int(counts.max()) <= cap, (trial, share, cap)
+        plain = nn_project(codes, comps, memory, labels, omega, 1)[1]
+        plain_counts = torch.zeros(n, m, dtype=torch.long).scatter_add_(1, plain.reshape(n, P), torch.ones(n, P, dtype=torch.long))
+        binding += int((plain_counts.max(1).values > cap).sum())
+        # Stability against distances computed independently (explicit patches).
+        D = _patch_distances(codes, memory, omega)  # (n, m, P)
+        a = prov.reshape(n, P)
+        d_own = D.gather(1, a[:, None]).squeeze(1)  # (n, P)
+        worst = torch.full((n, m), -float("inf"), dtype=torch.float64).scatter_reduce_(1, a, d_own, "amax")
+        tol = 1e-8 * (1 + float(D.abs().max()))
+        other_cluster = labels[None, :, None] != comps[:, None, None]
+        prefers = D < d_own[:, None, :] - tol  # position p would rather have photo i
+        accepts = (counts < cap)[:, :, None] | (worst[:, :, None] > D + tol)  # photo i would rather have p
+        blocking = prefers & accepts & ~other_cluster
+        assert not bool(blocking.any()), (trial, int(blocking.sum()))
+        faces += n
+    assert faces >= 4000 and binding > 1000  # the budget changed many faces
+
+
+def test_budget_is_served_nearest_first_exactly():
+    """Exact agreement with the literal greedy over sorted (position, photo) pairs."""
+    g = torch.Generator().manual_seed(7)
+    for trial in range(12):
+        h, w = 4 + trial % 3, 5
+        m = 6 + trial % 5
+        omega = [1, 3, 5][trial % 3]
+        memory = torch.randn(m, 3, h, w, generator=g, dtype=torch.float64)
+        labels = torch.zeros(m, dtype=torch.long)
+        codes = _biased_codes(memory, labels, torch.zeros(20, dtype=torch.long), 0.6, g)
+        P = h * w
+        cap = -(-P // m) + trial % 4  # from the smallest feasible cap upwards
+        _, prov = nn_project(codes, torch.zeros(20, dtype=torch.long), memory, labels, omega, max_share=cap / P)
+        D = _patch_distances(codes, memory, omega)
+        for s in range(20):
+            assert torch.equal(prov[s].reshape(-1), _greedy_reference(D[s], cap)), (trial, s)
+
+
+def test_budget_result_does_not_depend_on_list_length_or_blocks(monkeypatch):
+    """Short candidate lists run out and are recomputed longer (the slow path); the stable
+    assignment is unique, so the provenance is the same for every list length and block size."""
+    import lrgmm.nn_projection as nnp
+
+    g = torch.Generator().manual_seed(3)
+    memory = torch.randn(30, 4, 8, 8, generator=g, dtype=torch.float64)
+    labels = torch.arange(30) % 2
+    comps = torch.randint(0, 2, (40,), generator=g)
+    codes = _biased_codes(memory, labels, comps, 0.4, g)
+    ref = nn_project(codes, comps, memory, labels, 3, max_share=0.15)
+    calls = []
+    original = nnp._nearest_with_budget
+
+    def counting(*args, **kw):
+        calls.append(args[6] if len(args) > 6 else kw.get("k"))
+        return original(*args, **kw)
+
+    monkeypatch.setattr(nnp, "_nearest_with_budget", counting)
+    for k in (1, 2, 3, 5):
+        monkeypatch.setattr(nnp, "_BUDGET_TOPK", k)
+        calls.clear()
+        out, prov = nn_project(codes, comps, memory, labels, 3, max_share=0.15)
+        assert torch.equal(prov, ref[1]) and torch.equal(out, ref[0]), k
+        if k == 1:  # every face the budget changes runs out of a one-photo list: redone longer
+            assert calls.count(None) == 2 and 4 in calls, calls  # one call per cluster, then redone with 4
+    monkeypatch.setattr(nnp, "_BUDGET_TOPK", 16)
+    monkeypatch.setattr(nnp, "_BLOCK_ELEMENTS", 15 * 64 * 3)  # query blocks of 3
+    assert torch.equal(nn_project(codes, comps, memory, labels, 3, max_share=0.15)[1], ref[1])
+
+
+def test_budget_with_iterations_holds_on_the_final_output():
+    g = torch.Generator().manual_seed(5)
+    memory = torch.randn(12, 3, 6, 6, generator=g)
+    labels = torch.zeros(12, dtype=torch.long)
+    comps = torch.zeros(30, dtype=torch.long)
+    codes = _biased_codes(memory, labels, comps, 0.3, g)
+    once, p1 = nn_project(codes, comps, memory, labels, 3, 1, max_share=0.2)
+    thrice, p3 = nn_project(codes, comps, memory, labels, 3, 3, max_share=0.2)
+    again = nn_project(nn_project(once, comps, memory, labels, 3, 1, max_share=0.2)[0], comps, memory, labels, 3, 1,
+                       max_share=0.2)
+    assert torch.equal(thrice, again[0]) and torch.equal(p3, again[1])
+    assert torch.equal(thrice, gather_pixels(memory, p3))
+    cap = int(0.2 * 36)
+    for p in (p1, p3):
+        assert int(torch.stack([torch.bincount(f.reshape(-1), minlength=12) for f in p]).max()) <= cap
+
+
+def test_budget_counts_only_the_given_positions():
+    """``positions``: the budget counts and serves those positions; the others keep their plain
+    nearest neighbour (a completion puts them back anyway)."""
+    g = torch.Generator().manual_seed(11)
+    memory = torch.randn(10, 2, 6, 6, generator=g, dtype=torch.float64)
+    labels = torch.zeros(10, dtype=torch.long)
+    comps = torch.zeros(25, dtype=torch.long)
+    codes = _biased_codes(memory, labels, comps, 0.3, g)
+    counted = torch.zeros(6, 6, dtype=torch.bool)
+    counted[1:5, 2:6] = True  # 16 positions
+    plain = nn_project(codes, comps, memory, labels, 3)[1]
+    _, prov = nn_project(codes, comps, memory, labels, 3, max_share=0.25, positions=counted)
+    assert torch.equal(prov[:, ~counted], plain[:, ~counted])
+    inside = prov[:, counted]
+    assert int(torch.stack([torch.bincount(f, minlength=10) for f in inside]).max()) <= 4  # floor(0.25 * 16)
+    assert bool((inside != plain[:, counted]).any())  # it did bind
+
+
+def test_bad_and_infeasible_budgets():
+    from lrgmm.errors import BudgetError, LrgmmError
+    from lrgmm.nn_projection import budget_cap, check_max_share, smallest_feasible_share
+
+    g = torch.Generator().manual_seed(0)
+    memory = torch.randn(10, 2, 8, 8, generator=g)
+    labels = torch.tensor([0] * 7 + [1] * 3)
+    codes = torch.randn(4, 2, 8, 8, generator=g)
+    comps = torch.zeros(4, dtype=torch.long)
+    for bad in (0, -0.1, 1.5, float("nan"), float("inf"), "x", True):
+        with pytest.raises(BudgetError, match="max_share"):
+            nn_project(codes, comps, memory, labels, 3, max_share=bad)
+    assert issubclass(BudgetError, LrgmmError) and issubclass(BudgetError, ValueError)
+    assert check_max_share(None) is None and check_max_share("0.25") == 0.25
+    assert budget_cap(0.25, 256) == 64 and budget_cap(0.15, 256) == 38 and budget_cap(0.29, 100) == 29
+    assert budget_cap(1.0, 256) is None and budget_cap(None, 256) is None and budget_cap(0.999, 256) == 255
+    # Cluster 0 has 7 photos: 64 positions need a cap of ceil(64 / 7) = 10, a share of 10 / 64.
+    assert smallest_feasible_share(7, 64) == 10 / 64
+    with pytest.raises(BudgetError, match=r"cluster 0 has only 7 training photo.*max_share >= 0\.1563"):
+        nn_project(codes, comps, memory, labels, 3, max_share=0.15)
+    _, prov = nn_project(codes, comps, memory, labels, 3, max_share=0.1563)  # the printed value works
+    assert max(int(torch.bincount(p.reshape(-1)).max()) for p in prov) <= 10
+    # The check covers every cluster drawn, before any work: cluster 1 (3 photos) needs 22 / 64.
+    with pytest.raises(BudgetError, match=r"cluster 1 has only 3 .*>= 0\.3438"):
+        nn_project(codes, torch.tensor([0, 0, 1, 0]), memory, labels, 3, max_share=0.3)

@@ -75,7 +75,7 @@ def test_generate(fitted64):
     assert float(a.images.min()) >= 0.0 and float(a.images.max()) <= 1.0
     assert float(a.images.std()) > 0.05  # faces, not a flat image
     assert a.seed == 3 and len(a) == 4
-    assert a.settings == {"nn": True, "temperature": 0.12, "nn_iterations": 1, "patch_size": 5}
+    assert a.settings == {"nn": True, "temperature": 0.12, "nn_iterations": 1, "patch_size": 5, "max_share": None}
     assert torch.equal(fitted64.generate(4, seed=3).images, a.images)
     # No seed: the model's random_state (0) seeds the draw, as in scikit-learn.
     assert torch.equal(fitted64.generate(1).samples.codes, fitted64.generate(1, seed=0).samples.codes)
@@ -365,3 +365,60 @@ def test_baseline_batches_start_with_generate(fitted64):
     assert torch.equal(parts[0].images, gen.generate(16, 4).images)
     again = list(gen.generate_batches(20, 4, batch_size=16))
     assert torch.equal(torch.cat([p.images for p in again]), torch.cat([p.images for p in parts]))
+
+
+def _largest_share(provenance: torch.Tensor) -> float:
+    """The largest share of a face's latent pixels taken from one training photo, over faces."""
+    flat = provenance.reshape(provenance.shape[0], -1)
+    return max(float(torch.bincount(f).max()) / f.numel() for f in flat)
+
+
+def test_generate_with_a_copy_budget(fitted64, tmp_path):
+    m = fitted64.model_
+    share = max(0.25, m.min_max_share())
+    plain = fitted64.generate(8, seed=3)
+    assert _largest_share(plain.samples.provenance) > share  # without it, some face takes more
+    a = fitted64.generate(8, seed=3, max_share=share)
+    assert a.settings["max_share"] == share and _largest_share(a.samples.provenance) <= share
+    assert torch.equal(a.samples.components, plain.samples.components)
+    assert torch.equal(a.samples.codes, _gather(m.codes_, a.samples.provenance))
+    assert torch.equal(fitted64.generate(8, seed=3, max_share=share).images, a.images)  # same seed, same faces
+    batches = list(fitted64.generate_batches(8, 3, batch_size=4, max_share=share))
+    assert torch.equal(torch.cat([b.images for b in batches]), a.images)
+    assert all(b.settings == a.settings for b in batches)
+    fitted64.generate_to(tmp_path / "out", 8, 3, batch_size=4, progress=False, max_share=share)
+    summary = json.loads((tmp_path / "out" / "samples.json").read_text())
+    assert summary["settings"]["max_share"] == share
+    for i in range(8):
+        record = json.loads((tmp_path / "out" / f"face_{i:04d}_provenance.json").read_text())
+        assert record["largest_share"] <= share
+    # Attribute sampling goes through the same budget, over the labelled faces of each cluster:
+    # here a cluster holds one female face, so no budget can be met and the error says so.
+    from lrgmm.conditional import where_weights
+    from lrgmm.errors import BudgetError
+
+    weights, allowed, _ = where_weights(fitted64, ["gender=female"])
+    assert m.min_max_share(weights, allowed) == 1.0
+    with pytest.raises(BudgetError, match=r"has only 1 training photo.*no budget below 1 can be met"):
+        fitted64.generate(6, seed=1, where=["gender=female"], max_share=0.5)
+
+
+def test_copy_budget_as_a_model_default_survives_the_model_file(taef2, faces64_encoded, tmp_path):
+    from lrgmm.errors import BudgetError
+    from lrgmm.io.model_file import read_metadata
+
+    with pytest.raises(BudgetError, match="max_share"):
+        FacePipeline(autoencoder=taef2, max_share=0, progress=False).fit(faces64_encoded)
+    pipe = FacePipeline(autoencoder=taef2, n_components=1, max_share=0.2, progress=False).fit(faces64_encoded)
+    assert pipe.model_.max_share == 0.2
+    path = pipe.save(tmp_path / "budget.lrgmm")
+    assert read_metadata(path)["hyperparameters"]["max_share"] == 0.2
+    loaded = FacePipeline.load(path, autoencoder=taef2, progress=False)
+    assert loaded.max_share == 0.2 and loaded.model_.max_share == 0.2
+    s = loaded.model_.sample(16, seed=2)
+    assert _largest_share(s.provenance) <= 0.2
+    assert torch.equal(s.provenance, pipe.model_.sample(16, seed=2).provenance)
+    off = loaded.model_.sample(16, seed=2, max_share=1.0)  # 1 turns the default off
+    assert _largest_share(off.provenance) > 0.2
+    loaded.model_.max_share = None
+    assert torch.equal(loaded.model_.sample(16, seed=2).provenance, off.provenance)

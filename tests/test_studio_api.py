@@ -127,6 +127,26 @@ def test_settings_reach_the_sampler(studio_env, fitted64):
     assert rec["map"] == fitted64.generate(3, seed=2, nn_iterations=2).samples.provenance[0].tolist()
 
 
+def test_generate_respects_max_share(studio_env, fitted64):
+    client, _studio, mid = studio_env
+    info = next(m for m in client.get("/api/models").json() if m["id"] == mid)
+    assert info["max_share"] is None and info["min_max_share"] == fitted64.model_.min_max_share()
+    share = max(0.25, info["min_max_share"])
+    plain = fitted64.model_.sample(6, 5).provenance
+    assert max(int(torch.bincount(p.reshape(-1)).max()) for p in plain) > share * 256  # it binds here
+    grid = _generate(client, mid, n=6, seed=5, max_share=share)
+    assert grid["settings"]["max_share"] == share
+    ref = fitted64.model_.sample(6, 5, max_share=share).provenance
+    for i in range(6):
+        rec = client.get(f"/api/grids/{grid['id']}/faces/{i}/provenance.json").json()
+        assert rec["map"] == ref[i].tolist()
+        assert rec["largest_share"] <= share and max(s["share"] for s in rec["sources"]) <= share
+    assert _faces(client, grid).shape == (6, 128, 128, 3)  # and the faces decode
+    off = _generate(client, mid, n=6, seed=5, max_share=1)  # 1 = no budget: the plain faces
+    assert off["settings"]["max_share"] is None
+    assert client.get(f"/api/grids/{off['id']}/faces/0/provenance.json").json()["map"] == plain[0].tolist()
+
+
 def test_training_thumbnails_by_index_only(studio_env, fitted64):
     client, _studio, mid = studio_env
     r = client.get(f"/api/models/{mid}/training/3.png?size=32")
@@ -158,6 +178,10 @@ def test_training_thumbnails_by_index_only(studio_env, fitted64):
         ({"temperature": -0.1}, 400, ["temperature"]),
         ({"nn_iterations": 0}, 400, ["nn_iterations"]),
         ({"nn_iterations": 99}, 400, ["nn_iterations", "between 1 and 5"]),
+        ({"max_share": 0}, 422, ["max_share"]),
+        ({"max_share": 1.5}, 422, ["max_share"]),
+        ({"max_share": "a lot"}, 422, ["max_share"]),
+        ({"max_share": 0.001}, 400, ["max_share must be in [", "for this model", "got 0.001"]),
     ],
 )
 def test_bad_generate_requests(studio_env, change, status, words):

@@ -47,6 +47,8 @@ def _add_model_options(p):
     _opt(p, init, "temperature", "--temperature", "--lambda", type=_lambda, help="lambda in (0, 1]: d_k = floor(lambda * pi_k * d0)")
     _opt(p, init, "patch_size", "--patch-size", "--omega", type=int, help="NN patch size omega (odd)")
     _opt(p, init, "nn_iterations", type=int, help="NN projections per sample")
+    _opt(p, init, "max_share", type=_max_share, help="copy budget stored as the model's default: no face takes more "
+         "than this share of its latent pixels from one training photo, in (0, 1]; default: no budget")
     _opt(p, init, "density_rank", type=int, help="rank of every component's density during EM (eq. 4's d_k is for sampling)")
     _opt(p, init, "reg_covar", type=float, help="floor of the components' isotropic variance")
     _opt(p, init, "max_iter", type=int, help="maximum EM iterations")
@@ -86,6 +88,13 @@ def _add_sampling_options(p, n_default=16):
     p.add_argument("--temperature", "--lambda", type=_lambda, default=None, help="lower lambda than the fitted one (default: the model's)")
     p.add_argument("--nn-iterations", type=int, default=None, help="NN projections per sample (default: the model's)")
     p.add_argument("--patch-size", "--omega", type=int, default=None, help="NN patch size (default: the model's)")
+    _add_max_share_option(p, gen)
+
+
+def _add_max_share_option(p, func) -> None:
+    p.add_argument("--max-share", type=_max_share, default=_default(func, "max_share"),
+                   help="copy budget: no face takes more than this share of its latent pixels from one training "
+                        "photo, in (0, 1], e.g. 0.25 (default: the model's; 1 = no budget)")
 
 
 def _edit_defaults() -> dict:
@@ -127,6 +136,16 @@ def _lambda(text: str) -> float:
         return check_temperature(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a finite number in (0, 1], got {text}") from None
+
+
+def _max_share(text: str) -> float:
+    """``--max-share``: a finite number in (0, 1]."""
+    from .nn_projection import check_max_share
+
+    try:
+        return check_max_share(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text!r}") from None
 
 
 def _face_count(text: str) -> int:
@@ -177,7 +196,8 @@ def _info_lines(meta: dict) -> list[str]:
         f"projector        q = {q} of {c} channels, {100 * fit['explained_variance_ratio']:.1f}% of latent-pixel variance kept",
         f"mixture          K = {K}, d0 = {fit['d0']}, lambda = {hp['temperature']}, d_k = {fit['ranks']}",
         f"                 EM: {fit['em_iterations']} iterations, converged: {fit['em_converged']}, fit {fit['fit_seconds']:.2f} s",
-        f"NN step          omega = {hp['patch_size']}, iterations = {hp['nn_iterations']}",
+        f"NN step          omega = {hp['patch_size']}, iterations = {hp['nn_iterations']}"
+        + (f", copy budget max_share = {hp['max_share']}" if hp.get("max_share") is not None else ""),
         "parameters       projector {:,}  mixture {:,} (the paper: ~1M)  NN memory {:,} values (N x d0)".format(
             counts["projector"], mix, counts["nn_memory"]
         ),
@@ -261,9 +281,10 @@ def cmd_sample(args) -> int:
         edit = load_edit(args.edit)
         edit.check_model(pipe, args.edit)  # before generating anything
         out = pipe.generate(args.n, seed, nn=args.nn and args.method != "lrgmm", temperature=args.temperature,
-                            nn_iterations=args.nn_iterations, patch_size=args.patch_size, **where)
+                            nn_iterations=args.nn_iterations, patch_size=args.patch_size, max_share=args.max_share,
+                            **where)
         alphas = args.alpha if args.alpha is not None else list(_edit_defaults()["alphas"])
-        edited = pipe.edit(out, edit, alphas=alphas, nn=args.nn)
+        edited = pipe.edit(out, edit, alphas=alphas, nn=args.nn, max_share=args.max_share)
         print(f"seed {seed}")
         clear_own_files(args.output, own)
         _write_edits(edited, args)
@@ -272,8 +293,10 @@ def cmd_sample(args) -> int:
         # Batches of 64: drawn, decoded and written one after the other (memory flat in n).
         batches = pipe.generate_batches(
             args.n, seed, nn=args.nn and args.method != "lrgmm", temperature=args.temperature,
-            nn_iterations=args.nn_iterations, patch_size=args.patch_size, **where)
+            nn_iterations=args.nn_iterations, patch_size=args.patch_size, max_share=args.max_share, **where)
     else:
+        if args.max_share is not None:
+            raise ValueError(f"--max-share works with the LR-GMM-NN method, not --method {args.method}")
         if where:
             raise ValueError(f"--where works with the LR-GMM methods (lrgmm-nn, lrgmm), not --method {args.method}")
         batches = _baseline(args.method, pipe).generate_batches(args.n, seed)
@@ -307,6 +330,7 @@ def cmd_complete(args) -> int:
     out = complete_image(
         pipe, args.photo, mask, args.n, seed, nn=args.nn, temperature=args.temperature, noise=args.noise,
         patch_size=args.patch_size, nn_iterations=args.nn_iterations, threshold=args.threshold, feather=args.feather,
+        max_share=args.max_share,
     )
     clear_own_files(args.output, COMPLETE_FILES)
     out.save(args.output)
@@ -361,13 +385,18 @@ def cmd_eval(args) -> int:
         reference = FacePipeline.load(args.model, progress=not args.quiet)
         generator = _baseline(args.method, reference)
     nn = args.nn and args.method != "lrgmm"
+    kwargs = {} if nn or reference is not None else {"nn": False}
+    if args.max_share is not None:
+        if reference is not None:
+            raise ValueError(f"--max-share works with the LR-GMM-NN method, not --method {args.method}")
+        kwargs["max_share"] = args.max_share
     res = evaluate(
         generator,
         args.real,
         n=args.n,
         seed=args.seed,
         reference=reference,
-        generate_kwargs=None if nn or reference is not None else {"nn": False},
+        generate_kwargs=kwargs or None,
         memorisation={"full": True, "codes": "codes", "none": False}[args.memorisation],
         near_copy_quantile=args.near_copy_quantile,
         copying_cells=args.copying_cells,
@@ -585,6 +614,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="draw the exact conditional, isotropic residual included (--no-noise: only the low-rank part, like eq. 4)")
     p.add_argument("--nn-iterations", type=int, default=None, help="NN projections (default: the model's)")
     p.add_argument("--patch-size", "--omega", type=int, default=None, help="NN patch size (default: the model's)")
+    _add_max_share_option(p, complete_image)
     _opt(p, complete_image, "threshold", type=float, help="a latent position is generated when more than this share of its pixel block is masked")
     _opt(p, complete_image, "feather", type=int, help="blend width in pixels outside the mask")
     _add_backend_options(p)
@@ -608,6 +638,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     from .evaluation import evaluate
+    from .pipeline import FacePipeline
 
     p = sub.add_parser("eval", help="FID, KID, precision/recall and memorisation against held-out real faces")
     p.add_argument("model", help="a .lrgmm model file")
@@ -615,6 +646,7 @@ def build_parser() -> argparse.ArgumentParser:
     _opt(p, evaluate, "n", "-n", "--n", type=_face_count, help=f"faces to generate, at most {MAX_SAMPLES:,}")
     p.add_argument("--seed", type=_seed, default=None, help="seed; default: a fresh one, printed")
     p.add_argument("--no-nn", dest="nn", action="store_false", default=True, help="plain LR-GMM (no NN step)")
+    _add_max_share_option(p, FacePipeline.generate)
     _opt(p, evaluate, "near_copy_quantile", type=float, help="held-out quantile below which a face is a near copy")
     _opt(p, evaluate, "copying_cells", type=_positive_int,
          help="k-means cells of the data-copying test C_T; None: about 50 faces of each set per cell, at most 50")

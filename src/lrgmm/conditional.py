@@ -378,13 +378,16 @@ def nn_project_unknown(
     patch_size: int = 5,
     iterations: int = 1,
     allowed: torch.Tensor | None = None,
+    max_share: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The NN step (eq. 5) on the unknown positions only.
 
     Each iteration projects every position of the current codes (whose observed positions hold
     ``observed``, so patches near the hole see the real context) and keeps the result at the
     unknown positions. ``allowed`` (indices into ``memory``) restricts the training codes that
-    may be copied. Returns (codes (n, q, h, w), provenance (n, h, w) int64: index into
+    may be copied. ``max_share``: copy budget over the unknown positions (at most
+    floor(max_share * unknown positions) of them from one training photo; ``nn_project``'s
+    ``positions``). Returns (codes (n, q, h, w), provenance (n, h, w) int64: index into
     ``memory`` at unknown positions, -1 at observed ones).
     """
     n = codes.shape[0]
@@ -397,7 +400,8 @@ def nn_project_unknown(
     z = torch.where(unk, codes.to(memory.dtype), obs)
     local = torch.zeros(n, *unk.shape, dtype=torch.long)
     for _ in range(iterations):
-        proj, local = nn_project(z, components, mem, lab, patch_size=patch_size, iterations=1)
+        proj, local = nn_project(z, components, mem, lab, patch_size=patch_size, iterations=1,
+                                 max_share=max_share, positions=unk)
         z = torch.where(unk, proj, obs)
     provenance = torch.where(unk, pool[local], torch.full_like(local, -1))
     return z.contiguous(), provenance
@@ -429,9 +433,11 @@ def complete_codes(
     patch_size: int | None = None,
     nn_iterations: int | None = None,
     allowed: torch.Tensor | None = None,
+    max_share: float | None = None,
 ) -> CodeCompletion:
     """n completions of one (q, h, w) code of a fitted ``LRGMM`` at the (h, w) ``unknown``
-    positions: condition, draw, NN-project the unknown positions (module docstring)."""
+    positions: condition, draw, NN-project the unknown positions (module docstring).
+    ``max_share`` (default: the model's): copy budget over the unknown positions."""
     mix = model.mixture_
     q, h, w = model.codes_.shape[1:]
     if tuple(code.shape) != (q, h, w):
@@ -457,6 +463,7 @@ def complete_codes(
             patch_size=model.patch_size if patch_size is None else patch_size,
             iterations=model.nn_iterations if nn_iterations is None else nn_iterations,
             allowed=allowed,
+            max_share=getattr(model, "max_share", None) if max_share is None else max_share,
         )
     return CodeCompletion(codes, comps, provenance, cond, unknown)
 
@@ -501,13 +508,14 @@ def sample_restricted(
     temperature: float | None = None,
     patch_size: int | None = None,
     nn_iterations: int | None = None,
+    max_share: float | None = None,
 ):
     """Eq. 3 / 4 with the component weights ``weights`` (e.g. ``attribute_weights``), then the NN
     step (eq. 5) copying only from the training codes ``allowed`` (indices into ``model.codes_``),
     each draw from the allowed codes of its own cluster (all allowed codes when its cluster has
     none). Returns ``LatentSamples`` with provenance indices into the full training list."""
     return model.sample_restricted(n, generator, weights=weights, allowed=allowed, nn=nn, temperature=temperature,
-                                   patch_size=patch_size, nn_iterations=nn_iterations)
+                                   patch_size=patch_size, nn_iterations=nn_iterations, max_share=max_share)
 
 
 # --------------------------------------------------------------------------------------------
@@ -672,12 +680,14 @@ def complete_image(
     nn_iterations: int | None = None,
     threshold: float = 0.0,
     feather: int = 4,
+    max_share: float | None = None,
 ) -> Completions:
     """``FacePipeline.complete``: encode the photo with the hole filled (``fill_masked``), find
     the unknown latent positions (``unknown_positions`` with ``threshold``), draw n completions
     (``complete_codes``), decode them with the input's own latents at observed positions, and
     blend with ``feather`` (module docstring). Same pipeline, input, mask and seed give
-    bit-identical images."""
+    bit-identical images. ``max_share`` (default: the model's): copy budget over the generated
+    positions (``nn_project_unknown``)."""
     from .model import LatentSamples
     from .randomness import as_generator
 
@@ -697,7 +707,7 @@ def complete_image(
     gen = as_generator(seed if seed is not None else model.random_state)
     comp = complete_codes(
         model, code, unknown, n, gen, nn=nn, temperature=temperature, noise=noise,
-        patch_size=patch_size, nn_iterations=nn_iterations,
+        patch_size=patch_size, nn_iterations=nn_iterations, max_share=max_share,
     )
     latents = model.projector_.inverse_transform(comp.codes)
     latents = torch.where(unknown, latents, latent)  # observed positions: the input's own latent
@@ -710,6 +720,7 @@ def complete_image(
         "noise": noise,
         "patch_size": model.patch_size if patch_size is None else patch_size,
         "nn_iterations": model.nn_iterations if nn_iterations is None else nn_iterations,
+        "max_share": getattr(model, "max_share", None) if max_share is None else max_share,
         "threshold": threshold,
         "feather": feather,
         "component_probabilities": [round(float(p), 6) for p in comp.conditional.log_weights.exp()],
@@ -752,6 +763,7 @@ def generate_where(
     temperature: float | None = None,
     nn_iterations: int | None = None,
     patch_size: int | None = None,
+    max_share: float | None = None,
 ):
     """Attribute-conditional latents for ``FacePipeline.generate(where=...)``: the component
     weights given the labels (``attribute_weights``), eq. 4 draws, and the NN step over the
@@ -763,7 +775,7 @@ def generate_where(
     gen = as_generator(seed if seed is not None else model.random_state)
     samples = sample_restricted(
         model, n, gen, weights, allowed, nn=nn, temperature=temperature,
-        patch_size=patch_size, nn_iterations=nn_iterations,
+        patch_size=patch_size, nn_iterations=nn_iterations, max_share=max_share,
     )
     return samples, info
 

@@ -908,7 +908,8 @@ def _input_images(pipe, inputs) -> tuple[torch.Tensor, list[str]]:
     return torch.stack(arrays), [str(p) for p in paths]
 
 
-def edit_faces(pipe, inputs, edit, alphas=(-2, -1, 0, 1, 2), nn: bool = True, seed: int | None = None) -> EditedFaces:
+def edit_faces(pipe, inputs, edit, alphas=(-2, -1, 0, 1, 2), nn: bool = True, seed: int | None = None,
+               max_share: float | None = None) -> EditedFaces:
     """``FacePipeline.edit``: apply ``edit`` (an ``AttributeEdit`` or an edit file) at every
     alpha to the inputs' codes, optionally NN-project, and decode.
 
@@ -919,8 +920,10 @@ def edit_faces(pipe, inputs, edit, alphas=(-2, -1, 0, 1, 2), nn: bool = True, se
         alpha > 0, the negatives for alpha < 0, any training code at alpha = 0. Provenance maps
         index ``pipe.training_files_``.
     seed: only used when ``inputs`` is an int; the edit itself is deterministic.
+    max_share: copy budget of that NN step (``lrgmm.nn_projection``; default: the model's, None
+        there: no budget); the memory of each side must be able to meet it.
     """
-    from .nn_projection import nn_project
+    from .nn_projection import check_max_share, nn_project
     from .pipeline import Generated
 
     pipe._check_fitted()
@@ -933,8 +936,9 @@ def edit_faces(pipe, inputs, edit, alphas=(-2, -1, 0, 1, 2), nn: bool = True, se
     if not alphas or not all(math.isfinite(a) for a in alphas):
         raise EditError(f"alphas must be finite numbers, got {alphas}")
     model = pipe.model_
+    share = check_max_share(getattr(model, "max_share", None) if max_share is None else max_share)
     if isinstance(inputs, int) and not isinstance(inputs, bool):
-        inputs = pipe.generate(inputs, seed)
+        inputs = pipe.generate(inputs, seed, max_share=max_share)
     if isinstance(inputs, Generated):
         codes, originals = inputs.samples.codes, inputs.images
         names = [f"generated[{i}] (seed {inputs.seed})" for i in range(len(inputs))]
@@ -957,16 +961,18 @@ def edit_faces(pipe, inputs, edit, alphas=(-2, -1, 0, 1, 2), nn: bool = True, se
         omega, iters = model.patch_size, model.nn_iterations
         if (~zero).any():
             rows = (~zero).nonzero().squeeze(1)
-            out[rows], provenance[rows] = nn_project(flat[rows], want[rows], model.codes_, side, omega, iters)
+            out[rows], provenance[rows] = nn_project(flat[rows], want[rows], model.codes_, side, omega, iters, share)
         if zero.any():
             rows = zero.nonzero().squeeze(1)
             any_side = torch.zeros(model.codes_.shape[0], dtype=torch.long)
-            out[rows], provenance[rows] = nn_project(flat[rows], torch.zeros(len(rows), dtype=torch.long), model.codes_, any_side, omega, iters)
+            out[rows], provenance[rows] = nn_project(flat[rows], torch.zeros(len(rows), dtype=torch.long), model.codes_,
+                                                     any_side, omega, iters, share)
         flat = out
         provenance = provenance.reshape(n, n_a, *provenance.shape[1:])
     images = pipe.decode(model.projector_.inverse_transform(flat))
     desc = {"method": edit.method, "attribute": edit.attribute_, "negative": edit.negative_, "positive": edit.positive_,
-            "file": str(path) if path else None, "nn": nn, "n_parameters": edit.n_parameters()}
+            "file": str(path) if path else None, "nn": nn, "n_parameters": edit.n_parameters(),
+            "max_share": share if nn else None}
     return EditedFaces(
         images=images.reshape(n, n_a, *images.shape[1:]),
         alphas=alphas,

@@ -38,3 +38,8 @@ class LimitError(LrgmmError, ValueError):
 
 class OutputExistsError(LrgmmError):
     """An output folder already holds files and ``--overwrite`` was not given."""
+
+
+class BudgetError(LrgmmError, ValueError):
+    """A copy budget (``max_share``) that is not a number in (0, 1], or that the training photos
+    cannot meet (too few photos in a cluster); the message names the smallest feasible value."""

@@ -19,7 +19,7 @@ import torch
 from .errors import FitError
 from .limits import SAMPLE_BATCH_SIZE, check_n_samples, check_nn_iterations
 from .mixture import LowRankGaussianMixture, low_rank_dims
-from .nn_projection import nn_project
+from .nn_projection import check_budget_feasible, check_max_share, nn_project, smallest_feasible_share
 from .projector import PixelPCA
 from .randomness import as_generator
 from .sampling import NormalStream, low_rank_from_noise, sample_components
@@ -82,6 +82,10 @@ class LRGMM:
         omega of eq. 6 (odd).
     nn_iterations : int
         Number of NN projections at sampling time (the paper uses 1).
+    max_share : float or None
+        Copy budget, the default of ``sample``: no generated face takes more than
+        floor(max_share * h * w) of its latent pixels from any one training photo
+        (``lrgmm.nn_projection``, "Copy budget"). None: no budget (the paper's NN step).
     density_rank, reg_covar, max_iter, tol, n_init, min_component_size : EM settings of
         ``LowRankGaussianMixture`` (``density_rank``: the rank of every component's density during
         EM, independent of its weight; eq. 4's d_k is used for sampling only).
@@ -106,6 +110,7 @@ class LRGMM:
         temperature: float = 0.12,
         patch_size: int = 5,
         nn_iterations: int = 1,
+        max_share: float | None = None,
         density_rank: int = 16,
         reg_covar: float = 1e-3,
         max_iter: int = 100,
@@ -120,6 +125,7 @@ class LRGMM:
         self.temperature = temperature
         self.patch_size = patch_size
         self.nn_iterations = nn_iterations
+        self.max_share = max_share
         self.density_rank = density_rank
         self.reg_covar = reg_covar
         self.max_iter = max_iter
@@ -139,6 +145,7 @@ class LRGMM:
         if latents.ndim != 4:
             raise ValueError(f"latents must have shape (N, c, h, w), got {tuple(latents.shape)}")
         check_temperature(self.temperature)
+        check_max_share(self.max_share)
         n, c = latents.shape[:2]
         if n < 2:
             raise FitError(f"need at least 2 training images, got {n}")
@@ -178,6 +185,7 @@ class LRGMM:
         temperature: float | None = None,
         nn_iterations: int | None = None,
         patch_size: int | None = None,
+        max_share: float | None = None,
     ) -> LatentSamples:
         """Draw n latents: component k ~ pi, low-rank Gaussian code (eq. 4), NN projection (eq. 5).
 
@@ -188,9 +196,13 @@ class LRGMM:
         n is at most ``lrgmm.limits.MAX_SAMPLES`` and ``nn_iterations`` at most
         ``MAX_NN_ITERATIONS``; for many faces use ``iter_samples``, which gives the same draws
         batch by batch.
+        ``max_share`` (default: the model's ``max_share``) is the copy budget of the NN step: no
+        face takes more than floor(max_share * h * w) latent pixels from one training photo; 1
+        turns a model's default budget off. A budget below ``min_max_share()`` cannot be met by
+        the smallest cluster and raises ``BudgetError`` before anything is drawn.
         """
         return self.sample_restricted(n, seed, nn=nn, temperature=temperature, nn_iterations=nn_iterations,
-                                      patch_size=patch_size)
+                                      patch_size=patch_size, max_share=max_share)
 
     def sample_restricted(self, n: int, seed=None, *, weights=None, allowed=None, **options) -> LatentSamples:
         """``sample`` with other component weights and NN memory (see ``iter_samples``), in one batch."""
@@ -213,6 +225,7 @@ class LRGMM:
         temperature: float | None = None,
         nn_iterations: int | None = None,
         patch_size: int | None = None,
+        max_share: float | None = None,
         weights: torch.Tensor | None = None,
         allowed: torch.Tensor | None = None,
     ) -> Iterator[LatentSamples]:
@@ -232,7 +245,8 @@ class LRGMM:
 
         ``weights`` replaces the mixture weights pi (attribute sampling) and ``allowed`` (training
         indices) restricts what the NN step copies from; provenance indexes the full training
-        list either way.
+        list either way. ``max_share`` (copy budget, see ``sample``) is checked against the
+        clusters that can be drawn, within ``allowed``, before anything is drawn.
         """
         self._check_fitted()
         n = check_n_samples(n)
@@ -240,24 +254,48 @@ class LRGMM:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         iterations = self.nn_iterations if nn_iterations is None else nn_iterations
         omega = self.patch_size if patch_size is None else patch_size
+        share = check_max_share(self.max_share if max_share is None else max_share)
         if nn:  # the NN step's options, checked before anything is drawn
             check_nn_iterations(iterations)
             if isinstance(omega, bool) or int(omega) != omega or omega < 1 or omega % 2 != 1:
                 raise ValueError(f"patch_size (omega) must be a positive odd integer, got {omega}")
         dims = self._sampling_dims(temperature)
         mix = self.mixture_
-        gen = as_generator(seed if seed is not None else self.random_state)
-        comps = sample_components(mix.weights_ if weights is None else weights, n, gen)
-        noise = NormalStream(n * mix.eigenvectors_.shape[1], gen, mix.means_.dtype)
         memory, labels = self.codes_, self.labels_
         if allowed is not None:
             allowed = allowed.to(torch.long)
             if allowed.numel() == 0:
                 raise ValueError("no training code is allowed for the NN step")
             memory, labels = memory[allowed], labels[allowed]
-        return self._batches(n, batch_size, comps, noise, dims, nn, memory, labels, allowed, omega, iterations)
+        if nn and share is not None:  # a budget the clusters cannot meet: refused whatever the seed
+            h, w = self.codes_.shape[2:]
+            where = "the smallest cluster that can be drawn" + (" (of the allowed faces)" if allowed is not None else "")
+            check_budget_feasible(share, self._smallest_cluster(weights, allowed), h * w, where)
+        gen = as_generator(seed if seed is not None else self.random_state)
+        comps = sample_components(mix.weights_ if weights is None else weights, n, gen)
+        noise = NormalStream(n * mix.eigenvectors_.shape[1], gen, mix.means_.dtype)
+        return self._batches(n, batch_size, comps, noise, dims, nn, memory, labels, allowed, omega, iterations, share)
 
-    def _batches(self, n, batch_size, comps, noise, dims, nn, memory, labels, allowed, omega, iterations):
+    def min_max_share(self, weights: torch.Tensor | None = None, allowed: torch.Tensor | None = None) -> float:
+        """The smallest copy budget (``max_share``) that every cluster that can be drawn can meet:
+        ceil(h w / m) / (h w) for the smallest such cluster, of m training photos (``weights``
+        and ``allowed`` as in ``iter_samples``)."""
+        self._check_fitted()
+        h, w = self.codes_.shape[2:]
+        return smallest_feasible_share(self._smallest_cluster(weights, allowed), h * w)
+
+    def _smallest_cluster(self, weights=None, allowed=None) -> int:
+        """Training photos in the smallest NN memory a draw can use: the cluster of a component
+        of weight > 0 (components of weight 0 are never drawn), within ``allowed`` when given; a
+        cluster with none falls back to the whole memory, as ``nn_project`` does."""
+        labels = self.labels_ if allowed is None else self.labels_[allowed.to(torch.long)]
+        pi = self.mixture_.weights_ if weights is None else torch.as_tensor(weights)
+        counts = torch.bincount(labels, minlength=pi.shape[0])[: pi.shape[0]]
+        counts = torch.where(counts > 0, counts, torch.full_like(counts, labels.numel()))
+        drawn = counts[pi > 0]
+        return int(drawn.min()) if drawn.numel() else int(labels.numel())
+
+    def _batches(self, n, batch_size, comps, noise, dims, nn, memory, labels, allowed, omega, iterations, share=None):
         mix = self.mixture_
         q, h, w = self.codes_.shape[1:]
         r_max = mix.eigenvectors_.shape[1]
@@ -267,7 +305,8 @@ class LRGMM:
             codes = low_rank_from_noise(mix.means_, mix.eigenvectors_, mix.eigenvalues_, dims, c, eps).reshape(-1, q, h, w)
             provenance = None
             if nn:
-                codes, provenance = nn_project(codes, c, memory, labels, patch_size=omega, iterations=iterations)
+                codes, provenance = nn_project(codes, c, memory, labels, patch_size=omega, iterations=iterations,
+                                               max_share=share)
                 if allowed is not None:
                     provenance = allowed[provenance]
             yield LatentSamples(self.projector_.inverse_transform(codes), codes, c, provenance)

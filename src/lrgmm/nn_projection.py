@@ -16,15 +16,59 @@ patch distance is a box sum of per-pixel squared distances,
 
 where box sums an omega x omega window with zero padding. box(|z|^2) does not depend on i and is
 dropped from the argmin; box(|y_i|^2) does not depend on the query.
+
+Copy budget (``max_share``)
+---------------------------
+A privacy bound on top of eq. 5: no generated face takes more than
+
+    cap = floor(max_share * P)          (P = the positions of the face: h w = 256 for TAEF2)
+
+of its latent pixels from any one training photo (one memory entry = one photo; the budget is
+per photo, not per person: two photos of one person count separately). max_share =
+None or a cap >= P (max_share = 1) is off, and runs the plain argmin above, bit for bit.
+
+With the budget on, the positions of a face are *served nearest first*: over all pairs
+(position p, photo i) of the face, in increasing patch distance d(p, i), p takes i if p has no
+photo yet and i has given fewer than cap positions. This greedy has a characterisation that
+does not depend on the order it is run in: it is the unique *stable* assignment (Gale and
+Shapley 1962, "College admissions and the stability of marriage"; unique here because both
+sides rank pairs by the same distance), the assignment a in which no position p and photo i
+satisfy d(p, i) < d(p, a(p)) while i has a free slot or holds a position p' with
+d(p', i) > d(p, i). So a position keeps its plain nearest neighbour unless that photo is full
+of positions nearer to it, and then takes its best other source that is not. Ties in d are
+broken by the position index (lower first), then by topk's order.
+
+It is computed by deferred acceptance, vectorised over faces and positions. A face whose plain
+nearest neighbours already meet the budget keeps them (that assignment is stable). In the
+others, every position points into its list of k nearest photos (one ``torch.topk`` on the
+distance block); in each round every photo keeps the cap nearest positions pointing at it (one
+stable sort by (photo, distance) per face) and the rest move one step down their list. Rounds
+end when no photo holds more than cap positions, typically after a few. A face whose list runs
+out for some position (its k nearest photos all full of nearer positions: rare for k = 16) is
+recomputed with a 4 times longer list, up to the whole cluster, which always succeeds when the
+budget is feasible: cap * m >= P for a cluster of m photos (``BudgetError`` otherwise, naming
+the smallest feasible max_share). The result is the same whatever k (the stable assignment is
+unique), which the tests check.
+
+With several NN iterations the budget holds at every iteration, hence on the final output, whose
+provenance is that of the last one. ``positions`` restricts what is counted and served (a
+completion's unknown positions): the other positions take their plain nearest neighbour, and
+cap = floor(max_share * the number of counted positions).
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
+from .errors import BudgetError
+
 # Upper bound on the (queries x candidates x positions) distance block held at once.
 _BLOCK_ELEMENTS = 1 << 25
+# Candidate photos listed per position with the copy budget on (module docstring).
+_BUDGET_TOPK = 16
 
 
 def box_sum(x: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -41,6 +85,22 @@ def box_sum(x: torch.Tensor, patch_size: int) -> torch.Tensor:
     return (y * (patch_size * patch_size)).reshape(*lead, h, w)
 
 
+def _distance_block(qs: torch.Tensor, mem_t: torch.Tensor, memory_box_sq: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """Eq. 5's patch distances minus box(|z|^2) for queries qs (b, q, h, w) against every memory
+    code (mem_t: (hw, q, m)): (b, m, h, w)."""
+    b, q, h, w = qs.shape
+    m = mem_t.shape[2]
+    q_t = qs.permute(2, 3, 0, 1).reshape(h * w, b, q)  # (hw, b, q)
+    dots = torch.bmm(q_t, mem_t)  # (hw, b, m): <z(p), y_i(p)> for every pair
+    dots = dots.permute(1, 2, 0).reshape(b, m, h, w)
+    return memory_box_sq.unsqueeze(0) - 2 * box_sum(dots, patch_size)
+
+
+def _memory_t(memory: torch.Tensor) -> torch.Tensor:
+    m, q, h, w = memory.shape
+    return memory.permute(2, 3, 1, 0).reshape(h * w, q, m)  # (hw, q, m)
+
+
 def _nearest(
     queries: torch.Tensor, memory: torch.Tensor, memory_box_sq: torch.Tensor, patch_size: int
 ) -> torch.Tensor:
@@ -50,18 +110,170 @@ def _nearest(
     """
     n, q, h, w = queries.shape
     m = memory.shape[0]
-    mem_t = memory.permute(2, 3, 1, 0).reshape(h * w, q, m)  # (hw, q, m)
+    mem_t = _memory_t(memory)
     out = torch.empty(n, h, w, dtype=torch.long)
     step = max(1, _BLOCK_ELEMENTS // max(m * h * w, 1))
     for start in range(0, n, step):
         qs = queries[start : start + step]
-        b = qs.shape[0]
-        q_t = qs.permute(2, 3, 0, 1).reshape(h * w, b, q)  # (hw, b, q)
-        dots = torch.bmm(q_t, mem_t)  # (hw, b, m): <z(p), y_i(p)> for every pair
-        dots = dots.permute(1, 2, 0).reshape(b, m, h, w)
-        dist = memory_box_sq.unsqueeze(0) - 2 * box_sum(dots, patch_size)
-        out[start : start + b] = dist.argmin(1)
+        out[start : start + qs.shape[0]] = _distance_block(qs, mem_t, memory_box_sq, patch_size).argmin(1)
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Copy budget (module docstring)
+
+
+def check_max_share(value, name: str = "max_share") -> float | None:
+    """``value`` as a float when it is a finite number in (0, 1]; None stays None (no budget);
+    anything else raises ``BudgetError`` (a ValueError)."""
+    if value is None:
+        return None
+    try:
+        s = float(value)
+    except (TypeError, ValueError):
+        raise BudgetError(f"{name} must be a number in (0, 1] or None (no budget), got {value!r}") from None
+    if isinstance(value, bool) or not (math.isfinite(s) and 0 < s <= 1):
+        raise BudgetError(f"{name} must be > 0 and <= 1 (the largest share of a face taken from one training photo), "
+                          f"got {value}")
+    return s
+
+
+def budget_cap(max_share: float | None, n_positions: int) -> int | None:
+    """cap = floor(max_share * n_positions), the most positions of a face one photo may give;
+    None when there is no budget (max_share None, or a cap of every position). The 1e-9 keeps
+    a share typed as a decimal (0.29 * 100 = 28.999999999999996) on the count it names."""
+    s = check_max_share(max_share)
+    if s is None:
+        return None
+    cap = math.floor(s * n_positions + 1e-9)
+    return None if cap >= n_positions else cap
+
+
+def smallest_feasible_share(n_photos: int, n_positions: int) -> float:
+    """The smallest max_share that m = ``n_photos`` photos can serve: cap * m >= P needs
+    cap >= ceil(P / m), i.e. max_share >= ceil(P / m) / P (1.0 when m = 0)."""
+    if n_photos <= 0:
+        return 1.0
+    return min(1.0, math.ceil(n_positions / n_photos) / n_positions)
+
+
+def _share_text(share: float) -> str:
+    """A share rounded *up* to 4 decimals, so that the printed value itself is feasible."""
+    return f"{math.ceil(share * 1e4 - 1e-9) / 1e4:.4g}"
+
+
+def check_budget_feasible(max_share: float | None, n_photos: int, n_positions: int, where: str = "") -> None:
+    """``BudgetError`` unless ``n_photos`` photos can serve ``n_positions`` with ``max_share``."""
+    cap = budget_cap(max_share, n_positions)
+    if cap is None or cap * n_photos >= n_positions:
+        return
+    need = smallest_feasible_share(n_photos, n_positions)
+    fix = (f"use max_share >= {_share_text(need)}, or none (no budget)" if need < 1 else
+           "no budget below 1 can be met there: drop max_share (or the condition that leaves so few photos)")
+    raise BudgetError(
+        f"max_share {max_share} lets one training photo give {cap} of a face's {n_positions} latent positions, "
+        f"but {where or 'the NN memory'} has only {n_photos} training photo(s) ({cap} x {n_photos} < {n_positions}): "
+        + fix
+    )
+
+
+def _rank_in_photo(photo: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
+    """For each face (row) and position, the rank of the position among the positions of that
+    face pointing at the same photo, nearest first (ties: lower position first): (r, P) int64."""
+    r, P = photo.shape
+    by_dist = torch.argsort(dist, dim=1, stable=True)
+    ph = photo.gather(1, by_dist)
+    by_photo = torch.argsort(ph, dim=1, stable=True)
+    order = by_dist.gather(1, by_photo)  # positions sorted by (photo, distance, position)
+    ph = ph.gather(1, by_photo)
+    idx = torch.arange(P).expand(r, P)
+    first = torch.ones_like(ph, dtype=torch.bool)
+    first[:, 1:] = ph[:, 1:] != ph[:, :-1]
+    group_start = torch.where(first, idx, torch.zeros_like(idx)).cummax(1).values
+    return torch.empty_like(order).scatter_(1, order, idx - group_start)
+
+
+def _serve(cand: torch.Tensor, dist: torch.Tensor, cap: int, counted: torch.Tensor | None):
+    """Deferred acceptance on candidate lists (module docstring).
+
+    cand, dist: (b, P, k) the k nearest photos of every position and their distances, nearest
+    first; counted: (P,) bool or None (all). Returns (photo per position (b, P), exhausted (b,)
+    bool: faces for which some position ran out of candidates; their row is not valid).
+    """
+    b, P, k = cand.shape
+    ptr = torch.zeros(b, P, dtype=torch.long)
+    exhausted = torch.zeros(b, dtype=torch.bool)
+    rows = torch.arange(b)  # faces that may still have a photo over the cap
+    while rows.numel():
+        at = ptr[rows].unsqueeze(2)
+        photo = cand[rows].gather(2, at).squeeze(2)
+        if counted is not None:
+            photo = torch.where(counted, photo, torch.full_like(photo, -1))  # uncounted: own group, never moved
+        reject = _rank_in_photo(photo, dist[rows].gather(2, at).squeeze(2)) >= cap
+        if counted is not None:
+            reject &= counted
+        over = reject.any(1)
+        rows, reject = rows[over], reject[over]
+        if rows.numel() == 0:
+            break
+        ptr[rows] += reject.to(torch.long)
+        out_of_list = (ptr[rows] >= k).any(1)
+        if bool(out_of_list.any()):
+            exhausted[rows[out_of_list]] = True
+            rows = rows[~out_of_list]
+    local = cand.gather(2, ptr.clamp_max(k - 1).unsqueeze(2)).squeeze(2)
+    return local, exhausted
+
+
+def _nearest_with_budget(
+    queries: torch.Tensor,
+    memory: torch.Tensor,
+    memory_box_sq: torch.Tensor,
+    patch_size: int,
+    cap: int,
+    counted: torch.Tensor | None,
+    k: int | None = None,
+) -> torch.Tensor:
+    """``_nearest`` under the copy budget: (n, h, w) indices into ``memory``, at most ``cap``
+    counted positions per face from any one index (the stable assignment, module docstring).
+    The caller has checked that the budget is feasible (cap * m >= counted positions)."""
+    n, q, h, w = queries.shape
+    m = memory.shape[0]
+    k = min(m, _BUDGET_TOPK if k is None else k)
+    mem_t = _memory_t(memory)
+    out = torch.empty(n, h * w, dtype=torch.long)
+    redo = []
+    step = max(1, _BLOCK_ELEMENTS // max(m * h * w, 1))
+    for start in range(0, n, step):
+        qs = queries[start : start + step]
+        b = qs.shape[0]
+        dist = _distance_block(qs, mem_t, memory_box_sq, patch_size)
+        # Faces whose plain nearest neighbours already meet the budget keep them (that is their
+        # stable assignment); only the others get candidate lists.
+        nearest = dist.argmin(1).reshape(b, h * w)
+        weight = torch.ones_like(nearest) if counted is None else counted.to(torch.long).expand(b, -1)
+        per_photo = torch.zeros(b, m, dtype=torch.long).scatter_add_(1, nearest, weight)
+        bind = (per_photo.max(1).values > cap).nonzero().squeeze(1)
+        out[start : start + b] = nearest
+        if bind.numel() == 0:
+            continue
+        qs, dist = qs[bind], dist[bind]
+        d, cand = dist.topk(k, dim=1, largest=False, sorted=True)  # (r, k, h, w), nearest first
+        # The budget compares distances across positions: add back box(|z|^2)(p), which the
+        # argmin could drop.
+        d = d + box_sum((qs * qs).sum(1), patch_size).unsqueeze(1)
+        cand = cand.reshape(-1, k, h * w).transpose(1, 2)  # (r, P, k)
+        d = d.reshape(-1, k, h * w).transpose(1, 2)
+        local, exhausted = _serve(cand, d, cap, counted)
+        out[start + bind] = local
+        redo.append(bind[exhausted] + start)
+    redo = torch.cat(redo) if redo else torch.zeros(0, dtype=torch.long)
+    if redo.numel():
+        if k >= m:  # cannot happen for a feasible budget: every photo listed, P <= cap m
+            raise BudgetError(f"the copy budget of {cap} positions per photo cannot be met by {m} photos")
+        out[redo] = _nearest_with_budget(queries[redo], memory, memory_box_sq, patch_size, cap, counted,
+                                         min(m, 4 * k)).reshape(-1, h * w)
+    return out.reshape(n, h, w)
 
 
 def gather_pixels(memory: torch.Tensor, provenance: torch.Tensor) -> torch.Tensor:
@@ -81,39 +293,65 @@ def nn_project(
     memory_labels: torch.Tensor,
     patch_size: int = 5,
     iterations: int = 1,
+    max_share: float | None = None,
+    positions: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The NN step (eq. 5), iterated.
+    """The NN step (eq. 5), iterated, optionally under a copy budget.
 
     Args:
         codes: (n, q, h, w) generated codes z.
         components: (n,) component k each code was drawn from.
-        memory: (N, q, h, w) training codes y_i = P0(E(x_i)).
+        memory: (N, q, h, w) training codes y_i = P0(E(x_i)), one per training photo.
         memory_labels: (N,) hard cluster label of each training code.
         patch_size: omega (odd).
         iterations: number of NN projections (>= 1); each one starts from the previous output.
+        max_share: copy budget (module docstring): at most floor(max_share * P) counted positions
+            of a face from one training code. None or 1: off (the plain argmin, unchanged).
+        positions: (h, w) bool, the positions the budget counts (default all; see the module
+            docstring). Only used with a budget.
     Returns:
         (projected codes (n, q, h, w), provenance (n, h, w) int64 indices into ``memory``).
         Every pixel of the output is exactly memory[provenance[s, p]](p), and every index names a
         training code of the same cluster as the query. A cluster with no training code (possible
-        only if EM labels no sample with it) falls back to the whole memory.
+        only if EM labels no sample with it) falls back to the whole memory. With a budget, no
+        face has more than the cap of counted positions from one index.
+    Raises:
+        BudgetError: max_share is not in (0, 1], or a cluster the codes use has too few training
+            codes for it (the message names the smallest feasible max_share).
     """
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
     if codes.shape[1:] != memory.shape[1:]:
         raise ValueError(f"codes {tuple(codes.shape)} and memory {tuple(memory.shape)} differ in shape")
     n, q, h, w = codes.shape
+    counted = None
+    n_counted = h * w
+    if positions is not None and max_share is not None:
+        if tuple(positions.shape) != (h, w):
+            raise ValueError(f"positions must have shape {(h, w)}, got {tuple(positions.shape)}")
+        counted = positions.to(torch.bool).reshape(h * w)
+        n_counted = int(counted.sum())
+    cap = budget_cap(max_share, n_counted) if n_counted else None
     out = codes.to(memory.dtype, copy=True)  # never write into the caller's tensor
     provenance = torch.empty(n, h, w, dtype=torch.long)
     memory_box_sq = box_sum((memory * memory).sum(1), patch_size)
+    groups = []
     for k in torch.unique(components).tolist():
-        rows = (components == k).nonzero().squeeze(1)
         members = (memory_labels == k).nonzero().squeeze(1)
         if members.numel() == 0:
             members = torch.arange(memory.shape[0])
+        if cap is not None:  # every cluster checked before any work
+            check_budget_feasible(max_share, members.numel(), n_counted, f"cluster {k}")
+        groups.append((k, members))
+    for k, members in groups:
+        rows = (components == k).nonzero().squeeze(1)
         mem_k, box_k = memory[members], memory_box_sq[members]
         z = out[rows]
         for _ in range(iterations):
-            local = _nearest(z, mem_k, box_k, patch_size)
+            if cap is None:
+                local = _nearest(z, mem_k, box_k, patch_size)
+            else:
+                local = _nearest_with_budget(z, mem_k, box_k, patch_size, cap, counted)
             z = gather_pixels(mem_k, local)
         out[rows] = z
         provenance[rows] = members[local]

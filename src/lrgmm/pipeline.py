@@ -28,6 +28,7 @@ from .io.latent_cache import EncodedSet, encode_images
 from .io.model_file import load_model_file, model_tensors, save_model_file
 from .limits import GRID_FACES, SAMPLE_BATCH_SIZE, check_n_samples
 from .model import LRGMM, LatentSamples, check_temperature
+from .nn_projection import check_max_share
 from .provenance import provenance_image, provenance_record
 
 
@@ -201,8 +202,8 @@ class FacePipeline:
         Working image side in pixels (images are centre-cropped and resized to it).
     n_channels : int or None
         q. None: the autoencoder's ``preferred_q`` (16 for TAEF2).
-    n_components, temperature, patch_size, nn_iterations, density_rank, reg_covar, max_iter, tol,
-    n_init, random_state, min_component_size
+    n_components, temperature, patch_size, nn_iterations, max_share, density_rank, reg_covar,
+    max_iter, tol, n_init, random_state, min_component_size
         As in ``LRGMM`` (every ``LRGMM`` parameter is a pipeline parameter of the same name).
     batch_size : int
         Images per encoder/decoder batch.
@@ -230,6 +231,7 @@ class FacePipeline:
         temperature: float = 0.12,
         patch_size: int = 5,
         nn_iterations: int = 1,
+        max_share: float | None = None,
         density_rank: int = 16,
         reg_covar: float = 1e-3,
         max_iter: int = 100,
@@ -248,6 +250,7 @@ class FacePipeline:
         self.temperature = temperature
         self.patch_size = patch_size
         self.nn_iterations = nn_iterations
+        self.max_share = max_share
         self.density_rank = density_rank
         self.reg_covar = reg_covar
         self.max_iter = max_iter
@@ -288,6 +291,7 @@ class FacePipeline:
     def fit(self, source) -> "FacePipeline":
         """Fit on a folder, an image file list, or an ``EncodedSet`` from ``encode``."""
         check_temperature(self.temperature)  # before the encoding, not after it
+        check_max_share(self.max_share)
         self.autoencoder_ = self._resolve_autoencoder()
         encoded = source if isinstance(source, EncodedSet) else self.encode(source)
         if encoded.autoencoder_id != self.autoencoder_.id or encoded.resolution != self.resolution:
@@ -317,6 +321,7 @@ class FacePipeline:
         temperature: float | None = None,
         nn_iterations: int | None = None,
         patch_size: int | None = None,
+        max_share: float | None = None,
         where: dict | list[str] | None = None,
         labels_csv: str | Path | None = None,
     ) -> Generated:
@@ -326,7 +331,11 @@ class FacePipeline:
 
         ``where`` (``{"gender": "female"}`` or ``["gender=1", "age=senior"]``) samples faces with
         those labels (``lrgmm.conditional.generate_where``): labels of the training files from
-        their UTKFace names, or from ``labels_csv`` (``file,<attribute>...``)."""
+        their UTKFace names, or from ``labels_csv`` (``file,<attribute>...``).
+
+        ``max_share`` (default: the model's) is the copy budget: no face takes more than
+        floor(max_share * h * w) of its latent pixels from one training photo (``LRGMM.sample``);
+        1 turns a model's default budget off. Recorded in ``settings`` (None: no budget)."""
         self._check_fitted()
         check_n_samples(n)
         extra = {}
@@ -335,26 +344,30 @@ class FacePipeline:
 
             samples, extra = generate_where(
                 self, n, seed, where, labels_csv, nn=nn, temperature=temperature,
-                nn_iterations=nn_iterations, patch_size=patch_size,
+                nn_iterations=nn_iterations, patch_size=patch_size, max_share=max_share,
             )
         else:
             samples = self.model_.sample(
-                n, seed, nn=nn, temperature=temperature, nn_iterations=nn_iterations, patch_size=patch_size
+                n, seed, nn=nn, temperature=temperature, nn_iterations=nn_iterations, patch_size=patch_size,
+                max_share=max_share,
             )
         return Generated(
             images=self.decode(samples.latents),
             samples=samples,
             training_files=self.training_files_,
             seed=seed,
-            settings=self._settings(nn, temperature, nn_iterations, patch_size, extra),
+            settings=self._settings(nn, temperature, nn_iterations, patch_size, extra, max_share),
         )
 
-    def _settings(self, nn, temperature, nn_iterations, patch_size, extra) -> dict:
+    def _settings(self, nn, temperature, nn_iterations, patch_size, extra, max_share=None) -> dict:
+        share = self.model_.max_share if max_share is None else max_share
         return {
             "nn": nn,
             "temperature": self.model_.temperature if temperature is None else temperature,
             "nn_iterations": self.model_.nn_iterations if nn_iterations is None else nn_iterations,
             "patch_size": self.model_.patch_size if patch_size is None else patch_size,
+            # the copy budget in force (None: none; 1 is none too)
+            "max_share": None if share is None or float(share) >= 1 else float(share),
             **extra,
         }
 
@@ -368,6 +381,7 @@ class FacePipeline:
         temperature: float | None = None,
         nn_iterations: int | None = None,
         patch_size: int | None = None,
+        max_share: float | None = None,
         where: dict | list[str] | None = None,
         labels_csv: str | Path | None = None,
     ) -> Iterator[Generated]:
@@ -378,11 +392,11 @@ class FacePipeline:
         multiple of the decoder's ``batch_size``, so the decoder sees the batches ``generate``
         gives it. Every option is checked before this returns."""
         return self._generate_batches(n, seed, batch_size=batch_size, nn=nn, temperature=temperature,
-                                      nn_iterations=nn_iterations, patch_size=patch_size, where=where,
-                                      labels_csv=labels_csv)[0]
+                                      nn_iterations=nn_iterations, patch_size=patch_size, max_share=max_share,
+                                      where=where, labels_csv=labels_csv)[0]
 
     def _generate_batches(self, n, seed, *, batch_size=SAMPLE_BATCH_SIZE, nn=True, temperature=None, nn_iterations=None,
-                          patch_size=None, where=None, labels_csv=None) -> tuple[Iterator[Generated], dict]:
+                          patch_size=None, max_share=None, where=None, labels_csv=None) -> tuple[Iterator[Generated], dict]:
         """(``generate_batches``'s iterator, the settings recorded with the faces)."""
         self._check_fitted()
         check_n_samples(n)
@@ -395,9 +409,9 @@ class FacePipeline:
             weights, allowed, extra = where_weights(self, where, labels_csv)
         batches = self.model_.iter_samples(
             n, seed, batch_size=batch_size, nn=nn, temperature=temperature, nn_iterations=nn_iterations,
-            patch_size=patch_size, weights=weights, allowed=allowed,
+            patch_size=patch_size, max_share=max_share, weights=weights, allowed=allowed,
         )
-        settings = self._settings(nn, temperature, nn_iterations, patch_size, extra)
+        settings = self._settings(nn, temperature, nn_iterations, patch_size, extra, max_share)
 
         def decoded() -> Iterator[Generated]:
             start = 0
@@ -425,20 +439,23 @@ class FacePipeline:
         """n completions of a masked photo (``lrgmm.conditional.complete_image``): ``image`` a
         path or a (3, H, W) tensor in [0, 1], ``mask`` a PNG path or an (H, W) bool array
         (True = missing) at the photo's size or the working resolution. ``overrides``: ``nn``,
-        ``temperature``, ``noise``, ``patch_size``, ``nn_iterations``, ``threshold``, ``feather``.
+        ``temperature``, ``noise``, ``patch_size``, ``nn_iterations``, ``max_share`` (copy budget
+        over the filled positions), ``threshold``, ``feather``.
         Returns ``Completions`` (``.images``, ``.raw``, ``.samples``, ``.save(out_dir)``)."""
         from .conditional import complete_image
 
         return complete_image(self, image, mask, n, seed, **overrides)
 
-    def edit(self, inputs, edit, alphas=(-2, -1, 0, 1, 2), nn: bool = True, seed: int | None = None):
+    def edit(self, inputs, edit, alphas=(-2, -1, 0, 1, 2), nn: bool = True, seed: int | None = None,
+             max_share: float | None = None):
         """Edit faces along an attribute (``lrgmm.editing``): ``inputs`` are image paths, an
         (n, 3, H, W) tensor in [0, 1], a ``Generated`` or an int (faces generated with ``seed``);
         ``edit`` an ``AttributeEdit`` or an edit file made for this model. Returns
-        ``EditedFaces`` (``.images`` (n_inputs, n_alphas, 3, R, R), ``.save(out_dir)``)."""
+        ``EditedFaces`` (``.images`` (n_inputs, n_alphas, 3, R, R), ``.save(out_dir)``).
+        ``max_share``: copy budget of the NN step after the edit (default: the model's)."""
         from .editing import edit_faces
 
-        return edit_faces(self, inputs, edit, alphas=alphas, nn=nn, seed=seed)
+        return edit_faces(self, inputs, edit, alphas=alphas, nn=nn, seed=seed, max_share=max_share)
 
     def decode(self, latents: torch.Tensor, progress: bool | None = None) -> torch.Tensor:
         """Decode latents in batches, with a progress bar for long runs (``progress``: default

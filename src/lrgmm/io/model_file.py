@@ -12,7 +12,9 @@ eq. 4's rank, still load: their density ranks are their sampling ranks, as they 
         memory.codes (N, q, h, w) float32, memory.labels (N,) int64
     metadata["lrgmm"]: JSON with format, format_version, lrgmm_version, autoencoder (name, id,
         weights_sha256), resolution, latent_shape, hyperparameters, fit diagnostics,
-        training_files [{path, sha256}], sizes and parameter counts.
+        training_files [{path, sha256}], sizes and parameter counts. ``hyperparameters.max_share``
+        (the default copy budget, a number in (0, 1] or null) is optional: files written before it
+        existed load with no budget.
 
 Writes go to a temporary file in the destination folder, then ``os.replace``: a crash leaves the
 previous file (or nothing), never half a model.
@@ -109,6 +111,7 @@ def validate_metadata(path, meta: dict) -> dict:
     if c.int("hyperparameters.patch_size", lo=1) % 2 != 1:
         c.fail("hyperparameters.patch_size", f"is {meta['hyperparameters']['patch_size']}, not odd")
     c.int("hyperparameters.nn_iterations", lo=1)
+    c.number("hyperparameters.max_share", lo=0, hi=1, lo_open=True, required=False, none_ok=True)  # copy budget
     c.number("hyperparameters.reg_covar", lo=0, required=False)
     c.int("hyperparameters.max_iter", lo=0, required=False)
     c.number("hyperparameters.tol", lo=0, required=False)

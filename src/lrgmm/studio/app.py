@@ -83,6 +83,9 @@ class GenerateRequest(BaseModel):
     nn: bool = Field(True, description="run the nearest-neighbour step (LR-GMM-NN) and return provenance")
     temperature: float | None = Field(None, description="lambda, at most the model's fitted one (default: the fitted one)")
     nn_iterations: int | None = Field(None, description="NN projections (default: the model's)")
+    max_share: float | None = Field(None, gt=0, le=1, description="copy budget: no face takes more than this share of "
+                                    "its latent pixels from one training photo (default: the model's; 1 = none; at "
+                                    "least the model's min_max_share from /api/models)")
     replaces: str | None = Field(None, description="id of a grid this one replaces: its remaining decoding is cancelled")
 
 
@@ -414,7 +417,7 @@ def create_app(studio: Studio | None = None, *, allowed_hosts: Iterable[str] = (
     @app.post("/api/generate", summary="Sample n faces; returns at once with per-face URLs that answer as faces are decoded")
     async def generate(req: GenerateRequest):
         grid = await studio.generate(req.model, req.n, req.seed, nn=req.nn, temperature=req.temperature,
-                                     nn_iterations=req.nn_iterations, replaces=req.replaces)
+                                     nn_iterations=req.nn_iterations, replaces=req.replaces, max_share=req.max_share)
         return grid.info()
 
     @app.get("/api/grids/{grid_id}", summary="A grid's settings and decoding state")

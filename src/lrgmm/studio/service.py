@@ -215,6 +215,8 @@ class ModelEntry:
             "temperature": float(m.temperature),
             "nn_iterations": int(m.nn_iterations),
             "patch_size": int(m.patch_size),
+            "max_share": m.max_share,  # the model's default copy budget (None: none)
+            "min_max_share": m.min_max_share(),  # the smallest budget its clusters can meet
             "autoencoder": pipe.autoencoder_.id,
         }
 
@@ -746,7 +748,8 @@ class Studio:
             job.seconds = round(time.perf_counter() - start, 3)
 
     # ---------------------------------------------------------------- generate
-    def check_generate(self, n: int, temperature: float | None, nn_iterations: int | None, entry: ModelEntry) -> None:
+    def check_generate(self, n: int, temperature: float | None, nn_iterations: int | None, entry: ModelEntry,
+                       max_share: float | None = None) -> None:
         lim = self.limits
         if not 1 <= n <= lim.max_faces:
             raise StudioError(f"n must be between 1 and {lim.max_faces}, got {n}")
@@ -755,13 +758,19 @@ class Studio:
             raise StudioError(f"temperature (lambda) must be in (0, {fitted}] for this model (its fitted lambda), got {temperature}")
         if nn_iterations is not None and not 1 <= nn_iterations <= lim.max_nn_iterations:
             raise StudioError(f"nn_iterations must be between 1 and {lim.max_nn_iterations}, got {nn_iterations}")
+        if max_share is not None:
+            need = entry.pipeline.model_.min_max_share()
+            if not (math.isfinite(max_share) and need <= max_share <= 1):
+                raise StudioError(f"max_share must be in [{math.ceil(need * 1e4 - 1e-9) / 1e4:g}, 1] for this model "
+                                  f"(the smallest share its training clusters can meet; 1 = no budget), got {max_share}")
 
     async def generate(self, model_id: str, n: int, seed: int, nn: bool = True, temperature: float | None = None,
-                       nn_iterations: int | None = None, replaces: str | None = None) -> Grid:
+                       nn_iterations: int | None = None, replaces: str | None = None,
+                       max_share: float | None = None) -> Grid:
         """Sample n latents at once (milliseconds), then queue their decoding in small batches;
         returns the grid at once, its faces become ready one batch at a time."""
         entry = self.model(model_id)
-        self.check_generate(n, temperature, nn_iterations, entry)
+        self.check_generate(n, temperature, nn_iterations, entry, max_share)
         if replaces:  # the page moved on: stop decoding the grid it replaces
             try:
                 self.grids.get(replaces).cancelled = True
@@ -769,11 +778,14 @@ class Studio:
                 pass
         pipe = entry.pipeline
         samples = await self.sample_pool.run(
-            lambda: pipe.model_.sample(n, seed, nn=nn, temperature=temperature, nn_iterations=nn_iterations)
+            lambda: pipe.model_.sample(n, seed, nn=nn, temperature=temperature, nn_iterations=nn_iterations,
+                                       max_share=max_share)
         )
+        share = pipe.model_.max_share if max_share is None else max_share
         settings = {"seed": seed, "nn": nn, "n": n,
                     "temperature": pipe.model_.temperature if temperature is None else temperature,
-                    "nn_iterations": (pipe.model_.nn_iterations if nn_iterations is None else nn_iterations) if nn else 0}
+                    "nn_iterations": (pipe.model_.nn_iterations if nn_iterations is None else nn_iterations) if nn else 0,
+                    "max_share": share if nn and share is not None and share < 1 else None}
         grid = self._new_grid(model_id, "generate", settings, n, samples.latents, samples.provenance, samples.components)
         self.decode_pool.submit(self._decode_grid, grid, pipe, asyncio.get_running_loop())
         return grid

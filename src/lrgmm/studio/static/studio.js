@@ -67,6 +67,10 @@ function chooseModel(id) {
   const lam = $("lambda");
   lam.max = m.temperature; lam.value = m.temperature; $("lambda-out").textContent = m.temperature;
   $("iterations").value = m.nn_iterations; $("iterations-out").textContent = m.nn_iterations;
+  // The copy budget: from the smallest share this model's clusters can meet up to 1 (off).
+  const share = $("max-share");
+  share.min = Math.min(1, Math.ceil(m.min_max_share * 100 - 1e-9) / 100);
+  share.value = m.max_share ?? 1; showShare();
   $("empty").hidden = true;
   scheduleGenerate(0);
 }
@@ -122,13 +126,19 @@ function scheduleGenerate(delay = 150) {
   S.genTimer = setTimeout(generate, delay);
 }
 
+function showShare() {
+  const v = +$("max-share").value;
+  $("max-share-out").textContent = v >= 1 ? "off" : `${Math.round(v * 100)} %`;
+}
+
 async function generate() {
   if (!S.model) return;
   const token = ++S.genToken;
   const nn = $("nn").checked;
-  $("iterations").disabled = !nn;
+  $("iterations").disabled = $("max-share").disabled = !nn;
   const req = { model: S.model.id, n: +$("n-faces").value, seed: +$("seed").value, nn,
                 temperature: +$("lambda").value, nn_iterations: +$("iterations").value,
+                max_share: Math.max(+$("max-share").value, S.model.min_max_share),  // 1 = no budget
                 replaces: S.grid ? S.grid.id : null };
   let grid;
   try { grid = await postJSON("/api/generate", req); } catch (e) { toast(e.message); return; }
@@ -183,6 +193,7 @@ function loadTile(grid, i) {
 for (const id of ["seed", "nn", "n-faces"]) $(id).addEventListener("change", () => scheduleGenerate());
 $("lambda").addEventListener("input", () => { $("lambda-out").textContent = $("lambda").value; scheduleGenerate(); });
 $("iterations").addEventListener("input", () => { $("iterations-out").textContent = $("iterations").value; scheduleGenerate(); });
+$("max-share").addEventListener("input", () => { showShare(); scheduleGenerate(); });
 $("seed").addEventListener("input", () => scheduleGenerate(250));
 $("dice").onclick = () => { $("seed").value = Math.floor(Math.random() * 1e9); scheduleGenerate(0); };
 $("model-select").onchange = (e) => { S.face = null; $("inspector").hidden = true; chooseModel(e.target.value); };
