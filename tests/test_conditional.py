@@ -35,8 +35,10 @@ def ppca():
         a = torch.randn(n_per, 4, generator=g, dtype=torch.float64) * torch.tensor([3.0, 2.0, 1.5, 1.0], dtype=torch.float64)
         xs.append(12.0 * torch.randn(d, generator=g, dtype=torch.float64) + a @ basis + 0.3 * torch.randn(n_per, d, generator=g, dtype=torch.float64))
     x = torch.cat(xs).float()
-    mix = LowRankGaussianMixture(n_components=3, temperature=0.45, random_state=0).fit(x)
-    assert bool((mix.ranks_ >= 2).all())
+    # density_rank = eq. 4's d_k = floor(0.45 * 1/3 * 30) = 4: the conditioned PPCA (sampling
+    # ranks) is then the density whose dense covariance ``mix.covariance`` gives.
+    mix = LowRankGaussianMixture(n_components=3, temperature=0.45, density_rank=4, random_state=0).fit(x)
+    assert bool((mix.ranks_ >= 2).all()) and torch.equal(mix.ranks_, mix.density_ranks_)
     return mix
 
 
