@@ -156,6 +156,13 @@ def _face_count(text: str) -> int:
     return n
 
 
+def _check_count(text: str) -> int:
+    """--check-faces: 0 .. MAX_SAMPLES."""
+    if text.strip() in ("0", "+0"):
+        return 0
+    return _face_count(text)
+
+
 def _seed(text: str) -> int:
     """--seed: an integer in [0, 2**63), the range every generator here and the studio accept."""
     try:
@@ -242,6 +249,40 @@ def cmd_fit(args) -> int:
     path = pipe.save(args.output)
     print("\n".join(_info_lines(pipe.metadata())))
     print(f"model written to {path} ({path.stat().st_size / 2**20:.1f} MiB)")
+    return 0
+
+
+def cmd_forget(args) -> int:
+    from .forget import forget_model_file, record_path_for
+    from .io.atomic import check_writable_target
+    from .io.model_file import read_metadata
+
+    check_writable_target(args.output)  # both outputs before reading anything (forget_model_file checks again)
+    check_writable_target(args.record or record_path_for(args.output))
+    name = read_metadata(args.model).get("autoencoder", {}).get("name", "taef2")
+    options = _backend_options(name, args)
+    rec = forget_model_file(args.model, args.photos, args.output, record=args.record, check_faces=args.check_faces,
+                            seed=args.seed, cache=not args.no_cache, progress=not args.quiet,
+                            autoencoder_options=options or None)
+    for r in rec["removed"]:
+        given = ", ".join(r["given"])
+        also = "" if given == r["training_file"] else f" (given as {given})"
+        print(f"forgot {r['training_file']}{also}  sha256 {r['sha256'][:16]}...")
+    lat, v = rec["latents"], rec["verification"]
+    print(f"refitted on {rec['n_images_after']} of {rec['n_images_before']} training photos with the model's own "
+          f"settings ({lat['from_cache']} latents from the cache, {lat['encoded']} encoded) in {rec['seconds']:.1f} s")
+    checks = [f"the {rec['n_removed']} forgotten photo(s) are not in the training list"]
+    if v["memory_codes_checked"]:
+        checks.append(f"no NN memory code is theirs ({v['memory_codes_checked']} checked)")
+    if v["faces_drawn"]:
+        checks.append(f"{v['faces_drawn']} faces drawn (seed {v['faces_seed']}) copy no latent pixel from them")
+    print("checked: " + "; ".join(checks))
+    print(f"model written to {rec['new_model']['path']} ({rec['n_images_after']} training photos, "
+          f"sha256 {rec['new_model']['sha256'][:16]}...)")
+    print(f"record written to {rec['record_path']}")
+    if Path(args.model).resolve() != Path(args.output).resolve():
+        print(f"note: {args.model} still holds the forgotten photos; delete it, or forget with -o {args.model} "
+              "to replace it")
     return 0
 
 
@@ -620,6 +661,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backend_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_complete)
+
+    p = sub.add_parser("forget", help="refit a model without some photos (matched by content), with a record")
+    p.add_argument("model", help="the .lrgmm model file")
+    p.add_argument("photos", nargs="+",
+                   help="photos to forget: image files (renamed copies are found), folders, or sha256 hashes")
+    p.add_argument("-o", "--output", required=True, type=_output_path,
+                   help="new model file (may be MODEL itself, replaced atomically)")
+    p.add_argument("--record", type=_output_path, default=None, help="JSON record to write (default: OUTPUT.forget.json)")
+    from .forget import forget_model_file
+
+    _opt(p, forget_model_file, "check_faces", type=_check_count,
+         help="faces drawn from the new model (latents only) to check that none copies from a forgotten photo; 0: none")
+    _opt(p, forget_model_file, "seed", "--check-seed", type=_seed, help="seed of those faces")
+    _add_backend_options(p)
+    p.add_argument("--no-cache", action="store_true", help="do not read the latent cache: encode every photo kept")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_forget)
 
     p = sub.add_parser("info", help="what a model file holds: sizes, parameter counts, settings")
     p.add_argument("model")

@@ -43,3 +43,8 @@ class OutputExistsError(LrgmmError):
 class BudgetError(LrgmmError, ValueError):
     """A copy budget (``max_share``) that is not a number in (0, 1], or that the training photos
     cannot meet (too few photos in a cluster); the message names the smallest feasible value."""
+
+
+class ForgetError(LrgmmError, ValueError):
+    """A photo to forget is not in the model, or the photos kept cannot be gathered for the refit
+    (a training file neither in the latent cache nor on disk as recorded); nothing is written."""

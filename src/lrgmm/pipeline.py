@@ -457,6 +457,18 @@ class FacePipeline:
 
         return edit_faces(self, inputs, edit, alphas=alphas, nn=nn, seed=seed, max_share=max_share)
 
+    def forget(self, photos, *, check_faces: int = 256, seed: int = 0) -> "FacePipeline":
+        """A new pipeline fitted without ``photos`` (image files, folders or sha256 hashes, matched
+        by content): exactly the model a fit on the same folder without them gives, from the cached
+        latents (``lrgmm.forget``). This pipeline is left as it is. A photo not in the model raises
+        ``ForgetError``; too few photos left, ``FitError``. Before returning, checks that the new
+        model holds none of them: not in ``training_hashes_``, no NN memory code equal to theirs,
+        and ``check_faces`` faces drawn with ``seed`` never copy from them. ``forget_report_`` on the
+        result: removed hashes and files, counts, where the latents came from, the checks."""
+        from .forget import forget
+
+        return forget(self, photos, check_faces=check_faces, seed=seed)
+
     def decode(self, latents: torch.Tensor, progress: bool | None = None) -> torch.Tensor:
         """Decode latents in batches, with a progress bar for long runs (``progress``: default
         the pipeline's setting)."""
@@ -493,6 +505,9 @@ class FacePipeline:
             "hyperparameters": {**m.get_params(), "n_channels": q, "n_components": m.n_components_},
             "fit": {
                 "n_images": n,
+                # K as asked (None: from N); hyperparameters.n_components is the K fitted. ``forget``
+                # refits with it, as `lrgmm fit` would on the folder without the forgotten photos.
+                "n_components_requested": m.n_components,
                 "d0": q * h * w,
                 "ranks": m.mixture_.ranks_.tolist(),
                 "density_ranks": m.mixture_.density_ranks_.tolist(),

@@ -12,7 +12,9 @@ eq. 4's rank, still load: their density ranks are their sampling ranks, as they 
         memory.codes (N, q, h, w) float32, memory.labels (N,) int64
     metadata["lrgmm"]: JSON with format, format_version, lrgmm_version, autoencoder (name, id,
         weights_sha256), resolution, latent_shape, hyperparameters, fit diagnostics,
-        training_files [{path, sha256}], sizes and parameter counts. ``hyperparameters.max_share``
+        training_files [{path, sha256}], sizes and parameter counts. ``fit.n_components_requested``
+        (the K asked for, null for K from N; optional, absent before ``lrgmm forget``) is what a refit
+        uses; ``hyperparameters.n_components`` is the K fitted. ``hyperparameters.max_share``
         (the default copy budget, a number in (0, 1] or null) is optional: files written before it
         existed load with no budget.
 
@@ -123,6 +125,7 @@ def validate_metadata(path, meta: dict) -> dict:
 
     c.dict("fit")
     n = c.int("fit.n_images", lo=1)
+    c.int("fit.n_components_requested", lo=1, required=False, none_ok=True)  # K as asked (null: from N)
     if c.int("fit.d0", lo=1) != q * h * w:
         c.fail("fit.d0", f"is {meta['fit']['d0']}, but q h w = {q} x {h} x {w} = {q * h * w}")
     c.ints("fit.ranks", length=k, lo=0, hi=q * h * w)
@@ -166,6 +169,8 @@ def load_model_file(path: str | Path) -> tuple[LRGMM, dict]:
 
     hp = meta.get("hyperparameters", {})
     model = LRGMM(**{k: v for k, v in hp.items() if k in LRGMM().get_params()})
+    if "n_components_requested" in meta["fit"]:  # K as asked; n_components_ below is the K fitted
+        model.n_components = meta["fit"]["n_components_requested"]
     proj = PixelPCA(n_channels=t["projector.components"].shape[0])
     proj.mean_, proj.components_, proj.eigenvalues_ = (
         t["projector.mean"],
