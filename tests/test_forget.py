@@ -9,7 +9,9 @@ and record.
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import inspect
 import json
 import re
 import shutil
@@ -22,7 +24,7 @@ from conftest import N_FACES, rewrite_model_metadata, utkface_images
 from lrgmm import __version__
 from lrgmm.cli import build_parser, main
 from lrgmm.errors import FitError, ForgetError, ImageInputError
-from lrgmm.forget import _memory_holds, photo_hashes
+from lrgmm.forget import CHECK_FACES, _memory_holds, photo_hashes
 from lrgmm.io.latent_cache import LatentCache
 from lrgmm.io.model_file import load_model_file, model_tensors, read_metadata
 from lrgmm.pipeline import FacePipeline
@@ -205,6 +207,19 @@ def test_latents_that_are_not_the_models_are_refused(fitted64, faces64_encoded, 
         fitted64.forget(fitted64.training_files_[0])
 
 
+def test_a_copy_budget_the_new_model_cannot_meet(fitted64, lrgmm_cache):
+    """The model's budget is kept (as `lrgmm fit --max-share` keeps it); when its smallest cluster
+    cannot meet it, the faces are checked without it and the record says so."""
+    pipe = copy.copy(fitted64)
+    pipe.model_ = copy.copy(fitted64.model_)
+    pipe.model_.max_share = 1 / 256  # one latent pixel per photo: no cluster of 64 photos can meet it
+    with pytest.warns(UserWarning, match="copy budget cannot be met after forgetting"):
+        new = pipe.forget(fitted64.training_files_[0], check_faces=32)
+    assert new.model_.max_share == 1 / 256 and fitted64.model_.max_share is None
+    v = new.forget_report_["verification"]
+    assert v["passed"] and v["faces_drawn"] == 32 and "faces checked without it" in v["note"]
+
+
 def test_memory_holds_finds_rows_to_rounding():
     g = torch.Generator().manual_seed(0)
     memory = torch.randn(300, 64, generator=g)
@@ -330,12 +345,15 @@ def test_cli_errors_write_nothing(cli_setup, faces64, utkface_dir, capsys):
                        "-o", "three.lrgmm", "--quiet")
     assert rc == 0, err
     assert read_metadata("three.lrgmm")["fit"]["n_images"] == 3
+    assert out.count("\nforgot ") == 9 and "... and 51 more (all listed in the record)" in out
 
 
 def test_cli_forget_parses():
     args = build_parser().parse_args(["forget", "m.lrgmm", "a.jpg", "b/", "-o", "n.lrgmm"])
     assert args.photos == ["a.jpg", "b/"] and args.output == "n.lrgmm" and args.record is None
     assert args.check_faces == 256 and args.seed == 0
+    api = inspect.signature(FacePipeline.forget).parameters
+    assert (api["check_faces"].default, api["seed"].default) == (args.check_faces, args.seed) == (CHECK_FACES, 0)
     for bad in (["--check-faces", "-1"], ["--check-faces", "x"], ["--check-seed", "-1"], ["-o", ""]):
         with pytest.raises(SystemExit):
             build_parser().parse_args(["forget", "m.lrgmm", "a.jpg", "-o", "n.lrgmm", *bad])

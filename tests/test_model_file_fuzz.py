@@ -174,7 +174,7 @@ def test_damaged_models_through_the_command_line(tiny, tmp_path, capsys):
     for what, damaged in _cases(data, 6, 4, 2, SEED + 2):
         target.write_bytes(damaged)
         for argv in (["info", target], ["info", "--json", target],
-                     ["sample", target, "-n", 1, "--seed", 0, "-o", tmp_path / "out", "--quiet"]):
+                     ["sample", target, "-n", 1, "--seed", 0, "-o", tmp_path / "out", "--overwrite", "--quiet"]):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 rc = main([str(a) for a in argv])

@@ -264,10 +264,12 @@ def cmd_forget(args) -> int:
     rec = forget_model_file(args.model, args.photos, args.output, record=args.record, check_faces=args.check_faces,
                             seed=args.seed, cache=not args.no_cache, progress=not args.quiet,
                             autoencoder_options=options or None)
-    for r in rec["removed"]:
+    for r in rec["removed"][:10]:
         given = ", ".join(r["given"])
         also = "" if given == r["training_file"] else f" (given as {given})"
         print(f"forgot {r['training_file']}{also}  sha256 {r['sha256'][:16]}...")
+    if rec["n_removed"] > 10:
+        print(f"... and {rec['n_removed'] - 10} more (all listed in the record)")
     lat, v = rec["latents"], rec["verification"]
     print(f"refitted on {rec['n_images_after']} of {rec['n_images_before']} training photos with the model's own "
           f"settings ({lat['from_cache']} latents from the cache, {lat['encoded']} encoded) in {rec['seconds']:.1f} s")

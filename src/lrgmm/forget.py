@@ -210,15 +210,19 @@ def _verify(new, removed: list[str], removed_latents: dict[str, np.ndarray], che
     named = 0
     if check_faces > 0:
         try:
-            s = new.model_.sample(check_faces, seed=seed)
+            batches = new.model_.iter_samples(check_faces, seed)  # latents only, in bounded batches
         except BudgetError as e:  # the model's copy budget no longer fits its smallest cluster
             budget = f"the model's copy budget cannot be met after forgetting ({e}); faces checked without it"
             warnings.warn(budget, UserWarning, stacklevel=3)
-            s = new.model_.sample(check_faces, seed=seed, max_share=1.0)
-        sources = torch.unique(s.provenance).tolist()
-        named = sum(new.training_hashes_[i] in gone for i in sources)
-        if named or any(not 0 <= i < len(new.training_hashes_) for i in sources):
-            raise ForgetError(f"internal check failed: {named} faces drawn from the new model copy from a forgotten photo")
+            batches = new.model_.iter_samples(check_faces, seed, max_share=1.0)
+        n_train = len(new.training_hashes_)
+        for s in batches:
+            sources = torch.unique(s.provenance).tolist()
+            if sources[0] < 0 or sources[-1] >= n_train:
+                raise ForgetError(f"internal check failed: provenance index outside the {n_train} training photos")
+            named += int(sum(new.training_hashes_[i] in gone for i in sources))
+        if named:
+            raise ForgetError(f"internal check failed: faces drawn from the new model copy from {named} forgotten photo(s)")
     return {
         "passed": True,
         "absent_from_training_files": True,
