@@ -19,7 +19,7 @@ The result is the model ``lrgmm fit`` gives on the folder without those photos, 
 - *Their latents.* Read from the latent cache by hash, bit for bit what ``lrgmm fit`` reads;
   only photos the cache lacks are encoded again, from the file recorded in the model, which must
   still hold the same bytes (in other batches than the fit's, so equal to the encoder's rounding:
-  the test measures 1e-4 on every tensor). The latents found must give back the model's own codes through its
+  the test allows 1e-4 on every tensor). The latents found must give back the model's own codes through its
   projector (to float32 rounding), or the refit is refused: the model was not fitted on them.
 - *Their order.* ``lrgmm fit`` lists each folder recursively in sorted order (``list_images``),
   drops unreadable files and repeated contents (the first is kept) and records the order it used.
