@@ -289,10 +289,25 @@ class LowRankGaussianMixture:
         prev, bound, converged, it = -math.inf, -math.inf, False, 0
         history, labels = [], resp.argmax(1)
         bar = tqdm(total=self.max_iter, desc="EM", unit="it", disable=not self.verbose, leave=False)
+        # Classification EM moves few codes after the first iterations: a component whose
+        # responsibilities (on its support) did not change keeps its fit and its density column.
+        cache = None  # (effective responsibilities, per-component fits, log-density columns)
         for it in range(1, self.max_iter + 1):
-            params = self._m_step(x64, resp)
-            log_prob = self._estimate_weighted_log_prob(x32, params)
+            eff = resp * (resp > _SUPPORT_EPS * resp.max(0).values)
+            reuse, which = None, torch.arange(resp.shape[1])
+            if cache is not None and cache[0].shape == eff.shape:
+                same = (cache[0] == eff).all(0)
+                reuse = [c if bool(keep) else None for c, keep in zip(cache[1], same)]
+                which = (~same).nonzero().squeeze(1)
+            params, comps = self._m_step(x64, resp, reuse=reuse)
+            dens = cache[2].clone() if reuse is not None else torch.empty(x32.shape[0], resp.shape[1], dtype=torch.float64)
+            if which.numel():
+                dens[:, which] = self._log_densities(x32, params, which)
+            cache = (eff, comps, dens)
+            log_prob = dens + params.weights.log()[None, :]
             log_prob, n_small = self._drop_small(log_prob, min_size)
+            if n_small:
+                cache = None
             removed += n_small
             log_norm = torch.logsumexp(log_prob, 1)
             resp = (log_prob - log_norm[:, None]).exp()
@@ -313,7 +328,7 @@ class LowRankGaussianMixture:
         while True:
             nk = resp.sum(0)
             sample_dims = low_rank_dims(nk / nk.sum(), x64.shape[1], self.temperature)
-            params = self._m_step(x64, resp, keep=sample_dims)
+            params, _ = self._m_step(x64, resp, keep=sample_dims)
             log_prob, n_small = self._drop_small(self._estimate_weighted_log_prob(x32, params), min_size)
             if not n_small:
                 break
@@ -331,14 +346,20 @@ class LowRankGaussianMixture:
             return log_prob, 0
         return log_prob[:, ~small], int(small.sum())
 
-    def _m_step(self, x: torch.Tensor, resp: torch.Tensor, keep: torch.Tensor | None = None) -> _Params:
+    def _m_step(self, x: torch.Tensor, resp: torch.Tensor, keep: torch.Tensor | None = None,
+                reuse: list | None = None) -> tuple[_Params, list]:
         """Weighted mean and PPCA fit of every component at ``density_rank``; ``keep`` (K,) asks
-        for at least that many eigenpairs to be stored as well (the sampling ranks)."""
+        for at least that many eigenpairs to be stored as well (the sampling ranks). ``reuse[k]``,
+        when given, is component k's fit from the previous iteration, still valid because its
+        responsibilities did not change. Returns the parameters and the per-component fits."""
         n, d = x.shape
         nk = resp.sum(0) + 10 * torch.finfo(torch.float64).eps
         weights = nk / nk.sum()
         comps = []
         for k in range(resp.shape[1]):
+            if reuse is not None and reuse[k] is not None:
+                comps.append(reuse[k])
+                continue
             r = resp[:, k]
             support = r > _SUPPORT_EPS * r.max()
             xs, rs = x[support], r[support]
@@ -358,7 +379,7 @@ class LowRankGaussianMixture:
         for k, (_, v, s, *_rest) in enumerate(comps):
             vecs[k, : v.shape[0]] = v
             vals[k, : s.shape[0]] = s
-        return _Params(
+        params = _Params(
             weights=weights,
             means=torch.stack([c[0] for c in comps]),
             vecs=vecs,
@@ -367,11 +388,17 @@ class LowRankGaussianMixture:
             ranks=torch.tensor([c[4] for c in comps], dtype=torch.long),
             counts=torch.tensor([c[5] for c in comps], dtype=torch.long),
         )
+        return params, comps
 
     # ---------------------------------------------------------------- densities
+    @classmethod
+    def _estimate_weighted_log_prob(cls, x: torch.Tensor, p: _Params) -> torch.Tensor:
+        """log pi_k + log N(x | c_k, Sigma_k) for every sample and component, (N, K) float64."""
+        return cls._log_densities(x, p, torch.arange(p.means.shape[0])) + p.weights.log()[None, :]
+
     @staticmethod
-    def _estimate_weighted_log_prob(x: torch.Tensor, p: _Params) -> torch.Tensor:
-        """log pi_k + log N(x | c_k, Sigma_k) for every sample and component, (N, K) float64.
+    def _log_densities(x: torch.Tensor, p: _Params, which: torch.Tensor) -> torch.Tensor:
+        """log N(x | c_k, Sigma_k) for every sample and the components ``which``, (N, len(which)).
 
         With Sigma_k = V^T diag(s) V + sigma^2 (I - V^T V) (V orthonormal rows), Woodbury gives
         (x-c)^T Sigma^-1 (x-c) = sum_j <v_j, x-c>^2 / s_j + (|x-c|^2 - sum_j <v_j, x-c>^2) / sigma^2.
@@ -380,24 +407,25 @@ class LowRankGaussianMixture:
         N x d0 difference per component.
         """
         n, d = x.shape
-        K = p.means.shape[0]
-        keep = torch.arange(p.vecs.shape[1])[None, :] < p.ranks[:, None]  # (K, r_max)
-        rows = torch.cat([p.means, p.vecs[keep]]).to(x.dtype)  # (K + sum_k r_k, d0)
+        means, vecs, ranks = p.means[which], p.vecs[which], p.ranks[which]
+        K = means.shape[0]
+        keep = torch.arange(vecs.shape[1])[None, :] < ranks[:, None]  # (K, r_max)
+        rows = torch.cat([means, vecs[keep]]).to(x.dtype)  # (K + sum_k r_k, d0)
         prod = (x @ rows.T).to(torch.float64)
         x_c = prod[:, :K]  # <x, c_k>
-        proj_all = prod[:, K:] - (p.means[:, None, :] * p.vecs).sum(-1)[keep][None, :]  # <v_j, x - c_k>
+        proj_all = prod[:, K:] - (means[:, None, :] * vecs).sum(-1)[keep][None, :]  # <v_j, x - c_k>
         xsq = (x.to(torch.float64) ** 2).sum(1)
-        sq = xsq[:, None] - 2 * x_c + (p.means * p.means).sum(1)[None, :]  # |x - c_k|^2, (N, K)
+        sq = xsq[:, None] - 2 * x_c + (means * means).sum(1)[None, :]  # |x - c_k|^2, (N, K)
         out = torch.empty(n, K, dtype=torch.float64)
-        offsets = torch.cat([torch.zeros(1, dtype=torch.long), p.ranks.cumsum(0)]).tolist()
-        for k in range(K):
+        offsets = torch.cat([torch.zeros(1, dtype=torch.long), ranks.cumsum(0)]).tolist()
+        for j, k in enumerate(which.tolist()):
             r = int(p.ranks[k])
-            proj = proj_all[:, offsets[k] : offsets[k + 1]]
+            proj = proj_all[:, offsets[j] : offsets[j + 1]]
             s = p.vals[k, :r]
             p2 = proj * proj
-            maha = (p2 / s).sum(1) + (sq[:, k] - p2.sum(1)).clamp_min(0) / p.noise[k]
+            maha = (p2 / s).sum(1) + (sq[:, j] - p2.sum(1)).clamp_min(0) / p.noise[k]
             logdet = s.log().sum() + (d - r) * math.log(float(p.noise[k]))
-            out[:, k] = p.weights[k].log() - 0.5 * (d * math.log(2 * math.pi) + logdet + maha)
+            out[:, j] = -0.5 * (d * math.log(2 * math.pi) + logdet + maha)
         return out
 
     def _params(self) -> _Params:
