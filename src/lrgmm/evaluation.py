@@ -723,6 +723,10 @@ _SPACE_TEXT = {
 }
 
 
+def _pct(share: float) -> str:
+    return f"{100 * share:.0f} %" if share >= 0.01 else f"{100 * share:.1f} %"
+
+
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "generator"
 
@@ -796,7 +800,7 @@ def memorisation_figure(result: EvalResult, reference: FacePipeline | Evaluator 
     for r, (face, dist) in enumerate(zip(c.indices, c.distances)):
         src = sources(r)
         share_of = dict(src)
-        top = f"most from #{src[0][0]} ({100 * src[0][1]:.0f} %)" if src else ""
+        top = f"most from #{src[0][0]} ({_pct(src[0][1])})" if src else ""
         row = [Tile(c.images[r], [f"face {int(face)}", f"d = {dist:.2f}",
                                  ("near copy", RED) if flags[r] else top], frame=RED if flags[r] else None)]
         for k in range(near_j.shape[1]):
@@ -804,7 +808,7 @@ def memorisation_figure(result: EvalResult, reference: FacePipeline | Evaluator 
             gave = share_of.get(j)
             name = Path(files[j]).name if j < len(files) else ""
             row.append(Tile(train_u8[inverse[r, k]], [f"#{j} {name}".strip(), f"d = {near_d[r, k]:.2f}",
-                                                      f"gave {100 * gave:.0f} % of its pixels" if gave else ""]))
+                                                      f"gave {_pct(gave)} of its pixels" if gave else ""]))
         rows.append(row)
         records.append({
             "rank": r, "face": int(face), "chunk_seed": c.chunks[r][0] if c.chunks else None,
@@ -823,8 +827,7 @@ def memorisation_figure(result: EvalResult, reference: FacePipeline | Evaluator 
              f"{space_title}. Red frame: a near copy, closer to a training face than {100 - 100 * stats.quantile:g} % of "
              f"the {stats.heldout_to_train.size} held-out photos are (d < {thr:.2f}); "
              f"{int(stats.near_copies.sum())} of {result.n} faces are.")
-    rule = (f"near-copy threshold d = {thr:.2f} ({q_pct} % of held-out photos are this close to a training face): "
-            f"{n_below} of these {len(rows)} rows above the line")
+    rule = f"near-copy threshold d = {thr:.2f} (held-out {q_pct} % quantile): the {n_below} rows above are near copies"
     layout = tile_rows(rows, png_path, title=title, rules={n_below: rule}, column_gaps={1: 14})
     for rec, boxes in zip(records, layout.boxes):
         rec["box"] = list(boxes[0])

@@ -99,11 +99,25 @@ def labelled_rows(rows: list[tuple[str, np.ndarray]], path: Path, label_width: i
     return save_image(img, path)
 
 
+def _hwc_u8(image) -> np.ndarray:
+    """A picture as (H, W, 3) uint8: uint8 (H, W, 3) or (3, H, W) as is, floats in [0, 1] by
+    ``to_uint8_hwc``."""
+    if hasattr(image, "detach"):  # a torch tensor
+        image = image.detach().to("cpu").numpy()
+    a = np.asarray(image)
+    if a.dtype == np.uint8 and a.ndim == 3:
+        if a.shape[2] == 3:
+            return a
+        if a.shape[0] == 3:
+            return np.ascontiguousarray(a.transpose(1, 2, 0))
+    return to_uint8_hwc(a)
+
+
 @dataclass
 class Tile:
     """One picture of ``tile_rows`` with its caption.
 
-    image: (H, W, 3) uint8, or (3, H, W) float in [0, 1] (numpy or torch).
+    image: uint8 (H, W, 3) or (3, H, W), or (3, H, W) float in [0, 1] (numpy or torch).
     caption: lines written under it, each a string or (string, RGB colour).
     frame: RGB colour of a frame drawn around it in the padding, or None.
     """
@@ -143,7 +157,7 @@ def tile_rows(
         raise ValueError("tile_rows needs at least one row of tiles, and no empty row")
     if any(not 0 <= r <= len(rows) for r in (rules or {})):
         raise ValueError(f"rules must name rows 0..{len(rows)}, got {sorted(rules)}")
-    pics = [[to_uint8_hwc(t.image) for t in row] for row in rows]
+    pics = [[_hwc_u8(t.image) for t in row] for row in rows]
     n_cols = max(len(r) for r in rows)
     col_w = [max(p[c].shape[1] for p in pics if c < len(p)) for c in range(n_cols)]
     cap_font, title_font = font(caption_size), font(14)
