@@ -827,7 +827,8 @@ def memorisation_figure(result: EvalResult, reference: FacePipeline | Evaluator 
              f"{space_title}. Red frame: a near copy, closer to a training face than {100 - 100 * stats.quantile:g} % of "
              f"the {stats.heldout_to_train.size} held-out photos are (d < {thr:.2f}); "
              f"{int(stats.near_copies.sum())} of {result.n} faces are.")
-    rule = f"near-copy threshold d = {thr:.2f} (held-out {q_pct} % quantile): the {n_below} rows above are near copies"
+    rule = (f"near-copy threshold d = {thr:.2f} (held-out {q_pct} % quantile): "
+            f"{n_below} near cop{'y' if n_below == 1 else 'ies'} above this line")
     layout = tile_rows(rows, png_path, title=title, rules={n_below: rule}, column_gaps={1: 14})
     for rec, boxes in zip(records, layout.boxes):
         rec["box"] = list(boxes[0])
