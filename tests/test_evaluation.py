@@ -453,3 +453,18 @@ def test_memorisation_figure_in_code_space(pipe48, dirs, env, tmp_path, result):
     assert json.loads(res.to_json())["files"] == [str(png), str(js)]
     with pytest.raises(FigureError, match="needs memorisation"):
         evaluate(pipe48, dirs["real"], n=8, seed=0, memorisation=False, progress=False, figures=tmp_path / "g")
+
+    class ImagesOnly:  # no codes: nothing to draw in code space, but the measurements are kept
+        name = "images only"
+
+        def __init__(self, pipe):
+            self.pipeline = pipe
+
+        def generate(self, n, seed=None):
+            return _Out(self.pipeline.generate(n, seed=seed).images)
+
+    with pytest.warns(EvalWarning, match="no memorisation figure for images only"):
+        res = evaluate(ImagesOnly(pipe48), dirs["real"], n=8, seed=0, memorisation="codes", progress=False,
+                       figures=tmp_path / "h")
+    assert res.files == [] and any("no memorisation figure" in n for n in res.notes)
+    assert math.isfinite(res.fid) and not (tmp_path / "h").exists()

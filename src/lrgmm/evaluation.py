@@ -907,5 +907,9 @@ def evaluate(
     result = ev.evaluate(gen, n, seed, name=name or default_name, chunk_size=chunk_size, generate_kwargs=generate_kwargs)
     result.timings = {"preparation": ev.prepare_seconds, **result.timings}
     if figures is not None:
-        result.files = list(memorisation_figure(result, ref, figures))
+        try:
+            result.files = list(memorisation_figure(result, ref, figures))
+        except FigureError as exc:  # (a generator without codes, in code space) keep the measurements
+            result.notes.append(str(exc))
+            warnings.warn(str(exc), EvalWarning, stacklevel=2)
     return result
