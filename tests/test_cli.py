@@ -652,6 +652,69 @@ def test_eval_end_to_end(cli_model, utkface_dir, faces64, tmp_path, capsys, lrgm
     assert_clean_error(rc, err, "nowhere")
 
 
+def _figure(folder: Path, stem: str, n: int) -> dict:
+    """The memorisation figure's JSON in ``folder``, checked against its PNG."""
+    doc = json.loads((folder / f"{stem}.json").read_text())
+    with Image.open(folder / f"{stem}.png") as im:
+        assert list(im.size) == doc["image_size"] and doc["figure"] == f"{stem}.png"
+    assert len(doc["faces"]) == min(16, n) and doc["n_generated"] == n
+    d = [r["distance"] for r in doc["faces"]]
+    assert d == sorted(d)
+    for r in doc["faces"]:
+        near = r["nearest_training"]
+        assert len(near) == 3 and near[0]["distance"] == r["distance"]
+        assert [x["distance"] for x in near] == sorted(x["distance"] for x in near)
+        assert r["near_copy"] == (r["distance"] < doc["near_copy_threshold"])
+    return doc
+
+
+def test_eval_figures(cli_model, utkface_dir, faces64, tmp_path, capsys, lrgmm_cache):
+    """`lrgmm eval --figures DIR` for the model, for the LatentPatch baseline (faces with
+    provenance), and in latent-code space; refused without memorisation or into a file."""
+    from lrgmm.metrics import MissingExtractorError, find_inception_file
+
+    try:
+        find_inception_file()
+    except MissingExtractorError as e:
+        pytest.skip(str(e))
+    model = cli_model[0]
+    train = {p.name for p in faces64}
+    real = tmp_path / "real"
+    real.mkdir()
+    for p in [p for p in utkface_images(utkface_dir)[1::97] if p.name not in train][:12]:
+        (real / p.name).write_bytes(p.read_bytes())
+    argv = ["eval", model, "--real", real, "-n", 6, "--seed", 3, "--kid-subsets", 10, "--quiet"]
+    rc, out, err = run(capsys, *argv, "--figures", tmp_path / "figs", "--json", tmp_path / "e.json")
+    assert rc == 0, err
+    stem = "memorisation_m.lrgmm_inception"
+    assert f"memorisation figure: {tmp_path / 'figs' / stem}.png" in out
+    doc = _figure(tmp_path / "figs", stem, 6)
+    result = json.loads((tmp_path / "e.json").read_text())
+    assert result["files"] == [str(tmp_path / "figs" / f"{stem}.{x}") for x in ("png", "json")]
+    assert doc["near_copy_threshold"] == result["memorisation"]["inception"]["near_copy_threshold"]
+    assert min(r["distance"] for r in doc["faces"]) == result["memorisation"]["inception"]["generated_to_train"]["min"]
+    assert all(r["provenance_sources"] for r in doc["faces"])  # LR-GMM-NN faces say where they come from
+
+    rc, out, err = run(capsys, *argv, "--method", "latentpatch", "--figures", tmp_path / "figs")
+    assert rc == 0, err
+    doc = _figure(tmp_path / "figs", "memorisation_latentpatch_inception", 6)
+    for r in doc["faces"]:  # its faces have provenance in the model's training set
+        assert r["provenance_sources"] and all(0 <= s["index"] < N_FACES for s in r["provenance_sources"])
+        shares = [s["share"] for s in r["provenance_sources"]]
+        assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1 + 1e-9
+
+    rc, out, err = run(capsys, *argv, "--memorisation", "codes", "--figures", tmp_path / "figs")
+    assert rc == 0, err
+    assert _figure(tmp_path / "figs", "memorisation_m.lrgmm_codes", 6)["space"] == "latent_codes"
+
+    rc, _, err = run(capsys, *argv, "--memorisation", "none", "--figures", tmp_path / "figs2")
+    assert_clean_error(rc, err, "the memorisation figure needs memorisation")
+    (tmp_path / "afile").write_text("x")
+    rc, _, err = run(capsys, *argv, "--figures", tmp_path / "afile")
+    assert_clean_error(rc, err, "afile")
+    assert not (tmp_path / "figs2").exists()
+
+
 # ------------------------------------------------------------------- many faces, bounded memory
 
 

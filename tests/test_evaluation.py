@@ -294,3 +294,177 @@ def test_codes_only_memorisation_matches_the_full_run(pipe48, dirs, env, result)
     assert res.fid == pytest.approx(full.fid, rel=1e-6)
     with pytest.raises(ValueError, match="memorisation must be"):
         Evaluator(pipe48, dirs["real"], memorisation="inception", progress=False)
+
+
+# ------------------------------------------------------------------ the memorisation figure
+
+
+def test_running_closest_is_the_global_top_k():
+    """The top 16 kept as chunks stream by are the 16 smallest distances of the whole run (ties
+    by position), with the right face's pixels: a property over random chunkings."""
+    from lrgmm.evaluation import _RunningClosest
+
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        n = int(rng.integers(5, 80))
+        dist = rng.choice([0.0, 1.0, 2.0], n) + (rng.random(n) if seed % 2 else 0)  # ties when even
+        top = _RunningClosest(16)
+        start = 0
+        while start < n:
+            m = int(rng.integers(1, 20))
+            stop = min(n, start + m)
+            # face i's pixels encode i, so the kept images say which faces they are
+            imgs = torch.arange(start, stop, dtype=torch.float32).view(-1, 1, 1, 1).expand(-1, 3, 2, 2) / 255
+            top.push(dist[start:stop], start, imgs)
+            start = stop
+        want = np.lexsort((np.arange(n), dist))[:16]
+        np.testing.assert_array_equal(top.idx, want)
+        np.testing.assert_array_equal(top.dist, dist[want])
+        assert top.images.dtype == torch.uint8 and top.images.shape == (min(16, n), 3, 2, 2)
+        np.testing.assert_array_equal(top.images[:, 0, 0, 0].numpy(), want)
+
+
+class PlantedCopies:
+    """Per chunk, 3 copies of training faces (decoded training codes, provenance: that face),
+    then LR-GMM-NN faces of the model: a mix of copies and new faces across chunks."""
+
+    name = "planted copies"
+
+    def __init__(self, pipe):
+        self.pipeline = pipe
+
+    def generate(self, n, seed=None):
+        m = self.pipeline.model_
+        k = min(3, n)
+        idx = (torch.arange(k) + 7 * int(seed)) % m.codes_.shape[0]
+        copy_codes = m.codes_[idx]
+        new = self.pipeline.generate(n - k, seed=seed) if n > k else None
+        codes = torch.cat([copy_codes] + ([new.samples.codes] if new else []))
+        copies = self.pipeline.decode(m.projector_.inverse_transform(copy_codes), progress=False)
+        images = torch.cat([copies] + ([new.images] if new else []))
+        prov = torch.cat([idx.view(k, 1, 1).expand(k, *codes.shape[2:])] + ([new.samples.provenance] if new else []))
+        return _Out(images, _Samples(codes=codes, provenance=prov))
+
+
+def _crop(img: np.ndarray, box) -> np.ndarray:
+    x0, y0, x1, y1 = box
+    return img[y0:y1, x0:x1]
+
+
+def test_memorisation_figure(evaluator, pipe48, tmp_path):
+    from PIL import Image
+
+    from lrgmm.evaluation import FigureError, memorisation_figure
+    from lrgmm.metrics.features import quantize
+
+    gen = PlantedCopies(pipe48)
+    res = evaluator.evaluate(gen, n=24, seed=1, chunk_size=8)  # 3 chunks, 9 planted copies
+    png, js = evaluator.memorisation_figure(res, tmp_path / "figs")
+    assert (png.name, js.name) == ("memorisation_planted_copies_inception.png", "memorisation_planted_copies_inception.json")
+    doc = json.loads(js.read_text())
+    mem = res.memorisation["inception"]
+    with Image.open(png) as im:
+        img = np.asarray(im.convert("RGB"))
+    assert list(img.shape[1::-1]) == doc["image_size"]
+    assert doc["space"] == "inception" and doc["n_generated"] == 24 and doc["n_train"] == N_TRAIN
+    assert doc["near_copy_threshold"] == pytest.approx(mem.threshold)
+
+    # The rows: the 16 smallest distances to the training set, nearest first (ties by position).
+    rows = doc["faces"]
+    want = np.lexsort((np.arange(24), mem.to_train))[:16]
+    assert [r["face"] for r in rows] == want.tolist()
+    np.testing.assert_allclose([r["distance"] for r in rows], mem.to_train[want], rtol=1e-12)
+    assert [r["near_copy"] for r in rows] == (mem.to_train[want] < mem.threshold).tolist()
+    assert doc["near_copies_shown"] == sum(r["near_copy"] for r in rows) and doc["near_copies_total"] == int(mem.near_copies.sum())
+    # The 9 planted copies come first, each beside the training face it copies.
+    planted = {8 * c + i: (i + 7 * s) % N_TRAIN for c, s in enumerate(res.settings["chunk_seeds"]) for i in range(3)}
+    assert {r["face"] for r in rows[:9]} == set(planted)
+    for r in rows[:9]:
+        assert r["near_copy"] and r["nearest_training"][0]["index"] == planted[r["face"]]
+        assert r["provenance_sources"] == [{"index": planted[r["face"]], "file": pipe48.training_files_[planted[r["face"]]], "share": 1.0}]
+        assert r["nearest_training"][0]["file"] == pipe48.training_files_[planted[r["face"]]]
+
+    # Nearest 3 per row: sorted, and the brute-force nearest training reconstructions.
+    full = np.linalg.norm(res.generated_features.astype(np.float64)[:, None] - evaluator.train_recon_features.astype(np.float64)[None], axis=-1)
+    for r in rows:
+        near = r["nearest_training"]
+        d = [x["distance"] for x in near]
+        assert len(near) == 3 and d == sorted(d) and d[0] == pytest.approx(r["distance"], rel=1e-12)
+        assert [x["index"] for x in near] == np.argsort(full[r["face"]], kind="stable")[:3].tolist()
+        np.testing.assert_allclose(d, np.sort(full[r["face"]])[:3], rtol=1e-9)
+
+    # Geometry: 16 rows of 4 tiles of 128 px, columns aligned, rows going down.
+    boxes = [[r["box"]] + [x["box"] for x in r["nearest_training"]] for r in rows]
+    assert len(boxes) == 16 and all(len(b) == 4 for b in boxes)
+    for row in boxes:
+        assert all((x1 - x0, y1 - y0) == (128, 128) for x0, y0, x1, y1 in row)
+        assert len({y0 for _, y0, _, _ in row}) == 1
+        assert [b[0] for b in row] == [b[0] for b in boxes[0]] and all(a[2] < b[0] for a, b in zip(row, row[1:]))
+    assert all(a[0][3] < b[0][1] for a, b in zip(boxes, boxes[1:]))
+    # Pixels: the generated face as generated (its chunk seed and position give it back), the
+    # training faces as decoded training reconstructions (up to one level: other decode batches).
+    for k in (0, 9, 15):
+        r = rows[k]
+        again = gen.generate(8, seed=r["chunk_seed"]).images[r["index_in_chunk"]][None]
+        face = quantize(again)[0].permute(1, 2, 0).numpy()
+        np.testing.assert_array_equal(_crop(img, r["box"]), face)
+        np.testing.assert_array_equal(res.closest.images[k].permute(1, 2, 0).numpy(), face)
+        for x in r["nearest_training"]:
+            code = pipe48.model_.codes_[x["index"]][None]
+            rec = quantize(pipe48.decode(pipe48.model_.projector_.inverse_transform(code)))[0].permute(1, 2, 0).numpy()
+            assert np.abs(_crop(img, x["box"]).astype(int) - rec.astype(int)).max() <= 2
+    # Near copies are framed in red: the frame around row 0's face, none around a row above threshold.
+    x0, y0, _, _ = rows[0]["box"]
+    assert tuple(img[y0 - 3, x0 + 10]) == (200, 0, 30)
+    far = [r for r in rows if not r["near_copy"]]
+    if far:
+        x0, y0, _, _ = far[0]["box"]
+        assert tuple(img[y0 - 3, x0 + 10]) == (255, 255, 255)
+
+    # Another training set is refused; a result without memorisation has no figure.
+    import copy
+
+    other = copy.copy(pipe48)
+    other.training_hashes_ = list(reversed(pipe48.training_hashes_))
+    with pytest.raises(FigureError, match="another training set"):
+        memorisation_figure(res, other, tmp_path / "x")
+    res.closest = None
+    with pytest.raises(FigureError, match="memorisation was off"):
+        memorisation_figure(res, pipe48, tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+def test_memorisation_figure_in_code_space(pipe48, dirs, env, tmp_path, result):
+    from lrgmm.evaluation import FigureError
+
+    res = evaluate(pipe48, dirs["real"], n=8, seed=0, memorisation="codes", progress=False, figures=tmp_path / "f")
+    png, js = res.files
+    assert png.name == "memorisation_FacePipeline_codes.png" and png.is_file()
+    doc = json.loads(js.read_text())
+    mem = res.memorisation["latent_codes"]
+    assert doc["space"] == "latent_codes" and len(doc["faces"]) == 8  # fewer faces than 16: all of them
+    assert [r["face"] for r in doc["faces"]] == np.argsort(mem.to_train, kind="stable").tolist()
+    # The neighbours in code space are the brute-force nearest training codes.
+    gen = pipe48.generate(8, seed=0).samples.codes.reshape(8, -1).double()
+    full = torch.cdist(gen, pipe48.model_.codes_.reshape(N_TRAIN, -1).double()).numpy()
+    for r in doc["faces"]:
+        assert [x["index"] for x in r["nearest_training"]] == np.argsort(full[r["face"]])[:3].tolist()
+        np.testing.assert_allclose([x["distance"] for x in r["nearest_training"]], np.sort(full[r["face"]])[:3], rtol=1e-6)
+    assert json.loads(res.to_json())["files"] == [str(png), str(js)]
+    with pytest.raises(FigureError, match="needs memorisation"):
+        evaluate(pipe48, dirs["real"], n=8, seed=0, memorisation=False, progress=False, figures=tmp_path / "g")
+
+    class ImagesOnly:  # no codes: nothing to draw in code space, but the measurements are kept
+        name = "images only"
+
+        def __init__(self, pipe):
+            self.pipeline = pipe
+
+        def generate(self, n, seed=None):
+            return _Out(self.pipeline.generate(n, seed=seed).images)
+
+    with pytest.warns(EvalWarning, match="no memorisation figure for images only"):
+        res = evaluate(ImagesOnly(pipe48), dirs["real"], n=8, seed=0, memorisation="codes", progress=False,
+                       figures=tmp_path / "h")
+    assert res.files == [] and any("no memorisation figure" in n for n in res.notes)
+    assert math.isfinite(res.fid) and not (tmp_path / "h").exists()

@@ -35,6 +35,7 @@ from lrgmm.metrics import (
     memorisation,
     near_copy_threshold,
     nearest,
+    nearest_k,
     precision_recall,
     provenance_statistics,
 )
@@ -276,6 +277,43 @@ def test_nearest_is_exact_and_chunked():
     np.testing.assert_array_equal(i, full.argmin(1))
     d0, _ = nearest(ref[:5], ref)
     assert (d0 == 0).all()  # exact differences: a copy is at distance 0, not 1e-7
+
+
+def test_nearest_k_is_the_brute_force_top_k():
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        n, m, d = rng.integers(1, 40), rng.integers(1, 30), rng.integers(1, 9)
+        q, ref = rng.normal(size=(n, d)), rng.normal(size=(m, d))
+        dk, jk = nearest_k(q, ref, k=3, chunk=int(rng.integers(1, 10)))
+        k = min(3, m)
+        full = np.linalg.norm(q[:, None] - ref[None], axis=-1)
+        order = np.argsort(full, axis=1, kind="stable")[:, :k]  # continuous data: no ties
+        assert dk.shape == jk.shape == (n, k) and dk.dtype == np.float64 and jk.dtype == np.int64
+        np.testing.assert_array_equal(jk, order)
+        np.testing.assert_allclose(dk, np.take_along_axis(full, order, 1), rtol=1e-12)
+        assert (np.diff(dk, axis=1) >= 0).all()  # nearest first
+        d1, j1 = nearest(q, ref)
+        np.testing.assert_array_equal(dk[:, 0], d1)  # column 0 is `nearest`, to the bit
+        np.testing.assert_array_equal(jk[:, 0], j1)
+    with pytest.raises(ValueError, match="k must be"):
+        nearest_k(q, ref, k=0)
+    with pytest.raises(ValueError, match="empty"):
+        nearest_k(q, ref[:0])
+
+
+def test_memorisation_keeps_three_neighbours_and_accepts_them_precomputed():
+    train, heldout, gen = _gauss(60, 5, 41), _gauss(30, 5, 42), _gauss(20, 5, 43)
+    m = memorisation(gen, train, heldout)
+    dk, jk = nearest_k(gen, train)
+    np.testing.assert_array_equal(m.to_train_k, dk)
+    np.testing.assert_array_equal(m.to_train_k_index, jk)
+    np.testing.assert_array_equal(m.to_train, dk[:, 0])
+    np.testing.assert_array_equal(m.to_train_index, jk[:, 0])
+    again = memorisation(gen, train, heldout, nearest_train=(dk, jk))
+    np.testing.assert_array_equal(again.near_copies, m.near_copies)
+    assert again.threshold == m.threshold
+    with pytest.raises(ValueError, match="nearest_train"):
+        memorisation(gen, train, heldout, nearest_train=(dk[:5], jk[:5]))
 
 
 def test_near_copy_detector_flags_planted_copies_not_fresh_points():

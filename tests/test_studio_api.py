@@ -334,9 +334,122 @@ def test_openapi_documents_the_api(studio_env):
     client, _studio, _mid = studio_env
     spec = client.get("/openapi.json").json()
     for path in ("/api/generate", "/api/fit", "/api/uploads", "/api/jobs/{job_id}",
-                 "/api/grids/{grid_id}/faces/{index}/provenance.json", "/api/models/{model_id}/training/{index}.png"):
+                 "/api/grids/{grid_id}/faces/{index}/provenance.json", "/api/models/{model_id}/training/{index}.png",
+                 "/api/grids/{grid_id}/faces/{index}/nearest"):
         assert path in spec["paths"], path
     assert client.get("/static/studio.js").status_code == 200
+
+
+# ------------------------------------------------------------------ nearest training faces
+
+
+def _inception_or_skip():
+    from lrgmm.metrics import MissingExtractorError, find_inception_file
+
+    try:
+        find_inception_file()
+    except MissingExtractorError as e:
+        pytest.skip(str(e))
+
+
+def _nearest(client, grid_id, index, timeout=300.0) -> tuple[dict, list]:
+    """Poll the nearest endpoint until it answers other than 202; (body, the 202 bodies seen)."""
+    seen = []
+    deadline = time.monotonic() + timeout
+    while True:
+        r = client.get(f"/api/grids/{grid_id}/faces/{index}/nearest")
+        if r.status_code in (200, 202):
+            assert r.headers["cache-control"] == "no-store"
+        if r.status_code != 202:
+            return r, seen
+        body = r.json()
+        assert body["state"] == "computing" and 0 <= body["done"] <= body["total"] == 64
+        seen.append(body)
+        assert time.monotonic() < deadline, "the training features took too long"
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("studio_env", [Limits(max_neighbour_models=1)], indirect=True)
+def test_nearest_training_faces(studio_env, fitted64, faces64_dir, lrgmm_cache):
+    """A face's 3 nearest training faces in Inception space: computed lazily per model (202 with
+    progress, then cached on disk), equal to brute force over the training reconstructions'
+    features; a planted copy of a training face finds that face."""
+    _inception_or_skip()
+    from lrgmm.evaluation import reconstruction_features, reconstruction_key
+    from lrgmm.metrics import InceptionExtractor
+    from lrgmm.studio.service import NeighbourIndex
+
+    client, studio, mid = studio_env
+    ex = InceptionExtractor(cache=True, progress=False)
+    key = reconstruction_key(fitted64, fitted64.model_.codes_)
+    cached_before = ex.cache.path(ex.id, key).is_file()
+    grid = _generate(client, mid, n=3, seed=4)
+    r, computing = _nearest(client, grid["id"], 1)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["state"] == "ready" and body["space"] == "inception" and body["face"] == 1
+    # Computed lazily, with progress (unless an earlier test of this session left them on disk)...
+    assert computing or cached_before
+    done = [c["done"] for c in computing]
+    assert done == sorted(done)
+    # ... once, into the on-disk feature cache, under the key lrgmm eval uses for the same
+    # model's training reconstructions.
+    assert ex.cache.path(ex.id, key).is_file()
+    train = reconstruction_features(fitted64, fitted64.model_.codes_, ex).astype(np.float64)  # a cache hit
+    face = _decode_png(client.get(grid["faces"][1]["url"]).content)
+    f = ex.features(torch.from_numpy(face.transpose(2, 0, 1).copy())[None], cache=False).astype(np.float64)
+    full = np.linalg.norm(train - f, axis=1)
+    near = body["nearest"]
+    assert [x["index"] for x in near] == np.argsort(full)[:3].tolist()
+    np.testing.assert_allclose([x["distance"] for x in near], np.sort(full)[:3], rtol=1e-4)
+    prov = client.get(f"/api/grids/{grid['id']}/faces/1/provenance.json").json()
+    shares = {s["index"]: s["share"] for s in prov["sources"]}
+    for x in near:  # named as provenance names files, with the provenance share when it is a source
+        name = Path(fitted64.training_files_[x["index"]]).name
+        assert x["name"] == name and x["file"] == f"{faces64_dir.name}/{name}"
+        assert x["share"] == shares.get(x["index"])
+        assert client.get(x["thumbnail"]).status_code == 200
+    pairwise = np.linalg.norm(train[:, None] - train[None], axis=-1) + np.diag(np.full(64, np.inf))
+    assert body["typical_distance"] == pytest.approx(np.median(pairwise.min(1)), rel=1e-4)  # 64 <= 256: all
+
+    # A planted copy (a decoded training reconstruction) finds its training face, far closer
+    # than training faces are to each other; a second request for the model computes nothing.
+    copies = fitted64.decode(fitted64.model_.projector_.inverse_transform(fitted64.model_.codes_[[5, 9]]))
+    planted = studio._filled_grid(mid, "generate", {"seed": None}, copies, None, None)
+    for i, j in enumerate((5, 9)):
+        r, computing = _nearest(client, planted.id, i)
+        assert r.status_code == 200 and not computing
+        first = r.json()["nearest"][0]
+        assert first["index"] == j and first["distance"] < 0.1 * body["typical_distance"] and first["share"] is None
+
+    # Bounded: with max_neighbour_models=1, a second model's features replace the first's.
+    other = studio._add_model("again", fitted64, "file")
+    g2 = _generate(client, other.id, n=1, seed=0)
+    assert _nearest(client, g2["id"], 0)[0].status_code == 200
+    assert list(studio._neighbours) == [other.id] and isinstance(studio._neighbours[other.id], NeighbourIndex)
+
+    _error(client.get(f"/api/grids/{grid['id']}/faces/3/nearest"), 404, "out of range")
+    _error(client.get("/api/grids/nope/faces/0/nearest"), 404, "unknown grid")
+    _error(client.get(f"/api/grids/{grid['id']}/faces/x/nearest"), 422, "index")
+
+
+def test_nearest_without_the_inception_network_is_501(studio_env, monkeypatch):
+    from lrgmm.metrics import MissingExtractorError
+    from lrgmm.metrics import features as features_mod
+
+    client, studio, mid = studio_env
+
+    def missing():
+        raise MissingExtractorError("the Inception-v3 FID network is not installed: run `pip install x`")
+
+    monkeypatch.setattr(features_mod, "find_inception_file", missing)
+    grid = _generate(client, mid, n=1, seed=0)
+    r, _ = _nearest(client, grid["id"], 0)
+    _error(r, 501, "nearest training faces need the Inception network", "not installed")
+    monkeypatch.undo()  # a failure is forgotten once reported: the next request tries again
+    _inception_or_skip()
+    r = client.get(f"/api/grids/{grid['id']}/faces/0/nearest")
+    assert r.status_code in (200, 202) and studio._neighbours[mid].state in ("computing", "ready")
 
 
 # ------------------------------------------------------------------ optional panels (contract)

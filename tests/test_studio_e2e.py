@@ -1,7 +1,7 @@
 """The studio as a person uses it, in a real headless Chromium (Debian's ``chromium``) driven by
 Playwright for Python, against ``lrgmm serve`` started on a free loopback port: load the page, fit
 from the shared faces (48 of them), generate, click a face, check that the provenance panel names
-real training files, hover a latent pixel, download a face and the grid and decode them, change a
+real training files and the face's nearest training faces show, hover a latent pixel, download a face and the grid and decode them, change a
 control and see the grid redrawn.
 
 A screenshot of each step is written to the test's temporary folder, or to
@@ -188,6 +188,20 @@ def test_fit_generate_inspect_download(studio_server, browser, shots, utkface_di
         page.click("#download-prov")
     rec = json.loads(Path(dl.value.path()).read_text())
     assert rec["map"] == prov["map"] and rec["face"] == 5
+
+    # 6b. Its 3 nearest training faces in Inception space, beside its sources: the first click
+    # started computing the training faces' features (once per model); the list fills in when done.
+    wait_until(page, "document.querySelectorAll('#nearest li').length === 3", timeout=180_000)
+    assert "Inception space" in page.locator("#nearest-summary").inner_text()
+    nearest = page.locator("#nearest li .src-name")
+    dists = []
+    for i in range(3):
+        shown = nearest.nth(i).get_attribute("title")
+        assert shown.startswith(f"{utkface_dir.resolve().name}/") and (utkface_dir.resolve().parent / shown).is_file()
+        dists.append(float(nearest.nth(i).inner_text().split("— d ")[1].split(" ")[0]))
+    assert dists == sorted(dists) and dists[0] > 0
+    wait_until(page, "document.querySelector('#nearest li img').naturalWidth === 64")
+    shot("6b_nearest")
 
     # 7. A control change redraws the grid: NN off gives a new grid and no provenance.
     page.uncheck("#nn")

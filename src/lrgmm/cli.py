@@ -447,8 +447,11 @@ def cmd_eval(args) -> int:
         kid_subset_size=args.kid_subset_size,
         batch_size=args.batch_size,
         progress=not args.quiet,
+        figures=args.figures,
     )
     print(res.table())
+    for path in getattr(res, "files", []):
+        print(f"memorisation figure: {path}" if path.suffix == ".png" else f"  its faces and distances: {path}")
     if args.json:
         res.to_json(args.json, per_face=args.per_face)
         print(f"results written to {args.json}")
@@ -721,6 +724,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_method_option(p)
     p.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
     p.add_argument("--per-face", action="store_true", help="per-face distances in the JSON")
+    p.add_argument("--figures", type=Path, default=None, metavar="DIR",
+                   help="write the memorisation figure there: the 16 faces closest to the training set beside their "
+                        "3 nearest training faces, with distances and the near-copy threshold (PNG + JSON)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_eval)
 

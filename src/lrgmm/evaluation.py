@@ -24,6 +24,15 @@ What it does:
 Every feature set is cached on disk (``lrgmm.metrics.features``): evaluating a second generator
 against the same folders only pays for its own faces.
 
+**The memorisation figure.** ``memorisation_figure(result, reference, folder)`` (``lrgmm eval
+--figures DIR``, ``evaluate(figures=DIR)``) draws the 16 generated faces closest to the training
+set, each beside its 3 nearest training faces with the distances, and the held-out near-copy
+threshold: the usual way of showing copying (Carlini et al., USENIX Security 2023, fig. 1;
+Somepalli et al., CVPR 2023, fig. 1), calibrated here by fresh photos. The evaluation keeps
+what it needs as the faces stream by: every face's 3 nearest training faces in the figure's
+space (Inception when memorisation is on, else latent codes) and the pixels of the 16 closest
+faces seen so far, never all n images.
+
 **Generators.** Anything with ``generate(n, seed=None, **kwargs)`` returning an object with
 ``.images`` (n, 3, R, R) in [0, 1] and optionally ``.samples`` with ``.codes`` (P0 codes, the
 model's (q, h, w) shape) or ``.latents`` (autoencoder latents; P0 is applied) and
@@ -40,6 +49,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import secrets
 import time
 import warnings
@@ -51,26 +61,37 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .errors import LrgmmError
 from .io.atomic import atomic_write_bytes
 from .io.images import InputReport, iter_images, load_images
 from .metrics.copying import DEFAULT_MIN_PER_CELL, CopyingReference, CopyingStats
-from .metrics.features import InceptionExtractor
+from .metrics.features import InceptionExtractor, quantize
 from .metrics.frechet import fid
 from .metrics.kernel_distance import KIDResult, kid
 from .metrics.memorisation import (
     DEFAULT_QUANTILE,
     MemorisationStats,
     memorisation,
+    nearest_k,
     provenance_statistics,
 )
 from .metrics.precision_recall import FEATURE_NOTE, PrecisionRecall, precision_recall
 from .pipeline import FacePipeline
 
-__all__ = ["EvalResult", "EvalWarning", "Evaluator", "Generator", "evaluate"]
+__all__ = [
+    "ClosestFaces", "EvalResult", "EvalWarning", "Evaluator", "FigureError", "Generator", "evaluate",
+    "memorisation_figure", "reconstruction_features",
+]
+
+FIGURE_FACES = 16  # generated faces in the memorisation figure (the closest to the training set)
 
 
 class EvalWarning(UserWarning):
     """Something the evaluation had to leave out or change (overlap, missing training files)."""
+
+
+class FigureError(LrgmmError, ValueError):
+    """A memorisation figure that cannot be drawn from what the evaluation measured."""
 
 
 @runtime_checkable
@@ -103,6 +124,58 @@ def _jsonable(obj):
 
 
 @dataclass
+class ClosestFaces:
+    """The generated faces closest to the training set in one space, kept for the memorisation
+    figure while the faces stream by (the rest of the pixels are not kept).
+
+    space: "inception" or "latent_codes". indices: (k,) positions among the n generated faces,
+    nearest first (ties: lower position first); distances: (k,) their distance to their nearest
+    training face. images: (k, 3, R, R) uint8, the pixels the features were taken from.
+    provenance: (k, h, w) training indices per latent pixel, or None. chunks: per face, the seed
+    of its chunk and its position there (``generate(chunk_size, seed)[position]``).
+    training: fingerprint of the training set they were compared with.
+    """
+
+    space: str
+    indices: np.ndarray
+    distances: np.ndarray
+    images: torch.Tensor
+    provenance: torch.Tensor | None = None
+    chunks: list[tuple[int, int]] = field(default_factory=list)
+    training: str = ""
+
+
+class _RunningClosest:
+    """The ``k`` smallest distances seen so far, with their faces' pixels: a running top-k over
+    the chunks, so that memory holds k images, not n."""
+
+    def __init__(self, k: int):
+        self.k = k
+        self.dist = np.zeros(0)
+        self.idx = np.zeros(0, dtype=np.int64)
+        self.images: torch.Tensor | None = None
+
+    def push(self, dist: np.ndarray, offset: int, images) -> None:
+        m = len(self.dist)
+        all_d = np.concatenate([self.dist, np.asarray(dist, dtype=np.float64)])
+        all_i = np.concatenate([self.idx, offset + np.arange(len(dist), dtype=np.int64)])
+        order = np.lexsort((all_i, all_d))[: self.k]  # by distance, then by position
+        new = np.sort(order[order >= m]) - m
+        fresh = quantize(images[torch.as_tensor(new)] if isinstance(images, torch.Tensor) else np.asarray(images)[new])
+        pool = fresh if self.images is None else torch.cat([self.images, fresh])
+        where = np.where(order < m, order, m + np.searchsorted(new, order - m))
+        self.dist, self.idx, self.images = all_d[order], all_i[order], pool[torch.as_tensor(where)]
+
+
+def _training_fingerprint(pipe: FacePipeline) -> str:
+    """Identifies a reference's training set: its files' sha256 in order and its codes' shape."""
+    h = hashlib.sha256(repr(tuple(pipe.model_.codes_.shape)).encode())
+    for x in getattr(pipe, "training_hashes_", None) or []:
+        h.update(x.encode() + b"\n")
+    return h.hexdigest()
+
+
+@dataclass
 class EvalResult:
     """Everything ``evaluate`` measured. ``table()`` for people, ``to_json()`` for files.
 
@@ -114,6 +187,8 @@ class EvalResult:
     copying: ``CopyingStats`` per space (the same spaces): C_T and the authenticity share.
     provenance: ``provenance_statistics`` of the faces (None without NN provenance).
     generated_features: (n, 2048) Inception features of the faces (not written to JSON).
+    closest: ``ClosestFaces``, the 16 faces closest to the training set (for the memorisation
+    figure; None without memorisation). files: files written besides (the figure and its JSON).
     """
 
     generator: str
@@ -134,6 +209,8 @@ class EvalResult:
     extractor: str = ""
     notes: list[str] = field(default_factory=list)
     generated_features: np.ndarray | None = field(default=None, repr=False)
+    closest: ClosestFaces | None = field(default=None, repr=False)
+    files: list[Path] = field(default_factory=list)
 
     # ------------------------------------------------------------------ output
     def to_dict(self, per_face: bool = False) -> dict:
@@ -159,10 +236,14 @@ class EvalResult:
             "settings": self.settings,
             "notes": self.notes,
         }
+        if self.files:
+            d["files"] = [str(f) for f in self.files]
         if per_face:
             d["per_face"] = {
                 k: {"to_train": v.to_train, "to_train_index": v.to_train_index, "to_heldout": v.to_heldout,
-                    "near_copy": v.near_copies.astype(int)}
+                    "near_copy": v.near_copies.astype(int),
+                    **({"nearest_train_index": v.to_train_k_index, "nearest_train_distance": v.to_train_k}
+                       if v.to_train_k is not None else {})}
                 for k, v in self.memorisation.items()
             }
             for k, c in self.copying.items():
@@ -275,6 +356,40 @@ def _resolve(generator, reference, progress: bool):
     return generator, reference, str(name)
 
 
+def reconstruction_key(pipe: FacePipeline, codes: torch.Tensor) -> str:
+    """Identifies decode(P0*(codes)): autoencoder weights, resolution, projector, codes (the
+    feature cache key of ``reconstruction_features``)."""
+    ae = pipe.autoencoder_
+    pr = pipe.model_.projector_
+    h = hashlib.sha256()
+    h.update(f"{ae.id}|{ae.weights_sha256}|{pipe.resolution}|{tuple(codes.shape)}".encode())
+    for t in (pr.mean_, pr.components_, pr.eigenvalues_, codes):
+        h.update(t.detach().to("cpu").contiguous().numpy().tobytes())
+    return "recon-" + h.hexdigest()
+
+
+def reconstruction_features(pipe: FacePipeline, codes: torch.Tensor, extractor: InceptionExtractor,
+                            desc: str = "Inception features (reconstructions)", chunk: int = 256,
+                            on_chunk=None) -> np.ndarray:
+    """Inception features of decode(P0*(codes)) for a fitted ``pipe``, decoded and measured
+    ``chunk`` codes at a time, cached on disk under ``reconstruction_key`` (the evaluation and
+    the studio share the cache). ``on_chunk(done, total)`` is called before each chunk is
+    decoded (progress; it may raise to stop)."""
+    projector = pipe.model_.projector_
+    n = int(codes.shape[0])
+
+    def batches():
+        for s in range(0, n, chunk):
+            if on_chunk is not None:
+                on_chunk(s, n)
+            with torch.no_grad():
+                yield pipe.decode(projector.inverse_transform(codes[s : s + chunk]), progress=False)
+        if on_chunk is not None:
+            on_chunk(n, n)
+
+    return extractor.keyed_features(reconstruction_key(pipe, codes), batches, desc, {"kind": "reconstructions"})
+
+
 # ---------------------------------------------------------------------------------- Evaluator
 
 
@@ -371,29 +486,13 @@ class Evaluator:
 
     # ------------------------------------------------------- reconstructions
     def _codes_key(self, codes: torch.Tensor) -> str:
-        """Identifies decode(P0*(codes)): autoencoder weights, resolution, projector, codes."""
-        ref = self.reference
-        ae = ref.autoencoder_
-        pr = ref.model_.projector_
-        h = hashlib.sha256()
-        h.update(f"{ae.id}|{ae.weights_sha256}|{ref.resolution}|{tuple(codes.shape)}".encode())
-        for t in (pr.mean_, pr.components_, pr.eigenvalues_, codes):
-            h.update(t.detach().to("cpu").contiguous().numpy().tobytes())
-        return "recon-" + h.hexdigest()
+        """Identifies decode(P0*(codes)) (``reconstruction_key``)."""
+        return reconstruction_key(self.reference, codes)
 
     def reconstruction_features(self, codes: torch.Tensor, desc: str) -> np.ndarray:
         """Inception features of decode(P0*(codes)), decoded and measured in chunks, cached
-        under a key of the codes, projector and autoencoder."""
-        ref = self.reference
-        projector = ref.model_.projector_
-        chunk = 256
-
-        def batches():
-            for s in range(0, codes.shape[0], chunk):
-                with torch.no_grad():
-                    yield ref.decode(projector.inverse_transform(codes[s : s + chunk]))
-
-        return self.extractor.keyed_features(self._codes_key(codes), batches, desc, {"kind": "reconstructions"})
+        under a key of the codes, projector and autoencoder (``reconstruction_features``)."""
+        return reconstruction_features(self.reference, codes, self.extractor, desc)
 
     # -------------------------------------------------------------- real side
     def _prepare_real(self) -> None:
@@ -485,12 +584,19 @@ class Evaluator:
         sizes = [min(chunk_size, n - s) for s in range(0, n, chunk_size)]
         seeds = _chunk_seeds(seed, len(sizes))
         feats, codes, provs = [], [], []
-        t_gen = t_feat = 0.0
+        # The memorisation figure's space: each face's nearest training faces are found as its
+        # chunk arrives, and only the FIGURE_FACES closest faces keep their pixels.
+        fig_space = "inception" if self.inception_memorisation else "latent_codes" if self.do_memorisation else None
+        fig_train = self.train_recon_features if fig_space == "inception" else self.train_codes
+        fig_near: list[tuple[np.ndarray, np.ndarray]] = []
+        running = _RunningClosest(FIGURE_FACES) if fig_space else None
+        t_gen = t_feat = t_near = 0.0
         ex = self.extractor
         saved_progress = ex.progress
         ex.progress = False
         try:
             with tqdm(total=n, desc=f"evaluating {label}", unit="face", disable=not self.progress) as bar:
+                offset = 0
                 for m, s in zip(sizes, seeds):
                     t0 = time.perf_counter()
                     out = gen.generate(m, seed=s, **kwargs)
@@ -498,20 +604,30 @@ class Evaluator:
                     images = out.images if hasattr(out, "images") else out
                     if images.ndim != 4 or images.shape[0] != m or images.shape[1] != 3:
                         raise ValueError(f"{label}.generate({m}) returned images of shape {tuple(images.shape)}")
-                    feats.append(ex.features(images, cache=cache_generated))
+                    f = ex.features(images, cache=cache_generated)
+                    feats.append(f)
                     t_feat += time.perf_counter() - t1
                     t_gen += t1 - t0
                     samples = getattr(out, "samples", None)
+                    c = None
                     if samples is not None:
                         c = getattr(samples, "codes", None)
                         if c is None or tuple(c.shape[1:]) != code_shape:
                             lat = getattr(samples, "latents", None)
                             c = projector.transform(lat) if lat is not None else None
-                        codes.append(c)
-                        provs.append(getattr(samples, "provenance", None))
-                    else:
-                        codes.append(None)
-                        provs.append(None)
+                    codes.append(c)
+                    provs.append(getattr(samples, "provenance", None) if samples is not None else None)
+                    if running is not None:
+                        query = f if fig_space == "inception" else c
+                        if query is None:  # no codes from this generator: no figure in code space
+                            running = None
+                        else:
+                            t2 = time.perf_counter()
+                            d, j = nearest_k(query, fig_train)
+                            fig_near.append((d, j))
+                            running.push(d[:, 0], offset, images)
+                            t_near += time.perf_counter() - t2
+                    offset += m
                     bar.update(m)
         finally:
             ex.progress = saved_progress
@@ -528,21 +644,34 @@ class Evaluator:
         notes = list(self.notes)
         mem: dict[str, MemorisationStats] = {}
         cop: dict[str, CopyingStats] = {}
+        known = {}
+        if running is not None:
+            known[fig_space] = (np.concatenate([d for d, _ in fig_near]), np.concatenate([j for _, j in fig_near]))
         if self.inception_memorisation:
             mem["inception"] = memorisation(gf, self.train_recon_features, self.real_recon_features,
-                                            self.near_copy_quantile, "inception")
+                                            self.near_copy_quantile, "inception", known.get("inception"))
             cop["inception"] = self._copying("inception", self.train_recon_features, self.real_recon_features, gf)
         if self.do_memorisation:
             if all(c is not None for c in codes) and self.real_codes is not None:
                 gc = torch.cat(codes)
-                mem["latent_codes"] = memorisation(gc, self.train_codes, self.real_codes, self.near_copy_quantile, "latent_codes")
+                mem["latent_codes"] = memorisation(gc, self.train_codes, self.real_codes, self.near_copy_quantile,
+                                                   "latent_codes", known.get("latent_codes"))
                 cop["latent_codes"] = self._copying("latent_codes", self.train_codes, self.real_codes, gc)
             else:
                 notes.append("the generator returned no latent codes: memorisation in latent space is skipped")
-        prov = None
-        if all(p is not None for p in provs):
-            prov = provenance_statistics(torch.cat(provs))
-        t_metrics = time.perf_counter() - t0
+        all_prov = torch.cat(provs) if provs and all(p is not None for p in provs) else None
+        prov = provenance_statistics(all_prov) if all_prov is not None else None
+        closest = None
+        if running is not None and fig_space in mem:
+            starts = np.cumsum([0] + sizes[:-1])
+            which = np.searchsorted(starts, running.idx, side="right") - 1
+            closest = ClosestFaces(
+                space=fig_space, indices=running.idx.copy(), distances=running.dist.copy(), images=running.images,
+                provenance=all_prov[torch.as_tensor(running.idx)] if all_prov is not None else None,
+                chunks=[(int(seeds[w]), int(i - starts[w])) for w, i in zip(which, running.idx)],
+                training=_training_fingerprint(ref),
+            )
+        t_metrics = time.perf_counter() - t0 + t_near
 
         settings = {
             "generate_kwargs": kwargs,
@@ -580,7 +709,153 @@ class Evaluator:
             extractor=self.extractor.description,
             notes=notes,
             generated_features=gf,
+            closest=closest,
         )
+
+    def memorisation_figure(self, result: EvalResult, folder: str | os.PathLike) -> tuple[Path, Path]:
+        """The memorisation figure of a result of this evaluator (``memorisation_figure``)."""
+        return memorisation_figure(result, self.reference, folder)
+
+
+_SPACE_TEXT = {
+    "inception": ("Inception space", "inception", "Inception-v3 pool3 features (2048-d), as for FID"),
+    "latent_codes": ("latent-code space", "codes", "the model's P0 latent codes (whitened projector channels)"),
+}
+
+
+def _pct(share: float) -> str:
+    return f"{100 * share:.0f} %" if share >= 0.01 else f"{100 * share:.1f} %"
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "generator"
+
+
+def memorisation_figure(result: EvalResult, reference: FacePipeline | Evaluator | str | os.PathLike,
+                        folder: str | os.PathLike, *, neighbours: int = 3) -> tuple[Path, Path]:
+    """Draw the memorisation figure of ``result`` into ``folder``; returns (PNG, JSON) paths.
+
+    One row per face among the (up to) 16 generated faces closest to the training set, nearest
+    first: the face, then its ``neighbours`` nearest training faces, each with its distance
+    written under it. Training faces are *decoded training reconstructions*,
+    decode(P0*(code)), what the distances were measured on (see ``Evaluator``). The space is
+    Inception features when the evaluation measured them, else latent codes; the file names and
+    the title say which (``memorisation_<generator>_inception.png`` / ``..._codes.png``). A red
+    frame marks a near copy (closer than the held-out near-copy threshold), and a red dashed line
+    separates the rows below the threshold from the others. A training face that gave latent
+    pixels to the face (its provenance, for LR-GMM-NN and LatentPatch) says what share.
+
+    The JSON lists, per row, the face's position among the n generated faces (and its chunk seed
+    and position: ``generate(chunk_size, seed)[position]`` gives it back), its distance,
+    whether it is a near copy, its largest provenance sources, its nearest training faces
+    (index into the model's training files, file, distance) and every tile's pixel box.
+
+    ``reference``: the ``FacePipeline`` (or ``Evaluator``, or model file) the result was
+    measured against; another training set is refused.
+    """
+    from .figures import RED, Tile, tile_rows
+
+    ref = reference.reference if isinstance(reference, Evaluator) else reference
+    if isinstance(ref, (str, os.PathLike)):
+        ref = FacePipeline.load(ref, progress=False)
+    c = result.closest
+    if c is None:
+        raise FigureError(
+            f"no memorisation figure for {result.generator}: the evaluation kept no nearest training faces "
+            "(memorisation was off, or the generator returned no latent codes with memorisation='codes')")
+    stats = result.memorisation.get(c.space)
+    if stats is None or stats.to_train_k_index is None:
+        raise FigureError(f"no memorisation figure for {result.generator}: no nearest training faces in {c.space}")
+    if _training_fingerprint(ref) != c.training:
+        raise FigureError(f"the memorisation figure of {result.generator} needs the model it was measured against "
+                          f"({result.n_train} training faces); this reference has another training set")
+    if neighbours < 1:
+        raise ValueError(f"neighbours must be at least 1, got {neighbours}")
+    space_title, tag, space_desc = _SPACE_TEXT.get(c.space, (c.space, _slug(c.space), c.space))
+    folder = Path(folder)
+    stem = f"memorisation_{_slug(result.generator)}_{tag}"
+    png_path, json_path = folder / f"{stem}.png", folder / f"{stem}.json"
+
+    near_j = stats.to_train_k_index[c.indices][:, :neighbours]
+    near_d = stats.to_train_k[c.indices][:, :neighbours]
+    files = list(getattr(ref, "training_files_", []) or [])
+    uniq, inverse = np.unique(near_j, return_inverse=True)
+    projector = ref.model_.projector_
+    with torch.no_grad():
+        train_u8 = quantize(ref.decode(projector.inverse_transform(ref.model_.codes_[torch.as_tensor(uniq)]),
+                                       progress=False))
+    inverse = inverse.reshape(near_j.shape)
+    thr = stats.threshold
+    q_pct = f"{100 * stats.quantile:g}"
+    flags = c.distances < thr
+
+    def sources(i: int) -> list[tuple[int, float]]:
+        if c.provenance is None:
+            return []
+        from .provenance import provenance_shares
+
+        return [(j, sh) for j, sh in provenance_shares(c.provenance[i]) if j >= 0]
+
+    rows, records = [], []
+    for r, (face, dist) in enumerate(zip(c.indices, c.distances)):
+        src = sources(r)
+        share_of = dict(src)
+        top = f"most from #{src[0][0]} ({_pct(src[0][1])})" if src else ""
+        row = [Tile(c.images[r], [f"face {int(face)}", f"d = {dist:.2f}",
+                                 ("near copy", RED) if flags[r] else top], frame=RED if flags[r] else None)]
+        for k in range(near_j.shape[1]):
+            j = int(near_j[r, k])
+            gave = share_of.get(j)
+            name = Path(files[j]).name if j < len(files) else ""
+            row.append(Tile(train_u8[inverse[r, k]], [f"#{j} {name}".strip(), f"d = {near_d[r, k]:.2f}",
+                                                      f"gave {_pct(gave)} of its pixels" if gave else ""]))
+        rows.append(row)
+        records.append({
+            "rank": r, "face": int(face), "chunk_seed": c.chunks[r][0] if c.chunks else None,
+            "index_in_chunk": c.chunks[r][1] if c.chunks else None, "distance": float(dist),
+            "near_copy": bool(flags[r]),
+            "provenance_sources": [{"index": j, "file": files[j] if j < len(files) else None, "share": round(sh, 6)}
+                                   for j, sh in src[:neighbours]] if c.provenance is not None else None,
+            "nearest_training": [
+                {"rank": k, "index": int(near_j[r, k]), "file": files[int(near_j[r, k])] if int(near_j[r, k]) < len(files) else None,
+                 "distance": float(near_d[r, k])} for k in range(near_j.shape[1])],
+        })
+    n_below = int(flags.sum())
+    title = (f"{result.generator}: the {len(rows)} of {result.n} generated faces closest to the training set in "
+             f"{space_title} (seed {result.seed}), nearest first; beside each, its {near_j.shape[1]} nearest training "
+             f"faces as decoded training reconstructions (what the distances compare). d: Euclidean distance in "
+             f"{space_title}. Red frame: a near copy, closer to a training face than {100 - 100 * stats.quantile:g} % of "
+             f"the {stats.heldout_to_train.size} held-out photos are (d < {thr:.2f}); "
+             f"{int(stats.near_copies.sum())} of {result.n} faces are.")
+    rule = (f"near-copy threshold d = {thr:.2f} (held-out {q_pct} % quantile): "
+            f"{n_below} near cop{'y' if n_below == 1 else 'ies'} above this line")
+    layout = tile_rows(rows, png_path, title=title, rules={n_below: rule}, column_gaps={1: 14})
+    for rec, boxes in zip(records, layout.boxes):
+        rec["box"] = list(boxes[0])
+        for nb, box in zip(rec["nearest_training"], boxes[1:]):
+            nb["box"] = list(box)
+    doc = {
+        "format": "lrgmm-memorisation-figure",
+        "generator": result.generator,
+        "seed": result.seed,
+        "n_generated": result.n,
+        "n_train": result.n_train,
+        "n_heldout": int(stats.heldout_to_train.size),
+        "space": c.space,
+        "space_description": space_desc,
+        "distance": "Euclidean",
+        "training_faces": "decoded training reconstructions decode(P0*(code)), as the evaluation compares them",
+        "near_copy_quantile": stats.quantile,
+        "near_copy_threshold": thr,
+        "near_copy_threshold_strict": stats.strict_threshold,
+        "near_copies_total": int(stats.near_copies.sum()),
+        "near_copies_shown": n_below,
+        "figure": png_path.name,
+        "image_size": list(layout.size),
+        "faces": records,
+    }
+    atomic_write_bytes(json_path, (json.dumps(_jsonable(doc), indent=1, allow_nan=False) + "\n").encode())
+    return png_path, json_path
 
 
 def evaluate(
@@ -603,6 +878,7 @@ def evaluate(
     cache: bool = True,
     progress: bool = True,
     extractor: InceptionExtractor | None = None,
+    figures: str | os.PathLike | None = None,
 ) -> EvalResult:
     """Measure a generator against held-out real faces (see the module docstring).
 
@@ -611,8 +887,16 @@ def evaluate(
     real: folder, file or list of held-out real face images.
     n: faces to generate. seed: their seed (None: a fresh one, recorded in the result).
     generate_kwargs: passed to ``generate`` (e.g. ``{"nn": False}`` for plain LR-GMM).
+    figures: a folder for the memorisation figure and its JSON (``memorisation_figure``; listed in
+        ``result.files``); needs memorisation.
     The other parameters are those of ``Evaluator`` and ``Evaluator.evaluate``.
     """
+    if figures is not None:
+        if not memorisation:
+            raise FigureError("the memorisation figure needs memorisation: drop memorisation=False (--memorisation none)")
+        from .io.atomic import check_writable_target
+
+        check_writable_target(Path(figures) / "memorisation.png")  # a bad folder fails now, not after the work
     gen, ref, default_name = _resolve(generator, reference, progress)
     ev = Evaluator(
         ref, real, memorisation=memorisation, near_copy_quantile=near_copy_quantile, copying_cells=copying_cells,
@@ -622,4 +906,10 @@ def evaluate(
     )
     result = ev.evaluate(gen, n, seed, name=name or default_name, chunk_size=chunk_size, generate_kwargs=generate_kwargs)
     result.timings = {"preparation": ev.prepare_seconds, **result.timings}
+    if figures is not None:
+        try:
+            result.files = list(memorisation_figure(result, ref, figures))
+        except FigureError as exc:  # (a generator without codes, in code space) keep the measurements
+            result.notes.append(str(exc))
+            warnings.warn(str(exc), EvalWarning, stacklevel=2)
     return result

@@ -47,11 +47,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
 from .baselines import BASELINES, BaselineGenerator, LRGMMNNGenerator, make_generator
 from .evaluation import EvalResult, EvalWarning, Evaluator
+from .figures import font as _font
+from .figures import labelled_rows
+from .figures import text_size as _text_size
 from .io.atomic import atomic_write_bytes
 from .io.images import list_images, load_images, make_grid, save_png
 from .metrics.features import InceptionExtractor
@@ -131,18 +134,6 @@ SCALES: dict[str, Scale] = {
 
 _PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
             (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
-
-
-def _font(size: int) -> ImageFont.ImageFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except (TypeError, OSError):  # Pillow without FreeType: the small bitmap font
-        return ImageFont.load_default()
-
-
-def _text_size(draw: ImageDraw.ImageDraw, text: str, font) -> tuple[int, int]:
-    box = draw.textbbox((0, 0), text, font=font)
-    return box[2] - box[0], box[3] - box[1]
 
 
 def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
@@ -277,45 +268,6 @@ def line_plot(panels: list[dict], path: Path, panel_size: tuple[int, int] = (430
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path)
     return path
-
-
-def labelled_rows(rows: list[tuple[str, np.ndarray]], path: Path, label_width: int = 230, tile: int | None = None) -> Path:
-    """Image rows, each (label, (3, H, W) float array in [0, 1] from ``make_grid``), stacked
-    with the label written on the left."""
-    font = _font(14)
-    arrs = [np.clip(a, 0, 1) for _, a in rows]
-    w = max(a.shape[2] for a in arrs)
-    total_h = sum(a.shape[1] for a in arrs)
-    img = Image.new("RGB", (label_width + w, total_h), "white")
-    draw = ImageDraw.Draw(img)
-    y = 0
-    for (label, _), a in zip(rows, arrs):
-        pil = Image.fromarray((a.transpose(1, 2, 0) * 255).round().astype(np.uint8))
-        img.paste(pil, (label_width, y))
-        lines = _wrap(draw, label, font, label_width - 12)
-        lh = 18
-        ty = y + (a.shape[1] - lh * len(lines)) // 2
-        for ln in lines:
-            draw.text((6, ty), ln, fill="black", font=font)
-            ty += lh
-        y += a.shape[1]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
-    return path
-
-
-def _wrap(draw, text: str, font, width: int) -> list[str]:
-    words, lines, cur = text.split(), [], ""
-    for wd in words:
-        trial = f"{cur} {wd}".strip()
-        if cur and _text_size(draw, trial, font)[0] > width:
-            lines.append(cur)
-            cur = wd
-        else:
-            cur = trial
-    if cur:
-        lines.append(cur)
-    return lines or [""]
 
 
 # ---------------------------------------------------------------------------------- the run

@@ -21,6 +21,7 @@ from .memorisation import (
     memorisation,
     near_copy_threshold,
     nearest,
+    nearest_k,
     provenance_statistics,
 )
 from .precision_recall import PrecisionRecall, precision_recall
@@ -46,6 +47,7 @@ __all__ = [
     "memorisation",
     "near_copy_threshold",
     "nearest",
+    "nearest_k",
     "precision_recall",
     "provenance_statistics",
 ]

@@ -17,6 +17,12 @@ a threshold calibrated on the held-out faces:
   than *any* held-out face is to the training set); fresh faces score about 1 / (m + 1) for m
   held-out faces.
 
+**Nearest training faces.** Each generated face keeps its ``k`` (3) nearest training faces and
+their distances (``to_train_k``, ``to_train_k_index``, nearest first): what the memorisation
+figure (``lrgmm.evaluation.memorisation_figure``) shows beside the face, the usual way of
+showing copying (e.g. Carlini et al., "Extracting training data from diffusion models", USENIX
+Security 2023, fig. 1; Somepalli et al., CVPR 2023). The nearest one is ``to_train``.
+
 ``median_ratio`` = median generated-to-training distance / median held-out-to-training distance:
 about 1 or above when generated faces are no closer to the training set than new photos are,
 below 1 when they sit on the training faces.
@@ -27,6 +33,7 @@ were copied from, and the largest share of the face that one training image prov
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,14 +41,17 @@ import torch
 
 from ..provenance import provenance_shares
 
-__all__ = ["MemorisationStats", "memorisation", "near_copy_threshold", "nearest", "provenance_statistics"]
+__all__ = [
+    "MemorisationStats", "memorisation", "near_copy_threshold", "nearest", "nearest_k", "provenance_statistics",
+]
 
 DEFAULT_QUANTILE = 0.05
+NEAREST_K = 3  # training neighbours kept per generated face (the memorisation figure shows 3)
 
 
 def _flat(x) -> torch.Tensor:
     t = torch.as_tensor(np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float64))
-    return t.reshape(t.shape[0], -1)
+    return t.reshape(t.shape[0], math.prod(t.shape[1:]))  # (not -1: a set may be empty)
 
 
 def nearest(query, reference, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
@@ -60,6 +70,30 @@ def nearest(query, reference, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray
         idx.append(j)
     if not dists:
         return np.zeros(0), np.zeros(0, dtype=np.int64)
+    return torch.cat(dists).numpy(), torch.cat(idx).numpy()
+
+
+def nearest_k(query, reference, k: int = NEAREST_K, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """For each row of ``query`` (n, ...), the Euclidean distances to its ``k`` nearest rows of
+    ``reference`` (m, ...) and their indices, nearest first: (n, min(k, m)) float64 and int64.
+    Same distances as ``nearest`` (float64, direct differences, not the |a|^2 + |b|^2 - 2ab
+    expansion, which loses digits for near copies); row chunks bound the memory."""
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    q, r = _flat(query), _flat(reference)
+    if q.shape[1] != r.shape[1]:
+        raise ValueError(f"feature sizes differ: {q.shape[1]} and {r.shape[1]}")
+    if r.shape[0] == 0:
+        raise ValueError("the reference set is empty")
+    k = min(int(k), r.shape[0])
+    dists, idx = [], []
+    for i in range(0, q.shape[0], chunk):
+        d = torch.cdist(q[i : i + chunk], r, compute_mode="donot_use_mm_for_euclid_dist")
+        v, j = torch.topk(d, k, dim=1, largest=False, sorted=True)
+        dists.append(v)
+        idx.append(j)
+    if not dists:
+        return np.zeros((0, k)), np.zeros((0, k), dtype=np.int64)
     return torch.cat(dists).numpy(), torch.cat(idx).numpy()
 
 
@@ -94,6 +128,8 @@ class MemorisationStats:
     heldout_to_train: per held-out face, distance to its nearest training face (calibration).
     quantile, threshold, near_copy_share: the calibrated detector (see the module docstring).
     strict_threshold, near_copy_share_strict: the same with the held-out minimum.
+    to_train_k, to_train_k_index: per generated face, the distances to / indices of its ``k``
+    nearest training faces, nearest first ((n, k); column 0 is ``to_train`` / ``to_train_index``).
     """
 
     space: str
@@ -107,6 +143,8 @@ class MemorisationStats:
     strict_threshold: float
     near_copy_share_strict: float
     near_copies: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, dtype=bool))
+    to_train_k: np.ndarray | None = field(repr=False, default=None)
+    to_train_k_index: np.ndarray | None = field(repr=False, default=None)
 
     @property
     def median_ratio(self) -> float:
@@ -130,10 +168,19 @@ class MemorisationStats:
         }
 
 
-def memorisation(generated, train, heldout, quantile: float = DEFAULT_QUANTILE, space: str = "features") -> MemorisationStats:
+def memorisation(generated, train, heldout, quantile: float = DEFAULT_QUANTILE, space: str = "features",
+                 nearest_train: tuple[np.ndarray, np.ndarray] | None = None) -> MemorisationStats:
     """Nearest-training and nearest-held-out distances of ``generated`` faces and the near-copy
-    shares, every set given as (n, ...) features (flattened)."""
-    to_train, idx = nearest(generated, train)
+    shares, every set given as (n, ...) features (flattened). ``nearest_train``: the
+    generated faces' ``nearest_k(generated, train)`` when already computed (the evaluation
+    computes it chunk by chunk as faces are generated), so it is not computed twice."""
+    if nearest_train is None:
+        nearest_train = nearest_k(generated, train)
+    dk, jk = (np.asarray(a) for a in nearest_train)
+    n = _flat(generated).shape[0]
+    if dk.ndim != 2 or dk.shape != jk.shape or dk.shape[0] != n:
+        raise ValueError(f"nearest_train must be two (n, k) arrays for the {n} generated faces, got {dk.shape} and {jk.shape}")
+    to_train, idx = dk[:, 0].copy(), jk[:, 0].copy()
     to_heldout, _ = nearest(generated, heldout)
     h2t, _ = nearest(heldout, train)
     thr = near_copy_threshold(h2t, quantile)
@@ -151,6 +198,8 @@ def memorisation(generated, train, heldout, quantile: float = DEFAULT_QUANTILE, 
         strict_threshold=strict,
         near_copy_share_strict=float((to_train < strict).mean()) if to_train.size else 0.0,
         near_copies=flags,
+        to_train_k=dk,
+        to_train_k_index=jk,
     )
 
 

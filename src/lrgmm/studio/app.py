@@ -442,6 +442,13 @@ def create_app(studio: Studio | None = None, *, allowed_hosts: Iterable[str] = (
     async def provenance_png(grid_id: str, index: int):
         return _png(studio.provenance_png(grid_id, index))
 
+    @app.get("/api/grids/{grid_id}/faces/{index}/nearest",
+             summary="The face's 3 nearest training faces in Inception space (202 with progress while the "
+                     "model's training features are computed, once per model)")
+    async def nearest(grid_id: str, index: int):
+        status, body = await studio.nearest(grid_id, index)
+        return JSONResponse(body, status_code=status, headers=_NO_STORE)
+
     # ------------------------------------------------ edit / complete (optional)
     @app.post("/api/edit", summary="Edit one face along an attribute (when lrgmm.editing is installed)")
     async def edit(req: EditRequest):

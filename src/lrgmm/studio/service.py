@@ -12,6 +12,13 @@ training files recorded in a loaded model, addressed by index. No request can na
 nothing sent back names one either: provenance and job reports name files relative to their data
 folder (``utkface/images/x.jpg``) or by file name (``Studio.display_name``, ``Studio.public``).
 
+Nearest training faces: for a clicked face, its 3 nearest training faces in Inception space
+(``Studio.nearest``), measured against the model's training faces as decoded training
+reconstructions, as ``lrgmm eval`` does. Their features are computed once per model, lazily on the
+first request, in the fit pool (about 0.1 s per training face on 2 cores), and kept in the feature
+cache on disk (``lrgmm.metrics.features``, the same entry ``lrgmm eval`` uses); until then the
+endpoint answers 202 with the progress.
+
 Clients' values are quoted in messages by ``quote``: at most a short prefix, so that a huge bad
 value is not echoed back whole.
 
@@ -86,6 +93,12 @@ class NotAvailableError(StudioError):
     status = 501
 
 
+class FailedError(StudioError):
+    """Work of the server's own that failed (not the request's fault)."""
+
+    status = 500
+
+
 # --------------------------------------------------------------------------------------------
 # Messages
 
@@ -134,6 +147,8 @@ class Limits:
     max_queue: int = 64  # tasks waiting per pool before new work is refused (503)
     max_jobs: int = 32  # finished fit jobs remembered
     thumbnail_cache: int = 256
+    max_neighbour_models: int = 4  # models whose training faces' Inception features are kept in memory
+    neighbour_chunk: int = 32  # training faces decoded and measured per step (the progress granularity)
 
 
 # --------------------------------------------------------------------------------------------
@@ -242,6 +257,7 @@ class Grid:
     images: list
     ready: list  # asyncio.Event per face
     labels: list[str] | None = None  # per-face caption (e.g. the edit's alpha)
+    features: dict = field(default_factory=dict)  # face index -> its Inception features (nearest faces)
     error: str | None = None
     cancelled: bool = False
     decoded: int = 0
@@ -301,6 +317,32 @@ class GridCache:
     def n_faces(self) -> int:
         with self._lock:
             return sum(g.n for g in self._grids.values())
+
+
+# --------------------------------------------------------------------------------------------
+# Nearest training faces
+
+
+@dataclass
+class NeighbourIndex:
+    """Inception features of one model's training faces (decoded training reconstructions),
+    computed once in the fit pool: ``state`` computing (``done`` of ``total``), ready
+    (``features`` (N, 2048); ``typical``: median distance from a training face to its nearest
+    other training face, on up to 256 of them) or error (``error``, ``status``)."""
+
+    model_id: str
+    state: str = "computing"
+    done: int = 0
+    total: int = 0
+    features: np.ndarray | None = None
+    typical: float | None = None
+    error: str | None = None
+    status: int = 500
+    seconds: float | None = None
+
+
+class _Stopped(Exception):
+    """The studio closed while a computation ran."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -461,6 +503,9 @@ class Studio:
         self._lock = threading.Lock()
         self._thumbs: OrderedDict[tuple, bytes] = OrderedDict()
         self._edits: OrderedDict[tuple, object] = OrderedDict()
+        self._neighbours: OrderedDict[str, NeighbourIndex] = OrderedDict()
+        self._extractor = None
+        self._closed = False
         self._tmp = Path(tempfile.mkdtemp(prefix="lrgmm-studio-"))
         try:  # a bad --data folder or model file must not leave the temporary folder behind
             self.data_roots = [Path(d).resolve() for d in data]
@@ -499,6 +544,7 @@ class Studio:
 
     def close(self) -> None:
         """Stop the pools and remove the temporary folder (uploads); safe to call twice."""
+        self._closed = True  # a running feature computation stops at its next chunk
         for pool in (self.sample_pool, self.decode_pool, self.fit_pool):
             pool.shutdown()
         shutil.rmtree(self._tmp, ignore_errors=True)
@@ -907,6 +953,112 @@ class Studio:
         buf = io.BytesIO()
         Image.fromarray(np.dstack([rgb, alpha]), "RGBA").save(buf, format="PNG")
         return buf.getvalue()
+
+    # ------------------------------------------------- nearest training faces
+    def _inception(self):
+        """The Inception extractor (loaded once, on first use), with the on-disk feature cache."""
+        from ..metrics.features import InceptionExtractor, MissingExtractorError
+
+        with self._lock:
+            if self._extractor is None:
+                try:
+                    self._extractor = InceptionExtractor(cache=True, progress=False)
+                except MissingExtractorError as exc:
+                    raise NotAvailableError(f"nearest training faces need the Inception network: {exc}") from None
+            return self._extractor
+
+    def neighbour_index(self, model_id: str) -> NeighbourIndex:
+        """The model's ``NeighbourIndex``, its computation queued in the fit pool on first request.
+        At most ``max_neighbour_models`` are kept (least recently used finished ones dropped);
+        a failed one is forgotten once reported, so the next request tries again."""
+        entry = self.model(model_id)
+        with self._lock:
+            ni = self._neighbours.get(model_id)
+            if ni is not None:
+                self._neighbours.move_to_end(model_id)
+                return ni
+            ni = NeighbourIndex(model_id, total=int(entry.pipeline.model_.codes_.shape[0]))
+            self.fit_pool.submit(self._compute_neighbours, entry, ni)  # BusyError: nothing registered
+            self._neighbours[model_id] = ni
+            done = [k for k, v in self._neighbours.items() if v.state != "computing" and k != model_id]
+            while len(self._neighbours) > self.limits.max_neighbour_models and done:
+                del self._neighbours[done.pop(0)]
+            return ni
+
+    def _compute_neighbours(self, entry: ModelEntry, ni: NeighbourIndex) -> None:
+        from ..evaluation import reconstruction_features
+        from ..metrics.memorisation import nearest_k
+
+        start = time.perf_counter()
+        pipe = entry.pipeline
+
+        def progress(done: int, total: int) -> None:
+            if self._closed:
+                raise _Stopped()
+            ni.done, ni.total = done, total
+
+        try:
+            ex = self._inception()
+            feats = reconstruction_features(pipe, pipe.model_.codes_, ex, "Inception features (studio)",
+                                            chunk=self.limits.neighbour_chunk, on_chunk=progress)
+            n = feats.shape[0]
+            if n >= 2:  # the scale of a distance: how far training faces are from each other
+                pick = np.random.default_rng(0).choice(n, size=min(256, n), replace=False)
+                d, _ = nearest_k(feats[pick], feats, k=2)
+                ni.typical = float(np.median(d[:, 1]))
+            ni.features, ni.done, ni.state = feats, n, "ready"
+        except StudioError as exc:
+            ni.error, ni.status, ni.state = str(exc), exc.status, "error"
+        except _Stopped:
+            ni.error, ni.state = "the studio stopped", "error"
+        except Exception as exc:  # noqa: BLE001  (reported to the page; the server goes on)
+            ni.error, ni.state = self.public(f"computing the training faces' features failed: {type(exc).__name__}: {exc}"), "error"
+        finally:
+            ni.seconds = round(time.perf_counter() - start, 3)
+
+    async def nearest(self, grid_id: str, index: int) -> tuple[int, dict]:
+        """(HTTP status, body): 200 with face ``index``'s 3 nearest training faces in Inception
+        space, nearest first, or 202 with the progress while the model's training features are
+        computed (the page polls)."""
+        grid = self.grids.get(grid_id)
+        if not 0 <= index < grid.n:
+            raise NotFoundError(f"face {index} out of range: grid {grid_id} has {grid.n} faces (0..{grid.n - 1})")
+        entry = self.model(grid.model_id)
+        ni = self.neighbour_index(entry.id)
+        if ni.state == "computing":
+            return 202, {"state": "computing", "grid": grid_id, "face": index, "model": entry.id,
+                         "done": ni.done, "total": ni.total,
+                         "message": f"computing the Inception features of the model's {ni.total} training faces "
+                                    "(once per model, kept on disk)"}
+        if ni.state == "error":
+            with self._lock:
+                if self._neighbours.get(entry.id) is ni:
+                    del self._neighbours[entry.id]
+            raise (NotAvailableError if ni.status == 501 else FailedError)(ni.error)
+        feats = grid.features.get(index)
+        if feats is None:
+            face = await self.face_array(grid_id, index)
+            x = torch.from_numpy(np.ascontiguousarray(face.transpose(2, 0, 1)))[None]
+            feats = await self.decode_pool.run(lambda: self._inception().features(x, cache=False))
+            grid.features[index] = feats
+        from ..metrics.memorisation import nearest_k
+
+        dist, idx = nearest_k(feats, ni.features, k=3)
+        shares = {}
+        if grid.provenance is not None:
+            shares = {i: s for i, s in provenance_shares(grid.provenance[index]) if i >= 0}
+        files = entry.pipeline.training_files_
+        return 200, {
+            "state": "ready", "grid": grid_id, "face": index, "model": entry.id, "space": "inception",
+            "training_faces": "decoded training reconstructions (what the distances compare; thumbnails show the photos)",
+            "typical_distance": ni.typical,
+            "nearest": [
+                {"rank": r, "index": int(j), "file": self.display_name(files[j]), "name": Path(files[j]).name,
+                 "distance": round(float(d), 4), "share": round(shares[int(j)], 6) if int(j) in shares else None,
+                 "thumbnail": f"/api/models/{entry.id}/training/{int(j)}.png"}
+                for r, (j, d) in enumerate(zip(idx[0], dist[0]))
+            ],
+        }
 
     # ------------------------------------------------- edit / complete (contract)
     async def edit(self, grid_id: str, index: int, attribute: str, alphas: list[float], nn: bool = True,

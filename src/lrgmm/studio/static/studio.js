@@ -216,6 +216,7 @@ async function openFace(grid, index) {
   const provBase = `/api/grids/${grid.id}/faces/${index}/provenance`;
   const list = $("sources");
   list.innerHTML = "";
+  showNearest(grid, index);  // in parallel with the provenance
   if (!grid.has_provenance) {
     $("large-prov").hidden = true; $("download-prov").hidden = true;
     $("sources-summary").textContent = "(no provenance: the NN step was off)";
@@ -241,6 +242,45 @@ async function openFace(grid, index) {
     const bar = document.createElement("div"); bar.className = "bar"; bar.style.width = `${100 * s.share / prov.largest_share}%`;
     name.appendChild(bar);
     list.appendChild(li);
+  }
+}
+
+// The face's nearest training faces in Inception space. The first request for a model starts
+// computing its training faces' features (202 with progress): poll until they are ready.
+async function showNearest(grid, index) {
+  const list = $("nearest"), summary = $("nearest-summary");
+  const current = () => S.face && S.face.grid === grid && S.face.index === index;
+  list.innerHTML = ""; summary.textContent = ""; summary.title = "";
+  for (;;) {
+    let r;
+    try { r = await api(`/api/grids/${grid.id}/faces/${index}/nearest`); } catch (e) {
+      if (current()) summary.textContent = `(unavailable: ${e.message})`;
+      return;
+    }
+    if (!current()) return;
+    if (r.state !== "ready") {
+      summary.textContent = `computing… ${r.done}/${r.total} training faces (once per model)`;
+      summary.title = r.message;
+      await sleep(1000);
+      if (!current()) return;
+      continue;
+    }
+    summary.textContent = "(Inception space" + (r.typical_distance !== null
+      ? `; training faces are typically ${r.typical_distance.toFixed(2)} from their nearest other)` : ")");
+    summary.title = r.training_faces;
+    for (const s of r.nearest) {
+      const li = document.createElement("li");
+      li.dataset.index = s.index;
+      li.innerHTML = `<span class="swatch"></span><img loading="lazy" alt=""><div class="src-name"></div>`;
+      if (s.share !== null) li.querySelector(".swatch").style.background = indexColor(s.index);
+      li.querySelector("img").src = s.thumbnail;
+      const name = li.querySelector(".src-name");
+      name.textContent = `#${s.index} ${s.name} — d ${s.distance.toFixed(2)}`
+        + (s.share !== null ? ` (gave ${(100 * s.share).toFixed(1)}% of this face)` : "");
+      name.title = s.file;
+      list.appendChild(li);
+    }
+    return;
   }
 }
 
