@@ -124,8 +124,8 @@ def stage_old(files, limit):
 
     CoupledRankMixture = _previous_mixture_class()
     y = _latents(files)
-    codes = PixelPCA(n_channels=16).fit(y).transform(y).reshape(len(files), -1)
-    k = default_n_components(len(files))
+    codes = PixelPCA(n_channels=16).fit(y).transform(y).reshape(y.shape[0], -1)  # duplicates are encoded once
+    k = default_n_components(y.shape[0])
 
     mix, seconds = _within(limit, lambda: CoupledRankMixture(n_components=k).fit(codes))
     if mix is None:
@@ -141,8 +141,8 @@ def stage_sklearn(files, limit):
     from lrgmm.projector import PixelPCA
 
     y = _latents(files)
-    codes = PixelPCA(n_channels=16).fit(y).transform(y).reshape(len(files), -1).numpy()
-    k = default_n_components(len(files))
+    codes = PixelPCA(n_channels=16).fit(y).transform(y).reshape(y.shape[0], -1).numpy()
+    k = default_n_components(y.shape[0])
 
     g, seconds = _within(limit, lambda: GaussianMixture(k, covariance_type="full", reg_covar=1e-3, random_state=0).fit(codes))
     if g is None:
