@@ -99,15 +99,14 @@ def main(argv=None) -> int:
 
     configs = [(f"N={args.small_n}", small_split, {}, True), ("whole split", whole_split, {}, True)]
     if not args.quick:
-        configs += [("whole split, K=32", whole_split, {"n_components": 32}, False),
-                    ("whole split, K=128", whole_split, {"n_components": 128}, False)]
+        configs += [(f"whole split, K={k}", whole_split, {"n_components": k}, False) for k in (16, 32, 128)]
     if args.only:
         configs = [c for c in configs if c[0] in args.only]
 
     rows, pictures = dict(done), []
     for name, get_encoded, params, is_default in configs:
         enc = get_encoded()
-        seeds = args.seeds if is_default else args.seeds[:1]
+        seeds = args.seeds
         key_base = f"{name}|{json.dumps(params, sort_keys=True)}|n={args.n_faces}|ref={len(ref)}"
         t = time.perf_counter()
         pipe = FacePipeline(progress=True, **params).fit(enc)

