@@ -38,11 +38,12 @@ def patch_distances(model, pre, provenance) -> torch.Tensor:
         rows = (pre.components == k).nonzero().squeeze(1)
         members = (model.labels_ == k).nonzero().squeeze(1)
         local = torch.searchsorted(members, provenance[rows].reshape(len(rows), -1)).reshape(len(rows), h, w)
-        mem_t = nnp._memory_t(model.codes_[members])
+        mem_t, box_t = nnp._memory_t(model.codes_[members], box_sq[members])
         for s in range(0, len(rows), 64):
             z = pre.codes[rows[s : s + 64]]
-            d = nnp._distance_block(z, mem_t, box_sq[members], model.patch_size)
-            d = d.gather(1, local[s : s + 64].unsqueeze(1)).squeeze(1) + nnp.box_sum((z * z).sum(1), model.patch_size)
+            d = nnp._distance_block(z, mem_t, box_t, model.patch_size)  # (h, w, b, m)
+            d = d.gather(3, local[s : s + 64].permute(1, 2, 0).unsqueeze(3)).squeeze(3).permute(2, 0, 1)
+            d = d + nnp.box_sum((z * z).sum(1), model.patch_size)
             out[rows[s : s + 64]] = d.double()
     return out
 

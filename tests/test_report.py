@@ -33,7 +33,8 @@ def test_report_end_to_end(faces64_dir, faces64_encoded, lrgmm_cache, inception_
         assert f"| {cls.label} |" in md
     assert "re-implementation" in md and "no VGG16" in md and "biased upwards at small n" in md
     for section in ("Table 1 analogue", "Provenance maps", "Decoded centroids", "lambda sweep", "q sweep", "K sweep",
-                    "omega sweep", "NN-iteration sweep", "FID against N", "Defaults the sweeps support"):
+                    "omega sweep", "NN-iteration sweep", "FID against N", "Defaults the sweeps support",
+                    "Privacy: the copy budget and copying"):
         assert section in md, section
 
     data = json.loads((out / "reproduction.json").read_text())
@@ -46,13 +47,25 @@ def test_report_end_to_end(faces64_dir, faces64_encoded, lrgmm_cache, inception_
         assert math.isfinite(r["fid"]) and 0 <= r["precision"] <= 1 and 0 <= r["recall"] <= 1
         if r["method"] != "real-photos":
             assert r["n"] == 8 and r["N"] == 16 and r["near_copy_inception"] is not None
+    priv = data["results"]["privacy"]
+    seeds = SCALES["test"].noise_seeds
+    assert [r["setting"] for r in priv["rows"]] == (["max_share = 1"] * seeds + ["max_share = 0.5"] * seeds
+                                                    + ["LatentPatch-style"] * seeds)
+    cap = math.floor(0.5 * 16 * 16)
+    for r in priv["rows"]:
+        assert r["n"] == SCALES["test"].n_privacy and math.isfinite(r["fid"]) and r["authenticity"] is not None
+        if r["max_share"] == 0.5:
+            assert r["largest_share_max"] <= cap / 256  # the budget holds on every measured face
+    assert [a["setting"] for a in priv["summary"]] == ["max_share = 1", "max_share = 0.5", "LatentPatch-style"]
+    assert "| C_T | authentic |" in md
     sweeps = data["results"]["sweeps"]
     assert [r["value"] for r in sweeps["q"]] == [8] and 0 < sweeps["q"][0]["psnr"] < sweeps["q"][0]["psnr_autoencoder"]
     assert {(r["value"], r["nn"]) for r in sweeps["lambda"]} == {(0.06, True), (0.06, False)}
 
     figures = sorted(p.name for p in (out / "figures").iterdir())
     for name in ("samples_all.png", "provenance.png", "centroids.png", "lambda_samples.png", "lambda_curve.png",
-                 "q_curve.png", "K_curve.png", "omega_curve.png", "nn_iterations_curve.png", "fid_vs_n.png"):
+                 "q_curve.png", "K_curve.png", "omega_curve.png", "nn_iterations_curve.png", "fid_vs_n.png",
+                 "memorisation_LR-GMM-NN_inception.png", "memorisation_LatentPatch-style_re-implementation_inception.png"):
         assert name in figures
         assert f"figures/{name}" in md
     for name in figures:

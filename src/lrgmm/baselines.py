@@ -402,8 +402,9 @@ class FullGMM(BaselineGenerator):
 class LRGMMNNGenerator(BaselineGenerator):
     """LR-GMM-NN (paper section 3, table 1): the pipeline's own model, with the NN step.
 
-    temperature, nn_iterations, patch_size: sampling-time overrides (``LRGMM.sample``).
-    The fit time is the pipeline's (projector + mixture)."""
+    temperature, nn_iterations, patch_size, max_share: sampling-time overrides (``LRGMM.sample``;
+    max_share = 1 turns a model's copy budget off). The fit time is the pipeline's (projector +
+    mixture)."""
 
     name = "lrgmm-nn"
     label = "LR-GMM-NN"
@@ -412,11 +413,12 @@ class LRGMMNNGenerator(BaselineGenerator):
     nn = True
 
     def __init__(self, pipeline, *, temperature: float | None = None, nn_iterations: int | None = None,
-                 patch_size: int | None = None, random_state: int | None = None):
+                 patch_size: int | None = None, max_share: float | None = None, random_state: int | None = None):
         super().__init__(pipeline, random_state=random_state)
         self.temperature = temperature
         self.nn_iterations = nn_iterations
         self.patch_size = patch_size
+        self.max_share = max_share
 
     def params(self):
         m = self.pipeline.model_
@@ -424,6 +426,7 @@ class LRGMMNNGenerator(BaselineGenerator):
         if self.nn:
             out["nn_iterations"] = m.nn_iterations if self.nn_iterations is None else self.nn_iterations
             out["patch_size"] = m.patch_size if self.patch_size is None else self.patch_size
+            out["max_share"] = m.max_share if self.max_share is None else self.max_share
         return out
 
     def fit(self):
@@ -434,7 +437,8 @@ class LRGMMNNGenerator(BaselineGenerator):
         self._check_fitted()
         s = seed if seed is not None else self.random_state  # None: the model's random_state
         return self.pipeline.model_.sample(n, s, nn=self.nn, temperature=self.temperature,
-                                           nn_iterations=self.nn_iterations, patch_size=self.patch_size)
+                                           nn_iterations=self.nn_iterations, patch_size=self.patch_size,
+                                           max_share=self.max_share if self.nn else None)
 
 
 class LRGMMGenerator(LRGMMNNGenerator):

@@ -51,7 +51,7 @@ from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
 from .baselines import BASELINES, BaselineGenerator, LRGMMNNGenerator, make_generator
-from .evaluation import EvalResult, EvalWarning, Evaluator
+from .evaluation import EvalResult, EvalWarning, Evaluator, memorisation_figure
 from .figures import font as _font
 from .figures import labelled_rows
 from .figures import text_size as _text_size
@@ -102,19 +102,23 @@ class Scale:
     # Above this N, near copies are measured in latent-code space only: the Inception-space test
     # decodes every training code and takes its Inception features (~45 min for 19k on 2 cores).
     inception_memorisation_max_n: int | None = None
+    # The privacy section, at ``sweep_n``: LR-GMM-NN under each copy budget (1.0: off) and the
+    # LatentPatch-style baseline, ``n_privacy`` faces per seed, ``noise_seeds`` seeds each.
+    budgets: tuple = ()
+    n_privacy: int = 0
 
 
 SCALES: dict[str, Scale] = {
     "test": Scale(
         name="test", heldout_reserve=24, n_heldout=16, train_sizes=(16,), n_table=8, n_sweep=8, sweep_n=16,
         lambdas=(0.06,), qs=(8,), ks=(2,), omegas=(3,), nn_iterations=(2,), fid_vs_n_extra=(24,),
-        n_grid=4, n_timing=8, n_psnr=4, noise_seeds=2, expected="about a minute",
+        n_grid=4, n_timing=8, n_psnr=4, noise_seeds=2, budgets=(1.0, 0.5), n_privacy=8, expected="about a minute",
     ),
     "quick": Scale(
-        name="quick", heldout_reserve=3000, n_heldout=400, train_sizes=(32, 256, 1024, None), n_table=100,
+        name="quick", heldout_reserve=3000, n_heldout=2000, train_sizes=(32, 256, 1024, None), n_table=100,
         n_sweep=100, sweep_n=1024, lambdas=(0.02, 0.06, 0.12, 0.25), qs=(4, 8, 16, 32), ks=(1, 4, 8, 16),
         omegas=(1, 3, 5, 7), nn_iterations=(1, 2, 3), fid_vs_n_extra=(128, 512), n_grid=16, n_timing=256, n_psnr=64,
-        inception_memorisation_max_n=2048,
+        inception_memorisation_max_n=2048, budgets=(1.0, 0.5, 0.25, 0.15), n_privacy=1000,
         expected=("about 50 minutes on 2 CPU cores the first time, 17 of which encode the 19,187 training photos "
                   "of the whole-split row (cached for later runs); the ex-post GMM on 19k codes needs ~11 GB"),
     ),
@@ -122,7 +126,7 @@ SCALES: dict[str, Scale] = {
         name="full", heldout_reserve=3000, n_heldout=2000, train_sizes=(32, 1024, None), n_table=500, n_sweep=300,
         sweep_n=1024, lambdas=(0.01, 0.03, 0.06, 0.12, 0.25, 0.5), qs=(4, 8, 12, 16, 24, 32), ks=(1, 2, 4, 8, 16, 32),
         omegas=(1, 3, 5, 7, 9), nn_iterations=(1, 2, 3, 4), fid_vs_n_extra=(128, 256, 512, 2048, 4096, 8192),
-        n_grid=16, n_timing=256, n_psnr=128,
+        n_grid=16, n_timing=256, n_psnr=128, budgets=(1.0, 0.5, 0.25, 0.15), n_privacy=1000,
         expected=("about 2.5 hours on 2 CPU cores the first time, an hour of which encodes the 19,187 training "
                   "photos (~17 min) and takes the Inception features of their reconstructions for the near-copy "
                   "test (~45 min); both are cached, and a second run takes about 45 minutes"),
@@ -277,6 +281,7 @@ def _row(res: EvalResult, method: str, label: str, n_train: int, fit_s: float | 
     mem_i = res.memorisation.get("inception")
     mem_c = res.memorisation.get("latent_codes")
     prov = res.provenance or {}
+    cop = res.copying.get("inception") or res.copying.get("latent_codes")
     return {
         "method": method,
         "label": label,
@@ -297,6 +302,11 @@ def _row(res: EvalResult, method: str, label: str, n_train: int, fit_s: float | 
         "distinct_sources_median": prov.get("distinct_training_images", {}).get("median"),
         "largest_share_median": prov.get("largest_share", {}).get("median"),
         "largest_share_p95": prov.get("largest_share", {}).get("p95"),
+        "largest_share_max": prov.get("largest_share", {}).get("max"),
+        "c_t": cop.c_t if cop else None,
+        "authenticity": cop.authenticity if cop else None,
+        "authenticity_heldout": cop.authenticity_heldout if cop else None,
+        "copying_space": cop.space if cop else None,
         "whole_face_copies": prov.get("whole_face_copies"),
         "fit_s": fit_s,
         "sample_ms": sample_ms,
@@ -588,6 +598,41 @@ class ReportRun:
         c.results["sweeps"] = out
         c.results["sweep_n"] = n_used
 
+    def privacy(self) -> None:
+        """The copy budget's cost and the copying baseline at the sweeps' N: LR-GMM-NN at every
+        budget of ``scale.budgets`` (1.0: off) and the LatentPatch-style baseline, ``n_privacy``
+        faces per seed and ``noise_seeds`` seeds each; memorisation figures of both generators."""
+        c, s = self.c, self.c.scale
+        if not s.budgets or not s.n_privacy or not hasattr(self, "sweep_ev"):
+            return
+        t0 = time.perf_counter()
+        ev, base = self.sweep_ev, self.sweep_pipe
+        n_used = int(base.model_.codes_.shape[0])
+        seeds = [EVAL_SEED + i for i in range(max(1, s.noise_seeds))]
+        settings = [(f"max_share = {b:g}", LRGMMNNGenerator(base, max_share=b).fit(), b) for b in s.budgets]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            settings.append(("LatentPatch-style", make_generator("latentpatch", base), None))
+        rows = []
+        bar = tqdm(total=len(settings) * len(seeds), desc="privacy", unit="run", disable=not c.progress)
+        for setting, gen, budget in settings:
+            gen.sample(min(16, s.n_timing), seed=EVAL_SEED + 999)  # warm-up
+            t = time.perf_counter()
+            gen.sample(s.n_timing, seed=EVAL_SEED + 1000)
+            sample_ms = 1e3 * (time.perf_counter() - t) / s.n_timing
+            for seed in seeds:
+                res = ev.evaluate(gen, s.n_privacy, seed=seed, name=gen.label)
+                row = _row(res, gen.name, gen.label, n_used, getattr(gen, "fit_seconds_", None), sample_ms)
+                row.update(setting=setting, max_share=budget)
+                rows.append(row)
+                if seed == seeds[0] and (budget in (None, 1.0)) and res.closest is not None:
+                    png, _ = memorisation_figure(res, base, self.fig_dir)
+                    c.figures.setdefault("memorisation", {})[gen.label] = png.name
+                bar.update(1)
+        bar.close()
+        c.results["privacy"] = {"N": n_used, "n": s.n_privacy, "seeds": seeds, "rows": rows}
+        c.stage_seconds["privacy: copy budgets and copying"] = time.perf_counter() - t0
+
     def fid_vs_n(self) -> None:
         c, s = self.c, self.c.scale
         t0 = time.perf_counter()
@@ -796,18 +841,19 @@ def _sweep_verdict(rows, default, name, noise: dict | None = None) -> tuple[str,
 
 def _table_md(rows: list[dict]) -> list[str]:
     head = ("| method | FID | KID x 10³ | precision | recall | near copies (Inception) | near copies (codes) | "
-            "sources per face (median) | largest source share (median) | fit (s) | sampling (ms/face) |")
-    lines = [head, "|" + "---|" * 11]
+            "C_T | authentic | sources per face (median) | largest source share (median) | fit (s) | sampling (ms/face) |")
+    lines = [head, "|" + "---|" * 13]
     for r in rows:
         if r["method"] == "real-photos":
             lines.append(f"| *{r['label']}, n = {r['n']}* | *{_f(r['fid'])}* | *{_f(1e3 * r['kid'], '{:.2f}')} ± "
                          f"{_f(1e3 * r['kid_std'], '{:.2f}')}* | *{_f(r['precision'], '{:.2f}')}* | "
-                         f"*{_f(r['recall'], '{:.2f}')}* | | | | | | |")
+                         f"*{_f(r['recall'], '{:.2f}')}* | | | | | | | | |")
             continue
         lines.append(
             f"| {r['label']} | {_f(r['fid'])} | {_f(1e3 * r['kid'], '{:.2f}')} ± {_f(1e3 * r['kid_std'], '{:.2f}')} | "
             f"{_f(r['precision'], '{:.2f}')} | {_f(r['recall'], '{:.2f}')} | {_pct(r['near_copy_inception'])} | "
-            f"{_pct(r['near_copy_codes'])} | {_f(r['distinct_sources_median'], '{:.0f}')} | "
+            f"{_pct(r['near_copy_codes'])} | {_f(r.get('c_t'), '{:.1f}')} | {_pct(r.get('authenticity'))} | "
+            f"{_f(r['distinct_sources_median'], '{:.0f}')} | "
             f"{_pct(r['largest_share_median'])} | {_f(r['fit_s'], '{:.2f}')} | {_f(r['sample_ms'], '{:.2f}')} |"
         )
     return lines
@@ -873,6 +919,107 @@ def _per_face(c: _Context, what: str) -> str:
     return f"{np.median(v):.0f} ms/face" if v else "cached in this run"
 
 
+def _mean_sd(vals: list) -> tuple[float | None, float | None]:
+    v = [x for x in vals if x is not None and math.isfinite(x)]
+    if not v:
+        return None, None
+    return float(np.mean(v)), (float(np.std(v, ddof=1)) if len(v) > 1 else None)
+
+
+def _privacy_summary(rows: list[dict]) -> list[dict]:
+    """Per setting of the privacy stage: means and seed sds of its rows, in first-seen order."""
+    out = []
+    for setting in dict.fromkeys(r["setting"] for r in rows):
+        sel = [r for r in rows if r["setting"] == setting]
+        agg = {"setting": setting, "label": sel[0]["label"], "max_share": sel[0]["max_share"], "seeds": len(sel),
+               "sample_ms": sel[0]["sample_ms"]}
+        for key in ("fid", "kid", "precision", "recall", "near_copy_inception", "c_t", "authenticity",
+                    "largest_share_median", "largest_share_p95"):
+            agg[key], agg[key + "_sd"] = _mean_sd([r.get(key) for r in sel])
+        agg["largest_share_max"] = max((r["largest_share_max"] for r in sel if r.get("largest_share_max") is not None),
+                                       default=None)
+        out.append(agg)
+    return out
+
+
+def _gap(a: dict, b: dict, key: str) -> tuple[float, float | None]:
+    """b - a for a metric, and twice the sd of that difference of seed means (None without sds)."""
+    d = b[key] - a[key]
+    if a.get(key + "_sd") is None or b.get(key + "_sd") is None:
+        return d, None
+    return d, 2 * math.sqrt(a[key + "_sd"] ** 2 / a["seeds"] + b[key + "_sd"] ** 2 / b["seeds"])
+
+
+def _privacy_md(priv: dict, figures: dict) -> list[str]:
+    agg = _privacy_summary(priv["rows"])
+    md = [f"## Privacy: the copy budget and copying (N = {priv['N']}, {priv['n']} faces x {len(priv['seeds'])} seeds)", "",
+          "LR-GMM-NN under each copy budget `max_share` (no face takes more than that share of its latent pixels "
+          "from one training photo; 1 = off, the paper's NN step) and the LatentPatch-style baseline, on the same "
+          "reference photos. Mean ± sd over the seeds. C_T: the data-copying test of Meehan et al. (AISTATS 2020; "
+          "<< 0 copying, ~0 like new photos, >> 0 underfitting); authentic: share of faces farther from their "
+          "nearest training face than that face is from its own nearest training neighbour (Alaa et al., ICML "
+          "2022); both on Inception features of decoded faces and training reconstructions. Largest source: the "
+          "largest share of a face's latent pixels from one photo (median / p95 / max over all faces).", "",
+          "| setting | FID | KID x 10³ | precision | recall | near copies (Inception) | C_T | authentic | "
+          "largest source (median / p95 / max) | sampling (ms/face) |", "|---|---|---|---|---|---|---|---|---|---|"]
+
+    def pm(v, sd, fmt="{:.1f}", scale=1.0):
+        if v is None:
+            return "–"
+        return fmt.format(scale * v) + ("" if sd is None else " ± " + fmt.format(scale * sd))
+
+    for a in agg:
+        md.append(f"| {a['setting']} | {pm(a['fid'], a['fid_sd'])} | {pm(a['kid'], a['kid_sd'], '{:.2f}', 1e3)} | "
+                  f"{pm(a['precision'], a['precision_sd'], '{:.3f}')} | {pm(a['recall'], a['recall_sd'], '{:.3f}')} | "
+                  f"{pm(a['near_copy_inception'], a['near_copy_inception_sd'], '{:.1f}', 100)} % | "
+                  f"{pm(a['c_t'], a['c_t_sd'], '{:.1f}')} | {pm(a['authenticity'], a['authenticity_sd'], '{:.1f}', 100)} % | "
+                  f"{_pct(a['largest_share_median'])} / {_pct(a['largest_share_p95'])} / {_pct(a['largest_share_max'])} | "
+                  f"{_f(a['sample_ms'], '{:.2f}')} |")
+    off = next((a for a in agg if a["max_share"] in (None, 1.0)), None)
+    budgets = [a for a in agg if a["max_share"] not in (None, 1.0)]
+    verdict = {}
+    if off and budgets:
+        md += ["", "What each budget costs against no budget (difference of seed means; *within noise* when it is "
+                   "under twice the sd of that difference):", ""]
+        free = []
+        for a in sorted(budgets, key=lambda a: -a["max_share"]):
+            parts, ok = [], True
+            for key, name, sc, fmt in (("fid", "FID", 1, "{:+.2f}"), ("kid", "KID x 10³", 1e3, "{:+.2f}")):
+                d, tol = _gap(off, a, key)
+                within = tol is not None and d <= tol
+                ok &= within
+                parts.append(f"{name} {fmt.format(sc * d)}" + ("" if tol is None else f" (2 sd {sc * tol:.2f}: "
+                                                                                 f"{'within noise' if within else 'a cost'})"))
+            dn = 100 * (a["near_copy_inception"] - off["near_copy_inception"]) if a["near_copy_inception"] is not None \
+                and off["near_copy_inception"] is not None else None
+            md.append(f"- {a['setting']}: " + ", ".join(parts) + f"; near copies {_f(dn, '{:+.1f}')} points; largest "
+                      f"source max {_pct(a['largest_share_max'])} (off: {_pct(off['largest_share_max'])}).")
+            if ok:
+                free.append(a["max_share"])
+        verdict["budgets_within_noise"] = free
+        verdict["smallest_free_budget"] = min(free) if free else None
+        md += ["", (f"Smallest budget whose FID and KID cost is within seed noise: **{min(free):g}**." if free else
+                    "Every budget measured costs FID or KID beyond seed noise.")]
+    lp = next((a for a in agg if a["setting"] == "LatentPatch-style"), None)
+    if off and lp:
+        d, tol = _gap(lp, off, "fid")
+        dk, tolk = _gap(lp, off, "kid")
+        verdict["lrgmm_nn_minus_latentpatch_fid"] = d
+        md += ["", f"LR-GMM-NN (no budget) against the LatentPatch-style baseline at this sample size: FID {d:+.2f}"
+                   + ("" if tol is None else f" (2 sd {tol:.2f})") + f", KID x 10³ {1e3 * dk:+.2f}"
+                   + ("" if tolk is None else f" (2 sd {1e3 * tolk:.2f})") + " (negative: LR-GMM-NN better)."]
+    mem = figures.get("memorisation", {})
+    if mem:
+        md += ["", "The 16 generated faces closest to the training set (Inception features), each beside its 3 "
+                   "nearest training faces with distances; a red frame marks a near copy (closer than 95 % of held-out "
+                   "photos are). Seed " + str(priv["seeds"][0]) + ", no budget:", ""]
+        for label, name in mem.items():
+            md += [f"**{label}**", "", f"![memorisation figure, {label}](figures/{name})", ""]
+    priv["verdict"] = verdict
+    priv["summary"] = agg
+    return md + [""]
+
+
 def write_markdown(run: ReportRun, total_s: float) -> str:
     c = run.c
     s = c.scale
@@ -925,7 +1072,10 @@ def write_markdown(run: ReportRun, total_s: float) -> str:
         f"min(1000, n)); improved precision/recall (k = 3) **on Inception-v3 features, since no VGG16 weights are "
         "available**: compare them with each other, not with the paper's numbers; near copies: share of faces "
         "closer (Inception features of decoded faces / latent codes) to a training face than 95 % of held-out "
-        "photos are (fresh faces score ~5 %); provenance: training photos per face and the largest share of a "
+        "photos are (fresh faces score ~5 %); C_T (Meehan et al. 2020: << 0 copying, ~0 like new photos) and "
+        "the authentic share (Alaa et al. 2022), in Inception space where near copies are measured there, else in "
+        "latent-code space (at n = 100 C_T has few cells: read the privacy section's 1,000-face rows); "
+        "provenance: training photos per face and the largest share of a "
         "face's latent pixels that one photo provides (copying generators only). Read the Inception column for "
         "whether a picture is a copy: in latent-code space, draws that lie in the span of the training codes (LR-GMM, "
         "the ex-post densities) or are made of training pixels sit closer to the training codes than new photos do "
@@ -1065,6 +1215,8 @@ def write_markdown(run: ReportRun, total_s: float) -> str:
                 md.append(f"| {r['N']} | {r['label']} | {_f(r['fid'])} | {_f(1e3 * r['kid'], '{:.2f}')} | "
                           f"{_f(r['precision'], '{:.2f}')} | {_f(r['recall'], '{:.2f}')} |")
             md += [""]
+    if R.get("privacy"):
+        md += _privacy_md(R["privacy"], F_)
     if defaults:
         if noise and noise.get("fid_sd") is not None:
             spread = (f"The default LR-GMM-NN measured with {len(noise['seeds'])} seeds ({s.n_sweep} faces each) gives FID "
@@ -1119,7 +1271,8 @@ def run_report(scale: str | Scale = "quick", data: str | os.PathLike | None = No
     ctx = _Context(scale=sc, data=Path(data), out=out, progress=progress, command=cmd, default_data=default_data)
     run = ReportRun(ctx)
     start = time.perf_counter()
-    stages = [("data split", run.split), ("table", run.table), ("sweeps", run.sweeps), ("FID against N", run.fid_vs_n),
+    stages = [("data split", run.split), ("table", run.table), ("sweeps", run.sweeps), ("privacy", run.privacy),
+              ("FID against N", run.fid_vs_n),
               ("figures", run.figures_final)]
     with warnings.catch_warnings():
         warnings.simplefilter("once", EvalWarning)
