@@ -363,7 +363,8 @@ class LowRankGaussianMixture:
         responsibilities changed by at most ``_REUSE_RTOL`` of its mass (and whose stored
         eigenpairs cover ``keep``) keeps its fit and its density column. On the whole split ~70
         codes stay slightly soft and touch most components by ~1e-8 of their mass per iteration;
-        exact comparison refitted 44 to 62 of 62 components every iteration, this 50 falling to 3. Returns (params, (N, K) log-densities, cache).
+        exact comparison refitted 44 to 62 of 62 components every iteration, this 50 falling to 3.
+        Returns (params, (N, K) log-densities, cache).
         """
         eff = resp * (resp > _SUPPORT_EPS * resp.max(0).values)
         reuse, which = None, torch.arange(resp.shape[1])
