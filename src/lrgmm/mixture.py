@@ -38,14 +38,18 @@ per component; where responsibilities are soft (low d0, overlapping clusters) th
 weights and the iteration is exact EM, whose log-likelihood never decreases. ``hard_assignment_``
 reports the share of training codes whose largest responsibility is 1 to 1e-9 (99.7 % on the
 whole split, where after the first iterations only tens of codes change component: 39, 17, 4, 3,
-4, 0). A component whose responsibilities did not change keeps its fit and its density column,
-so later iterations cost only what moved.
+4, 0). A component whose responsibilities did not change (to 1e-6 of its mass, below) keeps its
+fit and its density column, so later iterations cost only what moved.
 
-Speed. The E-step is one float32 GEMM of the codes against every component's mean and density
-eigenvectors (K * (density_rank + 1) rows), accumulated in float64; k-means++ and its Lloyd
-iterations run in float32 too. The M-step never forms a d0 x d0 matrix while a component has fewer
-samples than d0: the eigenvectors come from the n_k x n_k Gram matrix of the centred, weighted
-samples, in float64. Fitted parameters are stored in float32.
+Speed and memory. The codes are held once, in float32. The E-step is one float32 GEMM of the codes
+against every component's mean and density eigenvectors (K * (density_rank + 1) rows), accumulated
+in float64, with |x|^2 computed once per fit; k-means++ seeds on a 4,096-code subsample and its
+Lloyd iterations run in float32 on every code. The M-step promotes one component's samples at a
+time to float64 and never forms a d0 x d0 matrix while a component has fewer samples than d0: the
+eigenvectors come from the n_k x n_k Gram matrix of the centred, weighted samples. A component
+whose responsibilities moved by less than 1e-6 of its mass since its fit keeps it (the M-step
+optimum is stationary, so this loses O(1e-12) of the objective); on the whole split this cuts the
+refits from 44-62 of 62 per iteration to 50 falling to 3. Fitted parameters are stored in float32.
 """
 
 from __future__ import annotations
