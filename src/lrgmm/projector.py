@@ -17,10 +17,23 @@ import torch
 from .errors import FitError
 
 
+# Latent pixels converted to float64 at a time (64 MiB): fit and transform never hold a float64
+# copy of every pixel (1.2 GB for the whole 19k-photo training split).
+_CHUNK_PIXELS = 1 << 20
+
+
 def _pixels(latents: torch.Tensor) -> torch.Tensor:
     """(n, c, h, w) -> (n*h*w, c): one row per latent pixel."""
     n, c, h, w = latents.shape
     return latents.permute(0, 2, 3, 1).reshape(n * h * w, c)
+
+
+def _chunks(latents: torch.Tensor):
+    """Consecutive image slices of about ``_CHUNK_PIXELS`` latent pixels, as (rows, c) float64."""
+    n, _, h, w = latents.shape
+    step = max(1, _CHUNK_PIXELS // (h * w))
+    for i in range(0, n, step):
+        yield _pixels(latents[i : i + step]).to(torch.float64)
 
 
 class PixelPCA:
@@ -53,11 +66,14 @@ class PixelPCA:
         if not torch.isfinite(latents).all():
             raise FitError("latents contain NaN or inf; re-encode the images or drop the bad ones")
         # float64: the covariance of ~10^5..10^7 pixels is summed, and its small eigenvalues are
-        # inverted by eq. 1.
-        x = _pixels(latents).to(torch.float64)
-        mean = x.mean(0)
-        xc = x - mean
-        cov = xc.T @ xc / max(x.shape[0] - 1, 1)
+        # inverted by eq. 1. Two passes over chunks (mean, then centred scatter).
+        n_pix = latents.shape[0] * latents.shape[2] * latents.shape[3]
+        mean = sum(x.sum(0) for x in _chunks(latents)) / n_pix
+        cov = torch.zeros(c, c, dtype=torch.float64)
+        for x in _chunks(latents):
+            xc = x - mean
+            cov += xc.T @ xc
+        cov /= max(n_pix - 1, 1)
         evals, evecs = torch.linalg.eigh(cov)
         evals, evecs = evals.flip(0), evecs.flip(1)
         total = evals.clamp_min(0).sum()
@@ -79,9 +95,16 @@ class PixelPCA:
         n, c, h, w = latents.shape
         if c != self.in_channels:
             raise ValueError(f"projector was fitted on {self.in_channels}-channel latents, got {c}")
-        x = _pixels(latents).to(torch.float64) - self.mean_
-        z = (x @ self.components_.T) / self.eigenvalues_.sqrt()
-        return z.reshape(n, h, w, self.components_.shape[0]).permute(0, 3, 1, 2).to(torch.float32).contiguous()
+        q = self.components_.shape[0]
+        scale = self.components_.T / self.eigenvalues_.sqrt()  # (c, q)
+        out = torch.empty(n, q, h, w, dtype=torch.float32)
+        start = 0
+        for x in _chunks(latents):
+            m = x.shape[0] // (h * w)
+            z = (x - self.mean_) @ scale
+            out[start : start + m] = z.reshape(m, h, w, q).permute(0, 3, 1, 2)
+            start += m
+        return out
 
     def inverse_transform(self, codes: torch.Tensor) -> torch.Tensor:
         """P0* (eq. 2): (n, q, h, w) codes -> (n, c, h, w) float32 latents."""
