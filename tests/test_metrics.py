@@ -486,3 +486,47 @@ def _has_inception() -> bool:
         return True
     except MissingExtractorError:
         return False
+
+
+def test_file_features_cached_per_file(tmp_path, monkeypatch):
+    """A set sharing files with a cached set computes only the files it lacks, with the same
+    rows a fresh computation gives; a set cached before per-file rows existed seeds them."""
+    from lrgmm.metrics.features import FEATURE_DIM, files_set_key
+
+    dummy = tmp_path / "net.pt"
+    dummy.write_bytes(b"not loaded: _run is replaced")
+    cache = FeatureCache(tmp_path / "cache")
+    ex = InceptionExtractor(path=dummy, cache=cache, progress=False)
+    computed = []
+
+    def fake_run(q, desc):  # a deterministic function of each image's pixels
+        computed.append(q.shape[0])
+        base = q.to(torch.float64).mean((1, 2, 3)).numpy().astype(np.float32)
+        return base[:, None] + np.arange(FEATURE_DIM, dtype=np.float32)[None, :]
+
+    monkeypatch.setattr(ex, "_run", fake_run)
+    images = (torch.rand(15, 3, 8, 8, generator=torch.Generator().manual_seed(3)) * 255).to(torch.uint8)
+    hashes = [f"{i:064x}" for i in range(15)]
+    paths = [f"img{i}.png" for i in range(15)]
+
+    def feats(idx):
+        return ex.file_features([paths[i] for i in idx], [hashes[i] for i in idx], 128, lambda: images[idx])
+
+    a = feats(list(range(10)))
+    assert computed == [10]
+    b = feats(list(range(5, 15)))
+    assert computed == [10, 5]  # only files 10..14 were new
+    assert np.array_equal(b[:5], a[5:])
+    fresh = fake_run(images[list(range(5, 15))], "")
+    assert np.allclose(b, fresh)
+    computed.clear()
+    assert np.array_equal(feats(list(range(5, 15))), b) and computed == []  # a set hit
+
+    # A set cached under its set key only (an older cache) fills the per-file rows on its first hit.
+    old = tmp_path / "old"
+    ex.cache = FeatureCache(old)
+    rows = fake_run(images[:4], "")
+    ex.cache.put(ex.id, files_set_key(hashes[:4], 128), rows)
+    computed.clear()
+    assert np.array_equal(feats([0, 1, 2, 3]), rows) and computed == []
+    assert np.array_equal(feats([2, 3]), rows[2:]) and computed == []

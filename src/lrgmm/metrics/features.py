@@ -256,12 +256,35 @@ class InceptionExtractor:
     def file_features(
         self, paths: Sequence[str | os.PathLike], hashes: Sequence[str], resolution: int, load, desc: str = "Inception features"
     ) -> np.ndarray:
-        """Features of image files, cached by their sha256 list and the working resolution.
-        ``load()`` returns their (N, 3, R, R) pixels; it is called only on a cache miss."""
-        feats = self.keyed_features(
-            files_set_key(hashes, resolution), load, desc,
-            {"kind": "files", "resolution": resolution, "first": str(paths[0]) if len(paths) else None},
-        )
+        """Features of image files, cached by their sha256 list and the working resolution, and
+        per file: a set that shares files with a cached one (a held-out reference de-duplicated
+        against another training set, a larger subset) computes only the files it lacks.
+        ``load()`` returns their (N, 3, R, R) pixels; it is called only on a miss."""
+        set_key = files_set_key(hashes, resolution)
+        info = {"kind": "files", "resolution": resolution, "first": str(paths[0]) if len(paths) else None}
+        if self.cache is not None:
+            hit = self.cache.get(self.id, set_key)
+            if hit is not None and hit.shape == (len(hashes), FEATURE_DIM):
+                if len(hashes) and self.cache.get(self.id, file_key(hashes[0], resolution)) is None:
+                    for i, h in enumerate(hashes):  # a set cached before per-file rows existed
+                        self.cache.put(self.id, file_key(h, resolution), hit[i : i + 1], {"kind": "file", "path": str(paths[i])})
+                return hit
+            rows = [self.cache.get(self.id, file_key(h, resolution)) for h in hashes]
+            rows = [r if r is not None and r.shape == (1, FEATURE_DIM) else None for r in rows]
+            missing = [i for i, r in enumerate(rows) if r is None]
+            if missing:
+                images = load()
+                if len(images) != len(hashes):
+                    raise RuntimeError(f"got {len(images)} images for {len(hashes)} files")
+                idx = torch.as_tensor(missing) if isinstance(images, torch.Tensor) else np.asarray(missing)
+                feats_missing = self._run(quantize(images[idx]), desc)
+                for j, i in enumerate(missing):
+                    rows[i] = feats_missing[j : j + 1]
+                    self.cache.put(self.id, file_key(hashes[i], resolution), rows[i], {"kind": "file", "path": str(paths[i])})
+            feats = np.concatenate(rows) if rows else np.zeros((0, FEATURE_DIM), np.float32)
+            self.cache.put(self.id, set_key, feats, {"n": int(feats.shape[0]), **info})
+            return feats
+        feats = self.keyed_features(set_key, load, desc, info)
         if feats.shape[0] != len(hashes):
             raise RuntimeError(f"got {feats.shape[0]} feature rows for {len(hashes)} files")
         return feats
@@ -273,6 +296,11 @@ def tensor_set_key(images_uint8: torch.Tensor) -> str:
     h.update(repr(tuple(images_uint8.shape)).encode())
     h.update(images_uint8.contiguous().numpy().tobytes())
     return "px-" + h.hexdigest()
+
+
+def file_key(sha256: str, resolution: int) -> str:
+    """Cache key of one file's features at the working resolution."""
+    return f"file-r{int(resolution)}-{sha256}"
 
 
 def files_set_key(hashes: Sequence[str], resolution: int) -> str:
