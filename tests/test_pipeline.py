@@ -19,7 +19,7 @@ from conftest import N_FACES, TAEF2_WEIGHTS_DIR
 from PIL import Image
 
 from lrgmm import weights
-from lrgmm.errors import FitError, ImageInputError, WeightsError
+from lrgmm.errors import FitError, ImageInputError, NotFittedError, WeightsError
 from lrgmm.io.images import to_uint8_hwc
 from lrgmm.model import LRGMM
 from lrgmm.pipeline import FacePipeline, InputWarning
@@ -87,7 +87,7 @@ def test_generate(fitted64):
 
 
 def test_generate_needs_a_fitted_pipeline():
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         FacePipeline().generate(1, seed=0)
 
 

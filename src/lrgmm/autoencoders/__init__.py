@@ -24,7 +24,7 @@ from lrgmm.autoencoders.base import Autoencoder
 from lrgmm.autoencoders.diffusers_vae import DiffusersVAE
 from lrgmm.autoencoders.taef2 import TAEF2
 from lrgmm.autoencoders.vqgan import VQGAN
-from lrgmm.errors import OptionalDependencyError
+from lrgmm.errors import OptionalDependencyError, ParameterError
 
 __all__ = [
     "Autoencoder",
@@ -68,7 +68,7 @@ def get_autoencoder(name: str = "taef2", **kwargs) -> Autoencoder:
     try:
         factory = _FACTORIES[name]
     except KeyError:
-        raise ValueError(
+        raise ParameterError(
             f"unknown autoencoder {name!r}; available: {', '.join(available()) or '(none)'}"
         ) from None
     return factory(**kwargs)
@@ -93,7 +93,7 @@ def backend_options(name: str, **generic) -> dict:
     try:
         factory = _FACTORIES[name]
     except KeyError:
-        raise ValueError(
+        raise ParameterError(
             f"unknown autoencoder {name!r}; available: {', '.join(available()) or '(none)'}"
         ) from None
     names: dict[str, str] = getattr(factory, "option_names", {})
@@ -102,7 +102,7 @@ def backend_options(name: str, **generic) -> dict:
     if refused:
         takes = ", ".join(f"--ae-{k}" if k != "requantize" else "--requantize" for k in names) or "none"
         flags = ", ".join(f"--ae-{k}" if k != "requantize" else "--requantize" for k in refused)
-        raise ValueError(f"the {name} autoencoder does not take {flags} (it takes: {takes})")
+        raise ParameterError(f"the {name} autoencoder does not take {flags} (it takes: {takes})")
     return {names[k]: (str(v) if k in ("weights", "config") else v) for k, v in given.items()}
 
 

@@ -49,55 +49,17 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import ImageInputError, LrgmmError
+from ..errors import (  # noqa: F401  (re-exported)
+    BusyError, ConflictError, FailedError, ImageInputError, LrgmmError, NotAvailableError, NotFoundError,
+    OriginError, StudioError, TooLargeError, UnsupportedMediaError,
+)
 from ..io.images import MAX_IMAGE_PIXELS, InputReport, list_images, prepare_image, to_uint8_hwc
 from ..io.latent_cache import EncodedSet, encode_images
 from ..pipeline import FacePipeline
 from ..provenance import provenance_image, provenance_shares
 
-# --------------------------------------------------------------------------------------------
-# Errors: each carries the HTTP status the API answers with.
-
-
-class StudioError(LrgmmError):
-    """A request the studio cannot serve; ``status`` is the HTTP status (4xx) it maps to."""
-
-    status = 400
-
-
-class NotFoundError(StudioError):
-    status = 404
-
-
-class ConflictError(StudioError):
-    status = 409
-
-
-class TooLargeError(StudioError):
-    status = 413
-
-
-class UnsupportedMediaError(StudioError):
-    status = 415
-
-
-class BusyError(StudioError):
-    status = 503
-
-
-class OriginError(StudioError):
-    status = 403
-
-
-class NotAvailableError(StudioError):
-    status = 501
-
-
-class FailedError(StudioError):
-    """Work of the server's own that failed (not the request's fault)."""
-
-    status = 500
-
+# The studio's errors (``StudioError`` and its subclasses, each with the HTTP status the API
+# answers with) are defined in ``lrgmm.errors``.
 
 # --------------------------------------------------------------------------------------------
 # Messages
