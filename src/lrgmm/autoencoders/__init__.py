@@ -11,6 +11,8 @@ Backends:
   (:class:`VQGAN`; needs ``pip install 'lrgmm[diffusers]'``).
 - ``diffusers``: a local diffusers ``AutoencoderKL`` or ``VQModel`` folder (:class:`DiffusersVAE`;
   needs ``pip install 'lrgmm[diffusers]'``).
+- ``fake``: fixed linear patch maps with TAEF2's latent shape, no weights (:class:`FakeAutoencoder`):
+  for tests and for trying the command line without weights; its faces are blurry.
 
 The optional backends are always registered; a missing dependency surfaces when one is built, as
 an :class:`OptionalDependencyError` naming the extra to install.
@@ -22,6 +24,7 @@ from typing import Callable
 
 from lrgmm.autoencoders.base import Autoencoder
 from lrgmm.autoencoders.diffusers_vae import DiffusersVAE
+from lrgmm.autoencoders.fake import FakeAutoencoder
 from lrgmm.autoencoders.taef2 import TAEF2
 from lrgmm.autoencoders.vqgan import VQGAN
 from lrgmm.errors import OptionalDependencyError, ParameterError
@@ -31,6 +34,7 @@ __all__ = [
     "TAEF2",
     "VQGAN",
     "DiffusersVAE",
+    "FakeAutoencoder",
     "OptionalDependencyError",
     "register",
     "available",
@@ -109,3 +113,4 @@ def backend_options(name: str, **generic) -> dict:
 register("taef2", TAEF2)
 register("vqgan", VQGAN)
 register("diffusers", DiffusersVAE)
+register("fake", FakeAutoencoder)
