@@ -65,7 +65,8 @@ def kid(
         raise ValueError(f"features must be (n, d) arrays of one d, got {a.shape} and {b.shape}")
     m = int(min(subset_size, a.shape[0], b.shape[0]))
     if m < 2:
-        raise ValueError(f"KID needs at least 2 feature vectors per set, got {a.shape[0]} and {b.shape[0]}")
+        raise ParameterError(f"KID needs at least 2 feature vectors per set, got {a.shape[0]} and {b.shape[0]}"
+                             f" (subset size {subset_size})")
     if subsets < 1:
         raise ParameterError(f"subsets must be >= 1, got {subsets}")
     rng = np.random.default_rng(seed)
