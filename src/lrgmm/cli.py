@@ -521,7 +521,7 @@ def _add_serve_parser(sub) -> None:
     p.add_argument("--data", action="append", default=None, help="folder of face photos the page may fit from (repeatable)")
     _opt(p, serve, "host", help="interface to bind; anything but loopback is reachable by others (no authentication)")
     _opt(p, serve, "port", type=_port_number, help="port (1..65535)")
-    _opt(p, serve, "workers", type=int, help="decoding threads")
+    _opt(p, serve, "workers", type=_positive_int, help="decoding threads")
     p.set_defaults(func=cmd_serve)
 
 
