@@ -23,7 +23,7 @@ import torch
 
 from lrgmm import FacePipeline
 from lrgmm.demo import find_demo_data
-from lrgmm.forget import forget_model_file
+from lrgmm.forget_file import forget_model_file
 from lrgmm.io.images import list_images
 from lrgmm.io.model_file import load_model_file, model_tensors
 

@@ -58,7 +58,7 @@ SMALL_VQGAN_CONFIG = {
 
 
 def small_faces(utkface_images: list[Path], dest: Path, n: int = N_FACES_SMALL) -> Path:
-    """Copies of ``n`` shared faces spread evenly over the sorted folder, in ``dest``."""
+    """Copies of ``n`` faces spread evenly over the sorted folder, in ``dest``."""
     dest.mkdir(parents=True, exist_ok=True)
     step = len(utkface_images) / n
     for i in range(n):

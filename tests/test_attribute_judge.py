@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from lrgmm.errors import NotFittedError
 from lrgmm.labels import LabelError
 from lrgmm.metrics.attributes import (
     AttributeClassifier,
@@ -59,7 +60,7 @@ def test_accuracy_helpers_and_errors():
     assert balanced_accuracy(["a", "a"], ["a", "b"]) == 0.5
     with pytest.raises(LabelError, match="two categories"):
         AttributeClassifier().fit(np.zeros((3, 2)), ["a", "a", None])
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         AttributeClassifier().predict(np.zeros((1, 2)))
 
 

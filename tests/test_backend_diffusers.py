@@ -116,9 +116,9 @@ class _PoolAE(Autoencoder):
         return torch.nn.functional.interpolate(latents, scale_factor=8).clamp(0, 1)
 
 
-def test_model_file_for_missing_extra(utkface_dir, tmp_path, monkeypatch):
+def test_model_file_for_missing_extra(faces_dir, tmp_path, monkeypatch):
     """A model recorded for the diffusers backend, loaded where diffusers is missing."""
-    faces = small_faces(utkface_images(utkface_dir), tmp_path / "faces")
+    faces = small_faces(utkface_images(faces_dir), tmp_path / "faces")
     pipe = FacePipeline(autoencoder=_PoolAE(), resolution=RESOLUTION, cache=False, progress=False).fit(faces)
     model = pipe.save(tmp_path / "pool.lrgmm")
 
@@ -215,9 +215,9 @@ def test_bad_folders(kl_folder, tmp_path):
 # ------------------------------------------------------------------------- end to end
 
 
-def test_fit_sample_and_model_file(kl_folder, kl, utkface_dir, tmp_path, monkeypatch):
+def test_fit_sample_and_model_file(kl_folder, kl, faces_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("LRGMM_CACHE_DIR", str(tmp_path / "cache"))
-    faces = small_faces(utkface_images(utkface_dir), tmp_path / "faces")
+    faces = small_faces(utkface_images(faces_dir), tmp_path / "faces")
     pipe = FacePipeline(autoencoder=kl, resolution=RESOLUTION, progress=False).fit(faces)
     assert pipe.model_.codes_.shape == (16, 4, 16, 16)  # q = all 4 channels
     out = pipe.generate(3, seed=7)

@@ -222,10 +222,10 @@ def test_wrong_config_and_missing_keys(reference, vq_files, tmp_path):
 # ------------------------------------------------------------------------- end to end
 
 
-def test_fit_sample_and_model_file(vq_files, vqgan, utkface_dir, tmp_path, monkeypatch):
+def test_fit_sample_and_model_file(vq_files, vqgan, faces_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("LRGMM_CACHE_DIR", str(tmp_path / "cache"))
     ckpt, cfg = vq_files
-    faces = small_faces(utkface_images(utkface_dir), tmp_path / "faces")
+    faces = small_faces(utkface_images(faces_dir), tmp_path / "faces")
     fit_ae = VQGAN(ckpt, cfg)  # batch size 16, as the pipeline rebuilds it (batching changes rounding)
     pipe = FacePipeline(autoencoder=fit_ae, resolution=RESOLUTION, progress=False).fit(faces)
     assert pipe.model_.codes_.shape == (16, 8, 8, 8)  # q = preferred_q = 8 of 8 channels
@@ -285,13 +285,13 @@ def test_fit_sample_and_model_file(vq_files, vqgan, utkface_dir, tmp_path, monke
         FacePipeline.load(path, autoencoder=VQGAN(other_ckpt, cfg), progress=False)
 
 
-def test_command_line_through_vqgan(vq_files, utkface_dir, tmp_path, monkeypatch, capsys):
+def test_command_line_through_vqgan(vq_files, faces_dir, tmp_path, monkeypatch, capsys):
     """`lrgmm fit --autoencoder vqgan --ae-weights --ae-config` and `lrgmm sample --requantize`."""
     from lrgmm.cli import main
 
     monkeypatch.setenv("LRGMM_CACHE_DIR", str(tmp_path / "cache"))
     ckpt, cfg = vq_files
-    faces = small_faces(utkface_images(utkface_dir), tmp_path / "faces")
+    faces = small_faces(utkface_images(faces_dir), tmp_path / "faces")
     model = tmp_path / "vq.lrgmm"
     argv = ["fit", str(faces), "-o", str(model), "--autoencoder", "vqgan", "--ae-weights", str(ckpt),
             "--ae-config", str(cfg), "--resolution", str(RESOLUTION), "--quiet"]

@@ -20,6 +20,7 @@ from lrgmm.baselines import (
     RandomTrainingPixels,
     make_generator,
 )
+from lrgmm.errors import NotFittedError
 from lrgmm.nn_projection import gather_pixels
 from lrgmm.pipeline import FacePipeline
 
@@ -158,9 +159,9 @@ def test_latentpatch_with_top1_copies_one_whole_training_code(fitted64):
 def test_bad_arguments(fitted64):
     with pytest.raises(ValueError, match="unknown generator"):
         make_generator("vqgan-transformer", fitted64)
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="FacePipeline is not fitted"):
         RandomTrainingPixels(FacePipeline())
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="RandomTrainingPixels is not fitted"):
         RandomTrainingPixels(fitted64).sample(2)
     with pytest.raises(ValueError):
         LatentPatch(fitted64, levels=6)

@@ -1,4 +1,6 @@
-"""The ``lrgmm`` command line end to end on 64 real faces, its errors, and its defaults.
+"""The ``lrgmm`` command line end to end on 64 faces (real faces through TAEF2 with the shared
+folder, synthetic faces through the fake autoencoder without: ``--autoencoder`` says which), its
+errors, and its defaults.
 
 Commands run in-process through ``lrgmm.cli.main`` (fast); the installed console script is run
 once through a subprocess to prove the entry point works.
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import N_FACES, TAEF2_WEIGHTS_DIR, rewrite_model_metadata, utkface_images
+from conftest import N_FACES, REAL_DATA, TAEF2_WEIGHTS_DIR, as_taef2_model, rewrite_model_metadata, utkface_images
 from PIL import Image
 
 from lrgmm import __version__, cli, weights
@@ -31,6 +33,11 @@ from lrgmm.errors import FitError
 from lrgmm.io import tensor_file  # model files are written through it
 from lrgmm.io.model_file import read_metadata
 from lrgmm.pipeline import FacePipeline
+
+
+# The session's autoencoder, by name: commands that fit take it (the default, taef2, with the
+# shared folder; the weightless fake one without).
+AE = ["--autoencoder", "taef2" if REAL_DATA else "fake"]
 
 
 def run(capsys, *argv) -> tuple[int, str, str]:
@@ -55,7 +62,7 @@ def cli_model(faces64_dir, faces64_encoded, latent_cache_dir, tmp_path_factory):
     out, err = io.StringIO(), io.StringIO()
     with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         mp.setenv("LRGMM_CACHE_DIR", str(latent_cache_dir))
-        rc = main(["fit", str(faces64_dir), "-o", str(path), "--quiet"])
+        rc = main(["fit", str(faces64_dir), "-o", str(path), "--quiet", *AE])
     assert rc == 0, err.getvalue()
     return path, out.getvalue()
 
@@ -364,7 +371,25 @@ def _folder(tmp_path, faces, n, name="in") -> Path:
 
 
 def _fit(capsys, src, out_file, *extra):
-    return run(capsys, "fit", src, "-o", out_file, "--quiet", *extra)
+    return run(capsys, "fit", src, "-o", out_file, "--quiet", *AE, *extra)
+
+
+def _held_out(faces_dir: Path, train: list[Path], n: int = 12) -> list[Path]:
+    """n faces of the folder that are not training faces (every 97th of the shared folder)."""
+    paths = utkface_images(faces_dir)
+    names = {p.name for p in train}
+    return [p for p in paths[1 :: 97 if len(paths) > 97 * 2 * n else 1] if p.name not in names][:n]
+
+
+@pytest.fixture
+def demo_uses_ae(ae, monkeypatch):
+    """`lrgmm demo` fits with the default autoencoder; without the shared folder, the fake one."""
+    if ae.name != "taef2":
+        import functools
+
+        import lrgmm.demo
+
+        monkeypatch.setattr(lrgmm.demo, "FacePipeline", functools.partial(FacePipeline, autoencoder=ae))
 
 
 def test_fit_empty_folder(tmp_path, capsys, lrgmm_cache):
@@ -433,7 +458,7 @@ def test_fit_missing_weights(faces64, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.setenv(weights.ENV_CACHE_DIR, str(tmp_path / "cache"))
     monkeypatch.setattr(weights, "_shared_search_starts", lambda: [tmp_path / "nowhere"])
-    rc, _, err = _fit(capsys, d, tmp_path / "out" / "m.lrgmm")
+    rc, _, err = run(capsys, "fit", d, "-o", tmp_path / "out" / "m.lrgmm", "--quiet")  # the default: taef2
     assert_clean_error(rc, err, r"cannot find the taef2 weight file taef2_encoder\.pth.*`lrgmm weights download taef2`")
     assert not (tmp_path / "out").exists()
 
@@ -447,8 +472,9 @@ def test_info_needs_no_weights(cli_model, tmp_path, capsys, monkeypatch):
     rc, out, err = run(capsys, "info", cli_model[0], "--files")
     assert rc == 0, err
     assert "training images  64" in out and out.count("sha256 ") == 64
-    # Sampling does need them, and says so.
-    rc, _, err = run(capsys, "sample", cli_model[0], "-n", 1, "-o", tmp_path / "o", "--quiet")
+    # Sampling a TAEF2 model does need them, and says so.
+    taef2_model = as_taef2_model(cli_model[0], tmp_path / "taef2.lrgmm")
+    rc, _, err = run(capsys, "sample", taef2_model, "-n", 1, "-o", tmp_path / "o", "--quiet")
     assert_clean_error(rc, err, r"`lrgmm weights download taef2`")
 
 
@@ -463,7 +489,7 @@ def test_fit_weights_with_wrong_hash(faces64, tmp_path, capsys, monkeypatch, lrg
     with open(w / "taef2_decoder.pth", "ab") as f:
         f.write(b"\0")
     monkeypatch.setenv(weights.ENV_WEIGHTS, str(w))
-    rc, _, err = _fit(capsys, d, tmp_path / "m.lrgmm")
+    rc, _, err = run(capsys, "fit", d, "-o", tmp_path / "m.lrgmm", "--quiet")  # the default: taef2
     assert_clean_error(rc, err, r"taef2_decoder\.pth has the wrong sha256.*lrgmm weights download taef2")
     assert not (tmp_path / "m.lrgmm").exists()
 
@@ -517,6 +543,60 @@ def test_interrupt_exits_130(capsys, monkeypatch, tmp_path):
     monkeypatch.setattr(cli, "cmd_fit", interrupted)
     rc, _, err = run(capsys, "fit", tmp_path, "-o", tmp_path / "m.lrgmm")
     assert rc == 130 and "interrupted" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("exc", [ValueError("a bug"), TypeError("another bug"), KeyError("key"), RuntimeError("x")])
+def test_a_bug_shows_its_traceback(exc, cli_model, tmp_path, capsys, monkeypatch):
+    """Only the package's errors (``LrgmmError``) and ``OSError`` become one-line messages: any
+    other exception is a bug, and leaves ``main`` with its traceback (no "error: ..." printed)."""
+    import lrgmm.io.model_file
+
+    def broken(*a, **kw):
+        raise exc
+
+    monkeypatch.setattr(lrgmm.io.model_file, "read_metadata", broken)
+    with pytest.raises(type(exc), match=str(exc.args[0])):
+        main(["info", str(cli_model[0])])
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(FacePipeline, "generate_batches", broken)
+    with pytest.raises(type(exc)):
+        main(["sample", str(cli_model[0]), "-n", "1", "-o", str(tmp_path / "o"), "--quiet"])
+    assert "error:" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, pattern",
+    [
+        (["fit", "{faces}", "-o", "{tmp}/m.lrgmm", "-q", "99"], r"n_channels \(q\) must be in \[1, 32\] for 32-channel latents, got 99"),
+        (["fit", "{faces}", "-o", "{tmp}/m.lrgmm", "--resolution", "100"], r"needs image sides that are multiples of 8, got 100"),
+        (["fit", "{faces}", "-o", "{tmp}/m.lrgmm", "--patch-size", "4"], r"positive odd integer, got 4"),
+        (["fit", "{faces}", "-o", "{tmp}/m.lrgmm", "--autoencoder", "nope"], r"unknown autoencoder 'nope'; available: .*fake"),
+        (["fit", "{faces}", "-o", "{tmp}/m.lrgmm", "--ae-config", "c.yaml"], r"autoencoder does not take --ae-config"),
+        (["fit", "{faces}", "-o", "{tmp}/m.lrgmm", "--batch-size", "0"], r"batch_size must be a positive integer, got 0"),
+        (["sample", "{model}", "-o", "{tmp}/o", "-n", "1", "--labels", "l.csv"], r"--labels is used with --where"),
+        (["sample", "{model}", "-o", "{tmp}/o", "-n", "1", "--alpha", "1"], r"--alpha needs --edit"),
+        (["sample", "{model}", "-o", "{tmp}/o", "-n", "1", "--where", "gender=female", "--method", "normal"],
+         r"--where works with the LR-GMM methods"),
+        (["complete", "{model}", "{photo}", "--box", "0", "0", "64", "64", "-o", "{tmp}/o", "--feather", "-1"],
+         r"feather must be >= 0, got -1"),
+        (["eval", "{model}", "--real", "{faces}", "-n", "4", "--near-copy-quantile", "1.5"],
+         r"near_copy_quantile must be in \[0, 1\), got 1\.5"),
+        (["weights", "download", "nope", "--dest", "{tmp}/w"], r"unknown weights backend 'nope'; known backends: taef2"),
+    ],
+)
+def test_user_errors_are_one_line(argv, pattern, cli_model, faces64, tmp_path, capsys, lrgmm_cache):
+    """Values the user typed that the library refuses (each a ``ParameterError``, once a bare
+    ``ValueError`` the command line caught along with every bug): one line, exit status 2,
+    nothing written."""
+    faces = _folder(tmp_path, faces64, 3, "faces")
+    values = {"faces": faces, "tmp": tmp_path, "model": cli_model[0], "photo": faces64[0]}
+    argv = [a.format(**values) for a in argv]
+    if argv[0] == "fit" and "--autoencoder" not in argv:
+        argv += AE
+    rc, out, err = run(capsys, *argv, *(["--quiet"] if argv[0] != "weights" else []))
+    assert_clean_error(rc, err, pattern)
+    assert err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["faces"]
 
 
 def test_main_leaves_warning_settings_alone(cli_model, capsys, lrgmm_cache):
@@ -583,7 +663,7 @@ def test_sample_and_demo_defaults_are_the_api_defaults():
 # ----------------------------------------------------------------------------------- demo
 
 
-def test_demo_small(faces64_dir, tmp_path, capsys, lrgmm_cache):
+def test_demo_small(faces64_dir, tmp_path, capsys, lrgmm_cache, demo_uses_ae):
     out_dir = tmp_path / "demo"
     rc, out, err = run(capsys, "demo", "--data", faces64_dir, "--n-train", 48, "-n", 4, "-o", out_dir, "--quiet")
     assert rc == 0, err
@@ -612,15 +692,14 @@ def test_demo_with_too_few_images(faces64_dir, tmp_path, capsys, lrgmm_cache):
 # ------------------------------------------------------------------------------------ eval
 
 
-def test_eval_end_to_end(cli_model, utkface_dir, faces64, tmp_path, capsys, lrgmm_cache):
+def test_eval_end_to_end(cli_model, faces_dir, faces64, tmp_path, capsys, lrgmm_cache):
     from lrgmm.metrics import MissingExtractorError, find_inception_file
 
     try:
         find_inception_file()
     except MissingExtractorError as e:
         pytest.skip(str(e))
-    train = {p.name for p in faces64}
-    held = [p for p in utkface_images(utkface_dir)[1::97] if p.name not in train][:12]
+    held = _held_out(faces_dir, faces64)
     real = tmp_path / "real"
     real.mkdir()
     for p in held:
@@ -668,7 +747,7 @@ def _figure(folder: Path, stem: str, n: int) -> dict:
     return doc
 
 
-def test_eval_figures(cli_model, utkface_dir, faces64, tmp_path, capsys, lrgmm_cache):
+def test_eval_figures(cli_model, faces_dir, faces64, tmp_path, capsys, lrgmm_cache):
     """`lrgmm eval --figures DIR` for the model, for the LatentPatch baseline (faces with
     provenance), and in latent-code space; refused without memorisation or into a file."""
     from lrgmm.metrics import MissingExtractorError, find_inception_file
@@ -678,10 +757,9 @@ def test_eval_figures(cli_model, utkface_dir, faces64, tmp_path, capsys, lrgmm_c
     except MissingExtractorError as e:
         pytest.skip(str(e))
     model = cli_model[0]
-    train = {p.name for p in faces64}
     real = tmp_path / "real"
     real.mkdir()
-    for p in [p for p in utkface_images(utkface_dir)[1::97] if p.name not in train][:12]:
+    for p in _held_out(faces_dir, faces64):
         (real / p.name).write_bytes(p.read_bytes())
     argv = ["eval", model, "--real", real, "-n", 6, "--seed", 3, "--kid-subsets", 10, "--quiet"]
     rc, out, err = run(capsys, *argv, "--figures", tmp_path / "figs", "--json", tmp_path / "e.json")

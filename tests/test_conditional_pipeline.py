@@ -20,10 +20,10 @@ from lrgmm.labels import LabelError, LabelTable
 
 
 @pytest.fixture(scope="module")
-def heldout_face(utkface_dir, faces64):
-    """A shared face that is not one of the 64 training faces."""
+def heldout_face(faces_dir, faces64):
+    """A face of the folder that is not one of the 64 training faces."""
     train = {p.name for p in faces64}
-    return next(p for p in utkface_images(utkface_dir)[1:] if p.name not in train)
+    return next(p for p in utkface_images(faces_dir)[1:] if p.name not in train)
 
 
 @pytest.fixture(scope="module")

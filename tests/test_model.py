@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lrgmm.errors import FitError
+from lrgmm.errors import FitError, NotFittedError
 from lrgmm.model import LRGMM, default_n_components
 
 
@@ -62,7 +62,7 @@ def test_plain_lr_gmm_and_lower_temperature():
 
 
 def test_fit_errors_and_unfitted():
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         LRGMM().sample(1)
     y = _latents()
     y[7, 0, 0, 0] = float("inf")

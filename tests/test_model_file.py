@@ -1,6 +1,7 @@
 """The .lrgmm model file: exact round trip, no pickle, metadata, errors, atomic writes.
 
-Uses the session model fitted on 64 real faces through the real TAEF2 (``conftest.fitted64``).
+Uses the session model fitted on 64 faces through the session's autoencoder (``conftest.fitted64``:
+real faces and TAEF2 with the shared folder, synthetic faces and the fake autoencoder without).
 """
 
 from __future__ import annotations
@@ -43,9 +44,9 @@ def _safetensors_header(data: bytes) -> tuple[dict, int]:
 # ----------------------------------------------------------------------------- round trip
 
 
-def test_round_trip_reproduces_samples_exactly(fitted64, model64_file, taef2):
+def test_round_trip_reproduces_samples_exactly(fitted64, model64_file, ae):
     before = fitted64.generate(N_GEN, seed=1)
-    loaded = FacePipeline.load(model64_file, autoencoder=taef2, progress=False)
+    loaded = FacePipeline.load(model64_file, autoencoder=ae, progress=False)
     after = loaded.generate(N_GEN, seed=1)
     assert after.images.shape == (N_GEN, 3, 128, 128)
     assert torch.equal(before.images, after.images)
@@ -97,7 +98,7 @@ def test_file_is_plain_safetensors_not_pickle(model64_file):
     assert header["memory.codes"]["shape"] == [N_FACES, 16, 16, 16]
 
 
-def test_loading_never_unpickles(model64_file, taef2, monkeypatch):
+def test_loading_never_unpickles(model64_file, ae, monkeypatch):
     def refuse(*a, **k):
         raise AssertionError("the model file loader unpickled something")
 
@@ -105,14 +106,14 @@ def test_loading_never_unpickles(model64_file, taef2, monkeypatch):
     monkeypatch.setattr(pickle, "loads", refuse)
     monkeypatch.setattr(pickle, "Unpickler", refuse)
     monkeypatch.setattr(torch, "load", refuse)
-    pipe = FacePipeline.load(model64_file, autoencoder=taef2, progress=False)
+    pipe = FacePipeline.load(model64_file, autoencoder=ae, progress=False)
     assert pipe.model_.codes_.shape == (N_FACES, 16, 16, 16)
 
 
-def test_metadata(fitted64, model64_file, taef2, faces64_dir):
+def test_metadata(fitted64, model64_file, ae, faces64_dir):
     meta = read_metadata(model64_file)
     assert meta["format_version"] == FORMAT_VERSION == 2
-    assert meta["autoencoder"] == {"name": "taef2", "id": taef2.id, "weights_sha256": taef2.weights_sha256}
+    assert meta["autoencoder"] == {"name": ae.name, "id": ae.id, "weights_sha256": ae.weights_sha256}
     assert len(meta["autoencoder"]["weights_sha256"]) == 64
     assert meta["resolution"] == 128 and meta["latent_shape"] == [32, 16, 16]
     hp = meta["hyperparameters"]
@@ -215,23 +216,23 @@ def test_inconsistent_file_is_refused(model64_file, tmp_path):
 def _other_weights(meta: dict) -> dict:
     meta = copy.deepcopy(meta)
     meta["autoencoder"]["weights_sha256"] = "ab" * 32
-    meta["autoencoder"]["id"] = "taef2:abababababababab"
+    meta["autoencoder"]["id"] = f"{meta['autoencoder']['name']}:abababababababab"
     return meta
 
 
-def test_model_for_other_weights_refused(model64_file, tmp_path, taef2):
-    # 1. A model file recorded for other TAEF2 weights, loaded with the real ones.
+def test_model_for_other_weights_refused(model64_file, tmp_path, ae):
+    # 1. A model file recorded for other weights of its backend, loaded with the real ones.
     other_file = rewrite_model_metadata(model64_file, tmp_path / "other.lrgmm", _other_weights)
-    with pytest.raises(ModelFileError, match=r"fitted with autoencoder 'taef2:abababababababab'.*same autoencoder weights"):
+    with pytest.raises(ModelFileError, match=rf"fitted with autoencoder '{ae.name}:abababababababab'.*same autoencoder weights"):
         FacePipeline.load(other_file)
-    with pytest.raises(ModelFileError, match="taef2:abababababababab"):
-        FacePipeline.load(other_file, autoencoder=taef2)
+    with pytest.raises(ModelFileError, match=f"{ae.name}:abababababababab"):
+        FacePipeline.load(other_file, autoencoder=ae)
 
-    # 2. The real model, loaded with a TAEF2 instance whose weights hash differs.
-    fake = copy.copy(taef2)
+    # 2. The real model, loaded with an instance of its backend whose weights hash differs.
+    fake = copy.copy(ae)
     fake.weights_sha256 = "cd" * 32
-    assert fake.id != taef2.id
-    with pytest.raises(ModelFileError, match=r"but 'taef2:cdcdcdcdcdcdcdcd' was given"):
+    assert fake.id != ae.id
+    with pytest.raises(ModelFileError, match=rf"but '{ae.name}:cdcdcdcdcdcdcdcd' was given"):
         FacePipeline.load(model64_file, autoencoder=fake)
 
 
@@ -255,8 +256,8 @@ class _TinyAE(autoencoders.Autoencoder):
 
 def test_model_for_other_backend_refused(model64_file, tmp_path, monkeypatch):
     monkeypatch.setitem(autoencoders._FACTORIES, "tiny", _TinyAE)
-    # The taef2 model with a registered, different backend.
-    with pytest.raises(ModelFileError, match=r"fitted with autoencoder 'taef2:.*but 'tiny:0000000000000000' was given"):
+    # The model with a registered, different backend.
+    with pytest.raises(ModelFileError, match=r"fitted with autoencoder '(taef2|fake):.*but 'tiny:0000000000000000' was given"):
         FacePipeline.load(model64_file, autoencoder="tiny")
     # A model recorded for a backend this installation does not have.
     def vqgan(m):

@@ -1,7 +1,9 @@
-"""FacePipeline on real faces through the real TAEF2: provenance, outputs, and every bad input.
+"""FacePipeline on 64 faces through the session's autoencoder (the real TAEF2 and UTKFace photos
+with the shared folder, else the fake autoencoder and synthetic faces): provenance, outputs, and
+every bad input.
 
-The 64 shared faces are encoded once per session (``conftest.faces64_encoded``) into a private
-latent cache; fits on small folders reuse those latents, so only new images are encoded.
+The 64 faces are encoded once per session (``conftest.faces64_encoded``) into a private latent
+cache; fits on small folders reuse those latents, so only new images are encoded.
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import N_FACES, TAEF2_WEIGHTS_DIR
+from conftest import N_FACES, TAEF2_WEIGHTS_DIR, as_taef2_model
 from PIL import Image
 
 from lrgmm import weights
-from lrgmm.errors import FitError, ImageInputError, WeightsError
+from lrgmm.errors import FitError, ImageInputError, NotFittedError, WeightsError
 from lrgmm.io.images import to_uint8_hwc
 from lrgmm.model import LRGMM
 from lrgmm.pipeline import FacePipeline, InputWarning
@@ -87,13 +89,13 @@ def test_generate(fitted64):
 
 
 def test_generate_needs_a_fitted_pipeline():
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         FacePipeline().generate(1, seed=0)
 
 
-def test_fit_refuses_latents_from_another_resolution(taef2, faces64_encoded):
-    with pytest.raises(ValueError, match="encoded with taef2:.* at 128px, this pipeline uses .* at 64px"):
-        FacePipeline(autoencoder=taef2, resolution=64).fit(faces64_encoded)
+def test_fit_refuses_latents_from_another_resolution(ae, faces64_encoded):
+    with pytest.raises(ValueError, match=rf"encoded with {ae.name}:.* at 128px, this pipeline uses .* at 64px"):
+        FacePipeline(autoencoder=ae, resolution=64).fit(faces64_encoded)
 
 
 def test_save_writes_faces_maps_and_lists(fitted64, tmp_path):
@@ -137,31 +139,31 @@ def test_save_writes_faces_maps_and_lists(fitted64, tmp_path):
 # ------------------------------------------------------------------------------ bad input
 
 
-def test_empty_folder(taef2, tmp_path, lrgmm_cache):
+def test_empty_folder(ae, tmp_path, lrgmm_cache):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ImageInputError, match=r"no image files found in .*empty"):
-        FacePipeline(autoencoder=taef2, progress=False).fit(tmp_path / "empty")
+        FacePipeline(autoencoder=ae, progress=False).fit(tmp_path / "empty")
 
 
-def test_folder_without_images(taef2, tmp_path, lrgmm_cache):
+def test_folder_without_images(ae, tmp_path, lrgmm_cache):
     d = tmp_path / "docs"
     d.mkdir()
     (d / "notes.txt").write_text("hello")
     (d / "data.csv").write_text("a,b\n1,2\n")
     with pytest.raises(ImageInputError, match=r"no image files found .*\(2 other file\(s\) ignored\)"):
-        FacePipeline(autoencoder=taef2, progress=False).fit(d)
+        FacePipeline(autoencoder=ae, progress=False).fit(d)
 
 
-def test_only_unreadable_images(taef2, tmp_path, lrgmm_cache):
+def test_only_unreadable_images(ae, tmp_path, lrgmm_cache):
     d = tmp_path / "bad"
     d.mkdir()
     (d / "a.jpg").write_bytes(b"not a jpeg at all")
     (d / "b.png").write_bytes(b"")
     with pytest.raises(ImageInputError, match=r"no usable image among 2 image file\(s\)"):
-        FacePipeline(autoencoder=taef2, progress=False).fit(d)
+        FacePipeline(autoencoder=ae, progress=False).fit(d)
 
 
-def test_corrupt_jpeg_among_good_ones(taef2, faces64, tmp_path, lrgmm_cache):
+def test_corrupt_jpeg_among_good_ones(ae, faces64, tmp_path, lrgmm_cache):
     d = tmp_path / "mixed"
     good = _copy_faces(faces64[:6], d)
     data = faces64[6].read_bytes()
@@ -169,7 +171,7 @@ def test_corrupt_jpeg_among_good_ones(taef2, faces64, tmp_path, lrgmm_cache):
     (d / "zz_fake.jpg").write_bytes(b"<html>404 not found</html>")
     (d / "readme.txt").write_text("not an image")
     with pytest.warns(InputWarning, match=r"(?s)6 of 8 image file\(s\) used.*skipped: 2.*zz_fake\.jpg.*zz_truncated\.jpg"):
-        pipe = FacePipeline(autoencoder=taef2, progress=False).fit(d)
+        pipe = FacePipeline(autoencoder=ae, progress=False).fit(d)
     assert pipe.training_files_ == [str(p) for p in good]
     assert pipe.model_.codes_.shape[0] == 6
     skipped = dict(pipe.report_.skipped)
@@ -179,28 +181,28 @@ def test_corrupt_jpeg_among_good_ones(taef2, faces64, tmp_path, lrgmm_cache):
     assert pipe.generate(1, seed=0).images.shape == (1, 3, 128, 128)
 
 
-def test_small_images_are_upsampled_and_reported(taef2, faces64, tmp_path, lrgmm_cache):
+def test_small_images_are_upsampled_and_reported(ae, faces64, tmp_path, lrgmm_cache):
     d = tmp_path / "small"
     _copy_faces(faces64[:4], d)
     for p in faces64[4:8]:
         with Image.open(p) as im:
             im.convert("RGB").resize((48, 40)).save(d / f"small_{p.stem}.png")
     with pytest.warns(InputWarning, match=r"(?s)smaller than 128px, upsampled.*small_.*\(48x40\)"):
-        pipe = FacePipeline(autoencoder=taef2, progress=False).fit(d)
+        pipe = FacePipeline(autoencoder=ae, progress=False).fit(d)
     assert pipe.model_.codes_.shape[0] == 8  # used, not dropped
     ups = dict(pipe.report_.upsampled)
     assert len(ups) == 4 and set(ups.values()) == {(48, 40)}
     assert all(Path(p).name.startswith("small_") for p in ups)
 
 
-def test_duplicates_are_used_once(taef2, faces64, tmp_path, lrgmm_cache):
+def test_duplicates_are_used_once(ae, faces64, tmp_path, lrgmm_cache):
     d = tmp_path / "dups"
     orig = _copy_faces(faces64[:5], d)
     shutil.copyfile(orig[0], d / "zz_copy_of_first.jpg")
     (d / "sub").mkdir()
     shutil.copyfile(orig[3], d / "sub" / "again.jpg")
     with pytest.warns(InputWarning, match=r"(?s)duplicates \(kept once\): 2"):
-        pipe = FacePipeline(autoencoder=taef2, progress=False).fit(d)
+        pipe = FacePipeline(autoencoder=ae, progress=False).fit(d)
     assert pipe.training_files_ == [str(p) for p in orig]
     assert len(set(pipe.training_hashes_)) == 5
     assert sorted(pipe.report_.duplicates) == sorted(
@@ -208,22 +210,22 @@ def test_duplicates_are_used_once(taef2, faces64, tmp_path, lrgmm_cache):
     )
 
 
-def test_clean_input_gives_no_warning(taef2, faces64, tmp_path, lrgmm_cache, recwarn):
+def test_clean_input_gives_no_warning(ae, faces64, tmp_path, lrgmm_cache, recwarn):
     _copy_faces(faces64[:4], tmp_path / "ok")
-    FacePipeline(autoencoder=taef2, progress=False).fit(tmp_path / "ok")
+    FacePipeline(autoencoder=ae, progress=False).fit(tmp_path / "ok")
     assert not [w for w in recwarn if issubclass(w.category, InputWarning)]
 
 
-def test_fewer_images_than_components(taef2, faces64, tmp_path, lrgmm_cache):
+def test_fewer_images_than_components(ae, faces64, tmp_path, lrgmm_cache):
     _copy_faces(faces64[:5], tmp_path / "five")
     with pytest.raises(FitError, match=r"5 training codes cannot fit 8 components.*n_components <= 1"):
-        FacePipeline(autoencoder=taef2, n_components=8, progress=False).fit(tmp_path / "five")
+        FacePipeline(autoencoder=ae, n_components=8, progress=False).fit(tmp_path / "five")
     _copy_faces(faces64[:1], tmp_path / "one")
     with pytest.raises(FitError, match="need at least 2 training images, got 1"):
-        FacePipeline(autoencoder=taef2, progress=False).fit(tmp_path / "one")
+        FacePipeline(autoencoder=ae, progress=False).fit(tmp_path / "one")
 
 
-def test_non_finite_latents(faces64_encoded, taef2):
+def test_non_finite_latents(faces64_encoded, ae):
     z = faces64_encoded.latents.clone()
     z[3, 5, 2, 7] = float("nan")
     z[17, 0, 0, 0] = float("inf")
@@ -232,7 +234,7 @@ def test_non_finite_latents(faces64_encoded, taef2):
         LRGMM().fit(z)
     bad = dataclasses.replace(faces64_encoded, latents=z)
     with pytest.raises(FitError, match=r"\[3, 17, 40\]"):
-        FacePipeline(autoencoder=taef2, progress=False).fit(bad)
+        FacePipeline(autoencoder=ae, progress=False).fit(bad)
 
 
 @pytest.fixture
@@ -254,7 +256,7 @@ def test_missing_weights(no_weights, faces64, model64_file):
     with pytest.raises(WeightsError, match=msg):
         FacePipeline(progress=False).fit(no_weights / "faces")
     with pytest.raises(WeightsError, match=msg):
-        FacePipeline.load(model64_file)
+        FacePipeline.load(as_taef2_model(model64_file, no_weights / "taef2.lrgmm"))
 
 
 @pytest.fixture
@@ -393,27 +395,30 @@ def test_generate_with_a_copy_budget(fitted64, tmp_path):
         record = json.loads((tmp_path / "out" / f"face_{i:04d}_provenance.json").read_text())
         assert record["largest_share"] <= share
     # Attribute sampling goes through the same budget, over the labelled faces of each cluster:
-    # here a cluster holds one female face, so no budget can be met and the error says so.
+    # with one face labelled female, its cluster holds one, so no budget can be met and the
+    # error says so.
     from lrgmm.conditional import where_weights
     from lrgmm.errors import BudgetError
 
-    weights, allowed, _ = where_weights(fitted64, ["gender=female"])
-    assert m.min_max_share(weights, allowed) == 1.0
+    labels = tmp_path / "one_female.csv"
+    labels.write_text(f"file,gender\n{Path(fitted64.training_files_[5]).name},female\n")
+    weights, allowed, _ = where_weights(fitted64, ["gender=female"], labels)
+    assert allowed.tolist() == [5] and m.min_max_share(weights, allowed) == 1.0
     with pytest.raises(BudgetError, match=r"has only 1 training photo.*no budget below 1 can be met"):
-        fitted64.generate(6, seed=1, where=["gender=female"], max_share=0.5)
+        fitted64.generate(6, seed=1, where=["gender=female"], labels_csv=labels, max_share=0.5)
 
 
-def test_copy_budget_as_a_model_default_survives_the_model_file(taef2, faces64_encoded, tmp_path):
+def test_copy_budget_as_a_model_default_survives_the_model_file(ae, faces64_encoded, tmp_path):
     from lrgmm.errors import BudgetError
     from lrgmm.io.model_file import read_metadata
 
     with pytest.raises(BudgetError, match="max_share"):
-        FacePipeline(autoencoder=taef2, max_share=0, progress=False).fit(faces64_encoded)
-    pipe = FacePipeline(autoencoder=taef2, n_components=1, max_share=0.2, progress=False).fit(faces64_encoded)
+        FacePipeline(autoencoder=ae, max_share=0, progress=False).fit(faces64_encoded)
+    pipe = FacePipeline(autoencoder=ae, n_components=1, max_share=0.2, progress=False).fit(faces64_encoded)
     assert pipe.model_.max_share == 0.2
     path = pipe.save(tmp_path / "budget.lrgmm")
     assert read_metadata(path)["hyperparameters"]["max_share"] == 0.2
-    loaded = FacePipeline.load(path, autoencoder=taef2, progress=False)
+    loaded = FacePipeline.load(path, autoencoder=ae, progress=False)
     assert loaded.max_share == 0.2 and loaded.model_.max_share == 0.2
     s = loaded.model_.sample(16, seed=2)
     assert _largest_share(s.provenance) <= 0.2

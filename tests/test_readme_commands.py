@@ -13,7 +13,7 @@ import shlex
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT
+from conftest import REAL_DATA, REPO_ROOT
 
 from lrgmm.cli import build_parser, main
 
@@ -92,8 +92,9 @@ def test_readme_edit_command_takes_the_photos_after_alpha():
 
 @pytest.mark.slow
 def test_readme_tour_runs(faces64, faces64_encoded, tmp_path, monkeypatch, capsys, lrgmm_cache):
-    """The Tour block as written, in a fresh folder, with ``photos/`` holding 48 shared faces
-    (their latents are in the session cache: seconds, not minutes)."""
+    """The Tour block as written, in a fresh folder, with ``photos/`` holding 48 of the session's
+    faces (their latents are in the session cache: seconds, not minutes). Without the shared
+    folder, ``lrgmm fit`` gets ``--autoencoder fake`` (no TAEF2 weights)."""
     tour = [block for heading, block in bash_blocks(README.read_text()) if heading == "Tour"]
     assert len(tour) == 1
     photos = tmp_path / "photos"
@@ -105,7 +106,9 @@ def test_readme_tour_runs(faces64, faces64_encoded, tmp_path, monkeypatch, capsy
     assert [c[0] for c in commands] == ["fit", "sample", "info", "sample"]
     outputs = []
     for argv in commands:
-        rc = main(argv + (["--quiet"] if argv[0] in ("fit", "sample") else []))
+        extra = (["--quiet"] if argv[0] in ("fit", "sample") else []) + (
+            ["--autoencoder", "fake"] if argv[0] == "fit" and not REAL_DATA else [])
+        rc = main(argv + extra)
         out, err = capsys.readouterr()
         assert rc == 0, f"lrgmm {' '.join(argv)}: {err}"
         outputs.append(out)

@@ -1,5 +1,6 @@
 """``python -m lrgmm.report`` end to end at its ``test`` scale (N = 16, n = 8, one sweep point
-each) on the session's 64 real faces, into a temporary folder; and the Pillow line plots."""
+each) on the session's 64 real faces (the report fits with TAEF2: it needs the shared folder), into
+a temporary folder; and the Pillow line plots."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def inception_file():
 
 
 @pytest.mark.slow
-def test_report_end_to_end(faces64_dir, faces64_encoded, lrgmm_cache, inception_file, tmp_path):
+def test_report_end_to_end(taef2, faces64_dir, faces64_encoded, lrgmm_cache, inception_file, tmp_path):
     out = tmp_path / "reports"
     assert main(["--scale", "test", "--data", str(faces64_dir), "--out", str(out), "--quiet"]) == 0
     md = (out / "reproduction.md").read_text()

@@ -1,7 +1,8 @@
-"""The studio's HTTP API (lrgmm.studio), through httpx's in-process client, on the 64 real faces
-and the real TAEF2: generated faces and provenance agree with the Python API, bad requests get
-clear 4xx JSON errors and the server keeps answering, uploads are checked and confined, the
-face cache is bounded, and the optional edit / complete panels follow the contract."""
+"""The studio's HTTP API (lrgmm.studio), through httpx's in-process client, on the session's 64
+faces and autoencoder (real faces and TAEF2 with the shared folder, synthetic faces and the fake
+autoencoder without): generated faces and provenance agree with the Python API, bad requests get
+clear 4xx JSON errors and the server keeps answering, uploads are checked and confined, the face
+cache is bounded, and the edit and complete panels give what FacePipeline.edit / .complete give."""
 
 from __future__ import annotations
 
@@ -20,7 +21,6 @@ pytest.importorskip("fastapi", reason="the studio extra is not installed: pip in
 pytest.importorskip("httpx", reason="the studio tests need httpx: pip install 'lrgmm[studio-test]'")
 
 from fastapi.testclient import TestClient
-from studio_fakes import EDIT_SOURCE, install_contract_fakes
 
 from lrgmm.pipeline import FacePipeline
 from lrgmm.studio.app import create_app
@@ -452,61 +452,109 @@ def test_nearest_without_the_inception_network_is_501(studio_env, monkeypatch):
     assert r.status_code in (200, 202) and studio._neighbours[mid].state in ("computing", "ready")
 
 
-# ------------------------------------------------------------------ optional panels (contract)
+# ------------------------------------------------------------------------- edit / complete
 
 
-def test_edit_and_complete_are_501_when_absent(studio_env, monkeypatch):
-    client, _studio, mid = studio_env
-    monkeypatch.delattr(FacePipeline, "edit", raising=False)
-    monkeypatch.delattr(FacePipeline, "complete", raising=False)
-    assert client.get("/api/status").json()["features"] == {"edit": False, "complete": False}
-    grid = _generate(client, mid, n=1, seed=0)
-    _error(client.post("/api/edit", json={"grid": grid["id"], "face": 0}), 501, "editing is not available")
-    _error(client.post("/api/complete", json={"grid": grid["id"], "face": 0, "box": [0, 0, 64, 64]}), 501, "completion")
+def _face_tensor(face: np.ndarray) -> torch.Tensor:
+    """A face PNG as the studio reads it: (1, 3, H, W) float in [0, 1]."""
+    return torch.from_numpy(face.transpose(2, 0, 1).astype(np.float32) / 255.0)[None]
 
 
-def test_edit_and_complete_follow_the_contract(studio_env, monkeypatch):
-    """The studio's wiring of FacePipeline.edit / .complete, with the contract's stand-ins
-    (tests/studio_fakes.py); the real features are checked by their own branches' tests."""
-    client, _studio, mid = studio_env
-    calls = install_contract_fakes(monkeypatch)
+def _u8(images: torch.Tensor) -> np.ndarray:
+    from lrgmm.io.images import to_uint8_hwc
+
+    return np.stack([to_uint8_hwc(x) for x in images])
+
+
+def test_edit_is_the_python_api_edit(studio_env, fitted64):
+    """``/api/edit`` runs the real ``FacePipeline.edit`` with an ``AttributeEdit`` fitted on the
+    model (kept for the next request): its faces and provenance maps are the Python API's."""
+    pytest.importorskip("geomloss", reason="the edit panel needs GeomLoss: pip install 'lrgmm[edit]'")
+    from lrgmm.editing import AttributeEdit
+
+    client, studio, mid = studio_env
     assert client.get("/api/status").json()["features"] == {"edit": True, "complete": True}
-
     grid = _generate(client, mid, n=2, seed=4)
     face1 = _faces(client, grid)[1]
-    r = client.post("/api/edit", json={"grid": grid["id"], "face": 1, "attribute": "age", "negative": "adult",
-                                       "positive": "senior", "alphas": [-1, 0, 1], "seed": 7})
+    r = client.post("/api/edit", json={"grid": grid["id"], "face": 1, "attribute": "gender", "negative": "male",
+                                       "positive": "female", "alphas": [-1, 0, 1], "seed": 7})
     assert r.status_code == 200, r.text
     out = r.json()
-    assert calls["fit"] == ("age", "adult", "senior") and calls["edit"] == ((1, 3, 128, 128), (-1.0, 0.0, 1.0), True, 7)
-    assert out["kind"] == "edit" and out["n"] == 3 and [f["label"] for f in out["faces"]] == ["alpha -1", "alpha 0", "alpha 1"]
-    assert np.array_equal(_faces(client, out)[1], face1)  # alpha 0 is the input face
-    rec = client.get(f"/api/grids/{out['id']}/faces/2/provenance.json").json()
-    assert [(src["index"], src["share"]) for src in rec["sources"]] == [(EDIT_SOURCE, 1.0)]
-    plain = client.post("/api/edit", json={"grid": grid["id"], "face": 1, "alphas": [1], "nn": False}).json()
-    assert not plain["has_provenance"] and calls["fit"] == ("gender", None, None)
-    _error(client.post("/api/edit", json={"grid": grid["id"], "face": 1, "alphas": [100]}), 400, "alphas")
+    assert out["kind"] == "edit" and out["n"] == 3 and out["has_provenance"]
+    assert [f["label"] for f in out["faces"]] == ["alpha -1", "alpha 0", "alpha 1"]
+    assert out["settings"]["source"] == {"grid": grid["id"], "face": 1}
 
-    r = client.post("/api/complete", json={"grid": grid["id"], "face": 1, "box": [32, 40, 96, 88], "n": 3, "seed": 2})
-    assert r.status_code == 200, r.text
-    done = r.json()
-    assert calls["complete"] == ((3, 128, 128), 64 * 48, 3, 2)
-    faces = _faces(client, done)
-    assert np.array_equal(faces[0][:40], face1[:40]) and (faces[0][40:88, 32:96] == 128).all()
-    rec = client.get(f"/api/grids/{done['id']}/faces/0/provenance.json").json()
-    assert rec["observed_share"] == 0.75 and [s["index"] for s in rec["sources"]] == [3]
-    assert rec["sources"][0]["share"] == 0.25
-    # Its provenance picture: the training face's colour on the generated quarter, transparent elsewhere.
-    pm = Image.open(io.BytesIO(client.get(f"/api/grids/{done['id']}/faces/0/provenance.png").content))
-    assert pm.mode == "RGBA"
-    pm = np.asarray(pm)
-    assert (pm[:64, :64, 3] == 255).all() and (pm[64:, :, 3] == 0).all() and (pm[:, 64:, 3] == 0).all()
+    edit = AttributeEdit(progress=False).fit(fitted64, attribute="gender", negative="male", positive="female")
+    ref = fitted64.edit(_face_tensor(face1), edit, alphas=(-1, 0, 1), nn=True, seed=7)
+    assert np.abs(_faces(client, out).astype(int) - _u8(ref.images[0]).astype(int)).max() <= 1
+    assert not np.array_equal(_faces(client, out)[0], _faces(client, out)[2])  # alpha moves the face
+    for k in range(3):
+        rec = client.get(f"/api/grids/{out['id']}/faces/{k}/provenance.json").json()
+        assert rec["map"] == ref.provenance[0, k].tolist()
+        assert abs(sum(src["share"] for src in rec["sources"]) - 1) < 1e-5
+    assert list(studio._edits) == [(mid, "gender", "male", "female")]  # fitted once, kept
+
+    plain = client.post("/api/edit", json={"grid": grid["id"], "face": 1, "alphas": [1], "nn": False,
+                                           "negative": "male", "positive": "female"}).json()
+    assert not plain["has_provenance"] and plain["n"] == 1
+    ref = fitted64.edit(_face_tensor(face1), edit, alphas=(1,), nn=False)
+    assert np.abs(_faces(client, plain).astype(int) - _u8(ref.images[0]).astype(int)).max() <= 1
+    assert len(studio._edits) == 1
+    _error(client.post("/api/edit", json={"grid": grid["id"], "face": 1, "alphas": [100]}), 400, "alphas")
+    _error(client.post("/api/edit", json={"grid": grid["id"], "face": 1, "attribute": "shoe size"}), 400, "shoe size")
+
+
+def test_edit_without_geomloss_is_501(studio_env, monkeypatch):
+    import importlib.util
+
+    client, _studio, mid = studio_env
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "geomloss" else find_spec(name, *a))
+    assert client.get("/api/status").json()["features"] == {"edit": False, "complete": True}
+    grid = _generate(client, mid, n=1, seed=0)
+    _error(client.post("/api/edit", json={"grid": grid["id"], "face": 0}), 501, "editing", "lrgmm[edit]")
+
+
+def test_complete_is_the_python_api_completion(studio_env, fitted64):
+    """``/api/complete`` runs the real ``FacePipeline.complete`` on a box: its faces are the
+    Python API's, pixels away from the box are the input's, and the provenance maps name training
+    faces on the generated positions and none (-1, transparent) on the observed ones."""
+    from lrgmm.conditional import box_mask
     from lrgmm.provenance import index_colors
 
-    expected = np.round(index_colors(torch.tensor(3)).numpy() * 255).astype(np.uint8)
-    assert (np.abs(pm[:64, :64, :3].astype(int) - expected.astype(int)) <= 1).all()
-    for box in ([0, 0, 0, 10], [10, 10, 5, 20], [0, 0, 129, 10], [1, 2, 3]):
-        _error(client.post("/api/complete", json={"grid": grid["id"], "face": 1, "box": box}), 400, "box")
+    client, _studio, mid = studio_env
+    grid = _generate(client, mid, n=2, seed=4)
+    face1 = _faces(client, grid)[1]
+    box = [32, 40, 96, 88]
+    r = client.post("/api/complete", json={"grid": grid["id"], "face": 1, "box": box, "n": 3, "seed": 2})
+    assert r.status_code == 200, r.text
+    done = r.json()
+    assert done["kind"] == "complete" and done["n"] == 3 and done["settings"]["box"] == box
+    ref = fitted64.complete(_face_tensor(face1)[0], box_mask(128, *box), n=3, seed=2)
+    faces = _faces(client, done)
+    assert np.abs(faces.astype(int) - _u8(ref.images).astype(int)).max() <= 1
+    feather = ref.settings["feather"]
+    assert np.array_equal(faces[:, : 40 - feather - 1], np.broadcast_to(face1[: 40 - feather - 1], faces[:, : 40 - feather - 1].shape))
+    assert not np.array_equal(faces[0][40:88, 32:96], faces[1][40:88, 32:96])  # n different fillings
+    prov = ref.samples.provenance
+    for i in range(3):
+        rec = client.get(f"/api/grids/{done['id']}/faces/{i}/provenance.json").json()
+        assert rec["map"] == prov[i].tolist()
+        generated = prov[i] >= 0
+        assert torch.equal(generated, ref.unknown)  # the box's latent positions, and only those
+        assert rec["observed_share"] == pytest.approx(1 - float(generated.float().mean()), abs=1e-6)
+        assert {s["index"] for s in rec["sources"]} == set(prov[i][generated].tolist())
+        assert abs(sum(s["share"] for s in rec["sources"]) + rec["observed_share"] - 1) < 1e-5
+    # Its provenance picture: each training face's colour on the generated positions, transparent elsewhere.
+    pm = np.asarray(Image.open(io.BytesIO(client.get(f"/api/grids/{done['id']}/faces/0/provenance.png").content)))
+    assert pm.shape == (128, 128, 4)
+    cells = pm[4::8, 4::8]  # one pixel per latent position
+    assert np.array_equal(cells[..., 3] == 255, ref.unknown.numpy()) and (cells[~ref.unknown.numpy(), 3] == 0).all()
+    expected = np.round(index_colors(prov[0].clamp(min=0)).numpy() * 255).astype(int)
+    known = ref.unknown.numpy()
+    assert (np.abs(cells[known][:, :3].astype(int) - expected[known]) <= 1).all()
+    for bad in ([0, 0, 0, 10], [10, 10, 5, 20], [0, 0, 129, 10], [1, 2, 3]):
+        _error(client.post("/api/complete", json={"grid": grid["id"], "face": 1, "box": bad}), 400, "box")
     _error(client.post("/api/complete", json={"grid": grid["id"], "face": 1, "box": [0, 0, 8, 8], "n": 99}), 400, "n must")
 
 

@@ -256,19 +256,34 @@ def test_uploads_in_the_page(studio_server, browser, shots, tmp_path, utkface_di
 
 
 def test_edit_and_complete_panels(browser, shots, fitted64, faces64_dir, lrgmm_cache, monkeypatch):
-    """The optional panels in the page, against the contract's stand-ins (tests/studio_fakes.py) in
-    an in-process server: edit a face with the alpha slider, drag a box and get completions whose
-    provenance names the training face they borrowed from."""
+    """The edit and complete panels in the page, on the real ``FacePipeline`` (the session's
+    model) in an in-process server: edit a face with the alpha slider, drag a box and get
+    completions whose provenance names the training faces they borrowed from."""
     pytest.importorskip("fastapi", reason="the studio extra is not installed: pip install 'lrgmm[studio]'")
+    pytest.importorskip("geomloss", reason="the edit panel needs GeomLoss: pip install 'lrgmm[edit]'")
     import threading
 
     import uvicorn
-    from studio_fakes import COMPLETION_SOURCE, install_contract_fakes
 
+    from lrgmm.pipeline import FacePipeline
     from lrgmm.studio.app import create_app
     from lrgmm.studio.service import Studio
 
-    calls = install_contract_fakes(monkeypatch)
+    calls = {}
+    real_edit, real_complete = FacePipeline.edit, FacePipeline.complete
+
+    def edit(self, inputs, edit, **kw):  # the real edit, its arguments and result recorded
+        out = real_edit(self, inputs, edit, **kw)
+        calls["edit"] = ((edit.attribute_, edit.negative_, edit.positive_), kw["alphas"], out)
+        return out
+
+    def complete(self, image, mask, **kw):
+        out = real_complete(self, image, mask, **kw)
+        calls["complete"] = (mask, kw["n"], out)
+        return out
+
+    monkeypatch.setattr(FacePipeline, "edit", edit)
+    monkeypatch.setattr(FacePipeline, "complete", complete)
     studio = Studio(data=[faces64_dir])
     studio._add_model("faces64", fitted64, "file")
     port = _free_port()
@@ -283,7 +298,7 @@ def test_edit_and_complete_panels(browser, shots, fitted64, faces64_dir, lrgmm_c
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         errors = []
         page.on("pageerror", lambda e: errors.append(str(e)))
-        page.set_default_timeout(60_000)
+        page.set_default_timeout(120_000)
         page.goto(f"http://127.0.0.1:{port}/")
         wait_until(page, "document.querySelectorAll('#grid .tile.loaded').length === 16")
         page.locator("#grid .tile").nth(2).click()
@@ -291,10 +306,10 @@ def test_edit_and_complete_panels(browser, shots, fitted64, faces64_dir, lrgmm_c
         assert page.locator("#edit-panel").is_visible() and page.locator("#complete-panel").is_visible()
 
         # Edit: five alphas in a strip; the slider shows each one in the large view.
-        page.select_option("#edit-attribute", "age")
+        page.select_option("#edit-attribute", "gender")
         page.click("#edit-button")
-        wait_until(page, "document.querySelectorAll('#edit-strip .tile.loaded').length === 5")
-        assert calls["fit"] == ("age", "adult", "senior") and calls["edit"][1] == (-2.0, -1.0, 0.0, 1.0, 2.0)
+        wait_until(page, "document.querySelectorAll('#edit-strip .tile.loaded').length === 5", timeout=120_000)
+        assert calls["edit"][:2] == (("gender", "male", "female"), (-2.0, -1.0, 0.0, 1.0, 2.0))
         page.locator("#edit-alpha").evaluate("e => { e.value = 4; e.dispatchEvent(new Event('input')); }")
         assert page.locator("#edit-alpha-out").inner_text() == "2"
         edited = page.evaluate("S.edit.faces[4].url")
@@ -313,20 +328,27 @@ def test_edit_and_complete_panels(browser, shots, fitted64, faces64_dir, lrgmm_c
         page.fill("#complete-n", "3")
         page.click("#complete-button")
         wait_until(page, "document.querySelectorAll('#complete-strip .tile.loaded').length === 3")
-        x0, y0, x1, y1 = calls["box"]
-        assert abs(x0 - 32) <= 1 and abs(y0 - 38) <= 1 and abs(x1 - 96) <= 1 and abs(y1 - 90) <= 1, calls["box"]
-        assert calls["complete"][2] == 3
-        # A completion opens in the inspector with its provenance: one training face, observed elsewhere.
+        mask, n, out = calls["complete"]
+        rows, cols = mask.any(1).nonzero().squeeze(1), mask.any(0).nonzero().squeeze(1)
+        x0, y0, x1, y1 = int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+        assert abs(x0 - 32) <= 1 and abs(y0 - 38) <= 1 and abs(x1 - 96) <= 1 and abs(y1 - 90) <= 1, (x0, y0, x1, y1)
+        assert int(mask.sum()) == (x1 - x0) * (y1 - y0) and n == 3
+        # A completion opens in the inspector with its provenance: the training faces of the
+        # generated positions, "observed" elsewhere.
+        prov = out.samples.provenance[0]
+        sources = {Path(fitted64.training_files_[j]).name for j in prov[prov >= 0].tolist()}
         page.locator("#complete-strip .tile").first.click()
-        wait_until(page, "document.querySelectorAll('#sources li').length === 1")
-        name = page.locator("#sources li .src-name").inner_text()
-        assert Path(fitted64.training_files_[COMPLETION_SOURCE]).name in name and "25.0%" in name
+        wait_until(page, f"document.querySelectorAll('#sources li').length === {len(sources)}")
+        names = page.locator("#sources li .src-name").all_inner_texts()
+        assert {n.split(" ", 1)[1].rsplit(" —", 1)[0] for n in names} == sources, names
         page.locator("#large").scroll_into_view_if_needed()
         box = page.locator("#large").bounding_box()
         page.mouse.move(box["x"] + 0.9 * box["width"], box["y"] + 0.9 * box["height"])
+        assert int(prov[14, 14]) == -1
         assert "latent pixel (14, 14): observed" in page.locator("#hover-info").inner_text()
-        page.mouse.move(box["x"] + 0.1 * box["width"], box["y"] + 0.2 * box["height"])
-        assert f"training face #{COMPLETION_SOURCE}, same position (row 3, col 1)" in page.locator("#hover-info").inner_text()
+        page.mouse.move(box["x"] + 0.53 * box["width"], box["y"] + 0.53 * box["height"])
+        j = int(prov[8, 8])
+        assert j >= 0 and f"training face #{j}, same position (row 8, col 8)" in page.locator("#hover-info").inner_text()
         page.wait_for_timeout(400)
         page.screenshot(path=str(shots / "studio_9_complete.png"), full_page=True)
         assert not errors, errors

@@ -136,7 +136,7 @@ def test_identity_and_sha(taef2):
     assert taef2.id == f"taef2:{taef2.weights_sha256[:16]}"
 
 
-def test_registry():
+def test_registry(taef2):
     assert "taef2" in available()
     ae = get_autoencoder("taef2", batch_size=4)
     assert isinstance(ae, TAEF2) and isinstance(ae, Autoencoder) and ae.batch_size == 4

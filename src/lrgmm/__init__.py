@@ -1,12 +1,11 @@
 """lrgmm: few-shot face generation with a low-rank Gaussian mixture on autoencoder latents."""
 
-__version__ = "0.1.0"
-
-from .errors import FitError, ImageInputError, LrgmmError, ModelFileError, WeightsError  # noqa: E402
-from .mixture import LowRankGaussianMixture  # noqa: E402
-from .model import LRGMM, LatentSamples  # noqa: E402
-from .pipeline import FacePipeline, Generated  # noqa: E402
-from .projector import PixelPCA  # noqa: E402
+from ._version import __version__
+from .errors import FitError, ImageInputError, LrgmmError, ModelFileError, NotFittedError, WeightsError
+from .mixture import LowRankGaussianMixture
+from .model import LRGMM, LatentSamples
+from .pipeline import FacePipeline, Generated
+from .projector import PixelPCA
 
 __all__ = [
     "FacePipeline",
@@ -19,5 +18,6 @@ __all__ = [
     "FitError",
     "ImageInputError",
     "ModelFileError",
+    "NotFittedError",
     "WeightsError",
 ]

@@ -50,6 +50,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .errors import NotFittedError
 from .limits import SAMPLE_BATCH_SIZE, check_n_samples
 from .mixture import LowRankGaussianMixture
 from .model import LatentSamples
@@ -122,7 +123,7 @@ class BaselineGenerator:
 
     def _check_fitted(self) -> None:
         if self.fit_seconds_ is None:
-            raise RuntimeError(f"{type(self).__name__} is not fitted: call fit() (or use make_generator)")
+            raise NotFittedError(f"{type(self).__name__} is not fitted: call fit() (or use make_generator)")
 
     # ----------------------------------------------------------------- sampling
     def sample(self, n: int, seed: int | torch.Generator | None = None) -> LatentSamples:

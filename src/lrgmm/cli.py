@@ -8,6 +8,10 @@ Inputs are checked before any work: counts, NN iterations and seeds against ``lr
 output paths that are empty, output folders that already hold files (``--overwrite`` replaces
 lrgmm's own files there and nothing else: ``lrgmm.io.output_folder``). ``--alpha`` takes the
 numbers that follow it, so photos may come after it (``lrgmm edit m e --alpha -1 1 a.jpg``).
+
+Errors: the package's own (``lrgmm.errors.LrgmmError``: bad input, exit status 2) and the
+system's (``OSError``: disk full, permission denied; exit status 1) are printed as one line. Any
+other exception is a bug in lrgmm and shows its traceback.
 """
 
 from __future__ import annotations
@@ -15,13 +19,14 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import math
 import secrets
 import sys
 import warnings
 from pathlib import Path
 
-from . import __version__
-from .errors import LrgmmError
+from ._version import __version__
+from .errors import LrgmmError, ParameterError
 from .limits import MAX_SAMPLES, SEED_LIMIT, check_nn_iterations
 
 
@@ -43,17 +48,17 @@ def _add_model_options(p):
     _opt(p, init, "autoencoder", help="autoencoder backend (see `lrgmm autoencoders`)")
     _opt(p, init, "resolution", type=int, help="working image side in pixels")
     _opt(p, init, "n_channels", "-q", "--n-channels", type=int, help="projector channels q; default: the autoencoder's preferred q")
-    _opt(p, init, "n_components", "-K", "--n-components", type=int, help="mixture components K; default: round(N / 128) in [1, 64]")
+    _opt(p, init, "n_components", "-K", "--n-components", type=_positive_int, help="mixture components K; default: round(N / 128) in [1, 64]")
     _opt(p, init, "temperature", "--temperature", "--lambda", type=_lambda, help="lambda in (0, 1]: d_k = floor(lambda * pi_k * d0)")
     _opt(p, init, "patch_size", "--patch-size", "--omega", type=int, help="NN patch size omega (odd)")
     _opt(p, init, "nn_iterations", type=int, help="NN projections per sample")
     _opt(p, init, "max_share", type=_max_share, help="copy budget stored as the model's default: no face takes more "
          "than this share of its latent pixels from one training photo, in (0, 1]; default: no budget")
-    _opt(p, init, "density_rank", type=int, help="rank of every component's density during EM (eq. 4's d_k is for sampling)")
-    _opt(p, init, "reg_covar", type=float, help="floor of the components' isotropic variance")
+    _opt(p, init, "density_rank", type=_non_negative_int, help="rank of every component's density during EM (eq. 4's d_k is for sampling)")
+    _opt(p, init, "reg_covar", type=_positive_float, help="floor of the components' isotropic variance")
     _opt(p, init, "max_iter", type=int, help="maximum EM iterations")
     _opt(p, init, "tol", type=float, help="EM tolerance on the mean log-likelihood")
-    _opt(p, init, "n_init", type=int, help="k-means++ starts of EM; the most likely fit is kept")
+    _opt(p, init, "n_init", type=_positive_int, help="k-means++ starts of EM; the most likely fit is kept")
     _opt(p, init, "random_state", "--seed", type=_seed, help="seed of the EM initialisation")
     _opt(p, init, "min_component_size", type=int, help="components with fewer training images are removed")
     _opt(p, init, "batch_size", type=int, help="images per encoder/decoder batch")
@@ -122,6 +127,20 @@ def _positive_int(text: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
     return n
+
+
+def _non_negative_int(text: str) -> int:
+    n = int(text)
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {n}")
+    return n
+
+
+def _positive_float(text: str) -> float:
+    x = float(text)
+    if not (math.isfinite(x) and x > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return x
 
 
 def _lambda(text: str) -> float:
@@ -253,7 +272,7 @@ def cmd_fit(args) -> int:
 
 
 def cmd_forget(args) -> int:
-    from .forget import forget_model_file, record_path_for
+    from .forget_file import forget_model_file, record_path_for
     from .io.atomic import check_writable_target
     from .io.model_file import read_metadata
 
@@ -303,11 +322,11 @@ def cmd_sample(args) -> int:
     from .limits import MAX_EDIT_SAMPLES
 
     if args.labels and not args.where:
-        raise ValueError("--labels is used with --where ATTRIBUTE=VALUE ...")
+        raise ParameterError("--labels is used with --where ATTRIBUTE=VALUE ...")
     if not getattr(args, "edit", None) and getattr(args, "alpha", None) is not None:
-        raise ValueError("--alpha needs --edit EDIT_FILE")
+        raise ParameterError("--alpha needs --edit EDIT_FILE")
     if args.edit and args.n > MAX_EDIT_SAMPLES:
-        raise ValueError(f"--edit keeps every strip in memory for its grid: at most {MAX_EDIT_SAMPLES} faces (-n), got {args.n:,}")
+        raise ParameterError(f"--edit keeps every strip in memory for its grid: at most {MAX_EDIT_SAMPLES} faces (-n), got {args.n:,}")
     if args.nn:
         check_nn_iterations(args.nn_iterations)
     own = EDIT_FILES if args.edit else SAMPLE_FILES
@@ -320,7 +339,7 @@ def cmd_sample(args) -> int:
         from .editing import load_edit
 
         if not lrgmm_method:
-            raise ValueError("--edit works on the model's own faces; drop --method or --edit")
+            raise ParameterError("--edit works on the model's own faces; drop --method or --edit")
         edit = load_edit(args.edit)
         edit.check_model(pipe, args.edit)  # before generating anything
         out = pipe.generate(args.n, seed, nn=args.nn and args.method != "lrgmm", temperature=args.temperature,
@@ -339,9 +358,9 @@ def cmd_sample(args) -> int:
             nn_iterations=args.nn_iterations, patch_size=args.patch_size, max_share=args.max_share, **where)
     else:
         if args.max_share is not None:
-            raise ValueError(f"--max-share works with the LR-GMM-NN method, not --method {args.method}")
+            raise ParameterError(f"--max-share works with the LR-GMM-NN method, not --method {args.method}")
         if where:
-            raise ValueError(f"--where works with the LR-GMM methods (lrgmm-nn, lrgmm), not --method {args.method}")
+            raise ParameterError(f"--where works with the LR-GMM methods (lrgmm-nn, lrgmm), not --method {args.method}")
         batches = _baseline(args.method, pipe).generate_batches(args.n, seed)
     from .pipeline import FaceWriter
 
@@ -431,7 +450,7 @@ def cmd_eval(args) -> int:
     kwargs = {} if nn or reference is not None else {"nn": False}
     if args.max_share is not None:
         if reference is not None:
-            raise ValueError(f"--max-share works with the LR-GMM-NN method, not --method {args.method}")
+            raise ParameterError(f"--max-share works with the LR-GMM-NN method, not --method {args.method}")
         kwargs["max_share"] = args.max_share
     res = evaluate(
         generator,
@@ -502,7 +521,7 @@ def _add_serve_parser(sub) -> None:
     p.add_argument("--data", action="append", default=None, help="folder of face photos the page may fit from (repeatable)")
     _opt(p, serve, "host", help="interface to bind; anything but loopback is reachable by others (no authentication)")
     _opt(p, serve, "port", type=_port_number, help="port (1..65535)")
-    _opt(p, serve, "workers", type=int, help="decoding threads")
+    _opt(p, serve, "workers", type=_positive_int, help="decoding threads")
     p.set_defaults(func=cmd_serve)
 
 
@@ -674,7 +693,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, type=_output_path,
                    help="new model file (may be MODEL itself, replaced atomically)")
     p.add_argument("--record", type=_output_path, default=None, help="JSON record to write (default: OUTPUT.forget.json)")
-    from .forget import forget_model_file
+    from .forget_file import forget_model_file
 
     _opt(p, forget_model_file, "check_faces", type=_check_count,
          help="faces drawn from the new model (latents only) to check that none copies from a forgotten photo; 0: none")
@@ -796,14 +815,14 @@ def main(argv: list[str] | None = None) -> int:
         warnings.showwarning = _show_warning
         try:
             return args.func(args)
-        except (LrgmmError, ValueError) as exc:  # bad input or option values: a message, no traceback
+        except LrgmmError as exc:  # bad input or option values: a message, no traceback
             print(f"error: {exc}", file=sys.stderr)
             return 2
         except OSError as exc:  # disk full, permission denied, output path is a folder...
             print(f"error: {exc}", file=sys.stderr)
             return 1
         except KeyboardInterrupt as exc:
-            from .pipeline import EncodingInterrupted
+            from .errors import EncodingInterrupted
 
             if isinstance(exc, EncodingInterrupted):  # only then is there something to resume
                 print("interrupted; encoded latents so far are cached, rerun to resume", file=sys.stderr)

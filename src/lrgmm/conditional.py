@@ -86,12 +86,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .errors import LrgmmError
+from .errors import MaskError, ParameterError  # noqa: F401  (re-exported)
 from .nn_projection import nn_project
-
-
-class MaskError(LrgmmError, ValueError):
-    """A mask or box cannot be used (wrong size, empty, full, outside the image)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -350,7 +346,7 @@ def feathered_alpha(mask: torch.Tensor, feather: int = 4) -> torch.Tensor:
     """Blend weight (R, R) float32: 1 on the mask, 1 - d / (feather + 1) at chessboard distance
     d <= feather outside it, 0 beyond."""
     if feather < 0:
-        raise ValueError(f"feather must be >= 0, got {feather}")
+        raise ParameterError(f"feather must be >= 0, got {feather}")
     m = mask[None, None].float()
     alpha = m.clone()
     for d in range(1, feather + 1):
@@ -693,7 +689,7 @@ def complete_image(
 
     pipe._check_fitted()
     if n < 1:
-        raise ValueError(f"n must be at least 1, got {n}")
+        raise ParameterError(f"n must be at least 1, got {n}")
     model = pipe.model_
     original, m, _ = prepare_input(pipe, image, mask)
     h, w = model.codes_.shape[2:]

@@ -107,8 +107,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import __version__
-from .errors import LrgmmError, OptionalDependencyError
+from ._version import __version__
+from .errors import EditError, EditFileError, NotFittedError, OptionalDependencyError  # noqa: F401  (re-exported)
+from .generated import Generated
 from .io.tensor_file import MetadataCheck, TensorFileFormat, check_tensor
 from .labels import LabelError, LabelTable, canonical_category
 from .randomness import as_generator
@@ -117,14 +118,6 @@ EDIT_METHODS = ("wasserstein", "mean_difference", "classifier", "gaussian_ot")
 FORMAT_NAME = "lrgmm-edit"
 FORMAT_VERSION = 1
 _METADATA_KEY = "lrgmm-edit"
-
-
-class EditError(LrgmmError, ValueError):
-    """An edit cannot be fitted or applied as asked (the message says which input and why)."""
-
-
-class EditFileError(EditError):
-    """An edit file is unreadable, from a newer format, or made for another model."""
 
 
 EDIT_FORMAT = TensorFileFormat(
@@ -656,7 +649,7 @@ class AttributeEdit:
     # ------------------------------------------------------------------ using
     def _check_fitted(self):
         if not hasattr(self, "linear_"):
-            raise RuntimeError("this AttributeEdit is not fitted: call fit(pipeline, attribute=...) or load_edit(path)")
+            raise NotFittedError("this AttributeEdit is not fitted: call fit(pipeline, attribute=...) or load_edit(path)")
 
     def transform(self, codes: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
         """z + alpha H(z) for codes (n, q, h, w) (eq. 1), float32."""
@@ -924,7 +917,6 @@ def edit_faces(pipe, inputs, edit, alphas=(-2, -1, 0, 1, 2), nn: bool = True, se
         there: no budget); the memory of each side must be able to meet it.
     """
     from .nn_projection import check_max_share, nn_project
-    from .pipeline import Generated
 
     pipe._check_fitted()
     path = None

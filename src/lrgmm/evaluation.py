@@ -61,7 +61,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .errors import LrgmmError
+from .errors import EvalWarning, FigureError, ParameterError  # noqa: F401  (re-exported)
 from .io.atomic import atomic_write_bytes
 from .io.images import InputReport, iter_images, load_images
 from .metrics.copying import DEFAULT_MIN_PER_CELL, CopyingReference, CopyingStats
@@ -84,14 +84,6 @@ __all__ = [
 ]
 
 FIGURE_FACES = 16  # generated faces in the memorisation figure (the closest to the training set)
-
-
-class EvalWarning(UserWarning):
-    """Something the evaluation had to leave out or change (overlap, missing training files)."""
-
-
-class FigureError(LrgmmError, ValueError):
-    """A memorisation figure that cannot be drawn from what the evaluation measured."""
 
 
 @runtime_checkable
@@ -452,15 +444,15 @@ class Evaluator:
         extractor: InceptionExtractor | None = None,
     ):
         if memorisation not in (True, False, "codes"):
-            raise ValueError(f"memorisation must be True, False or 'codes', got {memorisation!r}")
+            raise ParameterError(f"memorisation must be True, False or 'codes', got {memorisation!r}")
         if isinstance(reference, (str, os.PathLike)):
             reference = FacePipeline.load(reference, progress=progress)
         reference._check_fitted()
         if not 0.0 <= near_copy_quantile < 1.0:
-            raise ValueError(f"near_copy_quantile must be in [0, 1), got {near_copy_quantile}")
+            raise ParameterError(f"near_copy_quantile must be in [0, 1), got {near_copy_quantile}")
         n_train = int(reference.model_.codes_.shape[0])
         if copying_cells is not None and not 1 <= copying_cells <= n_train:
-            raise ValueError(f"copying_cells must be in [1, {n_train}] (the training faces), got {copying_cells}")
+            raise ParameterError(f"copying_cells must be in [1, {n_train}] (the training faces), got {copying_cells}")
         self.reference = reference
         self.real_source = real
         self.do_memorisation = bool(memorisation)
@@ -507,7 +499,7 @@ class Evaluator:
         paths = [paths[i] for i in keep]
         hashes = [hashes[i] for i in keep]
         if len(paths) <= self.pr_k:
-            raise ValueError(f"need more than {self.pr_k} held-out real images that are not training images, got {len(paths)}")
+            raise ParameterError(f"need more than {self.pr_k} held-out real images that are not training images, got {len(paths)}")
         self.real_paths, self.real_hashes, self.real_report = paths, hashes, report
 
         def load():
@@ -567,9 +559,9 @@ class Evaluator:
         if not isinstance(gen, Generator):
             raise TypeError(f"{type(gen).__name__} has no generate(n, seed) method")
         if n <= self.pr_k:
-            raise ValueError(f"n must be more than {self.pr_k} (precision/recall's k), got {n}")
+            raise ParameterError(f"n must be more than {self.pr_k} (precision/recall's k), got {n}")
         if chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+            raise ParameterError(f"chunk_size must be >= 1, got {chunk_size}")
         # Features of generated faces are cached only for an explicit seed (a run that can be
         # repeated); fresh-seed runs would only fill the cache.
         cache_generated = seed is not None
@@ -770,7 +762,7 @@ def memorisation_figure(result: EvalResult, reference: FacePipeline | Evaluator 
         raise FigureError(f"the memorisation figure of {result.generator} needs the model it was measured against "
                           f"({result.n_train} training faces); this reference has another training set")
     if neighbours < 1:
-        raise ValueError(f"neighbours must be at least 1, got {neighbours}")
+        raise ParameterError(f"neighbours must be at least 1, got {neighbours}")
     space_title, tag, space_desc = _SPACE_TEXT.get(c.space, (c.space, _slug(c.space), c.space))
     folder = Path(folder)
     stem = f"memorisation_{_slug(result.generator)}_{tag}"

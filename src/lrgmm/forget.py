@@ -40,6 +40,10 @@ promise should be checked, and they are cheap.
 What forgetting does not touch: the old model file (``lrgmm forget`` writes a new one; write over
 the old with ``-o`` the same path), faces generated from the old model, and the latent cache, which
 still holds the photos' latents keyed by their hashes while the photos themselves are on disk.
+
+``lrgmm forget`` (``lrgmm.forget_file.forget_model_file``) wraps this in files: it reads the model
+file, writes the new one and a JSON record. This module never imports ``lrgmm.pipeline``: the new
+pipeline is built with the class of the one given.
 """
 
 from __future__ import annotations
@@ -55,13 +59,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__
-from .errors import BudgetError, FitError, ForgetError, ImageInputError
+from .errors import BudgetError, FitError, ForgetError, ImageInputError, ParameterError
 from .io.images import InputReport, list_images
 
-RECORD_FORMAT = "lrgmm-forget-record"
-RECORD_VERSION = 1
-RECORD_SUFFIX = ".forget.json"
 CHECK_FACES = 256  # faces drawn to check provenance: latents only, well under a second on 1,024 photos
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 _LISTED = 10  # names listed in an error message
@@ -240,12 +240,10 @@ def forget(pipe, photos, *, check_faces: int = CHECK_FACES, seed: int = 0, progr
     """``FacePipeline.forget``: a new fitted pipeline without ``photos`` (see the module docstring);
     ``pipe`` is left as it was. The new pipeline's ``forget_report_`` says what was removed, how
     the latents were found and what was checked."""
-    from .pipeline import FacePipeline
-
     pipe._check_fitted()
     progress = pipe.progress if progress is None else progress
     if isinstance(check_faces, bool) or int(check_faces) != check_faces or check_faces < 0:
-        raise ValueError(f"check_faces must be an integer >= 0, got {check_faces!r}")
+        raise ParameterError(f"check_faces must be an integer >= 0, got {check_faces!r}")
     wanted = photo_hashes(photos)
     index = {h: i for i, h in enumerate(pipe.training_hashes_)}
     unknown = [names[0] for h, names in wanted.items() if h not in index]
@@ -275,7 +273,7 @@ def forget(pipe, photos, *, check_faces: int = CHECK_FACES, seed: int = 0, progr
     own = pipe.model_.get_params()
     params = {**pipe.get_params(), **{k: v for k, v in own.items() if k in pipe.get_params()}}
     params.update(autoencoder=pipe.autoencoder_, progress=progress)
-    new = FacePipeline(**params)
+    new = type(pipe)(**params)  # a FacePipeline, built without importing lrgmm.pipeline
     from .io.latent_cache import EncodedSet
 
     report = InputReport(n_found=len(keep), n_used=len(keep), resolution=pipe.resolution)
@@ -301,46 +299,3 @@ def forget(pipe, photos, *, check_faces: int = CHECK_FACES, seed: int = 0, progr
         "verification": verification,
     }
     return new
-
-
-def record_path_for(output: str | os.PathLike) -> Path:
-    """Where ``lrgmm forget -o NEW`` writes its record: ``NEW.forget.json``."""
-    return Path(os.fspath(output) + RECORD_SUFFIX)
-
-
-def forget_model_file(model, photos, output, *, record=None, check_faces: int = CHECK_FACES, seed: int = 0,
-                      cache: bool = True, progress: bool = True, autoencoder_options: dict | None = None) -> dict:
-    """``lrgmm forget``: read the model file ``model``, forget ``photos``, write the new model to
-    ``output`` and a JSON record beside it (``record``, default ``output`` + ``.forget.json``), both
-    atomically. Both output paths are checked before any work; nothing is written when a photo is
-    not in the model or a check fails. ``output`` may be ``model`` itself (replaced atomically).
-    Returns the record: the removed hashes and files, counts, the old and new model files' sha256,
-    the time, the lrgmm version and the checks."""
-    import json
-
-    from .io.atomic import atomic_write_bytes, check_writable_target
-    from .pipeline import FacePipeline
-
-    output = check_writable_target(output)
-    record = check_writable_target(record_path_for(output) if record is None else record)
-    model = Path(model)
-    if record.resolve() in (output.resolve(), model.resolve()):
-        raise ForgetError(f"the record {record} would overwrite a model file; give another record path")
-    pipe = FacePipeline.load(model, autoencoder_options=autoencoder_options, cache=cache, progress=progress)
-    old_sha = file_sha256(model)  # of the file just read
-    new = pipe.forget(photos, check_faces=check_faces, seed=seed)
-    new.save(output)
-    rep = new.forget_report_
-    out = {
-        "format": RECORD_FORMAT,
-        "format_version": RECORD_VERSION,
-        "lrgmm_version": __version__,
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "model": {"path": str(model), "sha256": old_sha, "n_images": rep["n_images_before"]},
-        "new_model": {"path": str(output), "sha256": file_sha256(output), "n_images": rep["n_images_after"]},
-        "n_removed": len(rep["removed"]),
-        **rep,
-    }
-    atomic_write_bytes(record, (json.dumps(out, indent=1, allow_nan=False) + "\n").encode())
-    out["record_path"] = str(record)
-    return out

@@ -21,11 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import LrgmmError
-
-
-class LabelError(LrgmmError, ValueError):
-    """A label file, attribute name or condition cannot be used (the message says which and why)."""
+from .errors import LabelError  # noqa: F401  (re-exported)
 
 
 # Age groups (years, inclusive lower bounds). Child: under 18, adult: 18-59, senior: 60 and over.

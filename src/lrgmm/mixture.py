@@ -63,7 +63,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from .errors import FitError
+from .errors import FitError, NotFittedError
 from .randomness import as_generator
 
 # Responsibilities below this are dropped from a component's M-step: their contribution to the
@@ -490,7 +490,7 @@ class LowRankGaussianMixture:
 
     def _params(self) -> _Params:
         if not hasattr(self, "means_"):
-            raise RuntimeError("this LowRankGaussianMixture is not fitted yet: call fit(codes) first")
+            raise NotFittedError("this LowRankGaussianMixture is not fitted yet: call fit(codes) first")
         ranks = getattr(self, "density_ranks_", self.ranks_)
         return _Params(self.weights_.double(), self.means_.double(), self.eigenvectors_.double(),
                        self.eigenvalues_.double(), self.noise_variance_.double(), ranks,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import FitError
+from .errors import FitError, NotFittedError, ParameterError
 from .limits import SAMPLE_BATCH_SIZE, check_n_samples, check_nn_iterations
 from .mixture import LowRankGaussianMixture, low_rank_dims
 from .nn_projection import check_budget_feasible, check_max_share, nn_project, smallest_feasible_share
@@ -42,9 +42,9 @@ def check_temperature(value, name: str = "temperature (lambda)") -> float:
     try:
         t = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number in (0, 1], got {value!r}") from None
+        raise ParameterError(f"{name} must be a number in (0, 1], got {value!r}") from None
     if isinstance(value, bool) or not (math.isfinite(t) and 0 < t <= 1):
-        raise ValueError(f"{name} must be > 0 and <= 1 (a finite number), got {value}")
+        raise ParameterError(f"{name} must be > 0 and <= 1 (a finite number), got {value}")
     return t
 
 
@@ -153,7 +153,7 @@ class LRGMM:
             bad = (~torch.isfinite(latents.reshape(n, -1))).any(1).nonzero().squeeze(1).tolist()
             raise FitError(f"latents of training images {bad[:10]} contain NaN or inf; drop or re-encode them")
         if self.patch_size % 2 != 1 or self.patch_size < 1:
-            raise ValueError(f"patch_size (omega) must be a positive odd integer, got {self.patch_size}")
+            raise ParameterError(f"patch_size (omega) must be a positive odd integer, got {self.patch_size}")
         q = self.n_channels if self.n_channels is not None else min(16, c)
         k = self.n_components if self.n_components is not None else default_n_components(n)
         latents = latents.to(torch.float32)
@@ -251,14 +251,14 @@ class LRGMM:
         self._check_fitted()
         n = check_n_samples(n)
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise ParameterError(f"batch_size must be >= 1, got {batch_size}")
         iterations = self.nn_iterations if nn_iterations is None else nn_iterations
         omega = self.patch_size if patch_size is None else patch_size
         share = check_max_share(self.max_share if max_share is None else max_share)
         if nn:  # the NN step's options, checked before anything is drawn
             check_nn_iterations(iterations)
             if isinstance(omega, bool) or int(omega) != omega or omega < 1 or omega % 2 != 1:
-                raise ValueError(f"patch_size (omega) must be a positive odd integer, got {omega}")
+                raise ParameterError(f"patch_size (omega) must be a positive odd integer, got {omega}")
         dims = self._sampling_dims(temperature)
         mix = self.mixture_
         memory, labels = self.codes_, self.labels_
@@ -330,7 +330,7 @@ class LRGMM:
 
     def _check_fitted(self):
         if not hasattr(self, "mixture_"):
-            raise RuntimeError("this LRGMM is not fitted yet: call fit(latents) first")
+            raise NotFittedError("this LRGMM is not fitted yet: call fit(latents) first")
 
     # ------------------------------------------------------------------- sizes
     def parameter_counts(self) -> dict[str, int]:

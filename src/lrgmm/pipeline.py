@@ -13,182 +13,25 @@ import json
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from . import __version__
+from ._version import __version__
 from .autoencoders import Autoencoder, OptionalDependencyError, available, get_autoencoder
-from .errors import ModelFileError, WeightsError
-from .io.atomic import atomic_write, atomic_write_bytes
-from .io.images import make_grid, save_png
+from .conditional import complete_image, generate_where, where_weights
+from .editing import edit_faces
+from .errors import (  # noqa: F401  (re-exported)
+    AutoencoderOptionsWarning, EncodingInterrupted, InputWarning, ModelFileError, NotFittedError, WeightsError,
+)
+from .forget import forget as forget_photos
+from .generated import FaceWriter, FilePaths, Generated  # noqa: F401  (re-exported)
 from .io.latent_cache import EncodedSet, encode_images
 from .io.model_file import load_model_file, model_tensors, save_model_file
-from .limits import GRID_FACES, SAMPLE_BATCH_SIZE, check_n_samples
-from .model import LRGMM, LatentSamples, check_temperature
+from .limits import SAMPLE_BATCH_SIZE, check_n_samples
+from .model import LRGMM, check_temperature
 from .nn_projection import check_max_share
-from .provenance import provenance_image, provenance_record
-
-
-class InputWarning(UserWarning):
-    """Some input files were skipped (unreadable, non-finite latent), deduplicated or upsampled."""
-
-
-class EncodingInterrupted(KeyboardInterrupt):
-    """Ctrl-C while images were being encoded with the latent cache on: what was encoded is in
-    the cache, and the same command resumes from there. Still a ``KeyboardInterrupt``; the
-    command line tells it apart from other interruptions to say so only when it is true."""
-
-
-@dataclass
-class Generated:
-    """Faces made by ``FacePipeline.generate``.
-
-    images: (n, 3, H, W) float32 RGB in [0, 1].
-    samples: the latent samples (codes, components, provenance) they were decoded from.
-    training_files: the model's training files; provenance indices point into this list.
-    seed: the seed they were drawn with (None: drawn with the model's ``random_state``).
-    """
-
-    images: torch.Tensor
-    samples: LatentSamples
-    training_files: list[str]
-    seed: int | None = None
-    settings: dict = field(default_factory=dict)
-    start: int = 0  # index of the first face, for batches from ``FacePipeline.generate_batches``
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def save(self, out_dir: str | Path, prefix: str = "face", progress: bool = False) -> dict[str, Sequence[Path]]:
-        """Write every face as a PNG, its colour-coded provenance map beside it
-        (``<prefix>_0000_provenance.png``) with the list of training files used and their
-        share of latent pixels (``..._provenance.json``), plus ``grid.png`` and
-        ``provenance_grid.png`` (the first 64 faces) and ``samples.json``. Each file is written
-        atomically. ``FacePipeline.generate_to`` writes the same files batch by batch."""
-        writer = FaceWriter(out_dir, prefix, total=len(self), progress=progress, desc="writing")
-        writer.write(self)
-        return writer.close(self.seed, self.settings)
-
-
-class _FileNames(list):
-    """``prefix_0000<suffix>``, ... for n faces, made while iterating: ``samples.json`` lists
-    every file without a million names in memory (json's encoder only iterates lists)."""
-
-    def __init__(self, prefix: str, suffix: str, n: int):
-        super().__init__()
-        self.prefix, self.suffix, self.n = prefix, suffix, n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self):
-        return (f"{self.prefix}_{i:04d}{self.suffix}" for i in range(self.n))
-
-
-class FilePaths(Sequence):
-    """The paths of one kind of file written for n faces (``folder/prefix_0000<suffix>`` ...),
-    computed on access rather than stored."""
-
-    def __init__(self, folder: Path, names: Sequence[str] | _FileNames):
-        self.folder, self.names = folder, names
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        if i < 0:
-            i += len(self)
-        if not 0 <= i < len(self):
-            raise IndexError(i)
-        if isinstance(self.names, _FileNames):
-            return self.folder / f"{self.names.prefix}_{i:04d}{self.names.suffix}"
-        return self.folder / self.names[i]
-
-    def __iter__(self):
-        return (self.folder / name for name in self.names)
-
-    def __repr__(self) -> str:
-        return f"FilePaths({self.folder}, {len(self)} files)"
-
-
-class FaceWriter:
-    """Writes generated faces as they come, batch by batch, in memory bounded whatever n.
-
-    ``write(generated)`` writes each face of the batch at once (PNG, provenance map PNG and
-    JSON, atomically) under its global index (``generated.start`` is ignored: faces are numbered
-    in the order written) and keeps the first ``GRID_FACES`` faces and maps for the grids;
-    ``close(seed, settings)`` writes ``grid.png``, ``provenance_grid.png`` and ``samples.json``
-    and returns the written files per kind. A run stopped before ``close`` leaves the faces written
-    so far and no ``samples.json``.
-    """
-
-    def __init__(self, out_dir: str | Path, prefix: str = "face", total: int | None = None,
-                 progress: bool = False, desc: str = "sampling"):
-        self.out, self.prefix, self.n = Path(out_dir), prefix, 0
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.with_provenance: bool | None = None
-        self._tiles: list[torch.Tensor] = []
-        self._maps: list[torch.Tensor] = []
-        self._bar = tqdm(total=total, desc=desc, unit="face", disable=not progress)
-
-    def write(self, gen: "Generated") -> None:
-        prov = gen.samples.provenance
-        has_prov = prov is not None
-        if self.with_provenance is None:
-            self.with_provenance = has_prov
-        elif self.with_provenance != has_prov:
-            raise ValueError("every batch must have provenance maps, or none")
-        size = gen.images.shape[-1]
-        for i in range(len(gen)):
-            stem = f"{self.prefix}_{self.n:04d}"
-            save_png(gen.images[i], self.out / f"{stem}.png")
-            keep = len(self._tiles) < GRID_FACES
-            if keep:
-                self._tiles.append(gen.images[i].clone())
-            if has_prov:
-                m = provenance_image(prov[i], size)
-                if keep:
-                    self._maps.append(m)
-                save_png(m, self.out / f"{stem}_provenance.png")
-                record = {
-                    "face": f"{stem}.png",
-                    "component": int(gen.samples.components[i]),
-                    **provenance_record(prov[i], gen.training_files),
-                }
-                atomic_write_bytes(self.out / f"{stem}_provenance.json", json.dumps(record, indent=1).encode())
-            self.n += 1
-            self._bar.update(1)
-
-    def close(self, seed: int | None, settings: dict) -> dict[str, Sequence[Path]]:
-        self._bar.close()
-        n, prov = self.n, bool(self.with_provenance)
-        names = {
-            "faces": _FileNames(self.prefix, ".png", n),
-            "provenance_maps": _FileNames(self.prefix, "_provenance.png", n if prov else 0),
-            "provenance_json": _FileNames(self.prefix, "_provenance.json", n if prov else 0),
-            "grids": [],
-        }
-        if self._tiles:
-            save_png(make_grid(torch.stack(self._tiles)), self.out / "grid.png")
-            names["grids"].append("grid.png")
-            if self._maps:
-                save_png(make_grid(torch.stack(self._maps)), self.out / "provenance_grid.png")
-                names["grids"].append("provenance_grid.png")
-        self._tiles, self._maps = [], []
-        summary = {"n": n, "seed": seed, "settings": settings, "files": names}
-
-        def dump(tmp: str) -> None:
-            with open(tmp, "w") as f:
-                for chunk in json.JSONEncoder(indent=1).iterencode(summary):
-                    f.write(chunk)
-
-        atomic_write(self.out / "samples.json", dump)
-        return {k: FilePaths(self.out, v) for k, v in names.items()}
 
 
 class FacePipeline:
@@ -340,8 +183,6 @@ class FacePipeline:
         check_n_samples(n)
         extra = {}
         if where is not None:
-            from .conditional import generate_where
-
             samples, extra = generate_where(
                 self, n, seed, where, labels_csv, nn=nn, temperature=temperature,
                 nn_iterations=nn_iterations, patch_size=patch_size, max_share=max_share,
@@ -404,8 +245,6 @@ class FacePipeline:
         batch_size = -(-max(1, int(batch_size)) // step) * step
         extra, weights, allowed = {}, None, None
         if where is not None:
-            from .conditional import where_weights
-
             weights, allowed, extra = where_weights(self, where, labels_csv)
         batches = self.model_.iter_samples(
             n, seed, batch_size=batch_size, nn=nn, temperature=temperature, nn_iterations=nn_iterations,
@@ -442,8 +281,6 @@ class FacePipeline:
         ``temperature``, ``noise``, ``patch_size``, ``nn_iterations``, ``max_share`` (copy budget
         over the filled positions), ``threshold``, ``feather``.
         Returns ``Completions`` (``.images``, ``.raw``, ``.samples``, ``.save(out_dir)``)."""
-        from .conditional import complete_image
-
         return complete_image(self, image, mask, n, seed, **overrides)
 
     def edit(self, inputs, edit, alphas=(-2, -1, 0, 1, 2), nn: bool = True, seed: int | None = None,
@@ -453,8 +290,6 @@ class FacePipeline:
         ``edit`` an ``AttributeEdit`` or an edit file made for this model. Returns
         ``EditedFaces`` (``.images`` (n_inputs, n_alphas, 3, R, R), ``.save(out_dir)``).
         ``max_share``: copy budget of the NN step after the edit (default: the model's)."""
-        from .editing import edit_faces
-
         return edit_faces(self, inputs, edit, alphas=alphas, nn=nn, seed=seed, max_share=max_share)
 
     def forget(self, photos, *, check_faces: int = 256, seed: int = 0) -> "FacePipeline":
@@ -465,9 +300,7 @@ class FacePipeline:
         model holds none of them: not in ``training_hashes_``, no NN memory code equal to theirs,
         and ``check_faces`` faces drawn with ``seed`` never copy from them. ``forget_report_`` on the
         result: removed hashes and files, counts, where the latents came from, the checks."""
-        from .forget import forget
-
-        return forget(self, photos, check_faces=check_faces, seed=seed)
+        return forget_photos(self, photos, check_faces=check_faces, seed=seed)
 
     def decode(self, latents: torch.Tensor, progress: bool | None = None) -> torch.Tensor:
         """Decode latents in batches, with a progress bar for long runs (``progress``: default
@@ -486,7 +319,7 @@ class FacePipeline:
 
     def _check_fitted(self):
         if not hasattr(self, "model_"):
-            raise RuntimeError("this FacePipeline is not fitted: call fit(folder) or FacePipeline.load(path)")
+            raise NotFittedError("this FacePipeline is not fitted: call fit(folder) or FacePipeline.load(path)")
 
     # ------------------------------------------------------------- model files
     def metadata(self) -> dict:
@@ -624,10 +457,6 @@ class FacePipeline:
         if len(pipe.training_files_) != model.codes_.shape[0]:
             raise ModelFileError(f"{path}: {len(pipe.training_files_)} training files listed for {model.codes_.shape[0]} codes; the file is corrupt")
         return pipe
-
-
-class AutoencoderOptionsWarning(UserWarning):
-    """A model was loaded with a backend whose options differ from the recorded ones."""
 
 
 def _warn_changed_options(path, ae: Autoencoder, recorded: dict) -> None:

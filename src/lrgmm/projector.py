@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import FitError
+from .errors import FitError, ParameterError
 
 
 # Latent pixels converted to float64 at a time (64 MiB): fit and transform never hold a float64
@@ -62,7 +62,7 @@ class PixelPCA:
         c = latents.shape[1]
         q = int(self.n_channels)
         if not 1 <= q <= c:
-            raise ValueError(f"n_channels (q) must be in [1, {c}] for {c}-channel latents, got {q}")
+            raise ParameterError(f"n_channels (q) must be in [1, {c}] for {c}-channel latents, got {q}")
         if not torch.isfinite(latents).all():
             raise FitError("latents contain NaN or inf; re-encode the images or drop the bad ones")
         # float64: the covariance of ~10^5..10^7 pixels is summed, and its small eigenvalues are

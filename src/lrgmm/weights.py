@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from lrgmm.errors import WeightsError
+from lrgmm.errors import ParameterError, WeightsError
 
 __all__ = [
     "WeightFile",
@@ -93,7 +93,7 @@ def weight_files(backend: str) -> tuple[WeightFile, ...]:
     try:
         return REGISTRY[backend]
     except KeyError:
-        raise ValueError(
+        raise ParameterError(
             f"unknown weights backend {backend!r}; known backends: {', '.join(known_backends())}"
         ) from None
 

@@ -11,6 +11,8 @@ Backends:
   (:class:`VQGAN`; needs ``pip install 'lrgmm[diffusers]'``).
 - ``diffusers``: a local diffusers ``AutoencoderKL`` or ``VQModel`` folder (:class:`DiffusersVAE`;
   needs ``pip install 'lrgmm[diffusers]'``).
+- ``fake``: fixed linear patch maps with TAEF2's latent shape, no weights (:class:`FakeAutoencoder`):
+  for tests and for trying the command line without weights; its faces are blurry.
 
 The optional backends are always registered; a missing dependency surfaces when one is built, as
 an :class:`OptionalDependencyError` naming the extra to install.
@@ -22,15 +24,17 @@ from typing import Callable
 
 from lrgmm.autoencoders.base import Autoencoder
 from lrgmm.autoencoders.diffusers_vae import DiffusersVAE
+from lrgmm.autoencoders.fake import FakeAutoencoder
 from lrgmm.autoencoders.taef2 import TAEF2
 from lrgmm.autoencoders.vqgan import VQGAN
-from lrgmm.errors import OptionalDependencyError
+from lrgmm.errors import OptionalDependencyError, ParameterError
 
 __all__ = [
     "Autoencoder",
     "TAEF2",
     "VQGAN",
     "DiffusersVAE",
+    "FakeAutoencoder",
     "OptionalDependencyError",
     "register",
     "available",
@@ -68,7 +72,7 @@ def get_autoencoder(name: str = "taef2", **kwargs) -> Autoencoder:
     try:
         factory = _FACTORIES[name]
     except KeyError:
-        raise ValueError(
+        raise ParameterError(
             f"unknown autoencoder {name!r}; available: {', '.join(available()) or '(none)'}"
         ) from None
     return factory(**kwargs)
@@ -93,7 +97,7 @@ def backend_options(name: str, **generic) -> dict:
     try:
         factory = _FACTORIES[name]
     except KeyError:
-        raise ValueError(
+        raise ParameterError(
             f"unknown autoencoder {name!r}; available: {', '.join(available()) or '(none)'}"
         ) from None
     names: dict[str, str] = getattr(factory, "option_names", {})
@@ -102,10 +106,11 @@ def backend_options(name: str, **generic) -> dict:
     if refused:
         takes = ", ".join(f"--ae-{k}" if k != "requantize" else "--requantize" for k in names) or "none"
         flags = ", ".join(f"--ae-{k}" if k != "requantize" else "--requantize" for k in refused)
-        raise ValueError(f"the {name} autoencoder does not take {flags} (it takes: {takes})")
+        raise ParameterError(f"the {name} autoencoder does not take {flags} (it takes: {takes})")
     return {names[k]: (str(v) if k in ("weights", "config") else v) for k, v in given.items()}
 
 
 register("taef2", TAEF2)
 register("vqgan", VQGAN)
 register("diffusers", DiffusersVAE)
+register("fake", FakeAutoencoder)

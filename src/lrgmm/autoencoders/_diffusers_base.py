@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from lrgmm.autoencoders.base import DIFFUSERS_EXTRA, BatchedAutoencoder
-from lrgmm.errors import OptionalDependencyError
+from lrgmm.errors import OptionalDependencyError, ParameterError
 
 # Inputs may carry rounding noise from resizing; anything further out of [0, 1] is a caller bug.
 
@@ -30,7 +30,7 @@ def import_diffusers(backend: str):
 
 def check_positive_int(value, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{what} must be a positive integer, got {value!r}")
+        raise ParameterError(f"{what} must be a positive integer, got {value!r}")
     return value
 
 

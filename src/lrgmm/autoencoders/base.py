@@ -11,6 +11,8 @@ import abc
 
 import torch
 
+from lrgmm.errors import ParameterError
+
 DIFFUSERS_EXTRA = "pip install 'lrgmm[diffusers]'"
 
 # Inputs may carry rounding noise from resizing; anything further out of [0, 1] is a caller bug
@@ -81,10 +83,10 @@ class BatchedAutoencoder(Autoencoder):
 
     def latent_shape(self, resolution: int) -> tuple[int, int, int]:
         if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution <= 0:
-            raise ValueError(f"resolution must be a positive integer, got {resolution!r}")
+            raise ParameterError(f"resolution must be a positive integer, got {resolution!r}")
         f = self.downscale
         if resolution % f:
-            raise ValueError(
+            raise ParameterError(
                 f"{self.name} ({self.id}) needs image sides that are multiples of {f}, got "
                 f"{resolution}; use e.g. {max(f, resolution // f * f)}"
             )

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from lrgmm.autoencoders._diffusers_base import DiffusersBackend, import_diffusers
-from lrgmm.errors import WeightsError
+from lrgmm.errors import ParameterError, WeightsError
 from lrgmm.weights import sha256_file
 
 __all__ = ["DiffusersVAE", "SUPPORTED_CLASSES"]
@@ -113,7 +113,7 @@ class DiffusersVAE(DiffusersBackend):
         batch_size: int = 16,
     ) -> None:
         if path is None:
-            raise ValueError(f"no diffusers model folder given; {_USAGE}")
+            raise ParameterError(f"no diffusers model folder given; {_USAGE}")
         if not isinstance(requantize, bool):
             raise TypeError(f"requantize must be True or False, got {requantize!r}")
         self._setup_run(device, batch_size)
@@ -132,7 +132,7 @@ class DiffusersVAE(DiffusersBackend):
                 f"backend supports {', '.join(SUPPORTED_CLASSES)}"
             )
         if requantize and cls_name != "VQModel":
-            raise ValueError(f"requantize=True needs a VQModel; {self.folder} holds a {cls_name}")
+            raise ParameterError(f"requantize=True needs a VQModel; {self.folder} holds a {cls_name}")
         self.class_name = cls_name
         self.requantize = requantize
         files = _weight_files(self.folder)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from lrgmm.autoencoders.base import BatchedAutoencoder
-from lrgmm.errors import WeightsError
+from lrgmm.errors import ParameterError, WeightsError
 from lrgmm.weights import find_weights, sha256_file
 
 __all__ = ["TAEF2", "build_encoder", "build_decoder"]
@@ -136,7 +136,7 @@ class TAEF2(BatchedAutoencoder):
         batch_size: int = 16,
     ) -> None:
         if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+            raise ParameterError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.batch_size = int(batch_size)
         self.device = torch.device(device)
 

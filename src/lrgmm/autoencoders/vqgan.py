@@ -60,7 +60,7 @@ import torch
 from lrgmm.autoencoders._diffusers_base import DiffusersBackend, import_diffusers
 from lrgmm.autoencoders.base import DIFFUSERS_EXTRA
 from lrgmm.autoencoders.checkpoints import load_state_dict
-from lrgmm.errors import OptionalDependencyError, WeightsError
+from lrgmm.errors import OptionalDependencyError, ParameterError, WeightsError
 from lrgmm.weights import sha256_file
 
 __all__ = [
@@ -436,7 +436,7 @@ class VQGAN(DiffusersBackend):
     ) -> None:
         if checkpoint is None or config is None:
             missing = " and ".join(n for n, v in (("checkpoint", checkpoint), ("config", config)) if v is None)
-            raise ValueError(f"no VQGAN {missing} given; {_USAGE}")
+            raise ParameterError(f"no VQGAN {missing} given; {_USAGE}")
         if not isinstance(requantize, bool):
             raise TypeError(f"requantize must be True or False, got {requantize!r}")
         self._setup_run(device, batch_size)

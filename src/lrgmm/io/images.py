@@ -24,7 +24,7 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from lrgmm.errors import ImageInputError
+from lrgmm.errors import ImageInputError, ImageTooLargeError  # noqa: F401  (re-exported)
 from lrgmm.io.atomic import atomic_write_bytes  # noqa: F401  (re-exported)
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".webp"})
@@ -224,10 +224,6 @@ def _resize_float(a: np.ndarray, resolution: int) -> np.ndarray:
         for c in range(a.shape[2])
     ]
     return np.stack(chans, axis=-1)
-
-
-class ImageTooLargeError(ValueError):
-    """The header announces more than ``MAX_IMAGE_PIXELS`` pixels; nothing was decoded."""
 
 
 def open_image(fp) -> Image.Image:

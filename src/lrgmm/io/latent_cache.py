@@ -44,7 +44,7 @@ from safetensors.numpy import save as _st_save
 from tqdm.auto import tqdm
 
 from lrgmm.autoencoders.base import Autoencoder
-from lrgmm.errors import ImageInputError
+from lrgmm.errors import ImageInputError, LatentCacheWarning  # noqa: F401  (re-exported)
 from lrgmm.io.images import (
     InputReport,
     LoadedImage,
@@ -85,10 +85,6 @@ def _write_shard(folder: Path, hashes: list[str], z: np.ndarray, autoencoder_id:
     name = hashlib.sha256("\n".join(hashes).encode()).hexdigest()[:32] + _SUFFIX
     atomic_write_bytes(folder / name, _st_save({_TENSOR: z}, metadata=meta))
     return name, sums
-
-
-class LatentCacheWarning(UserWarning):
-    """A cache shard could not be used (it is ignored; its images are encoded again)."""
 
 
 def default_cache_root() -> Path:

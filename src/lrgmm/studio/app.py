@@ -449,14 +449,14 @@ def create_app(studio: Studio | None = None, *, allowed_hosts: Iterable[str] = (
         status, body = await studio.nearest(grid_id, index)
         return JSONResponse(body, status_code=status, headers=_NO_STORE)
 
-    # ------------------------------------------------ edit / complete (optional)
-    @app.post("/api/edit", summary="Edit one face along an attribute (when lrgmm.editing is installed)")
+    # --------------------------------------------------------- edit / complete
+    @app.post("/api/edit", summary="Edit one face along an attribute (501 without GeomLoss: pip install 'lrgmm[edit]')")
     async def edit(req: EditRequest):
         grid = await studio.edit(req.grid, req.face, req.attribute, req.alphas, nn=req.nn, seed=req.seed,
                                  negative=req.negative, positive=req.positive)
         return grid.info()
 
-    @app.post("/api/complete", summary="Fill a box of one face with n completions (when lrgmm.conditional is installed)")
+    @app.post("/api/complete", summary="Fill a box of one face with n completions")
     async def complete(req: CompleteRequest):
         grid = await studio.complete(req.grid, req.face, req.box, n=req.n, seed=req.seed)
         return grid.info()

@@ -31,6 +31,7 @@ more than ``MAX_IMAGE_PIXELS`` pixels, both uploads and the files of the ``--dat
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import io
 import math
 import os
@@ -49,55 +50,19 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import ImageInputError, LrgmmError
+from ..conditional import box_mask
+from ..editing import AttributeEdit
+from ..errors import (  # noqa: F401  (re-exported)
+    BusyError, ConflictError, FailedError, ImageInputError, LrgmmError, NotAvailableError, NotFoundError,
+    OriginError, StudioError, TooLargeError, UnsupportedMediaError,
+)
 from ..io.images import MAX_IMAGE_PIXELS, InputReport, list_images, prepare_image, to_uint8_hwc
 from ..io.latent_cache import EncodedSet, encode_images
 from ..pipeline import FacePipeline
 from ..provenance import provenance_image, provenance_shares
 
-# --------------------------------------------------------------------------------------------
-# Errors: each carries the HTTP status the API answers with.
-
-
-class StudioError(LrgmmError):
-    """A request the studio cannot serve; ``status`` is the HTTP status (4xx) it maps to."""
-
-    status = 400
-
-
-class NotFoundError(StudioError):
-    status = 404
-
-
-class ConflictError(StudioError):
-    status = 409
-
-
-class TooLargeError(StudioError):
-    status = 413
-
-
-class UnsupportedMediaError(StudioError):
-    status = 415
-
-
-class BusyError(StudioError):
-    status = 503
-
-
-class OriginError(StudioError):
-    status = 403
-
-
-class NotAvailableError(StudioError):
-    status = 501
-
-
-class FailedError(StudioError):
-    """Work of the server's own that failed (not the request's fault)."""
-
-    status = 500
-
+# The studio's errors (``StudioError`` and its subclasses, each with the HTTP status the API
+# answers with) are defined in ``lrgmm.errors``.
 
 # --------------------------------------------------------------------------------------------
 # Messages
@@ -522,9 +487,9 @@ class Studio:
     # ---------------------------------------------------------------- features
     @staticmethod
     def features() -> dict:
-        """Which optional panels the page shows: the editing and completion APIs exist only once
-        their branches are merged."""
-        return {"edit": hasattr(FacePipeline, "edit"), "complete": hasattr(FacePipeline, "complete")}
+        """Which panels the page shows. Completion needs nothing optional; the edit panel fits a
+        Wasserstein edit (``AttributeEdit``'s default method), which needs GeomLoss (``lrgmm[edit]``)."""
+        return {"edit": importlib.util.find_spec("geomloss") is not None, "complete": True}
 
     def status(self) -> dict:
         return {
@@ -1060,13 +1025,14 @@ class Studio:
             ],
         }
 
-    # ------------------------------------------------- edit / complete (contract)
+    # ------------------------------------------------------------ edit / complete
     async def edit(self, grid_id: str, index: int, attribute: str, alphas: list[float], nn: bool = True,
                    seed: int = 0, negative: str | None = None, positive: str | None = None) -> Grid:
-        """Edit one face along an attribute (``FacePipeline.edit`` from the editing branch): a new
-        grid with one face per alpha."""
+        """Edit one face along an attribute (``FacePipeline.edit``; the edit is fitted once per model,
+        attribute and categories, and kept): a new grid with one face per alpha."""
         if not self.features()["edit"]:
-            raise NotAvailableError("editing is not available in this installation (no FacePipeline.edit)")
+            raise NotAvailableError("editing is not available in this installation: it needs GeomLoss "
+                                    "(pip install 'lrgmm[edit]')")
         if not 1 <= len(alphas) <= 9 or not all(math.isfinite(a) and abs(a) <= 5 for a in alphas):
             raise StudioError(f"alphas: 1 to 9 values in [-5, 5], got {quote(alphas)}")
         face = await self.face_array(grid_id, index)
@@ -1075,9 +1041,6 @@ class Studio:
         pipe = entry.pipeline
 
         def work():
-            # lrgmm.editing exists once the editing branch is merged (features() checks first).
-            from ..editing import AttributeEdit
-
             key = (entry.id, attribute, negative, positive)
             with self._lock:
                 edit = self._edits.get(key)
@@ -1093,17 +1056,15 @@ class Studio:
         # Fitting an edit can take a while: the fit pool, so that generating stays responsive.
         out = await self.fit_pool.run(work)
         images = out.images[0]
-        prov = getattr(out, "provenance", None)  # (n_inputs, n_alphas, h, w) when the NN step ran
+        prov = out.provenance  # (n_inputs, n_alphas, h, w) when the NN step ran, else None
         settings = {"attribute": attribute, "alphas": list(alphas), "negative": negative, "positive": positive,
                     "source": {"grid": grid_id, "face": index}, "nn": nn, "seed": seed}
         return self._filled_grid(grid.model_id, "edit", settings, images, None if prov is None else prov[0], None,
                                  labels=[f"alpha {a:g}" for a in alphas])
 
     async def complete(self, grid_id: str, index: int, box: list[int], n: int = 4, seed: int = 0) -> Grid:
-        """Fill a box of one face with n completions (``FacePipeline.complete`` from the
-        conditional branch); the completions keep their provenance (-1 at observed positions)."""
-        if not self.features()["complete"]:
-            raise NotAvailableError("completion is not available in this installation (no FacePipeline.complete)")
+        """Fill a box of one face with n completions (``FacePipeline.complete``); the completions
+        keep their provenance (-1 at observed positions)."""
         if not 1 <= n <= 16:
             raise StudioError(f"n must be between 1 and 16 completions, got {n}")
         grid = self.grids.get(grid_id)
@@ -1115,18 +1076,14 @@ class Studio:
         face = await self.face_array(grid_id, index)
 
         def work():
-            # lrgmm.conditional exists once the conditional branch is merged (features() checks first).
-            from ..conditional import box_mask
-
             mask = box_mask(r, *box)
             x = torch.from_numpy(face.transpose(2, 0, 1).astype(np.float32) / 255.0)
             return pipe.complete(x, mask, n=n, seed=seed)
 
         out = await self.fit_pool.run(work)  # encode + condition + decode: off the sampling thread
         settings = {"box": list(box), "n": n, "seed": seed, "source": {"grid": grid_id, "face": index}}
-        samples = getattr(out, "samples", None)
         return self._filled_grid(grid.model_id, "complete", settings, out.images,
-                                 getattr(samples, "provenance", None), getattr(samples, "components", None))
+                                 out.samples.provenance, out.samples.components)
 
     def _filled_grid(self, model_id, kind, settings, images, provenance, components, labels=None) -> Grid:
         n = images.shape[0]
