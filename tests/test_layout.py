@@ -204,3 +204,23 @@ def test_not_fitted_is_one_error_everywhere():
         LRGMM().parameter_counts()
     with pytest.raises(NotFittedError, match="FacePipeline is not fitted"):
         FacePipeline().metadata()
+
+
+def test_constructor_defaults_come_from_the_one_table():
+    """LRGMM, FacePipeline and LowRankGaussianMixture take every hyperparameter default they share
+    with ``DEFAULTS`` from it (the CLI and the studio read those signatures)."""
+    import inspect
+
+    from lrgmm import DEFAULTS, LRGMM, FacePipeline, LowRankGaussianMixture
+    from lrgmm.nn_projection import nn_project
+
+    for cls, own in ((LRGMM, set()), (FacePipeline, set()), (LowRankGaussianMixture, {"n_components"})):
+        sig = inspect.signature(cls.__init__).parameters
+        shared = set(DEFAULTS) & set(sig) - own
+        assert shared, cls
+        for name in shared:
+            assert sig[name].default == DEFAULTS[name], (cls.__name__, name)
+    assert set(DEFAULTS) <= set(inspect.signature(LRGMM.__init__).parameters)
+    assert set(DEFAULTS) <= set(inspect.signature(FacePipeline.__init__).parameters)
+    nn = inspect.signature(nn_project).parameters
+    assert nn["patch_size"].default == DEFAULTS["patch_size"] and nn["iterations"].default == DEFAULTS["nn_iterations"]

@@ -1,6 +1,7 @@
 """lrgmm: few-shot face generation with a low-rank Gaussian mixture on autoencoder latents."""
 
 from ._version import __version__
+from .defaults import DEFAULTS
 from .errors import FitError, ImageInputError, LrgmmError, ModelFileError, NotFittedError, WeightsError
 from .mixture import LowRankGaussianMixture
 from .model import LRGMM, LatentSamples
@@ -8,6 +9,7 @@ from .pipeline import FacePipeline, Generated
 from .projector import PixelPCA
 
 __all__ = [
+    "DEFAULTS",
     "FacePipeline",
     "Generated",
     "LRGMM",

@@ -86,6 +86,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .defaults import DEFAULTS
 from .errors import MaskError, ParameterError  # noqa: F401  (re-exported)
 from .nn_projection import nn_project
 
@@ -371,8 +372,8 @@ def nn_project_unknown(
     memory_labels: torch.Tensor,
     unknown: torch.Tensor,
     observed: torch.Tensor,
-    patch_size: int = 5,
-    iterations: int = 1,
+    patch_size: int = DEFAULTS["patch_size"],
+    iterations: int = DEFAULTS["nn_iterations"],
     allowed: torch.Tensor | None = None,
     max_share: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -63,6 +63,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from .defaults import DEFAULTS
 from .errors import FitError, NotFittedError
 from .randomness import as_generator
 
@@ -210,14 +211,14 @@ class LowRankGaussianMixture:
     def __init__(
         self,
         n_components: int = 8,
-        temperature: float = 0.12,
-        density_rank: int = 16,
-        reg_covar: float = 1e-3,
-        max_iter: int = 100,
-        tol: float = 1e-3,
-        n_init: int = 1,
-        random_state: int | torch.Generator | None = 0,
-        min_component_size: int = 4,
+        temperature: float = DEFAULTS["temperature"],
+        density_rank: int = DEFAULTS["density_rank"],
+        reg_covar: float = DEFAULTS["reg_covar"],
+        max_iter: int = DEFAULTS["max_iter"],
+        tol: float = DEFAULTS["tol"],
+        n_init: int = DEFAULTS["n_init"],
+        random_state: int | torch.Generator | None = DEFAULTS["random_state"],
+        min_component_size: int = DEFAULTS["min_component_size"],
         verbose: bool = False,
     ):
         self.n_components = n_components

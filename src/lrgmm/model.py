@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .defaults import DEFAULTS
 from .errors import FitError, NotFittedError, ParameterError
 from .limits import SAMPLE_BATCH_SIZE, check_n_samples, check_nn_iterations
 from .mixture import LowRankGaussianMixture, low_rank_dims
@@ -105,19 +106,19 @@ class LRGMM:
 
     def __init__(
         self,
-        n_channels: int | None = None,
-        n_components: int | None = None,
-        temperature: float = 0.12,
-        patch_size: int = 5,
-        nn_iterations: int = 1,
-        max_share: float | None = None,
-        density_rank: int = 16,
-        reg_covar: float = 1e-3,
-        max_iter: int = 100,
-        tol: float = 1e-3,
-        n_init: int = 1,
-        random_state: int | torch.Generator | None = 0,
-        min_component_size: int = 4,
+        n_channels: int | None = DEFAULTS["n_channels"],
+        n_components: int | None = DEFAULTS["n_components"],
+        temperature: float = DEFAULTS["temperature"],
+        patch_size: int = DEFAULTS["patch_size"],
+        nn_iterations: int = DEFAULTS["nn_iterations"],
+        max_share: float | None = DEFAULTS["max_share"],
+        density_rank: int = DEFAULTS["density_rank"],
+        reg_covar: float = DEFAULTS["reg_covar"],
+        max_iter: int = DEFAULTS["max_iter"],
+        tol: float = DEFAULTS["tol"],
+        n_init: int = DEFAULTS["n_init"],
+        random_state: int | torch.Generator | None = DEFAULTS["random_state"],
+        min_component_size: int = DEFAULTS["min_component_size"],
         verbose: bool = False,
     ):
         self.n_channels = n_channels

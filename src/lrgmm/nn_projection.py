@@ -61,8 +61,8 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
+from .defaults import DEFAULTS
 from .errors import BudgetError
 
 # Upper bound on the (queries x candidates x positions) distance block held at once.
@@ -307,8 +307,8 @@ def nn_project(
     components: torch.Tensor,
     memory: torch.Tensor,
     memory_labels: torch.Tensor,
-    patch_size: int = 5,
-    iterations: int = 1,
+    patch_size: int = DEFAULTS["patch_size"],
+    iterations: int = DEFAULTS["nn_iterations"],
     max_share: float | None = None,
     positions: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:

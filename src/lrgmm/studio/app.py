@@ -54,6 +54,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import cookie_parser
 
+from ..defaults import DEFAULTS
 from ..errors import LrgmmError
 from .service import Studio, StudioError, TooLargeError, quote, size_text
 
@@ -95,7 +96,7 @@ class FitRequest(BaseModel):
     n_images: int | None = Field(None, description="faces drawn from the folder (default: all)")
     seed: int = Field(0, ge=0, lt=2**63, description="seed of the subset and of the EM initialisation")
     n_components: int | None = Field(None, ge=1, le=64, description="K (default: round(N / 128) in [1, 64])")
-    temperature: float | None = Field(None, gt=0, le=1, description="lambda of the fit (default 0.12)")
+    temperature: float | None = Field(None, gt=0, le=1, description=f"lambda of the fit (default {DEFAULTS['temperature']})")
 
 
 class EditRequest(BaseModel):

@@ -1,0 +1,48 @@
+"""The method's hyperparameter defaults, in one table.
+
+``LRGMM``, ``FacePipeline`` and ``LowRankGaussianMixture`` take their constructor defaults from
+``DEFAULTS``; the command line and the studio read them from those signatures, and model files
+record every value a model was fitted with. Change a default here and every entry point follows
+(``tests/test_layout.py`` checks the signatures against this table).
+
+Why these values (measurements in README "Method and defaults" and the reports):
+
+- ``n_channels`` None: q = min(16, c); q = 16 keeps 84 % of TAEF2's latent-pixel variance, q = 8
+  loses eyes and mouths.
+- ``n_components`` None: K = round(N / 128) in [1, 64] (the paper's K = 8 at N = 1,024, 64 at
+  28k). At the whole 18,917-face split K = 16 scored worse than 64 (reports/mixture.md).
+- ``temperature`` 0.12: lambda of eq. 4 (the paper's value).
+- ``patch_size`` 5, ``nn_iterations`` 1: omega and the NN projections of eq. 5 (the paper's).
+- ``max_share`` None: no copy budget unless asked (the privacy section of the reproduction report
+  measures what a budget costs).
+- ``density_rank`` 16: the rank of every component's density during EM, independent of its weight.
+- ``reg_covar`` 1e-3: floor of a component's isotropic variance (codes are whitened, so 1 is the
+  average per-coordinate variance).
+- ``max_iter`` 100, ``tol`` 1e-3, ``n_init`` 1: EM stops when the mean log-likelihood per code
+  changes by less than tol; several k-means++ starts only on request.
+- ``random_state`` 0: fits are reproducible unless a seed is given.
+- ``min_component_size`` 4: smaller components are removed during EM (a component of one photo
+  draws that photo).
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+DEFAULTS = MappingProxyType({
+    "n_channels": None,
+    "n_components": None,
+    "temperature": 0.12,
+    "patch_size": 5,
+    "nn_iterations": 1,
+    "max_share": None,
+    "density_rank": 16,
+    "reg_covar": 1e-3,
+    "max_iter": 100,
+    "tol": 1e-3,
+    "n_init": 1,
+    "random_state": 0,
+    "min_component_size": 4,
+})
+
+__all__ = ["DEFAULTS"]
