@@ -43,13 +43,13 @@ fit and its density column, so later iterations cost only what moved.
 
 Speed and memory. The codes are held once, in float32. The E-step is one float32 GEMM of the codes
 against every component's mean and density eigenvectors (K * (density_rank + 1) rows), accumulated
-in float64, with |x|^2 computed once per fit; k-means++ seeds on a 4,096-code subsample and its
-Lloyd iterations run in float32 on every code. The M-step promotes one component's samples at a
-time to float64 and never forms a d0 x d0 matrix while a component has fewer samples than d0: the
-eigenvectors come from the n_k x n_k Gram matrix of the centred, weighted samples. A component
-whose responsibilities moved by less than 1e-6 of its mass since its fit keeps it (the M-step
-optimum is stationary, so this loses O(1e-12) of the objective); on the whole split this cuts the
-refits from 44-62 of 62 per iteration to 50 falling to 3. Fitted parameters are stored in float32.
+in float64, with |x|^2 computed once per fit; k-means++ and its Lloyd iterations run in float32.
+The M-step promotes one component's samples at a time to float64 and never forms a d0 x d0 matrix
+while a component has fewer samples than d0: the eigenvectors come from the n_k x n_k Gram matrix
+of the centred, weighted samples (the product in float32, the eigendecomposition in float64). A
+component whose responsibilities moved by less than 1e-6 of its mass since its fit keeps it (the
+M-step optimum is stationary, so this loses O(1e-12) of the objective); on the whole split this
+cut the refits from 44-62 of 62 per iteration to tens, then a few. Parameters are stored in float32.
 """
 
 from __future__ import annotations
@@ -72,8 +72,6 @@ from .randomness import as_generator
 _SUPPORT_EPS = 1e-10
 # A code counts as hard-assigned when its largest responsibility is this close to 1.
 _HARD_EPS = 1e-9
-# k-means++ seeds on a subsample of this many codes (or 64 per component) when there are more.
-_SEED_SAMPLE = 4096
 # A component whose responsibilities moved by less than this share of its mass keeps its fit: the
 # M-step optimum is stationary, so the stale fit loses O(share^2) of the EM objective.
 _REUSE_RTOL = 1e-6
@@ -107,26 +105,18 @@ def _check_lambda(temperature) -> None:
 def _kmeans_labels(x: torch.Tensor, k: int, gen: torch.Generator, n_iter: int = 20) -> torch.Tensor:
     """k-means++ seeding followed by Lloyd iterations; returns hard labels used to start EM.
 
-    The seeding is sequential (one pass over the data per centre), so above ``_SEED_SAMPLE``
-    codes (and 64 per centre) it runs on a uniform subsample of that size; the Lloyd iterations
-    that follow use every code. At the whole split (18,917 codes, K = 64) the seeding passes were
-    two thirds of the k-means time."""
+    The seeding uses every code: seeding on a 4,096-code subsample saved a few seconds at the
+    whole split but lost 3 of 64 planted components at n = 20k (tests/test_mixture.py)."""
     n = x.shape[0]
-    pool = x
-    sample = max(_SEED_SAMPLE, 64 * k)
-    if n > sample:
-        pool = x[torch.randperm(n, generator=gen)[:sample]]
-    m = pool.shape[0]
-    sq = (pool * pool).sum(1)
-    centers = [pool[torch.randint(m, (1,), generator=gen)].squeeze(0)]
-    d2 = (sq - 2 * pool @ centers[0] + centers[0] @ centers[0]).clamp_min(0)
+    sq = (x * x).sum(1)
+    centers = [x[torch.randint(n, (1,), generator=gen)].squeeze(0)]
+    d2 = (sq - 2 * x @ centers[0] + centers[0] @ centers[0]).clamp_min(0)
     for _ in range(1, k):
         total = d2.double().sum()
-        probs = d2.double() / total if total > 0 else torch.full((m,), 1.0 / m, dtype=torch.float64)
-        c = pool[torch.multinomial(probs, 1, generator=gen)].squeeze(0)
+        probs = d2.double() / total if total > 0 else torch.full((n,), 1.0 / n, dtype=torch.float64)
+        c = x[torch.multinomial(probs, 1, generator=gen)].squeeze(0)
         centers.append(c)
-        d2 = torch.minimum(d2, (sq - 2 * pool @ c + c @ c).clamp_min(0))
-    sq = (x * x).sum(1)
+        d2 = torch.minimum(d2, (sq - 2 * x @ c + c @ c).clamp_min(0))
     cent = torch.stack(centers)
     labels = torch.full((n,), -1, dtype=torch.long)
     for _ in range(n_iter):
@@ -368,7 +358,7 @@ class LowRankGaussianMixture:
         responsibilities changed by at most ``_REUSE_RTOL`` of its mass (and whose stored
         eigenpairs cover ``keep``) keeps its fit and its density column. On the whole split ~70
         codes stay slightly soft and touch most components by ~1e-8 of their mass per iteration;
-        exact comparison refitted 44 to 62 of 62 components every iteration, this 50 falling to 3.
+        exact comparison refitted 44 to 62 of 62 components every iteration, this tens, then a few.
         Returns (params, (N, K) log-densities, cache).
         """
         eff = resp * (resp > _SUPPORT_EPS * resp.max(0).values)
