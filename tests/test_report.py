@@ -69,7 +69,7 @@ def test_report_end_to_end(taef2, faces64_dir, faces64_encoded, lrgmm_cache, inc
                  "memorisation_LR-GMM-NN_inception.png", "memorisation_LatentPatch-style_re-implementation_inception.png"):
         assert name in figures
         assert f"figures/{name}" in md
-    for name in figures:
+    for name in (f for f in figures if f.endswith(".png")):
         with Image.open(out / "figures" / name) as im:
             assert im.size[0] > 100 and im.size[1] > 100
 
