@@ -119,8 +119,9 @@ SCALES: dict[str, Scale] = {
         n_sweep=100, sweep_n=1024, lambdas=(0.02, 0.06, 0.12, 0.25), qs=(4, 8, 16, 32), ks=(1, 4, 8, 16),
         omegas=(1, 3, 5, 7), nn_iterations=(1, 2, 3), fid_vs_n_extra=(128, 512), n_grid=16, n_timing=256, n_psnr=64,
         inception_memorisation_max_n=2048, budgets=(1.0, 0.5, 0.25, 0.15), n_privacy=1000,
-        expected=("about 50 minutes on 2 CPU cores the first time, 17 of which encode the 19,187 training photos "
-                  "of the whole-split row (cached for later runs); the ex-post GMM on 19k codes needs ~11 GB"),
+        expected=("an estimated 2 hours on 2 CPU cores the first time: the whole split's encoding (~17 min) and the "
+                  "Inception features of the 2,000 reference photos (~10 min) are cached for later runs, the privacy "
+                  "section's 15 x 1,000 faces take ~40 min; the ex-post GMM on 19k codes needs ~11 GB"),
     ),
     "full": Scale(
         name="full", heldout_reserve=3000, n_heldout=2000, train_sizes=(32, 1024, None), n_table=500, n_sweep=300,
@@ -1300,7 +1301,7 @@ def run_report(scale: str | Scale = "quick", data: str | os.PathLike | None = No
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m lrgmm.report", description=__doc__.split("\n\n")[0])
     p.add_argument("--scale", choices=list(SCALES), default="quick",
-                   help="quick: ~20 min on 2 CPU cores; full: the whole training split (hours); test: seconds")
+                   help="quick: 1-2 hours on 2 CPU cores; full: several hours; test: seconds")
     p.add_argument("--data", default=None, help="folder of face photos (default: the shared UTKFace folder)")
     p.add_argument("--out", default="reports", help="output folder (default: reports/)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
