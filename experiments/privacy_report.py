@@ -1,9 +1,9 @@
 """The copy budget and copying at N = 1,024: what a budget costs, and LR-GMM-NN beside the
 LatentPatch-style baseline, at a sample size that can tell them apart.
 
-    python experiments/privacy_report.py [--data DIR] [--out reports/] [--n 1000] [--seeds 3]
+    python -m experiments.privacy_report [--data DIR] [--out reports/] [--n 1000] [--seeds 3]
 
-The reproduction report's protocol (``lrgmm.report``, quick scale: UTKFace permuted with seed 0,
+The reproduction report's protocol (``experiments.reproduction``, quick scale: UTKFace permuted with seed 0,
 the last 3,000 photos held out, 2,000 of them the reference), restricted to N = 1,024:
 
 - its table for every generator (100 faces each) with the copying columns: C_T (Meehan et al.
@@ -14,7 +14,7 @@ the last 3,000 photos held out, 2,000 of them the reference), restricted to N = 
   memorisation figure of both generators.
 
 Writes ``OUT/privacy.md``, ``OUT/privacy.json`` and ``OUT/figures/privacy/`` (memorisation
-figures, sample grids). ``python -m lrgmm.report`` runs the same privacy stage inside the whole report.
+figures, sample grids). ``python -m experiments.reproduction`` runs the same privacy stage inside the whole report.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import torch
 
 from lrgmm.demo import find_demo_data
 from lrgmm.io.atomic import atomic_write_bytes
-from lrgmm.report import SCALES, ReportRun, _Context, _jsonable, _privacy_md, _table_md
+from experiments.reproduction import SCALES, ReportRun, _Context, _jsonable, _privacy_md, _table_md
 
 
 def main(argv=None) -> int:
@@ -49,7 +49,7 @@ def main(argv=None) -> int:
 
     scale = replace(SCALES[args.scale], name="privacy", train_sizes=(args.train,), sweep_n=args.train, fid_vs_n_extra=(),
                     n_privacy=args.n, noise_seeds=args.seeds)
-    cmd = "python experiments/privacy_report.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    cmd = "python -m experiments.privacy_report " + " ".join(argv if argv is not None else sys.argv[1:])
     (args.out / "figures").mkdir(parents=True, exist_ok=True)
     ctx = _Context(scale=scale, data=args.data or find_demo_data(), out=args.out, progress=True, command=cmd.strip())
     run = ReportRun(ctx)

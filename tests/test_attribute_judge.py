@@ -5,7 +5,7 @@ import pytest
 
 from lrgmm.errors import NotFittedError
 from lrgmm.labels import LabelError
-from lrgmm.metrics.attributes import (
+from experiments.attribute_judge import (
     AttributeClassifier,
     accuracy,
     balanced_accuracy,

@@ -52,10 +52,11 @@ def test_tile_rows_rejects_bad_layouts(tmp_path):
 
 
 def test_labelled_rows_is_shared_with_the_report(tmp_path):
-    import lrgmm.editing_report
-    import lrgmm.report
+    import experiments.editing_report
+    import experiments.reproduction
 
-    assert lrgmm.report.labelled_rows is labelled_rows and lrgmm.editing_report.labelled_rows is labelled_rows
+    assert experiments.reproduction.labelled_rows is labelled_rows
+    assert experiments.editing_report.labelled_rows is labelled_rows
     a, b = np.full((3, 10, 30), 0.0, np.float32), np.full((3, 12, 20), 1.0, np.float32)
     out = labelled_rows([("first", a), ("second, a longer label " * 3, b)], tmp_path / "sub" / "l.png", label_width=50)
     with Image.open(out) as im:

@@ -1,4 +1,4 @@
-"""``python -m lrgmm.report`` end to end at its ``test`` scale (N = 16, n = 8, one sweep point
+"""``python -m experiments.reproduction`` end to end at its ``test`` scale (N = 16, n = 8, one sweep point
 each) on the session's 64 real faces (the report fits with TAEF2: it needs the shared folder), into
 a temporary folder; and the Pillow line plots."""
 
@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from lrgmm.baselines import BASELINES
-from lrgmm.report import SCALES, line_plot, main
+from experiments.reproduction import SCALES, line_plot, main
 
 
 @pytest.fixture(scope="module")

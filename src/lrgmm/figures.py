@@ -1,7 +1,7 @@
 """Small figures drawn with Pillow alone (no plotting library): text, labelled rows of images,
 and rows of captioned tiles.
 
-Shared by the reproduction report (``lrgmm.report``), the editing report and the evaluation's
+Shared by the reproduction report (``experiments.reproduction``), the editing report and the evaluation's
 memorisation figure (``lrgmm.evaluation.memorisation_figure``). Every figure is written
 atomically as a PNG (``lrgmm.io.atomic``), like every other file lrgmm writes.
 """

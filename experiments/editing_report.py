@@ -1,6 +1,6 @@
 """The editing report: every edit method measured on held-out faces in one run.
 
-    python -m lrgmm.editing_report [--out reports/] [--data DIR] [--n-eval 48] [--quiet]
+    python -m experiments.editing_report [--out reports/] [--data DIR] [--n-eval 48] [--quiet]
 
 writes ``<out>/editing.md``, ``<out>/editing.json`` (every number) and ``<out>/figures/editing_*.png``.
 
@@ -8,12 +8,12 @@ Setting (counts chosen to stay near 25 minutes on a shared 2-core CPU; all are o
 the Wasserstein fits are capped at ``max_epochs`` = 60 for time, the best epoch is reported):
 
 - Data: the shared UTKFace folder, listed, sorted and permuted with seed 0 exactly as
-  ``lrgmm.report`` does; its last 3,000 photos are held out (never trained on).
+  ``experiments.reproduction`` does; its last 3,000 photos are held out (never trained on).
 - Model: ``FacePipeline()`` defaults fitted on the first 1,024 photos of the rest (the
   ``lrgmm demo`` model). Edits: gender, male -> female (alpha > 0), fitted on that model's
   training codes and labels (UTKFace names) by every method of ``lrgmm.editing``.
 - Judge: an attribute classifier on Inception-v3 features of real photos
-  (``lrgmm.metrics.attributes``), trained on ``n_judge`` other photos of the training pool (not
+  (``experiments.attribute_judge``), trained on ``n_judge`` other photos of the training pool (not
   the model's 1,024) for gender, age group and race; its accuracy is measured on held-out photos.
   It never sees latent codes, so it is independent of the latent classifiers used in training.
 - Inputs: ``n_eval`` held-out photos labelled male. For each method and alpha the faces are
@@ -47,14 +47,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .editing import AttributeEdit
-from .io.atomic import atomic_write_bytes
-from .io.images import list_images, load_images, make_grid
-from .labels import LabelTable
-from .metrics.features import InceptionExtractor
-from .metrics.frechet import fid
-from .pipeline import FacePipeline
-from .report import labelled_rows, line_plot
+from lrgmm.editing import AttributeEdit
+from lrgmm.io.atomic import atomic_write_bytes
+from lrgmm.io.images import list_images, load_images, make_grid
+from lrgmm.labels import LabelTable
+from lrgmm.metrics.features import InceptionExtractor
+from lrgmm.metrics.frechet import fid
+from lrgmm.pipeline import FacePipeline
+from experiments.reproduction import labelled_rows, line_plot
 
 SPLIT_SEED = 0
 HELDOUT_RESERVE = 3000
@@ -68,8 +68,8 @@ NN_METHOD = "wasserstein"  # also measured with the NN step after the edit
 
 
 def _judge(features: np.ndarray, labels: dict[str, list]):
-    """One classifier per attribute on Inception features (lrgmm.metrics.attributes)."""
-    from .metrics.attributes import AttributeClassifier
+    """One classifier per attribute on Inception features (experiments.attribute_judge)."""
+    from experiments.attribute_judge import AttributeClassifier
 
     out = {}
     for name, lab in labels.items():
@@ -103,7 +103,7 @@ def run(
     max_epochs: int = 60,
     progress: bool = True,
 ) -> dict:
-    from .demo import find_demo_data
+    from lrgmm.demo import find_demo_data
 
     t_start = time.perf_counter()
     out = Path(out)
@@ -244,7 +244,7 @@ def run(
 
     total = time.perf_counter() - t_start
     record = {
-        "command": "python -m lrgmm.editing_report " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        "command": "python -m experiments.editing_report " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         "settings": {"max_epochs": max_epochs, "n_train": n_train, "n_eval": len(males), "n_judge": len(p_judge), "n_judge_test": len(p_jt),
                      "n_real_female": len(females), "alphas": list(alphas), "data": str(folder)},
         "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()},
@@ -284,7 +284,7 @@ def write_markdown(r: dict) -> str:
         f"(the `lrgmm demo` set), d0 = {d0:,}. Edit: gender, male -> female for alpha > 0, fitted on the "
         f"model's {r['model']['counts']['male']} male and {r['model']['counts']['female']} female training codes."),
         f"- Inputs: {s['n_eval']} held-out photos labelled male (never trained on); alphas {s['alphas']}.",
-        f"- Judge: `lrgmm.metrics.attributes` classifiers on Inception-v3 features of {s['n_judge']} other "
+        f"- Judge: `experiments.attribute_judge` classifiers on Inception-v3 features of {s['n_judge']} other "
         f"real photos; held-out accuracy on {s['n_judge_test']} photos: "
         + ", ".join(f"{a} {100 * v:.1f} %" for a, v in r["judge_accuracy"].items()) + ".",
         ("- Target change: share of the inputs judged male at alpha = 0 that are judged female after the edit. "
@@ -373,7 +373,7 @@ def claim_verdict(r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lrgmm.editing_report", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m experiments.editing_report", description=__doc__.split("\n")[0])
     p.add_argument("--out", default="reports")
     p.add_argument("--data", default=None)
     p.add_argument("--n-eval", type=int, default=48)

@@ -1,6 +1,6 @@
 """The reproduction report: every generator of ``lrgmm.baselines`` measured in one run.
 
-    python -m lrgmm.report [--scale quick|full|test] [--data DIR] [--out reports/]
+    python -m experiments.reproduction [--scale quick|full|test] [--data DIR] [--out reports/]
 
 writes ``<out>/reproduction.md``, ``<out>/reproduction.json`` (every number) and
 ``<out>/figures/*.png``:
@@ -50,20 +50,20 @@ import torch
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
-from .baselines import BASELINES, BaselineGenerator, LRGMMNNGenerator, make_generator
-from .evaluation import EvalResult, EvalWarning, Evaluator, memorisation_figure
-from .figures import font as _font
-from .figures import labelled_rows
-from .figures import text_size as _text_size
-from .io.atomic import atomic_write_bytes
-from .io.images import list_images, load_images, make_grid, save_png
-from .metrics.features import InceptionExtractor
-from .metrics.frechet import fid
-from .metrics.kernel_distance import kid
-from .metrics.precision_recall import precision_recall
-from .model import default_n_components
-from .pipeline import FacePipeline, InputWarning
-from .provenance import index_colors, provenance_image
+from lrgmm.baselines import BASELINES, BaselineGenerator, LRGMMNNGenerator, make_generator
+from lrgmm.evaluation import EvalResult, EvalWarning, Evaluator, memorisation_figure
+from lrgmm.figures import font as _font
+from lrgmm.figures import labelled_rows
+from lrgmm.figures import text_size as _text_size
+from lrgmm.io.atomic import atomic_write_bytes
+from lrgmm.io.images import list_images, load_images, make_grid, save_png
+from lrgmm.metrics.features import InceptionExtractor
+from lrgmm.metrics.frechet import fid
+from lrgmm.metrics.kernel_distance import kid
+from lrgmm.metrics.precision_recall import precision_recall
+from lrgmm.model import default_n_components
+from lrgmm.pipeline import FacePipeline, InputWarning
+from lrgmm.provenance import index_colors, provenance_image
 
 __all__ = ["SCALES", "Scale", "main", "run_report"]
 
@@ -1041,7 +1041,7 @@ def write_markdown(run: ReportRun, total_s: float) -> str:
         md += [
             f"> This is the **{s.name}** scale: {s.n_table} faces per method (the paper: 10,000), training sets of "
             f"{', '.join(str(run.n_of(n)) for n in s.train_sizes)} photos and {s.n_heldout} held-out reference photos. "
-            f"The full scale (`python -m lrgmm.report --scale full`) uses N = 32, 1,024 and the whole training split, "
+            f"The full scale (`python -m experiments.reproduction --scale full`) uses N = 32, 1,024 and the whole training split, "
             f"{full.n_table} faces per method, {full.n_heldout} reference photos: {full.expected}.",
             "",
         ]
@@ -1263,12 +1263,12 @@ def run_report(scale: str | Scale = "quick", data: str | os.PathLike | None = No
     sc = SCALES[scale] if isinstance(scale, str) else scale
     default_data = data is None
     if data is None:
-        from .demo import find_demo_data
+        from lrgmm.demo import find_demo_data
 
         data = find_demo_data()
     out = Path(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
-    cmd = command or f"python -m lrgmm.report --scale {sc.name} --out {out}"
+    cmd = command or f"python -m experiments.reproduction --scale {sc.name} --out {out}"
     ctx = _Context(scale=sc, data=Path(data), out=out, progress=progress, command=cmd, default_data=default_data)
     run = ReportRun(ctx)
     start = time.perf_counter()
@@ -1299,14 +1299,14 @@ def run_report(scale: str | Scale = "quick", data: str | os.PathLike | None = No
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lrgmm.report", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m experiments.reproduction", description=__doc__.split("\n\n")[0])
     p.add_argument("--scale", choices=list(SCALES), default="quick",
                    help="quick: 1-2 hours on 2 CPU cores; full: several hours; test: seconds")
     p.add_argument("--data", default=None, help="folder of face photos (default: the shared UTKFace folder)")
     p.add_argument("--out", default="reports", help="output folder (default: reports/)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     a = p.parse_args(argv)
-    args = ["python -m lrgmm.report", f"--scale {a.scale}"]
+    args = ["python -m experiments.reproduction", f"--scale {a.scale}"]
     if a.data:
         args.append(f"--data {shlex.quote(a.data)}")
     args.append(f"--out {shlex.quote(a.out)}")

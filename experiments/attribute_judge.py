@@ -21,11 +21,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..errors import NotFittedError
-from ..io.images import load_images
-from ..labels import LabelError, LabelTable
-from ..randomness import as_generator
-from .features import InceptionExtractor
+from lrgmm.errors import NotFittedError
+from lrgmm.io.images import load_images
+from lrgmm.labels import LabelError, LabelTable
+from lrgmm.randomness import as_generator
+from lrgmm.metrics.features import InceptionExtractor
 
 
 class AttributeClassifier:

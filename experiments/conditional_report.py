@@ -1,13 +1,13 @@
 """reports/conditional.md: completion of masked faces and attribute-conditional sampling, measured.
 
-    python -m lrgmm.conditional_report --out reports/
+    python -m experiments.conditional_report --out reports/
 
 Setup (every number is a parameter of ``run``; the committed report's run took 48.6 minutes on 2
 CPU cores shared with other jobs, Inception features being the main cost): the model is
 the demo's (``lrgmm demo``: 1,024 shared UTKFace photos drawn with
 seed 0, default settings). The other shared photos are held out; from them, at random (seed),
 ``n_inputs`` photos to complete and ``n_real`` real photos for FID references and for training
-the independent attribute judges (``lrgmm.metrics.attributes``, Inception features, 80/20 split).
+the independent attribute judges (``experiments.attribute_judge``, Inception features, 80/20 split).
 
 Completion protocol (after the CGML paper's face-completion set-up): square boxes covering 10,
 15 and 25 % of the 128 px image, either centred or at a random place (one per input, seeded).
@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .conditional import (
+from lrgmm.conditional import (
     blend,
     box_mask,
     centre_box,
@@ -59,15 +59,15 @@ from .conditional import (
     random_box,
     unknown_positions,
 )
-from .demo import find_demo_data
-from .io.atomic import atomic_write_bytes
-from .io.images import list_images, load_images, make_grid, save_png
-from .labels import LabelTable, parse_conditions
-from .metrics.frechet import fid
-from .metrics.image_quality import psnr, ssim
-from .metrics.kernel_distance import kid
-from .pipeline import FacePipeline
-from .provenance import index_colors
+from lrgmm.demo import find_demo_data
+from lrgmm.io.atomic import atomic_write_bytes
+from lrgmm.io.images import list_images, load_images, make_grid, save_png
+from lrgmm.labels import LabelTable, parse_conditions
+from lrgmm.metrics.frechet import fid
+from lrgmm.metrics.image_quality import psnr, ssim
+from lrgmm.metrics.kernel_distance import kid
+from lrgmm.pipeline import FacePipeline
+from lrgmm.provenance import index_colors
 
 METHODS = (
     "lrgmm-nn",
@@ -111,7 +111,7 @@ def run(
 ) -> dict:
     """Measure everything in the module docstring and write ``conditional.md``, the figures
     under ``conditional/`` and ``conditional/results.json`` into ``out_dir``."""
-    from .metrics.features import InceptionExtractor, quantize
+    from lrgmm.metrics.features import InceptionExtractor, quantize
 
     t0 = time.perf_counter()
     out = Path(out_dir)
@@ -240,7 +240,7 @@ def run(
 
     # ---------------------------------------------------------------- attribute sampling
     t2 = time.perf_counter()
-    from .metrics.attributes import train_attribute_classifier
+    from experiments.attribute_judge import train_attribute_classifier
 
     judges = {}
     for attribute in ("gender", "age"):
@@ -295,7 +295,7 @@ def run(
         figures.append((kind, area, name))
     save_png(make_grid(torch.cat(attr_examples), ncols=8), fig_dir / "attributes.png")
     meta = {
-        "command": "python -m lrgmm.conditional_report --out reports/",
+        "command": "python -m experiments.conditional_report --out reports/",
         "n_train": len(pipe.training_files_), "n_inputs": n_in, "n_completions": n_completions, "n_real": len(real.paths),
         "n_attribute": n_attribute, "areas": list(areas), "seed": seed, "timings_s": {k: round(v, 1) for k, v in timings.items()},
         "judges": {a: {"accuracy": j.accuracy, "balanced_accuracy": j.balanced_accuracy, "n_train": j.n_train, "n_test": j.n_test, "counts": j.counts}
@@ -319,7 +319,7 @@ def _markdown(payload: dict, figures) -> str:
         "",
         (f"Regenerate: `{meta['command']}` (this run: {t['total_s'] / 60:.1f} min on this machine's 2 shared CPU cores; "
         f"setup {t['fit_and_setup_s']:.0f} s, completions {t['completion_s']:.0f} s, attributes {t['attributes_s']:.0f} s). "
-        "Method and choices: `src/lrgmm/conditional.py` (module docstring); protocol: `src/lrgmm/conditional_report.py`."),
+        "Method and choices: `src/lrgmm/conditional.py` (module docstring); protocol: `experiments/conditional_report.py`."),
         "",
         (f"Model: the demo's, fitted on {meta['n_train']} shared UTKFace photos (seed {meta['seed']}, default settings). "
         f"Inputs: {meta['n_inputs']} held-out photos (not in the training set), {meta['n_completions']} completions "
@@ -378,7 +378,7 @@ def _markdown(payload: dict, figures) -> str:
         ("`generate(n, where=...)`: component weights from the labelled training faces' responsibilities, NN step "
         f"over the labelled training faces only. {meta['n_attribute']} faces per condition (seed {meta['seed']}) and "
         f"{meta['n_attribute']} unconditional faces. Judges: logistic regression on Inception features of real photos "
-        f"(`lrgmm.metrics.attributes`), held-out accuracy gender {j['gender']['accuracy']:.3f} (balanced "
+        f"(`experiments.attribute_judge`), held-out accuracy gender {j['gender']['accuracy']:.3f} (balanced "
         f"{j['gender']['balanced_accuracy']:.3f}), age group {j['age']['accuracy']:.3f} (balanced {j['age']['balanced_accuracy']:.3f}); "
         "'real' is the share of the real photos carrying the labels that the judges assign them (their recall; 80 % of these photos trained the judges, so it is an optimistic ceiling). "
         "FID against the real photos that carry the labels."),
@@ -405,7 +405,7 @@ def _markdown(payload: dict, figures) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lrgmm.conditional_report", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m experiments.conditional_report", description=__doc__.split("\n")[0])
     p.add_argument("--out", default="reports", help="folder for conditional.md and conditional/")
     p.add_argument("--data", default=None, help="face folder (default: the shared UTKFace folder)")
     for name in ("n_inputs", "n_completions", "n_real", "n_attribute"):
