@@ -43,12 +43,16 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=1000, help="faces per seed in the privacy rows")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--train", type=int, default=1024, help="training photos N")
+    ap.add_argument("--budgets", type=float, nargs="+", default=None,
+                    help="copy budgets to measure (default: the report's 1 0.5 0.25 0.15; 1 = off)")
     ap.add_argument("--scale", choices=["quick", "test"], default="quick",
                     help="the report scale whose split and reference sizes are used (test: a smoke run on a few photos)")
     args = ap.parse_args(argv)
 
     scale = replace(SCALES[args.scale], name="privacy", train_sizes=(args.train,), sweep_n=args.train, fid_vs_n_extra=(),
                     n_privacy=args.n, noise_seeds=args.seeds)
+    if args.budgets:
+        scale = replace(scale, budgets=tuple(args.budgets))
     cmd = "python -m experiments.privacy_report " + " ".join(argv if argv is not None else sys.argv[1:])
     (args.out / "figures").mkdir(parents=True, exist_ok=True)
     ctx = _Context(scale=scale, data=args.data or find_demo_data(), out=args.out, progress=True, command=cmd.strip())
