@@ -465,7 +465,7 @@ class LowRankGaussianMixture:
         x_c = prod[:, :K]  # <x, c_k>
         proj = prod[:, K:] - (means[:, None, :] * vecs).sum(-1)[keep][None, :]  # <v_j, x - c_k>
         if xsq is None:
-            xsq = (x.to(torch.float64) ** 2).sum(1)
+            xsq = _row_sq_norms(x)
         sq = xsq[:, None] - 2 * x_c + (means * means).sum(1)[None, :]  # |x - c_k|^2, (N, K)
         # Per-direction terms summed into their component's column (directions are grouped by
         # component in ``rows``).
