@@ -266,7 +266,7 @@ def test_report_pairwise_diversity():
     import numpy as np
     from scipy.spatial.distance import pdist
 
-    from lrgmm.conditional_report import _pairwise_mean
+    from experiments.conditional_report import _pairwise_mean
 
     x = np.random.default_rng(0).normal(size=(5, 7))
     assert _pairwise_mean(x) == pytest.approx(pdist(x).mean(), rel=1e-12)
