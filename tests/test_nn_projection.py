@@ -320,3 +320,70 @@ def test_bad_and_infeasible_budgets():
     # The check covers every cluster drawn, before any work: cluster 1 (3 photos) needs 22 / 64.
     with pytest.raises(BudgetError, match=r"cluster 1 has only 3 .*>= 0\.3438"):
         nn_project(codes, torch.tensor([0, 0, 1, 0]), memory, labels, 3, max_share=0.3)
+
+
+# --------------------------------------------------------------------------- raster order
+
+
+def _brute_force_raster(query, memory, members, omega, cap=None):
+    """Naive raster-order eq. 5: positions one by one, each patch read from the face as it
+    stands (earlier positions already hold their copied pixels); with ``cap``, a photo that
+    gave cap positions is no longer offered."""
+    rho = omega // 2
+    q, h, w = query.shape
+    x = query.clone()
+    zm = F.pad(memory, (rho, rho, rho, rho))
+    out = torch.empty(h, w, dtype=torch.long)
+    used = {}
+    for y in range(h):
+        for c in range(w):
+            pq = F.pad(x, (rho, rho, rho, rho))[:, y : y + omega, c : c + omega]
+            best, arg = None, None
+            for i in members.tolist():
+                if cap is not None and used.get(i, 0) >= cap:
+                    continue
+                d = float(((pq - zm[i, :, y : y + omega, c : c + omega]) ** 2).sum())
+                if best is None or d < best:
+                    best, arg = d, i
+            out[y, c] = arg
+            used[arg] = used.get(arg, 0) + 1
+            x[:, y, c] = memory[arg, :, y, c]
+    return out
+
+
+@pytest.mark.parametrize("omega,share", [(1, None), (3, None), (5, None), (3, 0.2), (5, 0.1)])
+def test_raster_order_matches_brute_force(omega, share):
+    g = torch.Generator().manual_seed(10 + omega)
+    memory = torch.randn(24, 3, 5, 6, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, 2, (24,), generator=g)
+    labels[:12] = torch.arange(12) % 2  # both clusters hold >= 6 photos (a 0.1 budget of 30 positions is feasible)
+    codes = torch.randn(6, 3, 5, 6, generator=g, dtype=torch.float64)
+    comps = torch.tensor([0, 1, 1, 0, 1, 0])
+    out, prov = nn_project(codes, comps, memory, labels, patch_size=omega, order="raster", max_share=share)
+    cap = None if share is None else int(share * 30)
+    for s in range(6):
+        members = (labels == comps[s]).nonzero().squeeze(1)
+        assert torch.equal(prov[s], _brute_force_raster(codes[s], memory, members, omega, cap))
+        assert bool((labels[prov[s]] == comps[s]).all())
+        if cap is not None:
+            assert int(torch.bincount(prov[s].flatten()).max()) <= cap
+    assert torch.equal(out, gather_pixels(memory, prov))
+
+
+def test_raster_order_with_omega_1_is_the_plain_step_and_blocks_agree(monkeypatch):
+    g = torch.Generator().manual_seed(3)
+    memory = torch.randn(40, 4, 6, 6, generator=g)
+    labels = torch.randint(0, 3, (40,), generator=g)
+    codes = torch.randn(11, 4, 6, 6, generator=g)
+    comps = torch.randint(0, 3, (11,), generator=g)
+    _, plain = nn_project(codes, comps, memory, labels, patch_size=1)
+    _, raster = nn_project(codes, comps, memory, labels, patch_size=1, order="raster")
+    assert torch.equal(plain, raster)  # a 1 x 1 patch sees no neighbour: the order cannot matter
+    _, r5 = nn_project(codes, comps, memory, labels, patch_size=5, order="raster", iterations=2)
+    import lrgmm.nn_projection as nnp
+
+    monkeypatch.setattr(nnp, "_BLOCK_ELEMENTS", 40 * 36 * 3)  # query blocks of a few faces
+    _, r5b = nn_project(codes, comps, memory, labels, patch_size=5, order="raster", iterations=2)
+    assert torch.equal(r5, r5b)
+    with pytest.raises(ValueError, match="order"):
+        nn_project(codes, comps, memory, labels, patch_size=5, order="spiral")

@@ -414,8 +414,10 @@ class LRGMMNNGenerator(BaselineGenerator):
     nn = True
 
     def __init__(self, pipeline, *, temperature: float | None = None, nn_iterations: int | None = None,
-                 patch_size: int | None = None, max_share: float | None = None, random_state: int | None = None):
+                 patch_size: int | None = None, max_share: float | None = None, nn_order: str | None = None,
+                 random_state: int | None = None):
         super().__init__(pipeline, random_state=random_state)
+        self.nn_order = nn_order
         self.temperature = temperature
         self.nn_iterations = nn_iterations
         self.patch_size = patch_size
@@ -439,7 +441,7 @@ class LRGMMNNGenerator(BaselineGenerator):
         s = seed if seed is not None else self.random_state  # None: the model's random_state
         return self.pipeline.model_.sample(n, s, nn=self.nn, temperature=self.temperature,
                                            nn_iterations=self.nn_iterations, patch_size=self.patch_size,
-                                           max_share=self.max_share if self.nn else None)
+                                           max_share=self.max_share if self.nn else None, nn_order=self.nn_order)
 
 
 class LRGMMGenerator(LRGMMNNGenerator):

@@ -187,6 +187,7 @@ class LRGMM:
         nn_iterations: int | None = None,
         patch_size: int | None = None,
         max_share: float | None = None,
+        nn_order: str | None = None,
     ) -> LatentSamples:
         """Draw n latents: component k ~ pi, low-rank Gaussian code (eq. 4), NN projection (eq. 5).
 
@@ -203,7 +204,7 @@ class LRGMM:
         the smallest cluster and raises ``BudgetError`` before anything is drawn.
         """
         return self.sample_restricted(n, seed, nn=nn, temperature=temperature, nn_iterations=nn_iterations,
-                                      patch_size=patch_size, max_share=max_share)
+                                      patch_size=patch_size, max_share=max_share, nn_order=nn_order)
 
     def sample_restricted(self, n: int, seed=None, *, weights=None, allowed=None, **options) -> LatentSamples:
         """``sample`` with other component weights and NN memory (see ``iter_samples``), in one batch."""
@@ -229,6 +230,7 @@ class LRGMM:
         max_share: float | None = None,
         weights: torch.Tensor | None = None,
         allowed: torch.Tensor | None = None,
+        nn_order: str | None = None,
     ) -> Iterator[LatentSamples]:
         """``sample`` in batches of ``batch_size``: memory does not grow with n.
 
@@ -275,7 +277,9 @@ class LRGMM:
         gen = as_generator(seed if seed is not None else self.random_state)
         comps = sample_components(mix.weights_ if weights is None else weights, n, gen)
         noise = NormalStream(n * mix.eigenvectors_.shape[1], gen, mix.means_.dtype)
-        return self._batches(n, batch_size, comps, noise, dims, nn, memory, labels, allowed, omega, iterations, share)
+        order = "parallel" if nn_order is None else nn_order
+        return self._batches(n, batch_size, comps, noise, dims, nn, memory, labels, allowed, omega, iterations, share,
+                             order)
 
     def min_max_share(self, weights: torch.Tensor | None = None, allowed: torch.Tensor | None = None) -> float:
         """The smallest copy budget (``max_share``) that every cluster that can be drawn can meet:
@@ -296,7 +300,8 @@ class LRGMM:
         drawn = counts[pi > 0]
         return int(drawn.min()) if drawn.numel() else int(labels.numel())
 
-    def _batches(self, n, batch_size, comps, noise, dims, nn, memory, labels, allowed, omega, iterations, share=None):
+    def _batches(self, n, batch_size, comps, noise, dims, nn, memory, labels, allowed, omega, iterations, share=None,
+                 order="parallel"):
         mix = self.mixture_
         q, h, w = self.codes_.shape[1:]
         r_max = mix.eigenvectors_.shape[1]
@@ -307,7 +312,7 @@ class LRGMM:
             provenance = None
             if nn:
                 codes, provenance = nn_project(codes, c, memory, labels, patch_size=omega, iterations=iterations,
-                                               max_share=share)
+                                               max_share=share, order=order)
                 if allowed is not None:
                     provenance = allowed[provenance]
             yield LatentSamples(self.projector_.inverse_transform(codes), codes, c, provenance)

@@ -136,6 +136,56 @@ def _nearest(
     return out
 
 
+def _window_bounds(h: int, w: int, patch_size: int) -> list[tuple[int, int, int, int]]:
+    """Per flat position p = i w + j, the clipped omega x omega window (i0, i1, j0, j1)."""
+    rho = patch_size // 2
+    return [(max(0, i - rho), min(h, i + rho + 1), max(0, j - rho), min(w, j + rho + 1)) for i in range(h) for j in range(w)]
+
+
+def _nearest_raster(
+    queries: torch.Tensor,
+    memory: torch.Tensor,
+    memory_box_sq: torch.Tensor,
+    patch_size: int,
+    cap: int | None = None,
+    counted: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Eq. 5 position by position in raster order, each patch read from the face as it stands:
+    (n, h, w) indices into ``memory`` (module docstring, "Order").
+
+    The window sum of <x(o), y_i(o)> is kept as a table over positions (h, w, b, m); taking
+    y_j(p) at p replaces row p by <y_j(p), y_i(p)>, one (b, q) x (q, m) product. With ``cap``, a
+    photo that gave ``cap`` counted positions of a face is not offered to its later positions.
+    """
+    n, q, h, w = queries.shape
+    m = memory.shape[0]
+    P = h * w
+    mem_t, box_t = _memory_t(memory, memory_box_sq)  # (P, q, m), (h, w, 1, m)
+    box_flat = box_t.reshape(P, 1, m)
+    bounds = _window_bounds(h, w, patch_size)
+    out = torch.empty(n, P, dtype=torch.long)
+    step = max(1, _BLOCK_ELEMENTS // max(m * P, 1))
+    for start in range(0, n, step):
+        qs = queries[start : start + step]
+        b = qs.shape[0]
+        rows = torch.arange(b)
+        dots = torch.bmm(qs.permute(2, 3, 0, 1).reshape(P, b, q), mem_t)  # (P, b, m)
+        table = dots.view(h, w, b, m)
+        used = torch.zeros(b, m, dtype=torch.long) if cap is not None else None
+        for p, (i0, i1, j0, j1) in enumerate(bounds):
+            cost = box_flat[p] - 2 * table[i0:i1, j0:j1].sum((0, 1))  # (b, m), minus box(|x|^2)
+            counts_here = used is not None and (counted is None or bool(counted[p]))
+            if counts_here:
+                cost = cost.masked_fill(used >= cap, math.inf)
+            j = cost.argmin(1)
+            out[start : start + b, p] = j
+            y = mem_t[p]  # (q, m)
+            dots[p] = y.T[j] @ y
+            if counts_here:
+                used[rows, j] += 1
+    return out.reshape(n, h, w)
+
+
 # --------------------------------------------------------------------------------------------
 # Copy budget (module docstring)
 
@@ -311,6 +361,7 @@ def nn_project(
     iterations: int = DEFAULTS["nn_iterations"],
     max_share: float | None = None,
     positions: torch.Tensor | None = None,
+    order: str = "parallel",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The NN step (eq. 5), iterated, optionally under a copy budget.
 
@@ -325,6 +376,8 @@ def nn_project(
             of a face from one training code. None or 1: off (the plain argmin, unchanged).
         positions: (h, w) bool, the positions the budget counts (default all; see the module
             docstring). Only used with a budget.
+        order: "parallel" (eq. 5 as printed: every position reads the same input) or "raster"
+            (positions in raster order, each reading the face as it stands; module docstring).
     Returns:
         (projected codes (n, q, h, w), provenance (n, h, w) int64 indices into ``memory``).
         Every pixel of the output is exactly memory[provenance[s, p]](p), and every index names a
@@ -337,6 +390,8 @@ def nn_project(
     """
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
+    if order not in ("parallel", "raster"):
+        raise ValueError(f"order must be 'parallel' or 'raster', got {order!r}")
     if codes.shape[1:] != memory.shape[1:]:
         raise ValueError(f"codes {tuple(codes.shape)} and memory {tuple(memory.shape)} differ in shape")
     n, q, h, w = codes.shape
@@ -364,7 +419,9 @@ def nn_project(
         mem_k, box_k = memory[members], memory_box_sq[members]
         z = out[rows]
         for _ in range(iterations):
-            if cap is None:
+            if order == "raster":
+                local = _nearest_raster(z, mem_k, box_k, patch_size, cap, counted)
+            elif cap is None:
                 local = _nearest(z, mem_k, box_k, patch_size)
             else:
                 local = _nearest_with_budget(z, mem_k, box_k, patch_size, cap, counted)

@@ -1,0 +1,263 @@
+"""Choosing the generator by its picture: candidates of LR-GMM-NN beside the LatentPatch-style
+baseline, at a sample size that can tell them apart, and the FID / copying frontier.
+
+    python -m experiments.picture_sweep [--candidates NAME ...] [--seeds 3] [--n 1000] [--train 1024]
+                                        [--out reports/]
+
+The reproduction report's protocol (``experiments.reproduction``, quick scale): UTKFace permuted
+with seed 0, the last 3,000 photos held out and 2,000 of them the reference of every metric; the
+training set is the first ``--train`` photos of the rest. Every candidate (``CANDIDATES``: a
+pipeline fit and a generator on it) draws ``--n`` faces for each of ``--seeds`` seeds and is
+measured on FID, KID, precision/recall, near copies in Inception space (share of faces closer to
+a training face than 95 % of held-out photos are: fresh photos score 5 %), C_T, and the largest
+share of a face copied from one training photo.
+
+Rows are appended to ``OUT/picture.jsonl`` as they are measured, and a rerun skips the rows it
+already has, so a stopped run loses at most the row in progress. From all rows on file it writes
+``OUT/picture.md`` (mean +- sd over seeds, the frontier verdict), ``OUT/figures/picture/frontier.png``
+(FID against near copies, with the fresh-photo rate marked) and a grid of the same 8 draws per
+candidate side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+import warnings
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from lrgmm.baselines import LRGMMNNGenerator, make_generator
+from lrgmm.demo import find_demo_data
+from lrgmm.figures import font, labelled_rows, text_size
+from lrgmm.io.atomic import atomic_write_bytes
+from lrgmm.io.images import make_grid
+from experiments.reproduction import EVAL_SEED, FIGURE_SEED, SCALES, ReportRun, _Context, _row
+
+# name -> (pipeline parameters, generator keyword arguments); "latentpatch" is the baseline.
+CANDIDATES: dict[str, tuple[dict, dict]] = {
+    "default": ({}, {}),
+    "latentpatch": ({}, {}),
+    "q32": ({"n_channels": 32}, {}),
+    "it2": ({}, {"nn_iterations": 2}),
+    "it3": ({}, {"nn_iterations": 3}),
+    "share25": ({}, {"max_share": 0.25}),
+    "it2-share25": ({}, {"nn_iterations": 2, "max_share": 0.25}),
+    "q32-share25": ({"n_channels": 32}, {"max_share": 0.25}),
+    "q32-it2-share25": ({"n_channels": 32}, {"nn_iterations": 2, "max_share": 0.25}),
+    "lambda25": ({"temperature": 0.25}, {}),
+    "lambda50": ({"temperature": 0.5}, {}),
+    "omega7": ({}, {"patch_size": 7}),
+    "omega3": ({}, {"patch_size": 3}),
+    "raster": ({}, {"nn_order": "raster"}),
+    "raster-share25": ({}, {"nn_order": "raster", "max_share": 0.25}),
+    "raster-it2": ({}, {"nn_order": "raster", "nn_iterations": 2}),
+    "q32-raster": ({"n_channels": 32}, {"nn_order": "raster"}),
+    "q32-raster-share25": ({"n_channels": 32}, {"nn_order": "raster", "max_share": 0.25}),
+}
+
+METRICS = ["fid", "kid", "precision", "recall", "near_copy_inception", "c_t", "largest_share_median",
+           "largest_share_max"]
+
+
+def _generator(run: ReportRun, n_train: int, name: str):
+    pipe_params, gen_kwargs = CANDIDATES[name]
+    pipe = run.pipeline(n_train, **pipe_params)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        if name == "latentpatch":
+            return pipe, make_generator("latentpatch", pipe)
+        return pipe, LRGMMNNGenerator(pipe, **gen_kwargs).fit()
+
+
+def _load_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _summary(rows: list[dict]) -> dict[str, dict]:
+    """Per candidate: mean and sd over seeds of every metric."""
+    out: dict[str, dict] = {}
+    for name in dict.fromkeys(r["candidate"] for r in rows):
+        rs = [r for r in rows if r["candidate"] == name]
+        s = {"n_seeds": len(rs), "n": rs[0]["n"], "N": rs[0]["N"], "sample_ms": rs[0].get("sample_ms")}
+        for m in METRICS:
+            vals = [r[m] for r in rs if r.get(m) is not None]
+            s[m] = float(np.mean(vals)) if vals else None
+            s[m + "_sd"] = float(np.std(vals, ddof=1)) if len(vals) > 1 else None
+        out[name] = s
+    return out
+
+
+def frontier_plot(summary: dict[str, dict], path: Path, fresh_rate: float = 0.05) -> Path:
+    """FID (y) against near copies (x, %) per candidate, seed sd as error bars; the fresh-photo
+    rate as a dashed vertical line. Pillow only."""
+    W, H, L, R, T, B = 760, 520, 70, 200, 40, 60
+    pts = [(n, 100 * s["near_copy_inception"], s["fid"], s.get("fid_sd") or 0.0)
+           for n, s in summary.items() if s.get("near_copy_inception") is not None and s.get("fid") is not None]
+    img = Image.new("RGB", (W, H), "white")
+    d = ImageDraw.Draw(img)
+    f, small = font(13), font(11)
+    if not pts:
+        d.text((L, T), "no rows with near copies", fill="black", font=f)
+        img.save(path)
+        return path
+    xs = [p[1] for p in pts] + [100 * fresh_rate]
+    ys = [p[2] - p[3] for p in pts] + [p[2] + p[3] for p in pts]
+    x0, x1 = 0.0, max(xs) * 1.15 + 0.5
+    y0, y1 = min(ys) - 0.5, max(ys) + 0.5
+
+    def px(x):
+        return L + (x - x0) / (x1 - x0) * (W - L - R)
+
+    def py(y):
+        return H - B - (y - y0) / (y1 - y0) * (H - T - B)
+
+    d.rectangle([L, T, W - R, H - B], outline="black")
+    for i in range(6):
+        xv = x0 + i * (x1 - x0) / 5
+        yv = y0 + i * (y1 - y0) / 5
+        d.text((px(xv) - 10, H - B + 6), f"{xv:.1f}", fill="black", font=small)
+        d.text((8, py(yv) - 6), f"{yv:.1f}", fill="black", font=small)
+    xf = px(100 * fresh_rate)
+    for yy in range(T, H - B, 8):
+        d.line([xf, yy, xf, min(yy + 4, H - B)], fill=(120, 120, 120))
+    d.text((xf + 4, T + 4), "fresh photos", fill=(90, 90, 90), font=small)
+    d.text((L + (W - L - R) // 2 - 120, H - B + 26), "near copies, Inception space (% of faces)", fill="black", font=f)
+    d.text((8, T - 28), "FID (2,000 held-out photos; bars: seed sd)", fill="black", font=f)
+    palette = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
+               (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
+    for i, (name, x, y, sd) in enumerate(pts):
+        c = palette[i % len(palette)]
+        cx, cy = px(x), py(y)
+        d.line([cx, py(y - sd), cx, py(y + sd)], fill=c, width=2)
+        d.ellipse([cx - 5, cy - 5, cx + 5, cy + 5], fill=c)
+        d.text((cx + 7, cy - 7), name, fill=c, font=small)
+        d.ellipse([W - R + 12, T + 18 * i + 3, W - R + 22, T + 18 * i + 13], fill=c)
+        d.text((W - R + 28, T + 18 * i), f"{name} {y:.1f}", fill="black", font=small)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path
+
+
+def _pm(s: dict, key: str, fmt: str = "{:.2f}", scale: float = 1.0) -> str:
+    v, sd = s.get(key), s.get(key + "_sd")
+    if v is None:
+        return "–"
+    out = fmt.format(v * scale)
+    return out + (" ± " + fmt.format(sd * scale) if sd is not None else "")
+
+
+def write_markdown(out: Path, rows: list[dict], meta: dict) -> Path:
+    summary = _summary(rows)
+    fig = out / "figures" / "picture"
+    frontier_plot(summary, fig / "frontier.png")
+    lines = [
+        "# The picture: LR-GMM-NN candidates against the LatentPatch-style baseline",
+        "",
+        f"Produced by `{meta['command']}` on {meta['machine']}; rows accumulate in `picture.jsonl` over runs "
+        f"(each row: one candidate, one seed). Reference: {meta['n_reference']} held-out photos; training set: "
+        f"the first {meta['train']} photos of the reproduction report's training pool.",
+        "",
+        "Near copies: share of faces closer (Inception space) to a training reconstruction than 95 % of held-out "
+        "photos are (fresh photos: 5 %). Largest share: the most latent pixels of one face copied from one "
+        "training photo (median over faces, and the maximum).",
+        "",
+        "| candidate | seeds x faces | FID | KID x 1e3 | precision | recall | near copies % | C_T | largest share median / max % | sampling ms/face |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, s in sorted(summary.items(), key=lambda kv: kv[1]["fid"] if kv[1]["fid"] is not None else 1e9):
+        lm = s.get("largest_share_median")
+        lx = s.get("largest_share_max")
+        share = "–" if lm is None else f"{100 * lm:.0f} / {100 * lx:.0f}"
+        ms = s.get("sample_ms")
+        lines.append(
+            f"| {name} | {s['n_seeds']} x {s['n']} | {_pm(s, 'fid')} | {_pm(s, 'kid', scale=1e3)} | "
+            f"{_pm(s, 'precision', '{:.3f}')} | {_pm(s, 'recall', '{:.3f}')} | {_pm(s, 'near_copy_inception', '{:.1f}', 100)} | "
+            f"{_pm(s, 'c_t', '{:.1f}')} | {share} | {'–' if ms is None else f'{ms:.2f}'} |"
+        )
+    lines += ["", "![FID against near copies](figures/picture/frontier.png)", ""]
+    if (fig / "grids.png").exists():
+        lines += ["The same draws (seed 2) of every candidate, 8 faces each:", "",
+                  "![grids](figures/picture/grids.png)", ""]
+    lines += ["Settings of each candidate (pipeline parameters | sampling options):", ""]
+    for name in summary:
+        p, g = CANDIDATES.get(name, ({}, {}))
+        lines.append(f"- `{name}`: {p or 'defaults'} | {g or 'defaults'}")
+    md = out / "picture.md"
+    atomic_write_bytes(md, ("\n".join(lines) + "\n").encode())
+    return md
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--candidates", nargs="+", default=["default", "latentpatch"], choices=sorted(CANDIDATES))
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--n", type=int, default=1000, help="faces per candidate and seed")
+    ap.add_argument("--train", type=int, default=1024, help="training photos N")
+    ap.add_argument("--data", type=Path, default=None)
+    ap.add_argument("--out", type=Path, default=Path("reports"))
+    ap.add_argument("--scale", choices=["quick", "test"], default="quick")
+    ap.add_argument("--no-grids", action="store_true", help="skip the side-by-side grid figure")
+    args = ap.parse_args(argv)
+
+    scale = replace(SCALES[args.scale], train_sizes=(args.train,), fid_vs_n_extra=())
+    cmd = "python -m experiments.picture_sweep " + " ".join(argv if argv is not None else sys.argv[1:])
+    ctx = _Context(scale=scale, data=args.data or find_demo_data(), out=args.out, progress=True, command=cmd.strip())
+    run = ReportRun(ctx)
+    run.split()
+    args.out.mkdir(parents=True, exist_ok=True)
+    store = args.out / "picture.jsonl"
+    rows = _load_rows(store)
+    have = {(r["candidate"], r["N"], r["seed"], r["n"]) for r in rows}
+    evaluators = {}
+    seeds = [EVAL_SEED + i for i in range(args.seeds)]
+    grid_rows = []
+    for name in args.candidates:
+        pipe, gen = _generator(run, args.train, name)
+        n_used = int(pipe.model_.codes_.shape[0])
+        todo = [s for s in seeds if (name, n_used, s, args.n) not in have]
+        if todo:
+            gen.sample(16, seed=EVAL_SEED + 999)  # warm-up
+            t = time.perf_counter()
+            gen.sample(256, seed=EVAL_SEED + 1000)
+            sample_ms = 1e3 * (time.perf_counter() - t) / 256
+            key = id(pipe)
+            if key not in evaluators:
+                evaluators[key] = run.evaluator(pipe, memorisation=True)
+            ev = evaluators[key]
+            for seed in todo:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)
+                    res = ev.evaluate(gen, args.n, seed=seed, name=name)
+                row = _row(res, gen.name, gen.label, n_used, getattr(gen, "fit_seconds_", None), sample_ms)
+                row.update(candidate=name, pipeline=CANDIDATES[name][0], sampling=CANDIDATES[name][1])
+                row = json.loads(json.dumps(row, default=float))
+                with store.open("a") as fh:
+                    fh.write(json.dumps(row) + "\n")
+                rows.append(row)
+                print(f"{name} seed {seed}: FID {row['fid']:.2f} KID {1e3 * row['kid']:.2f} "
+                      f"P {row['precision']:.3f} R {row['recall']:.3f} near {row['near_copy_inception']}", flush=True)
+        if not args.no_grids:
+            out = gen.generate(8, seed=FIGURE_SEED)
+            grid_rows.append((name, make_grid(out.images[:8], ncols=8)))
+    if grid_rows:
+        labelled_rows(grid_rows, args.out / "figures" / "picture" / "grids.png")
+    meta = {"command": ctx.command, "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}",
+            "n_reference": len(ctx.heldout), "train": args.train}
+    print(f"wrote {write_markdown(args.out, rows, meta)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
