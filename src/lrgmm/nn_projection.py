@@ -136,12 +136,6 @@ def _nearest(
     return out
 
 
-def _window_bounds(h: int, w: int, patch_size: int) -> list[tuple[int, int, int, int]]:
-    """Per flat position p = i w + j, the clipped omega x omega window (i0, i1, j0, j1)."""
-    rho = patch_size // 2
-    return [(max(0, i - rho), min(h, i + rho + 1), max(0, j - rho), min(w, j + rho + 1)) for i in range(h) for j in range(w)]
-
-
 def _nearest_raster(
     queries: torch.Tensor,
     memory: torch.Tensor,
@@ -153,37 +147,44 @@ def _nearest_raster(
     """Eq. 5 position by position in raster order, each patch read from the face as it stands:
     (n, h, w) indices into ``memory`` (module docstring, "Order").
 
-    The window sum of <x(o), y_i(o)> is kept as a table over positions (h, w, b, m); taking
-    y_j(p) at p replaces row p by <y_j(p), y_i(p)>, one (b, q) x (q, m) product. With ``cap``, a
-    photo that gave ``cap`` counted positions of a face is not offered to its later positions.
+    The window sums of <x(o), y_i(o)> are held for every position, (h, w, b, m), as in
+    ``_distance_block``. Taking y_j(p) at p changes <x(p), y_i(p)> by
+    delta = <y_j(p) - x(p), y_i(p)>, one (b, q) x (q, m) product, which is added to the sums of
+    the positions still to come whose window holds p (the rest of p's row within rho, and the
+    next rho rows). With ``cap``, a photo that gave ``cap`` counted positions of a face is not
+    offered to its later positions.
     """
     n, q, h, w = queries.shape
     m = memory.shape[0]
-    P = h * w
-    mem_t, box_t = _memory_t(memory, memory_box_sq)  # (P, q, m), (h, w, 1, m)
-    box_flat = box_t.reshape(P, 1, m)
-    bounds = _window_bounds(h, w, patch_size)
-    out = torch.empty(n, P, dtype=torch.long)
-    step = max(1, _BLOCK_ELEMENTS // max(m * P, 1))
+    rho = patch_size // 2
+    mem_t, box_t = _memory_t(memory, memory_box_sq)  # (hw, q, m), (h, w, 1, m)
+    mem_rows = memory.permute(2, 3, 0, 1)  # (h, w, m, q): y_i(p) by photo
+    out = torch.empty(n, h, w, dtype=torch.long)
+    step = max(1, _BLOCK_ELEMENTS // max(m * h * w, 1))
     for start in range(0, n, step):
         qs = queries[start : start + step]
         b = qs.shape[0]
         rows = torch.arange(b)
-        dots = torch.bmm(qs.permute(2, 3, 0, 1).reshape(P, b, q), mem_t)  # (P, b, m)
-        table = dots.view(h, w, b, m)
+        x = qs.permute(2, 3, 0, 1).contiguous()  # (h, w, b, q): the face as it stands
+        sums = _window_sum(torch.bmm(x.reshape(h * w, b, q), mem_t).reshape(h, w, b, m), patch_size, (0, 1))
         used = torch.zeros(b, m, dtype=torch.long) if cap is not None else None
-        for p, (i0, i1, j0, j1) in enumerate(bounds):
-            cost = box_flat[p] - 2 * table[i0:i1, j0:j1].sum((0, 1))  # (b, m), minus box(|x|^2)
-            counts_here = used is not None and (counted is None or bool(counted[p]))
-            if counts_here:
-                cost = cost.masked_fill(used >= cap, math.inf)
-            j = cost.argmin(1)
-            out[start : start + b, p] = j
-            y = mem_t[p]  # (q, m)
-            dots[p] = y.T[j] @ y
-            if counts_here:
-                used[rows, j] += 1
-    return out.reshape(n, h, w)
+        for i in range(h):
+            for j in range(w):
+                cost = box_t[i, j] - 2 * sums[i, j]  # (b, m): patch distance minus box(|x|^2)(p)
+                counts_here = used is not None and (counted is None or bool(counted[i * w + j]))
+                if counts_here:
+                    cost = cost.masked_fill(used >= cap, math.inf)
+                pick = cost.argmin(1)
+                out[start : start + b, i, j] = pick
+                new = mem_rows[i, j].index_select(0, pick)  # (b, q)
+                delta = (new - x[i, j]) @ mem_t[i * w + j]  # (b, m)
+                x[i, j] = new
+                if rho:
+                    sums[i, j + 1 : j + rho + 1] += delta
+                    sums[i + 1 : i + rho + 1, max(0, j - rho) : j + rho + 1] += delta
+                if counts_here:
+                    used[rows, pick] += 1
+    return out
 
 
 # --------------------------------------------------------------------------------------------
