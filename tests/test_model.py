@@ -123,6 +123,31 @@ def test_copy_budget_in_sample_and_as_model_default():
     assert int(_largest_counts(s3.provenance, 40).max()) <= 7
 
 
+def test_nn_order_in_sample_and_as_model_default():
+    from lrgmm.errors import ParameterError
+    from lrgmm.nn_projection import nn_project
+
+    y = _latents(n=40)
+    m = LRGMM(n_channels=4, n_components=2, patch_size=3).fit(y)
+    plain = m.sample(30, seed=5)
+    raster = m.sample(30, seed=5, nn_order="raster")
+    assert torch.equal(raster.components, plain.components)
+    assert not torch.equal(raster.provenance, plain.provenance)  # the order changes what is copied
+    # The raster faces are nn_project's raster order applied to the same draws.
+    draws = m.sample(30, seed=5, nn=False).codes
+    ref, ref_prov = nn_project(draws, plain.components, m.codes_, m.labels_, patch_size=3, order="raster")
+    assert torch.equal(raster.provenance, ref_prov) and torch.equal(raster.codes, ref)
+    # The constructor's nn_order is the default of sample, is kept by get_params, and is checked by fit.
+    d = LRGMM(n_channels=4, n_components=2, patch_size=3, nn_order="raster").fit(y)
+    assert d.get_params()["nn_order"] == "raster"
+    assert torch.equal(d.sample(30, seed=5).provenance, raster.provenance)
+    assert torch.equal(d.sample(30, seed=5, nn_order="parallel").provenance, plain.provenance)
+    with pytest.raises(ParameterError, match="nn_order"):
+        LRGMM(n_channels=4, nn_order="spiral").fit(y)
+    with pytest.raises(ParameterError, match="nn_order"):
+        m.sample(3, seed=0, nn_order="spiral")
+
+
 def test_copy_budget_checks():
     from lrgmm.errors import BudgetError
 

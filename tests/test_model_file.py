@@ -362,6 +362,7 @@ BAD_METADATA = {
     "max_share 0": (_set("hyperparameters.max_share", 0), r"'hyperparameters\.max_share' is 0, expected > 0"),
     "max_share above 1": (_set("hyperparameters.max_share", 1.5), r"'hyperparameters\.max_share' is 1\.5, expected <= 1"),
     "max_share as text": (_set("hyperparameters.max_share", "0.2"), r"'hyperparameters\.max_share' .* not a finite number"),
+    "unknown nn_order": (_set("hyperparameters.nn_order", "spiral"), r"'hyperparameters\.nn_order' is 'spiral', not one of 'parallel', 'raster'"),
     "q above c": (_set("hyperparameters.n_channels", 64), r"'hyperparameters\.n_channels' is 64, expected <= 32"),
     "version as text": (_set("format_version", "1"), r"'format_version' is '1', not a version number"),
     "version as float": (_set("format_version", 1.0), r"'format_version' is 1\.0, not a version number"),

@@ -77,7 +77,8 @@ def test_generate(fitted64):
     assert float(a.images.min()) >= 0.0 and float(a.images.max()) <= 1.0
     assert float(a.images.std()) > 0.05  # faces, not a flat image
     assert a.seed == 3 and len(a) == 4
-    assert a.settings == {"nn": True, "temperature": 0.12, "nn_iterations": 1, "patch_size": 5, "max_share": None}
+    assert a.settings == {"nn": True, "temperature": 0.12, "nn_iterations": 1, "patch_size": 5, "nn_order": "parallel",
+                          "max_share": None}
     assert torch.equal(fitted64.generate(4, seed=3).images, a.images)
     # No seed: the model's random_state (0) seeds the draw, as in scikit-learn.
     assert torch.equal(fitted64.generate(1).samples.codes, fitted64.generate(1, seed=0).samples.codes)

@@ -26,6 +26,7 @@ import warnings
 from pathlib import Path
 
 from ._version import __version__
+from .defaults import NN_ORDERS
 from .errors import LrgmmError, ParameterError
 from .limits import MAX_SAMPLES, SEED_LIMIT, check_nn_iterations
 
@@ -52,6 +53,8 @@ def _add_model_options(p):
     _opt(p, init, "temperature", "--temperature", "--lambda", type=_lambda, help="lambda in (0, 1]: d_k = floor(lambda * pi_k * d0)")
     _opt(p, init, "patch_size", "--patch-size", "--omega", type=int, help="NN patch size omega (odd)")
     _opt(p, init, "nn_iterations", type=int, help="NN projections per sample")
+    _opt(p, init, "nn_order", choices=NN_ORDERS, help="how the NN step visits the positions: parallel (eq. 5 as "
+         "printed) or raster (one by one, each patch read from the face as it stands)")
     _opt(p, init, "max_share", type=_max_share, help="copy budget stored as the model's default: no face takes more "
          "than this share of its latent pixels from one training photo, in (0, 1]; default: no budget")
     _opt(p, init, "density_rank", type=_non_negative_int, help="rank of every component's density during EM (eq. 4's d_k is for sampling)")

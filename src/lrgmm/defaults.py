@@ -13,6 +13,8 @@ Why these values (measurements in README "Method and defaults" and the reports):
   28k). At the whole 18,917-face split K = 16 scored worse than 64 (reports/mixture.md).
 - ``temperature`` 0.12: lambda of eq. 4 (the paper's value).
 - ``patch_size`` 5, ``nn_iterations`` 1: omega and the NN projections of eq. 5 (the paper's).
+- ``nn_order`` "parallel": eq. 5 as printed, every position projected from the same input;
+  "raster" projects position by position from the face as it stands (``lrgmm.nn_projection``).
 - ``max_share`` None: no copy budget unless asked (the privacy section of the reproduction report
   measures what a budget costs).
 - ``density_rank`` 16: the rank of every component's density during EM, independent of its weight.
@@ -35,6 +37,7 @@ DEFAULTS = MappingProxyType({
     "temperature": 0.12,
     "patch_size": 5,
     "nn_iterations": 1,
+    "nn_order": "parallel",
     "max_share": None,
     "density_rank": 16,
     "reg_covar": 1e-3,
@@ -45,4 +48,7 @@ DEFAULTS = MappingProxyType({
     "min_component_size": 4,
 })
 
-__all__ = ["DEFAULTS"]
+# The orders the NN step can visit positions in (``nn_order``; ``lrgmm.nn_projection``).
+NN_ORDERS = ("parallel", "raster")
+
+__all__ = ["DEFAULTS", "NN_ORDERS"]

@@ -20,7 +20,7 @@ from .defaults import DEFAULTS
 from .errors import FitError, NotFittedError, ParameterError
 from .limits import SAMPLE_BATCH_SIZE, check_n_samples, check_nn_iterations
 from .mixture import LowRankGaussianMixture, low_rank_dims
-from .nn_projection import check_budget_feasible, check_max_share, nn_project, smallest_feasible_share
+from .nn_projection import check_budget_feasible, check_max_share, check_nn_order, nn_project, smallest_feasible_share
 from .projector import PixelPCA
 from .randomness import as_generator
 from .sampling import NormalStream, low_rank_from_noise, sample_components
@@ -83,6 +83,10 @@ class LRGMM:
         omega of eq. 6 (odd).
     nn_iterations : int
         Number of NN projections at sampling time (the paper uses 1).
+    nn_order : {"parallel", "raster"}
+        How one NN projection visits the positions: "parallel" is eq. 5 as printed (every
+        position from the same input); "raster" takes them one by one, each patch read from the
+        face as it stands (``lrgmm.nn_projection``, "Order").
     max_share : float or None
         Copy budget, the default of ``sample``: no generated face takes more than
         floor(max_share * h * w) of its latent pixels from any one training photo
@@ -111,6 +115,7 @@ class LRGMM:
         temperature: float = DEFAULTS["temperature"],
         patch_size: int = DEFAULTS["patch_size"],
         nn_iterations: int = DEFAULTS["nn_iterations"],
+        nn_order: str = DEFAULTS["nn_order"],
         max_share: float | None = DEFAULTS["max_share"],
         density_rank: int = DEFAULTS["density_rank"],
         reg_covar: float = DEFAULTS["reg_covar"],
@@ -126,6 +131,7 @@ class LRGMM:
         self.temperature = temperature
         self.patch_size = patch_size
         self.nn_iterations = nn_iterations
+        self.nn_order = nn_order
         self.max_share = max_share
         self.density_rank = density_rank
         self.reg_covar = reg_covar
@@ -147,6 +153,7 @@ class LRGMM:
             raise ValueError(f"latents must have shape (N, c, h, w), got {tuple(latents.shape)}")
         check_temperature(self.temperature)
         check_max_share(self.max_share)
+        check_nn_order(self.nn_order)
         n, c = latents.shape[:2]
         if n < 2:
             raise FitError(f"need at least 2 training images, got {n}")
@@ -277,7 +284,7 @@ class LRGMM:
         gen = as_generator(seed if seed is not None else self.random_state)
         comps = sample_components(mix.weights_ if weights is None else weights, n, gen)
         noise = NormalStream(n * mix.eigenvectors_.shape[1], gen, mix.means_.dtype)
-        order = "parallel" if nn_order is None else nn_order
+        order = check_nn_order(self.nn_order if nn_order is None else nn_order)
         return self._batches(n, batch_size, comps, noise, dims, nn, memory, labels, allowed, omega, iterations, share,
                              order)
 

@@ -17,6 +17,22 @@ patch distance is a box sum of per-pixel squared distances,
 where box sums an omega x omega window with zero padding. box(|z|^2) does not depend on i and is
 dropped from the argmin; box(|y_i|^2) does not depend on the query.
 
+Order (``order`` / ``nn_order``)
+--------------------------------
+Eq. 5 as printed projects every position from the same input z ("parallel"): neighbouring
+positions choose their sources independently, and where they choose different photos the
+decoded face shows a seam. ``order="raster"`` visits the positions in raster order and reads each
+patch from the face *as it stands*: the positions already visited hold their copied training
+pixels, the others still hold z. So p takes the photo whose patch agrees best with the
+neighbours already copied as well as with the draw, which is eq. 5 itself with the query
+updated position by position (Gauss-Seidel instead of Jacobi sweeps). Every output pixel is
+still a training pixel of the cluster and provenance is unchanged in meaning. With
+``patch_size`` 1 both orders give the same result. Cost: one (b, q) x (q, m) product per
+position on top of the parallel step's distance block (the window sums are updated, not
+recomputed). A copy budget in raster order is greedy in that order: a photo that gave cap
+counted positions of the face is not offered to its later positions (always possible while
+cap * m >= P).
+
 Copy budget (``max_share``)
 ---------------------------
 A privacy bound on top of eq. 5: no generated face takes more than
@@ -62,8 +78,8 @@ import math
 
 import torch
 
-from .defaults import DEFAULTS
-from .errors import BudgetError
+from .defaults import DEFAULTS, NN_ORDERS
+from .errors import BudgetError, ParameterError
 
 # Upper bound on the (queries x candidates x positions) distance block held at once.
 _BLOCK_ELEMENTS = 1 << 25
@@ -189,6 +205,13 @@ def _nearest_raster(
 
 # --------------------------------------------------------------------------------------------
 # Copy budget (module docstring)
+
+
+def check_nn_order(value) -> str:
+    """``value`` when it names an order of the NN step (``NN_ORDERS``); ``ParameterError`` otherwise."""
+    if value not in NN_ORDERS:
+        raise ParameterError(f"nn_order must be one of {', '.join(NN_ORDERS)}, got {str(value)[:48]!r}")
+    return value
 
 
 def check_max_share(value, name: str = "max_share") -> float | None:
@@ -391,8 +414,7 @@ def nn_project(
     """
     if iterations < 1:
         raise ValueError(f"iterations must be >= 1, got {iterations}")
-    if order not in ("parallel", "raster"):
-        raise ValueError(f"order must be 'parallel' or 'raster', got {order!r}")
+    check_nn_order(order)
     if codes.shape[1:] != memory.shape[1:]:
         raise ValueError(f"codes {tuple(codes.shape)} and memory {tuple(memory.shape)} differ in shape")
     n, q, h, w = codes.shape

@@ -32,7 +32,7 @@ from .io.latent_cache import EncodedSet, encode_images
 from .io.model_file import load_model_file, model_tensors, save_model_file
 from .limits import SAMPLE_BATCH_SIZE, check_n_samples
 from .model import LRGMM, check_temperature
-from .nn_projection import check_max_share
+from .nn_projection import check_max_share, check_nn_order
 
 
 class FacePipeline:
@@ -46,7 +46,7 @@ class FacePipeline:
         Working image side in pixels (images are centre-cropped and resized to it).
     n_channels : int or None
         q. None: the autoencoder's ``preferred_q`` (16 for TAEF2).
-    n_components, temperature, patch_size, nn_iterations, max_share, density_rank, reg_covar,
+    n_components, temperature, patch_size, nn_iterations, nn_order, max_share, density_rank, reg_covar,
     max_iter, tol, n_init, random_state, min_component_size
         As in ``LRGMM`` (every ``LRGMM`` parameter is a pipeline parameter of the same name).
     batch_size : int
@@ -75,6 +75,7 @@ class FacePipeline:
         temperature: float = DEFAULTS["temperature"],
         patch_size: int = DEFAULTS["patch_size"],
         nn_iterations: int = DEFAULTS["nn_iterations"],
+        nn_order: str = DEFAULTS["nn_order"],
         max_share: float | None = DEFAULTS["max_share"],
         density_rank: int = DEFAULTS["density_rank"],
         reg_covar: float = DEFAULTS["reg_covar"],
@@ -94,6 +95,7 @@ class FacePipeline:
         self.temperature = temperature
         self.patch_size = patch_size
         self.nn_iterations = nn_iterations
+        self.nn_order = nn_order
         self.max_share = max_share
         self.density_rank = density_rank
         self.reg_covar = reg_covar
@@ -136,6 +138,7 @@ class FacePipeline:
         """Fit on a folder, an image file list, or an ``EncodedSet`` from ``encode``."""
         check_temperature(self.temperature)  # before the encoding, not after it
         check_max_share(self.max_share)
+        check_nn_order(self.nn_order)
         self.autoencoder_ = self._resolve_autoencoder()
         encoded = source if isinstance(source, EncodedSet) else self.encode(source)
         if encoded.autoencoder_id != self.autoencoder_.id or encoded.resolution != self.resolution:
@@ -208,6 +211,7 @@ class FacePipeline:
             "temperature": self.model_.temperature if temperature is None else temperature,
             "nn_iterations": self.model_.nn_iterations if nn_iterations is None else nn_iterations,
             "patch_size": self.model_.patch_size if patch_size is None else patch_size,
+            "nn_order": self.model_.nn_order,
             # the copy budget in force (None: none; 1 is none too)
             "max_share": None if share is None or float(share) >= 1 else float(share),
             **extra,

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import torch
 
+from ..defaults import NN_ORDERS
 from ..errors import ModelFileError
 from ..mixture import LowRankGaussianMixture
 from ..model import LRGMM
@@ -113,6 +114,7 @@ def validate_metadata(path, meta: dict) -> dict:
     if c.int("hyperparameters.patch_size", lo=1) % 2 != 1:
         c.fail("hyperparameters.patch_size", f"is {meta['hyperparameters']['patch_size']}, not odd")
     c.int("hyperparameters.nn_iterations", lo=1)
+    c.str("hyperparameters.nn_order", required=False, choices=NN_ORDERS)  # absent in files before it: parallel
     c.number("hyperparameters.max_share", lo=0, hi=1, lo_open=True, required=False, none_ok=True)  # copy budget
     c.number("hyperparameters.reg_covar", lo=0, required=False)
     c.int("hyperparameters.max_iter", lo=0, required=False)
