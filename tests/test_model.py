@@ -172,3 +172,11 @@ def test_copy_budget_checks():
     assert m.sample(4, seed=0, nn=False, max_share=0.05).provenance is None
     with pytest.raises(BudgetError, match="max_share"):
         LRGMM(n_components=2, max_share=2).fit(y)
+    # A model's *default* budget never makes sampling fail: where a cluster (or its allowed
+    # faces) cannot meet it, each photo gives at most the even split ceil(36 / m).
+    d = LRGMM(n_channels=4, n_components=2, patch_size=3, max_share=0.05).fit(y)
+    assert int(_largest_counts(d.sample(30, seed=0).provenance, 40).max()) <= 2  # ceil(36 / 20)
+    r = d.sample_restricted(30, 0, weights=d.mixture_.weights_, allowed=allowed)
+    assert bool(torch.isin(r.provenance, allowed).all()) and int(_largest_counts(r.provenance, 40).max()) <= 8
+    with pytest.raises(BudgetError, match=r"max_share >= 0\.0556"):
+        d.sample(4, seed=0, max_share=0.05)  # asked for explicitly: refused

@@ -387,3 +387,25 @@ def test_raster_order_with_omega_1_is_the_plain_step_and_blocks_agree(monkeypatc
     assert torch.equal(r5, r5b)
     with pytest.raises(ValueError, match="order"):
         nn_project(codes, comps, memory, labels, patch_size=5, order="spiral")
+
+
+@pytest.mark.parametrize("order", ["parallel", "raster"])
+def test_default_budget_is_met_where_the_cluster_can_and_the_even_split_elsewhere(order):
+    from lrgmm.errors import BudgetError
+
+    g = torch.Generator().manual_seed(7)
+    memory = torch.randn(23, 3, 5, 6, generator=g)
+    labels = torch.tensor([0] * 3 + [1] * 20)  # cluster 0: 3 photos cannot meet 0.25 of 30 positions (7 x 3 < 30)
+    codes = torch.randn(40, 3, 5, 6, generator=g)
+    comps = torch.tensor([0, 1] * 20)
+    with pytest.raises(BudgetError, match="cluster 0"):
+        nn_project(codes, comps, memory, labels, patch_size=3, max_share=0.25, order=order)
+    out, prov = nn_project(codes, comps, memory, labels, patch_size=3, max_share=0.25, order=order, strict=False)
+    most = torch.stack([torch.bincount(p.flatten(), minlength=23).max() for p in prov])
+    assert int(most[comps == 1].max()) <= 7  # floor(0.25 * 30) where the cluster can meet it
+    assert int(most[comps == 0].max()) <= 10  # ceil(30 / 3): the even split in the small cluster
+    assert bool((labels[prov] == comps[:, None, None]).all()) and torch.equal(out, gather_pixels(memory, prov))
+    # Where every cluster can meet the budget, strict or not gives the same faces.
+    big = comps == 1
+    _, a = nn_project(codes[big], comps[big], memory, labels, patch_size=3, max_share=0.25, order=order)
+    assert torch.equal(a, prov[big])

@@ -376,6 +376,7 @@ def nn_project_unknown(
     iterations: int = DEFAULTS["nn_iterations"],
     allowed: torch.Tensor | None = None,
     max_share: float | None = None,
+    strict: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The NN step (eq. 5) on the unknown positions only.
 
@@ -384,7 +385,7 @@ def nn_project_unknown(
     unknown positions. ``allowed`` (indices into ``memory``) restricts the training codes that
     may be copied. ``max_share``: copy budget over the unknown positions (at most
     floor(max_share * unknown positions) of them from one training photo; ``nn_project``'s
-    ``positions``). Returns (codes (n, q, h, w), provenance (n, h, w) int64: index into
+    ``positions``; ``strict`` as there). Returns (codes (n, q, h, w), provenance (n, h, w) int64: index into
     ``memory`` at unknown positions, -1 at observed ones).
     """
     n = codes.shape[0]
@@ -398,7 +399,7 @@ def nn_project_unknown(
     local = torch.zeros(n, *unk.shape, dtype=torch.long)
     for _ in range(iterations):
         proj, local = nn_project(z, components, mem, lab, patch_size=patch_size, iterations=1,
-                                 max_share=max_share, positions=unk)
+                                 max_share=max_share, positions=unk, strict=strict)
         z = torch.where(unk, proj, obs)
     provenance = torch.where(unk, pool[local], torch.full_like(local, -1))
     return z.contiguous(), provenance
@@ -461,6 +462,7 @@ def complete_codes(
             iterations=model.nn_iterations if nn_iterations is None else nn_iterations,
             allowed=allowed,
             max_share=getattr(model, "max_share", None) if max_share is None else max_share,
+            strict=max_share is not None,  # the model's default budget never makes a completion fail
         )
     return CodeCompletion(codes, comps, provenance, cond, unknown)
 

@@ -951,14 +951,16 @@ def edit_faces(pipe, inputs, edit, alphas=(-2, -1, 0, 1, 2), nn: bool = True, se
         provenance = torch.empty(n * n_a, *flat.shape[2:], dtype=torch.long)
         out = flat.clone()
         omega, iters = model.patch_size, model.nn_iterations
+        strict = max_share is not None  # the model's default budget is met where the side can meet it
         if (~zero).any():
             rows = (~zero).nonzero().squeeze(1)
-            out[rows], provenance[rows] = nn_project(flat[rows], want[rows], model.codes_, side, omega, iters, share)
+            out[rows], provenance[rows] = nn_project(flat[rows], want[rows], model.codes_, side, omega, iters, share,
+                                                     strict=strict)
         if zero.any():
             rows = zero.nonzero().squeeze(1)
             any_side = torch.zeros(model.codes_.shape[0], dtype=torch.long)
             out[rows], provenance[rows] = nn_project(flat[rows], torch.zeros(len(rows), dtype=torch.long), model.codes_,
-                                                     any_side, omega, iters, share)
+                                                     any_side, omega, iters, share, strict=strict)
         flat = out
         provenance = provenance.reshape(n, n_a, *provenance.shape[1:])
     images = pipe.decode(model.projector_.inverse_transform(flat))

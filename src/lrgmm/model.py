@@ -277,7 +277,10 @@ class LRGMM:
             if allowed.numel() == 0:
                 raise ValueError("no training code is allowed for the NN step")
             memory, labels = memory[allowed], labels[allowed]
-        if nn and share is not None:  # a budget the clusters cannot meet: refused whatever the seed
+        # An explicit budget the clusters cannot meet is refused whatever the seed; the model's own
+        # default is met where it can be (``nn_project``'s strict=False).
+        strict = max_share is not None
+        if nn and share is not None and strict:
             h, w = self.codes_.shape[2:]
             where = "the smallest cluster that can be drawn" + (" (of the allowed faces)" if allowed is not None else "")
             check_budget_feasible(share, self._smallest_cluster(weights, allowed), h * w, where)
@@ -286,7 +289,7 @@ class LRGMM:
         noise = NormalStream(n * mix.eigenvectors_.shape[1], gen, mix.means_.dtype)
         order = check_nn_order(self.nn_order if nn_order is None else nn_order)
         return self._batches(n, batch_size, comps, noise, dims, nn, memory, labels, allowed, omega, iterations, share,
-                             order)
+                             order, strict)
 
     def min_max_share(self, weights: torch.Tensor | None = None, allowed: torch.Tensor | None = None) -> float:
         """The smallest copy budget (``max_share``) that every cluster that can be drawn can meet:
@@ -308,7 +311,7 @@ class LRGMM:
         return int(drawn.min()) if drawn.numel() else int(labels.numel())
 
     def _batches(self, n, batch_size, comps, noise, dims, nn, memory, labels, allowed, omega, iterations, share=None,
-                 order="parallel"):
+                 order="parallel", strict=True):
         mix = self.mixture_
         q, h, w = self.codes_.shape[1:]
         r_max = mix.eigenvectors_.shape[1]
@@ -319,7 +322,7 @@ class LRGMM:
             provenance = None
             if nn:
                 codes, provenance = nn_project(codes, c, memory, labels, patch_size=omega, iterations=iterations,
-                                               max_share=share, order=order)
+                                               max_share=share, order=order, strict=strict)
                 if allowed is not None:
                     provenance = allowed[provenance]
             yield LatentSamples(self.projector_.inverse_transform(codes), codes, c, provenance)

@@ -66,6 +66,12 @@ budget is feasible: cap * m >= P for a cluster of m photos (``BudgetError`` othe
 the smallest feasible max_share). The result is the same whatever k (the stable assignment is
 unique), which the tests check.
 
+A budget is *feasible* for a cluster of m photos when cap * m >= P. An explicit budget that a
+cluster cannot meet is an error (``BudgetError``, naming the smallest feasible share); a model's
+default budget (``strict=False``) is met wherever it can be, and in a smaller cluster each photo
+gives at most ceil(P / m) positions, the least any assignment can, so a default never makes
+sampling, a labelled subset or a small completion fail.
+
 With several NN iterations the budget holds at every iteration, hence on the final output, whose
 provenance is that of the last one. ``positions`` restricts what is counted and served (a
 completion's unknown positions): the other positions take their plain nearest neighbour, and
@@ -386,6 +392,7 @@ def nn_project(
     max_share: float | None = None,
     positions: torch.Tensor | None = None,
     order: str = "parallel",
+    strict: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The NN step (eq. 5), iterated, optionally under a copy budget.
 
@@ -402,6 +409,10 @@ def nn_project(
             docstring). Only used with a budget.
         order: "parallel" (eq. 5 as printed: every position reads the same input) or "raster"
             (positions in raster order, each reading the face as it stands; module docstring).
+        strict: with a budget, raise ``BudgetError`` when a cluster has too few training codes
+            to meet it (True), or let each code of such a cluster give ceil(counted / m)
+            positions, the least any assignment can (False: how a model's *default* budget is
+            applied, so that it never makes a call fail; module docstring).
     Returns:
         (projected codes (n, q, h, w), provenance (n, h, w) int64 indices into ``memory``).
         Every pixel of the output is exactly memory[provenance[s, p]](p), and every index names a
@@ -434,10 +445,14 @@ def nn_project(
         members = (memory_labels == k).nonzero().squeeze(1)
         if members.numel() == 0:
             members = torch.arange(memory.shape[0])
-        if cap is not None:  # every cluster checked before any work
+        cap_k = cap
+        if cap is not None and strict:  # every cluster checked before any work
             check_budget_feasible(max_share, members.numel(), n_counted, f"cluster {k}")
-        groups.append((k, members))
-    for k, members in groups:
+        elif cap is not None:
+            cap_k = max(cap, math.ceil(n_counted / members.numel()))
+            cap_k = None if cap_k >= n_counted else cap_k
+        groups.append((k, members, cap_k))
+    for k, members, cap in groups:
         rows = (components == k).nonzero().squeeze(1)
         mem_k, box_k = memory[members], memory_box_sq[members]
         z = out[rows]
