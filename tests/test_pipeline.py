@@ -80,6 +80,9 @@ def test_generate(fitted64):
     assert a.settings == {"nn": True, "temperature": 0.12, "nn_iterations": 1, "patch_size": 5, "nn_order": "parallel",
                           "max_share": None}
     assert torch.equal(fitted64.generate(4, seed=3).images, a.images)
+    r = fitted64.generate(4, seed=3, nn_order="raster")  # a sampling-time override of the model's order
+    assert r.settings["nn_order"] == "raster"
+    assert torch.equal(r.samples.provenance, fitted64.model_.sample(4, 3, nn_order="raster").provenance)
     # No seed: the model's random_state (0) seeds the draw, as in scikit-learn.
     assert torch.equal(fitted64.generate(1).samples.codes, fitted64.generate(1, seed=0).samples.codes)
 

@@ -96,6 +96,8 @@ def _add_sampling_options(p, n_default=16):
     p.add_argument("--temperature", "--lambda", type=_lambda, default=None, help="lower lambda than the fitted one (default: the model's)")
     p.add_argument("--nn-iterations", type=int, default=None, help="NN projections per sample (default: the model's)")
     p.add_argument("--patch-size", "--omega", type=int, default=None, help="NN patch size (default: the model's)")
+    p.add_argument("--nn-order", choices=NN_ORDERS, default=None,
+                   help="how the NN step visits the positions: parallel or raster (default: the model's)")
     _add_max_share_option(p, gen)
 
 
@@ -347,6 +349,7 @@ def cmd_sample(args) -> int:
         edit.check_model(pipe, args.edit)  # before generating anything
         out = pipe.generate(args.n, seed, nn=args.nn and args.method != "lrgmm", temperature=args.temperature,
                             nn_iterations=args.nn_iterations, patch_size=args.patch_size, max_share=args.max_share,
+                            nn_order=args.nn_order,
                             **where)
         alphas = args.alpha if args.alpha is not None else list(_edit_defaults()["alphas"])
         edited = pipe.edit(out, edit, alphas=alphas, nn=args.nn, max_share=args.max_share)
@@ -358,10 +361,13 @@ def cmd_sample(args) -> int:
         # Batches of 64: drawn, decoded and written one after the other (memory flat in n).
         batches = pipe.generate_batches(
             args.n, seed, nn=args.nn and args.method != "lrgmm", temperature=args.temperature,
-            nn_iterations=args.nn_iterations, patch_size=args.patch_size, max_share=args.max_share, **where)
+            nn_iterations=args.nn_iterations, patch_size=args.patch_size, max_share=args.max_share,
+            nn_order=args.nn_order, **where)
     else:
         if args.max_share is not None:
             raise ParameterError(f"--max-share works with the LR-GMM-NN method, not --method {args.method}")
+        if args.nn_order is not None:
+            raise ParameterError(f"--nn-order works with the LR-GMM-NN method, not --method {args.method}")
         if where:
             raise ParameterError(f"--where works with the LR-GMM methods (lrgmm-nn, lrgmm), not --method {args.method}")
         batches = _baseline(args.method, pipe).generate_batches(args.n, seed)

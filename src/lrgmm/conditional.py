@@ -377,6 +377,7 @@ def nn_project_unknown(
     allowed: torch.Tensor | None = None,
     max_share: float | None = None,
     strict: bool = True,
+    order: str = DEFAULTS["nn_order"],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The NN step (eq. 5) on the unknown positions only.
 
@@ -385,7 +386,7 @@ def nn_project_unknown(
     unknown positions. ``allowed`` (indices into ``memory``) restricts the training codes that
     may be copied. ``max_share``: copy budget over the unknown positions (at most
     floor(max_share * unknown positions) of them from one training photo; ``nn_project``'s
-    ``positions``; ``strict`` as there). Returns (codes (n, q, h, w), provenance (n, h, w) int64: index into
+    ``positions``; ``strict`` and ``order`` as there). Returns (codes (n, q, h, w), provenance (n, h, w) int64: index into
     ``memory`` at unknown positions, -1 at observed ones).
     """
     n = codes.shape[0]
@@ -399,7 +400,7 @@ def nn_project_unknown(
     local = torch.zeros(n, *unk.shape, dtype=torch.long)
     for _ in range(iterations):
         proj, local = nn_project(z, components, mem, lab, patch_size=patch_size, iterations=1,
-                                 max_share=max_share, positions=unk, strict=strict)
+                                 max_share=max_share, positions=unk, strict=strict, order=order)
         z = torch.where(unk, proj, obs)
     provenance = torch.where(unk, pool[local], torch.full_like(local, -1))
     return z.contiguous(), provenance
@@ -463,6 +464,7 @@ def complete_codes(
             allowed=allowed,
             max_share=getattr(model, "max_share", None) if max_share is None else max_share,
             strict=max_share is not None,  # the model's default budget never makes a completion fail
+            order=getattr(model, "nn_order", DEFAULTS["nn_order"]),
         )
     return CodeCompletion(codes, comps, provenance, cond, unknown)
 
@@ -508,13 +510,15 @@ def sample_restricted(
     patch_size: int | None = None,
     nn_iterations: int | None = None,
     max_share: float | None = None,
+    nn_order: str | None = None,
 ):
     """Eq. 3 / 4 with the component weights ``weights`` (e.g. ``attribute_weights``), then the NN
     step (eq. 5) copying only from the training codes ``allowed`` (indices into ``model.codes_``),
     each draw from the allowed codes of its own cluster (all allowed codes when its cluster has
     none). Returns ``LatentSamples`` with provenance indices into the full training list."""
     return model.sample_restricted(n, generator, weights=weights, allowed=allowed, nn=nn, temperature=temperature,
-                                   patch_size=patch_size, nn_iterations=nn_iterations, max_share=max_share)
+                                   patch_size=patch_size, nn_iterations=nn_iterations, max_share=max_share,
+                                   nn_order=nn_order)
 
 
 # --------------------------------------------------------------------------------------------
@@ -719,6 +723,7 @@ def complete_image(
         "noise": noise,
         "patch_size": model.patch_size if patch_size is None else patch_size,
         "nn_iterations": model.nn_iterations if nn_iterations is None else nn_iterations,
+        "nn_order": model.nn_order,
         "max_share": getattr(model, "max_share", None) if max_share is None else max_share,
         "threshold": threshold,
         "feather": feather,
@@ -763,6 +768,7 @@ def generate_where(
     nn_iterations: int | None = None,
     patch_size: int | None = None,
     max_share: float | None = None,
+    nn_order: str | None = None,
 ):
     """Attribute-conditional latents for ``FacePipeline.generate(where=...)``: the component
     weights given the labels (``attribute_weights``), eq. 4 draws, and the NN step over the
@@ -774,7 +780,7 @@ def generate_where(
     gen = as_generator(seed if seed is not None else model.random_state)
     samples = sample_restricted(
         model, n, gen, weights, allowed, nn=nn, temperature=temperature,
-        patch_size=patch_size, nn_iterations=nn_iterations, max_share=max_share,
+        patch_size=patch_size, nn_iterations=nn_iterations, max_share=max_share, nn_order=nn_order,
     )
     return samples, info
 

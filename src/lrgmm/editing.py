@@ -955,12 +955,12 @@ def edit_faces(pipe, inputs, edit, alphas=(-2, -1, 0, 1, 2), nn: bool = True, se
         if (~zero).any():
             rows = (~zero).nonzero().squeeze(1)
             out[rows], provenance[rows] = nn_project(flat[rows], want[rows], model.codes_, side, omega, iters, share,
-                                                     strict=strict)
+                                                     strict=strict, order=model.nn_order)
         if zero.any():
             rows = zero.nonzero().squeeze(1)
             any_side = torch.zeros(model.codes_.shape[0], dtype=torch.long)
             out[rows], provenance[rows] = nn_project(flat[rows], torch.zeros(len(rows), dtype=torch.long), model.codes_,
-                                                     any_side, omega, iters, share, strict=strict)
+                                                     any_side, omega, iters, share, strict=strict, order=model.nn_order)
         flat = out
         provenance = provenance.reshape(n, n_a, *provenance.shape[1:])
     images = pipe.decode(model.projector_.inverse_transform(flat))

@@ -169,6 +169,7 @@ class FacePipeline:
         nn_iterations: int | None = None,
         patch_size: int | None = None,
         max_share: float | None = None,
+        nn_order: str | None = None,
         where: dict | list[str] | None = None,
         labels_csv: str | Path | None = None,
     ) -> Generated:
@@ -182,36 +183,37 @@ class FacePipeline:
 
         ``max_share`` (default: the model's) is the copy budget: no face takes more than
         floor(max_share * h * w) of its latent pixels from one training photo (``LRGMM.sample``);
-        1 turns a model's default budget off. Recorded in ``settings`` (None: no budget)."""
+        1 turns a model's default budget off. Recorded in ``settings`` (None: no budget).
+        ``nn_order`` (default: the model's): "parallel" or "raster" (``LRGMM``)."""
         self._check_fitted()
         check_n_samples(n)
         extra = {}
         if where is not None:
             samples, extra = generate_where(
                 self, n, seed, where, labels_csv, nn=nn, temperature=temperature,
-                nn_iterations=nn_iterations, patch_size=patch_size, max_share=max_share,
+                nn_iterations=nn_iterations, patch_size=patch_size, max_share=max_share, nn_order=nn_order,
             )
         else:
             samples = self.model_.sample(
                 n, seed, nn=nn, temperature=temperature, nn_iterations=nn_iterations, patch_size=patch_size,
-                max_share=max_share,
+                max_share=max_share, nn_order=nn_order,
             )
         return Generated(
             images=self.decode(samples.latents),
             samples=samples,
             training_files=self.training_files_,
             seed=seed,
-            settings=self._settings(nn, temperature, nn_iterations, patch_size, extra, max_share),
+            settings=self._settings(nn, temperature, nn_iterations, patch_size, extra, max_share, nn_order),
         )
 
-    def _settings(self, nn, temperature, nn_iterations, patch_size, extra, max_share=None) -> dict:
+    def _settings(self, nn, temperature, nn_iterations, patch_size, extra, max_share=None, nn_order=None) -> dict:
         share = self.model_.max_share if max_share is None else max_share
         return {
             "nn": nn,
             "temperature": self.model_.temperature if temperature is None else temperature,
             "nn_iterations": self.model_.nn_iterations if nn_iterations is None else nn_iterations,
             "patch_size": self.model_.patch_size if patch_size is None else patch_size,
-            "nn_order": self.model_.nn_order,
+            "nn_order": self.model_.nn_order if nn_order is None else nn_order,
             # the copy budget in force (None: none; 1 is none too)
             "max_share": None if share is None or float(share) >= 1 else float(share),
             **extra,
@@ -228,6 +230,7 @@ class FacePipeline:
         nn_iterations: int | None = None,
         patch_size: int | None = None,
         max_share: float | None = None,
+        nn_order: str | None = None,
         where: dict | list[str] | None = None,
         labels_csv: str | Path | None = None,
     ) -> Iterator[Generated]:
@@ -239,10 +242,11 @@ class FacePipeline:
         gives it. Every option is checked before this returns."""
         return self._generate_batches(n, seed, batch_size=batch_size, nn=nn, temperature=temperature,
                                       nn_iterations=nn_iterations, patch_size=patch_size, max_share=max_share,
-                                      where=where, labels_csv=labels_csv)[0]
+                                      nn_order=nn_order, where=where, labels_csv=labels_csv)[0]
 
     def _generate_batches(self, n, seed, *, batch_size=SAMPLE_BATCH_SIZE, nn=True, temperature=None, nn_iterations=None,
-                          patch_size=None, max_share=None, where=None, labels_csv=None) -> tuple[Iterator[Generated], dict]:
+                          patch_size=None, max_share=None, nn_order=None, where=None,
+                          labels_csv=None) -> tuple[Iterator[Generated], dict]:
         """(``generate_batches``'s iterator, the settings recorded with the faces)."""
         self._check_fitted()
         check_n_samples(n)
@@ -253,9 +257,9 @@ class FacePipeline:
             weights, allowed, extra = where_weights(self, where, labels_csv)
         batches = self.model_.iter_samples(
             n, seed, batch_size=batch_size, nn=nn, temperature=temperature, nn_iterations=nn_iterations,
-            patch_size=patch_size, max_share=max_share, weights=weights, allowed=allowed,
+            patch_size=patch_size, max_share=max_share, weights=weights, allowed=allowed, nn_order=nn_order,
         )
-        settings = self._settings(nn, temperature, nn_iterations, patch_size, extra, max_share)
+        settings = self._settings(nn, temperature, nn_iterations, patch_size, extra, max_share, nn_order)
 
         def decoded() -> Iterator[Generated]:
             start = 0
