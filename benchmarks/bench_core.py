@@ -273,6 +273,34 @@ def main(argv=None):
     print(f"wrote {args.output}", file=sys.stderr)
 
 
+def _cpu_flags() -> str:
+    try:
+        flags = next(ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return "unknown"
+    return ", ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags) or "no AVX2"
+
+
+def run_header(script: str, argv) -> str:
+    """The command, date and machine a benchmark table was measured with, as one sentence."""
+    cmd = f"python benchmarks/{script}" + (" " + " ".join(argv) if argv else "")
+    return (f"`{cmd}` on {time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} CPU cores "
+            f"({_cpu_flags()}), torch {torch.__version__}, {torch.get_num_threads()} threads.")
+
+
+def write_section(path: Path, heading: str, text: str) -> None:
+    """Put ``text`` (a "## heading" section) into the markdown file ``path``: the file's preamble
+    and every other section stay as they are, a section of the same heading is replaced, and the
+    new one goes last."""
+    if path.exists():
+        old_text = path.read_text()
+        head = old_text.split("\n## ", 1)[0].rstrip("\n") + "\n"
+        keep = [sec for sec in _sections(old_text) if sec.splitlines()[0] != heading]
+        text = head + "".join("\n" + sec for sec in keep) + "\n" + text
+    path.write_text(text)
+    print(f"wrote {path}", file=sys.stderr)
+
+
 def _sections(markdown: str) -> list[str]:
     """The "## " sections of a markdown file, each with its heading line (the preamble dropped)."""
     parts, current = [], None

@@ -17,8 +17,6 @@ N, in child processes of their own (peak memory is the growth of the child's pea
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import resource
 import sys
 import time
@@ -28,7 +26,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_core import _sections, run_stage  # noqa: E402
+from bench_core import run_header, run_stage, write_section  # noqa: E402
 
 HELDOUT_RESERVE = 3000
 SPLIT_SEED = 0
@@ -150,14 +148,6 @@ def stage_sklearn(files, limit):
     return {"seconds": seconds, "em_iterations": int(g.n_iter_), "max_weight": float(g.weights_.max())}
 
 
-def _cpu_flags() -> str:
-    try:
-        flags = next(ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return "unknown"
-    return ", ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags) or "no AVX2"
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=None)
@@ -188,12 +178,10 @@ def main(argv=None):
     def ratio(r, ours):
         return f"{r['seconds'] / ours['seconds']:.0f}x" if r and r["seconds"] else "–"
 
-    cmd = "python benchmarks/bench_mixture.py" + (" " + " ".join(argv) if argv else "")
     lines = [
         SECTION,
         "",
-        f"`{cmd}` on {time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} CPU cores "
-        f"({_cpu_flags()}), torch {torch.__version__}, {torch.get_num_threads()} threads. Training codes: the "
+        f"{run_header('bench_mixture.py', argv)} Training codes: the "
         "first N photos of the reproduction report's training pool, TAEF2 128 px, q = 16 (d0 = 4,096), "
         "default K = round(N / 128) in [1, 64], lambda = 0.12. Fit = projector + mixture, encoding excluded; "
         "sampling = 1,000 LR-GMM-NN latents after a warm-up, decoding excluded. The previous EM (density rank = "
@@ -215,14 +203,7 @@ def main(argv=None):
         "sampling <= 2 ms per face at every N, no component above 15 % of the weight at the whole split.",
         "",
     ]
-    text = "\n".join(lines)
-    if args.output.exists():
-        old_text = args.output.read_text()
-        head = old_text.split("\n## ", 1)[0].rstrip("\n") + "\n"
-        keep = [sec for sec in _sections(old_text) if sec.splitlines()[0] != SECTION]
-        text = head + "".join("\n" + sec for sec in keep) + "\n" + text
-    args.output.write_text(text)
-    print(f"wrote {args.output}", file=sys.stderr)
+    write_section(args.output, SECTION, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ from lrgmm.demo import find_demo_data
 from lrgmm.figures import font, labelled_rows, text_size
 from lrgmm.io.atomic import atomic_write_bytes
 from lrgmm.io.images import make_grid
-from experiments.reproduction import EVAL_SEED, FIGURE_SEED, SCALES, ReportRun, _Context, _row
+from experiments.reproduction import EVAL_SEED, FIGURE_SEED, SCALES, ReportRun, _Context, _gap, _row
 
 # name -> (pipeline parameters, generator keyword arguments); "latentpatch" is the baseline.
 CANDIDATES: dict[str, tuple[dict, dict]] = {
@@ -99,7 +99,7 @@ def _summary(rows: list[dict]) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for name in dict.fromkeys(r["candidate"] for r in rows):
         rs = [r for r in rows if r["candidate"] == name]
-        s = {"n_seeds": len(rs), "n": rs[0]["n"], "N": rs[0]["N"], "sample_ms": rs[0].get("sample_ms")}
+        s = {"n_seeds": len(rs), "seeds": len(rs), "n": rs[0]["n"], "N": rs[0]["N"], "sample_ms": rs[0].get("sample_ms")}
         for m in METRICS:
             vals = [r[m] for r in rs if r.get(m) is not None]
             s[m] = float(np.mean(vals)) if vals else None
@@ -141,7 +141,7 @@ def frontier_plot(summary: dict[str, dict], path: Path, fresh_rate: float = 0.05
     xf = px(100 * fresh_rate)
     for yy in range(T, H - B, 8):
         d.line([xf, yy, xf, min(yy + 4, H - B)], fill=(120, 120, 120))
-    d.text((xf + 4, T + 4), "fresh photos", fill=(90, 90, 90), font=small)
+    d.text((xf + 4, H - B - 16), "fresh photos (5 %)", fill=(90, 90, 90), font=small)
     d.text((L + (W - L - R) // 2 - 120, H - B + 26), "near copies, Inception space (% of faces)", fill="black", font=f)
     d.text((8, T - 28), "FID (2,000 held-out photos; bars: seed sd)", fill="black", font=f)
     palette = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
@@ -165,6 +165,36 @@ def _pm(s: dict, key: str, fmt: str = "{:.2f}", scale: float = 1.0) -> str:
         return "–"
     out = fmt.format(v * scale)
     return out + (" ± " + fmt.format(sd * scale) if sd is not None else "")
+
+
+def _verdict(summary: dict[str, dict], fresh_rate: float = 0.05) -> list[str]:
+    """The frontier rule: the lowest FID among candidates whose near copies stay at or below the
+    fresh-photo rate, and every candidate's FID / KID gap to the LatentPatch-style baseline with
+    twice the sd of the difference of seed means."""
+    out = ["## Verdict", ""]
+    ok = {n: s for n, s in summary.items() if s.get("near_copy_inception") is not None
+          and s["near_copy_inception"] <= fresh_rate and n != "latentpatch"}
+    if ok:
+        best = min(ok, key=lambda n: ok[n]["fid"])
+        out.append(f"Lowest FID with near copies at or below the fresh-photo rate ({100 * fresh_rate:.0f} %): "
+                   f"`{best}` (FID {ok[best]['fid']:.2f}, near copies {100 * ok[best]['near_copy_inception']:.1f} %, "
+                   f"{ok[best]['n_seeds']} seed(s)).")
+    else:
+        out.append(f"No candidate keeps near copies at or below the fresh-photo rate ({100 * fresh_rate:.0f} %).")
+    lp = summary.get("latentpatch")
+    if lp:
+        out += ["", "Against the LatentPatch-style baseline (candidate minus baseline; 2 sd: twice the sd of the "
+                "difference of seed means, shown where both have 2 or more seeds):", "",
+                "| candidate | FID gap | 2 sd | KID x 1e3 gap | 2 sd | near copies gap (points) |", "|---|---|---|---|---|---|"]
+        for n, s in sorted(summary.items(), key=lambda kv: kv[1]["fid"]):
+            if n == "latentpatch":
+                continue
+            f, fs = _gap(lp, s, "fid")
+            k, ks = _gap(lp, s, "kid")
+            c = 100 * (s["near_copy_inception"] - lp["near_copy_inception"])
+            out.append(f"| {n} | {f:+.2f} | {'–' if fs is None else f'{fs:.2f}'} | {1e3 * k:+.2f} | "
+                       f"{'–' if ks is None else f'{1e3 * ks:.2f}'} | {c:+.1f} |")
+    return out + [""]
 
 
 def write_markdown(out: Path, rows: list[dict], meta: dict) -> Path:
@@ -196,6 +226,7 @@ def write_markdown(out: Path, rows: list[dict], meta: dict) -> Path:
             f"{_pm(s, 'c_t', '{:.1f}')} | {share} | {'–' if ms is None else f'{ms:.2f}'} |"
         )
     lines += ["", "![FID against near copies](figures/picture/frontier.png)", ""]
+    lines += _verdict(summary)
     if (fig / "grids.png").exists():
         lines += ["The same draws (seed 2) of every candidate, 8 faces each:", "",
                   "![grids](figures/picture/grids.png)", ""]
