@@ -151,7 +151,7 @@ def _largest_shares(folder: Path, n: int) -> list[float]:
 
 def test_sample_with_a_copy_budget(cli_model, tmp_path, capsys, lrgmm_cache):
     model, _ = cli_model
-    _sample(capsys, model, tmp_path / "plain", "-n", 12, "--seed", 1)
+    _sample(capsys, model, tmp_path / "plain", "-n", 12, "--seed", 1, "--max-share", "1")  # the default budget off
     assert max(_largest_shares(tmp_path / "plain", 12)) > 0.25  # without a budget some face takes more
     out = _sample(capsys, model, tmp_path / "budget", "-n", 12, "--seed", 1, "--max-share", "0.25")
     assert "12 faces (seed 1) written" in out
@@ -172,7 +172,7 @@ def test_fit_with_a_copy_budget_stores_the_default(faces64_dir, cli_model, tmp_p
     assert rc == 0, err
     assert "copy budget max_share = 0.2" in out
     assert read_metadata(tmp_path / "b.lrgmm")["hyperparameters"]["max_share"] == 0.2
-    assert "copy budget" not in run(capsys, "info", cli_model[0])[1]  # none by default
+    assert "copy budget max_share = 0.25" in run(capsys, "info", cli_model[0])[1]  # the default
     _sample(capsys, tmp_path / "b.lrgmm", tmp_path / "s", "-n", 6, "--seed", 3)
     assert max(_largest_shares(tmp_path / "s", 6)) <= 0.2
     assert json.loads((tmp_path / "s" / "samples.json").read_text())["settings"]["max_share"] == 0.2

@@ -89,7 +89,7 @@ def test_completion_without_nn_and_at_photo_size(fitted64, heldout_face):
 
 def test_completion_with_a_copy_budget(fitted64, heldout_face):
     mask = box_mask(128, *centre_box(128, 0.25))
-    plain = fitted64.complete(heldout_face, mask, n=2, seed=0)
+    plain = fitted64.complete(heldout_face, mask, n=2, seed=0, max_share=1)  # the default budget off
     unknown = plain.unknown
     n_unknown = int(unknown.sum())
     share = max(0.25, fitted64.model_.min_max_share())

@@ -101,7 +101,7 @@ def _largest_counts(provenance: torch.Tensor, n_train: int) -> torch.Tensor:
 
 def test_copy_budget_in_sample_and_as_model_default():
     y = _latents(n=40)
-    m = LRGMM(n_channels=4, n_components=2, patch_size=3).fit(y)
+    m = LRGMM(n_channels=4, n_components=2, patch_size=3, max_share=None).fit(y)
     plain = m.sample(60, seed=4)
     assert int(_largest_counts(plain.provenance, 40).max()) > 9  # without a budget some face exceeds 0.25
     s = m.sample(60, seed=4, max_share=0.25)
@@ -128,7 +128,7 @@ def test_nn_order_in_sample_and_as_model_default():
     from lrgmm.nn_projection import nn_project
 
     y = _latents(n=40)
-    m = LRGMM(n_channels=4, n_components=2, patch_size=3).fit(y)
+    m = LRGMM(n_channels=4, n_components=2, patch_size=3, max_share=None).fit(y)
     plain = m.sample(30, seed=5)
     raster = m.sample(30, seed=5, nn_order="raster")
     assert torch.equal(raster.components, plain.components)
@@ -138,7 +138,7 @@ def test_nn_order_in_sample_and_as_model_default():
     ref, ref_prov = nn_project(draws, plain.components, m.codes_, m.labels_, patch_size=3, order="raster")
     assert torch.equal(raster.provenance, ref_prov) and torch.equal(raster.codes, ref)
     # The constructor's nn_order is the default of sample, is kept by get_params, and is checked by fit.
-    d = LRGMM(n_channels=4, n_components=2, patch_size=3, nn_order="raster").fit(y)
+    d = LRGMM(n_channels=4, n_components=2, patch_size=3, nn_order="raster", max_share=None).fit(y)
     assert d.get_params()["nn_order"] == "raster"
     assert torch.equal(d.sample(30, seed=5).provenance, raster.provenance)
     assert torch.equal(d.sample(30, seed=5, nn_order="parallel").provenance, plain.provenance)

@@ -78,7 +78,7 @@ def test_generate(fitted64):
     assert float(a.images.std()) > 0.05  # faces, not a flat image
     assert a.seed == 3 and len(a) == 4
     assert a.settings == {"nn": True, "temperature": 0.12, "nn_iterations": 1, "patch_size": 5, "nn_order": "parallel",
-                          "max_share": None}
+                          "max_share": 0.25}
     assert torch.equal(fitted64.generate(4, seed=3).images, a.images)
     r = fitted64.generate(4, seed=3, nn_order="raster")  # a sampling-time override of the model's order
     assert r.settings["nn_order"] == "raster"
@@ -304,7 +304,8 @@ def test_sampling_draws_as_before_and_in_any_batches(fitted64):
         gen = torch.Generator().manual_seed(7)
         comps = sample_components(mix.weights_, n, gen)
         flat = sample_low_rank(mix.means_, mix.eigenvectors_, mix.eigenvalues_, mix.ranks_, comps, gen)
-        codes, prov = nn_project(flat.reshape(n, q, h, w), comps, m.codes_, m.labels_, m.patch_size, m.nn_iterations)
+        codes, prov = nn_project(flat.reshape(n, q, h, w), comps, m.codes_, m.labels_, m.patch_size, m.nn_iterations,
+                                 m.max_share, strict=False)  # the model's default budget
         s = m.sample(n, seed=7)
         assert torch.equal(s.components, comps) and torch.equal(s.codes, codes) and torch.equal(s.provenance, prov)
         for batch in (1, 17, 64, 200):
@@ -382,7 +383,7 @@ def _largest_share(provenance: torch.Tensor) -> float:
 def test_generate_with_a_copy_budget(fitted64, tmp_path):
     m = fitted64.model_
     share = max(0.25, m.min_max_share())
-    plain = fitted64.generate(8, seed=3)
+    plain = fitted64.generate(8, seed=3, max_share=1)  # the default budget off
     assert _largest_share(plain.samples.provenance) > share  # without it, some face takes more
     a = fitted64.generate(8, seed=3, max_share=share)
     assert a.settings["max_share"] == share and _largest_share(a.samples.provenance) <= share

@@ -88,7 +88,7 @@ import torch.nn.functional as F
 
 from .defaults import DEFAULTS
 from .errors import MaskError, ParameterError  # noqa: F401  (re-exported)
-from .nn_projection import nn_project
+from .nn_projection import budget_in_force, nn_project
 
 
 # --------------------------------------------------------------------------------------------
@@ -724,7 +724,7 @@ def complete_image(
         "patch_size": model.patch_size if patch_size is None else patch_size,
         "nn_iterations": model.nn_iterations if nn_iterations is None else nn_iterations,
         "nn_order": model.nn_order,
-        "max_share": getattr(model, "max_share", None) if max_share is None else max_share,
+        "max_share": budget_in_force(getattr(model, "max_share", None) if max_share is None else max_share),
         "threshold": threshold,
         "feather": feather,
         "component_probabilities": [round(float(p), 6) for p in comp.conditional.log_weights.exp()],

@@ -52,14 +52,13 @@ import hashlib
 import os
 import re
 import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .errors import BudgetError, FitError, ForgetError, ImageInputError, ParameterError
+from .errors import FitError, ForgetError, ImageInputError, ParameterError
 from .io.images import InputReport, list_images
 
 CHECK_FACES = 256  # faces drawn to check provenance: latents only, well under a second on 1,024 photos
@@ -207,15 +206,11 @@ def _verify(new, removed: list[str], removed_latents: dict[str, np.ndarray], che
         held = [h for h, hit in zip(checked, _memory_holds(new.model_.codes_.reshape(new.model_.codes_.shape[0], -1), codes)) if hit]
     if held:
         raise ForgetError(f"internal check failed: the new NN memory holds the code of forgotten photo(s) {_names(held)}")
-    budget = None
     named = 0
     if check_faces > 0:
-        try:
-            batches = new.model_.iter_samples(check_faces, seed)  # latents only, in bounded batches
-        except BudgetError as e:  # the model's copy budget no longer fits its smallest cluster
-            budget = f"the model's copy budget cannot be met after forgetting ({e}); faces checked without it"
-            warnings.warn(budget, UserWarning, stacklevel=3)
-            batches = new.model_.iter_samples(check_faces, seed, max_share=1.0)
+        # Latents only, in bounded batches, under the model's own budget: a default budget never
+        # fails (a cluster the forgetting left too small for it gets the even split).
+        batches = new.model_.iter_samples(check_faces, seed)
         n_train = len(new.training_hashes_)
         for s in batches:
             sources = torch.unique(s.provenance).tolist()
@@ -232,7 +227,6 @@ def _verify(new, removed: list[str], removed_latents: dict[str, np.ndarray], che
         "faces_drawn": int(check_faces),
         "faces_seed": int(seed),
         "faces_naming_forgotten": named,
-        **({"note": budget} if budget else {}),
     }
 
 

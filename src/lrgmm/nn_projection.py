@@ -235,6 +235,12 @@ def check_max_share(value, name: str = "max_share") -> float | None:
     return s
 
 
+def budget_in_force(max_share: float | None) -> float | None:
+    """The budget as recorded with generated faces: None when there is none (None, or 1 and
+    above: every position may come from one photo), the share otherwise."""
+    return None if max_share is None or float(max_share) >= 1 else float(max_share)
+
+
 def budget_cap(max_share: float | None, n_positions: int) -> int | None:
     """cap = floor(max_share * n_positions), the most positions of a face one photo may give;
     None when there is no budget (max_share None, or a cap of every position). The 1e-9 keeps

@@ -32,7 +32,7 @@ from .io.latent_cache import EncodedSet, encode_images
 from .io.model_file import load_model_file, model_tensors, save_model_file
 from .limits import SAMPLE_BATCH_SIZE, check_n_samples
 from .model import LRGMM, check_temperature
-from .nn_projection import check_max_share, check_nn_order
+from .nn_projection import budget_in_force, check_max_share, check_nn_order
 
 
 class FacePipeline:
@@ -215,7 +215,7 @@ class FacePipeline:
             "patch_size": self.model_.patch_size if patch_size is None else patch_size,
             "nn_order": self.model_.nn_order if nn_order is None else nn_order,
             # the copy budget in force (None: none; 1 is none too)
-            "max_share": None if share is None or float(share) >= 1 else float(share),
+            "max_share": budget_in_force(share),
             **extra,
         }
 
