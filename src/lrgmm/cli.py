@@ -227,7 +227,8 @@ def _info_lines(meta: dict) -> list[str]:
         f"projector        q = {q} of {c} channels, {100 * fit['explained_variance_ratio']:.1f}% of latent-pixel variance kept",
         f"mixture          K = {K}, d0 = {fit['d0']}, lambda = {hp['temperature']}, d_k = {fit['ranks']}",
         f"                 EM: {fit['em_iterations']} iterations, converged: {fit['em_converged']}, fit {fit['fit_seconds']:.2f} s",
-        f"NN step          omega = {hp['patch_size']}, iterations = {hp['nn_iterations']}"
+        f"NN step          omega = {hp['patch_size']}, iterations = {hp['nn_iterations']}, "
+        f"order {hp.get('nn_order', 'parallel')}"
         + (f", copy budget max_share = {hp['max_share']}" if hp.get("max_share") is not None else ""),
         "parameters       projector {:,}  mixture {:,} (the paper: ~1M)  NN memory {:,} values (N x d0)".format(
             counts["projector"], mix, counts["nn_memory"]
