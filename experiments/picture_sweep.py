@@ -74,6 +74,12 @@ CANDIDATES: dict[str, tuple[dict, dict]] = {
     "q32-raster-share25": ({"n_channels": 32}, {"nn_order": "raster", "max_share": 0.25}),
 }
 
+# Grids of the demo, made outside this script (their commands are in the captions); paths from the report.
+DEMO_GRIDS = [
+    ("figures/picture/demo_grid_previous.png", "`docs/demo_grid.png` as committed before this release (the paper's NN step, no budget):"),
+    ("../docs/demo_grid.png", "The default now (parallel, copy budget 0.25; `lrgmm demo`, `docs/demo_grid.png`):"),
+    ("figures/picture/demo_grid_raster.png", "Raster order (`lrgmm sample demo_out/demo.lrgmm -n 64 --seed 0 --nn-order raster`):"),
+]
 MIN_SEEDS = 3  # a default is chosen only from settings measured with this many seeds
 METRICS = ["fid", "kid", "precision", "recall", "near_copy_inception", "c_t", "largest_share_median",
            "largest_share_max"]
@@ -246,6 +252,11 @@ def write_markdown(out: Path, rows: list[dict], meta: dict) -> Path:
     if (fig / "grids.png").exists():
         lines += ["The same draws (seed 2) of every candidate, 8 faces each:", "",
                   "![grids](figures/picture/grids.png)", ""]
+    demo = [(f, t) for f, t in DEMO_GRIDS if (out / f).exists()]
+    if demo:
+        lines += ["The demo's 64 faces (`lrgmm demo`: 1,024 photos, seed 0):", ""]
+        for f, t in demo:
+            lines += [t, "", f"![{Path(f).name}]({f})", ""]
     lines += ["Settings of each candidate (pipeline parameters | sampling options):", ""]
     for name in summary:
         p, g = CANDIDATES.get(name, ({}, {}))
