@@ -247,7 +247,9 @@ def write_markdown(out: Path, rows: list[dict], meta: dict) -> Path:
             f"{_pm(s, 'precision', '{:.3f}')} | {_pm(s, 'recall', '{:.3f}')} | {_pm(s, 'near_copy_inception', '{:.1f}', 100)} | "
             f"{_pm(s, 'c_t', '{:.1f}')} | {share} | {'–' if ms is None else f'{ms:.2f}'} |"
         )
-    lines += ["", "![FID against near copies](figures/picture/frontier.png)", ""]
+    lines += ["", "Sampling ms/face is timed inside each run (256 faces after a warm-up), on whatever else the machine "
+              "was doing then; the idle measurement is BENCHMARKS.md, \"NN step: order and copy budget\".", "",
+              "![FID against near copies](figures/picture/frontier.png)", ""]
     lines += _verdict(summary)
     if (fig / "grids.png").exists():
         lines += ["The same draws (seed 2) of every candidate, 8 faces each:", "",
