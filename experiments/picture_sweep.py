@@ -27,7 +27,6 @@ import math
 import os
 import platform
 import sys
-import time
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -41,7 +40,7 @@ from lrgmm.demo import find_demo_data
 from lrgmm.figures import font, labelled_rows, text_size
 from lrgmm.io.atomic import atomic_write_bytes
 from lrgmm.io.images import make_grid
-from experiments.reproduction import EVAL_SEED, FIGURE_SEED, SCALES, ReportRun, _Context, _gap, _row
+from experiments.reproduction import EVAL_SEED, FIGURE_SEED, SCALES, ReportRun, _Context, _gap, _row, timed_sampling
 
 # name -> (pipeline parameters, generator keyword arguments); "latentpatch" is the baseline.
 CANDIDATES: dict[str, tuple[dict, dict]] = {
@@ -106,7 +105,7 @@ def _summary(rows: list[dict]) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for name in dict.fromkeys(r["candidate"] for r in rows):
         rs = [r for r in rows if r["candidate"] == name]
-        s = {"n_seeds": len(rs), "seeds": len(rs), "n": rs[0]["n"], "N": rs[0]["N"], "sample_ms": rs[0].get("sample_ms")}
+        s = {"seeds": len(rs), "n": rs[0]["n"], "N": rs[0]["N"], "sample_ms": rs[0].get("sample_ms")}
         for m in METRICS:
             vals = [r[m] for r in rs if r.get(m) is not None]
             s[m] = float(np.mean(vals)) if vals else None
@@ -181,7 +180,7 @@ def _verdict(summary: dict[str, dict], fresh_rate: float = 0.05) -> list[str]:
     out = ["## Verdict", ""]
     ok = {n: s for n, s in summary.items() if s.get("near_copy_inception") is not None
           and s["near_copy_inception"] <= fresh_rate and n != "latentpatch"}
-    decided = {n: s for n, s in ok.items() if s["n_seeds"] >= MIN_SEEDS}
+    decided = {n: s for n, s in ok.items() if s["seeds"] >= MIN_SEEDS}
     if decided:
         best = min(decided, key=lambda n: decided[n]["fid"])
         b = decided[best]
@@ -243,7 +242,7 @@ def write_markdown(out: Path, rows: list[dict], meta: dict) -> Path:
         share = "–" if lm is None else f"{100 * lm:.0f} / {100 * lx:.0f}"
         ms = s.get("sample_ms")
         lines.append(
-            f"| {name} | {s['n_seeds']} x {s['n']} | {_pm(s, 'fid')} | {_pm(s, 'kid', scale=1e3)} | "
+            f"| {name} | {s['seeds']} x {s['n']} | {_pm(s, 'fid')} | {_pm(s, 'kid', scale=1e3)} | "
             f"{_pm(s, 'precision', '{:.3f}')} | {_pm(s, 'recall', '{:.3f}')} | {_pm(s, 'near_copy_inception', '{:.1f}', 100)} | "
             f"{_pm(s, 'c_t', '{:.1f}')} | {share} | {'–' if ms is None else f'{ms:.2f}'} |"
         )
@@ -297,10 +296,7 @@ def main(argv=None) -> int:
         n_used = int(pipe.model_.codes_.shape[0])
         todo = [s for s in seeds if (name, n_used, s, args.n) not in have]
         if todo:
-            gen.sample(16, seed=EVAL_SEED + 999)  # warm-up
-            t = time.perf_counter()
-            gen.sample(256, seed=EVAL_SEED + 1000)
-            sample_ms = 1e3 * (time.perf_counter() - t) / 256
+            sample_ms = timed_sampling(gen, 256)
             key = id(pipe)
             if key not in evaluators:
                 evaluators[key] = run.evaluator(pipe, memorisation=True)

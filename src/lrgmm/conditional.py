@@ -464,7 +464,7 @@ def complete_codes(
             allowed=allowed,
             max_share=getattr(model, "max_share", None) if max_share is None else max_share,
             strict=max_share is not None,  # the model's default budget never makes a completion fail
-            order=getattr(model, "nn_order", DEFAULTS["nn_order"]),
+            order=model.nn_order,
         )
     return CodeCompletion(codes, comps, provenance, cond, unknown)
 

@@ -207,8 +207,10 @@ class LRGMM:
         batch by batch.
         ``max_share`` (default: the model's ``max_share``) is the copy budget of the NN step: no
         face takes more than floor(max_share * h * w) latent pixels from one training photo; 1
-        turns a model's default budget off. A budget below ``min_max_share()`` cannot be met by
-        the smallest cluster and raises ``BudgetError`` before anything is drawn.
+        turns a model's default budget off. A budget asked for here below ``min_max_share()``
+        cannot be met by the smallest cluster and raises ``BudgetError`` before anything is drawn;
+        the model's own default is met where it can be and is the even split elsewhere.
+        ``nn_order`` (default: the model's) is "parallel" or "raster" (``lrgmm.nn_projection``).
         """
         return self.sample_restricted(n, seed, nn=nn, temperature=temperature, nn_iterations=nn_iterations,
                                       patch_size=patch_size, max_share=max_share, nn_order=nn_order)
@@ -265,6 +267,7 @@ class LRGMM:
         iterations = self.nn_iterations if nn_iterations is None else nn_iterations
         omega = self.patch_size if patch_size is None else patch_size
         share = check_max_share(self.max_share if max_share is None else max_share)
+        order = check_nn_order(self.nn_order if nn_order is None else nn_order)
         if nn:  # the NN step's options, checked before anything is drawn
             check_nn_iterations(iterations)
             if isinstance(omega, bool) or int(omega) != omega or omega < 1 or omega % 2 != 1:
@@ -287,7 +290,6 @@ class LRGMM:
         gen = as_generator(seed if seed is not None else self.random_state)
         comps = sample_components(mix.weights_ if weights is None else weights, n, gen)
         noise = NormalStream(n * mix.eigenvectors_.shape[1], gen, mix.means_.dtype)
-        order = check_nn_order(self.nn_order if nn_order is None else nn_order)
         return self._batches(n, batch_size, comps, noise, dims, nn, memory, labels, allowed, omega, iterations, share,
                              order, strict)
 

@@ -397,7 +397,7 @@ def nn_project(
     iterations: int = DEFAULTS["nn_iterations"],
     max_share: float | None = None,
     positions: torch.Tensor | None = None,
-    order: str = "parallel",
+    order: str = DEFAULTS["nn_order"],
     strict: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The NN step (eq. 5), iterated, optionally under a copy budget.
@@ -458,17 +458,17 @@ def nn_project(
             cap_k = max(cap, math.ceil(n_counted / members.numel()))
             cap_k = None if cap_k >= n_counted else cap_k
         groups.append((k, members, cap_k))
-    for k, members, cap in groups:
+    for k, members, cap_k in groups:
         rows = (components == k).nonzero().squeeze(1)
         mem_k, box_k = memory[members], memory_box_sq[members]
         z = out[rows]
         for _ in range(iterations):
             if order == "raster":
-                local = _nearest_raster(z, mem_k, box_k, patch_size, cap, counted)
-            elif cap is None:
+                local = _nearest_raster(z, mem_k, box_k, patch_size, cap_k, counted)
+            elif cap_k is None:
                 local = _nearest(z, mem_k, box_k, patch_size)
             else:
-                local = _nearest_with_budget(z, mem_k, box_k, patch_size, cap, counted)
+                local = _nearest_with_budget(z, mem_k, box_k, patch_size, cap_k, counted)
             z = gather_pixels(mem_k, local)
         out[rows] = z
         provenance[rows] = members[local]
