@@ -54,7 +54,7 @@ def _median_time(fn, repeat):
 
 # ----------------------------------------------------------------- stages (child processes)
 def stage_fit(files, repeat):
-    from lrgmm.model import LRGMM
+    from lrgmm.core.model import LRGMM
 
     y = _latents(files)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -75,7 +75,7 @@ def stage_sklearn(files):
 
     from sklearn.mixture import GaussianMixture
 
-    from lrgmm.projector import PixelPCA
+    from lrgmm.core.projector import PixelPCA
 
     y = _latents(files)
     codes = PixelPCA(16).fit(y).transform(y).reshape(y.shape[0], -1).double().numpy()
@@ -88,7 +88,7 @@ def stage_sklearn(files):
 
 
 def stage_sample(files, repeat, n):
-    from lrgmm.model import LRGMM
+    from lrgmm.core.model import LRGMM
 
     model = LRGMM(n_components=8).fit(_latents(files))
     model.sample(16, seed=0)  # warm-up

@@ -60,7 +60,7 @@ def _previous_mixture_class():
 
     source = subprocess.run(["git", "-C", str(ROOT), "show", f"{PREVIOUS_COMMIT}:src/lrgmm/mixture.py"],
                             check=True, capture_output=True, text=True).stdout
-    source = source.replace("from .errors", "from lrgmm.errors").replace("from .randomness", "from lrgmm.randomness")
+    source = source.replace("from .errors", "from lrgmm.errors").replace("from .randomness", "from lrgmm.core.randomness")
     path = Path(tempfile.mkdtemp()) / "previous_mixture.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("previous_mixture", path)
@@ -75,7 +75,7 @@ def _peak_mib(base_kib: int) -> float:
 
 # ----------------------------------------------------------------- stages (child processes)
 def stage_fit(files):
-    from lrgmm.model import LRGMM
+    from lrgmm.core.model import LRGMM
 
     y = _latents(files)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -117,8 +117,8 @@ def _within(limit: float, fit):
 
 def stage_old(files, limit):
     """The previous release's EM (density rank = eq. 4's d_k, which grows with pi_k)."""
-    from lrgmm.model import default_n_components
-    from lrgmm.projector import PixelPCA
+    from lrgmm.core.model import default_n_components
+    from lrgmm.core.projector import PixelPCA
 
     CoupledRankMixture = _previous_mixture_class()
     y = _latents(files)
@@ -135,8 +135,8 @@ def stage_old(files, limit):
 def stage_sklearn(files, limit):
     from sklearn.mixture import GaussianMixture
 
-    from lrgmm.model import default_n_components
-    from lrgmm.projector import PixelPCA
+    from lrgmm.core.model import default_n_components
+    from lrgmm.core.projector import PixelPCA
 
     y = _latents(files)
     codes = PixelPCA(n_channels=16).fit(y).transform(y).reshape(y.shape[0], -1).numpy()

@@ -33,7 +33,7 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("-o", "--output", type=Path, default=ROOT / "BENCHMARKS.md")
     args = ap.parse_args(argv)
-    from lrgmm.model import LRGMM
+    from lrgmm.core.model import LRGMM
 
     model = LRGMM().fit(_latents(training_pool(args.data)[: args.n_train]))
     rows = []

@@ -23,8 +23,8 @@ import torch
 
 from lrgmm.errors import NotFittedError
 from lrgmm.io.images import load_images
-from lrgmm.labels import LabelError, LabelTable
-from lrgmm.randomness import as_generator
+from lrgmm.data.labels import LabelError, LabelTable
+from lrgmm.core.randomness import as_generator
 from lrgmm.metrics.features import InceptionExtractor
 
 
@@ -91,12 +91,12 @@ class AttributeClassifier:
         self.categories_ = cats
         return self
 
-    def _check_fitted(self) -> None:
+    def check_is_fitted(self) -> None:
         if not hasattr(self, "coef_"):
             raise NotFittedError("AttributeClassifier is not fitted; call fit(features, labels) first")
 
     def decision_function(self, features) -> np.ndarray:
-        self._check_fitted()
+        self.check_is_fitted()
         x = (np.asarray(features, dtype=np.float64) - self.mean_) / self.scale_
         return x @ self.coef_.T + self.intercept_
 
@@ -165,7 +165,7 @@ def train_attribute_classifier(
     """Train an ``AttributeClassifier`` for ``attribute`` on real photos.
 
     Photos are read as everywhere else (``load_images``: unreadable and duplicate files are
-    skipped), labelled by ``lrgmm.labels`` (UTKFace names or ``labels_csv``), and split at random
+    skipped), labelled by ``lrgmm.data.labels`` (UTKFace names or ``labels_csv``), and split at random
     (``seed``) into a training part and a held-out part of ``holdout_fraction``, on which the
     accuracy is reported. Inception features are cached per photo set.
     """

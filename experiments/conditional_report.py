@@ -48,26 +48,18 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from lrgmm.conditional import (
-    blend,
-    box_mask,
-    centre_box,
-    complete_codes,
-    conditional_mean_code,
-    feathered_alpha,
-    fill_masked,
-    random_box,
-    unknown_positions,
-)
+from lrgmm.data.masks import blend, box_mask, centre_box, feathered_alpha, fill_masked, random_box
+
+from lrgmm.core.conditioning import complete_codes, conditional_mean_code, unknown_positions
 from lrgmm.demo import find_demo_data
 from lrgmm.io.atomic import atomic_write_bytes
 from lrgmm.io.images import list_images, load_images, make_grid, save_png
-from lrgmm.labels import LabelTable, parse_conditions
+from lrgmm.data.labels import LabelTable, parse_conditions
 from lrgmm.metrics.frechet import fid
 from lrgmm.metrics.image_quality import psnr, ssim
 from lrgmm.metrics.kernel_distance import kid
 from lrgmm.pipeline import FacePipeline
-from lrgmm.provenance import index_colors
+from lrgmm.core.provenance import index_colors
 
 METHODS = (
     "lrgmm-nn",

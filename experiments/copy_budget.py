@@ -20,7 +20,7 @@ import warnings
 
 import torch
 
-import lrgmm.nn_projection as nnp
+import lrgmm.core.nn_projection as nnp
 from lrgmm import FacePipeline
 from lrgmm.demo import find_demo_data
 from lrgmm.io.images import list_images

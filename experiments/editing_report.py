@@ -50,7 +50,7 @@ from tqdm.auto import tqdm
 from lrgmm.editing import AttributeEdit
 from lrgmm.io.atomic import atomic_write_bytes
 from lrgmm.io.images import list_images, load_images, make_grid
-from lrgmm.labels import LabelTable
+from lrgmm.data.labels import LabelTable
 from lrgmm.metrics.features import InceptionExtractor
 from lrgmm.metrics.frechet import fid
 from lrgmm.pipeline import FacePipeline

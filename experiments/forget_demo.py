@@ -5,7 +5,7 @@
 Fits the default ``FacePipeline`` on the demo's subset (the first 1,024 photos of the seed-0
 permutation, sorted, as ``lrgmm demo`` picks them; latents from the latent cache, which the demo
 fills), saves it, forgets the photo at ``--index`` of the model's training list with
-``lrgmm.forget.forget_model_file`` (load, refit, checks with 256 faces, save, record), then fits
+``lrgmm.pipeline.forget.forget_model_file`` (load, refit, checks with 256 faces, save, record), then fits
 the same subset without that photo from scratch and compares every tensor of the two models
 (``torch.equal``) and their training lists. Prints the times; exits 1 when the models differ.
 """
@@ -23,7 +23,7 @@ import torch
 
 from lrgmm import FacePipeline
 from lrgmm.demo import find_demo_data
-from lrgmm.forget_file import forget_model_file
+from lrgmm.pipeline.forget_file import forget_model_file
 from lrgmm.io.images import list_images
 from lrgmm.io.model_file import load_model_file, model_tensors
 

@@ -32,8 +32,8 @@ from pathlib import Path
 import torch
 
 from lrgmm.demo import find_demo_data
-from lrgmm.io.atomic import atomic_write_bytes
-from experiments.reproduction import SCALES, ReportRun, _Context, _jsonable, _privacy_md, _table_md
+from lrgmm.io.atomic import atomic_write_bytes, atomic_write_json
+from experiments.reproduction import SCALES, ReportRun, _Context, _privacy_md, _table_md
 
 
 def main(argv=None) -> int:
@@ -90,7 +90,7 @@ def main(argv=None) -> int:
     atomic_write_bytes(args.out / "privacy.md", "\n".join(md).encode())
     payload = {"command": ctx.command, "seconds": total, "table": rows, "fit_info": fi,
                "privacy": ctx.results["privacy"], "figures": ctx.figures}
-    atomic_write_bytes(args.out / "privacy.json", (json.dumps(_jsonable(payload), indent=1) + "\n").encode())
+    atomic_write_json(args.out / "privacy.json", payload)
     print(f"wrote {args.out / 'privacy.md'}")
     return 0
 

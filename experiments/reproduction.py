@@ -55,15 +55,16 @@ from lrgmm.evaluation import EvalResult, EvalWarning, Evaluator, memorisation_fi
 from lrgmm.figures import font as _font
 from lrgmm.figures import labelled_rows
 from lrgmm.figures import text_size as _text_size
-from lrgmm.io.atomic import atomic_write_bytes
+from lrgmm.io.atomic import atomic_write_bytes, atomic_write_json
 from lrgmm.io.images import list_images, load_images, make_grid, save_png
 from lrgmm.metrics.features import InceptionExtractor
 from lrgmm.metrics.frechet import fid
 from lrgmm.metrics.kernel_distance import kid
 from lrgmm.metrics.precision_recall import precision_recall
-from lrgmm.model import default_n_components
-from lrgmm.pipeline import FacePipeline, InputWarning
-from lrgmm.provenance import index_colors, provenance_image
+from lrgmm.core.model import default_n_components
+from lrgmm.errors import InputWarning
+from lrgmm.pipeline import FacePipeline
+from lrgmm.core.provenance import index_colors, provenance_image
 
 __all__ = ["SCALES", "Scale", "main", "run_report"]
 
@@ -542,7 +543,7 @@ class ReportRun:
                 gen = cls(pipe_l, temperature=lam).fit()
                 row = self.measure(ev, gen, gen.name, n_used, self._key(n, gen.name, pipe_l, temperature=lam), s.n_sweep,
                                    time_sampling=False)
-                dims = pipe_l.model_._sampling_dims(lam)
+                dims = pipe_l.model_.sampling_ranks(lam)
                 rows.append({**row, "value": lam, "nn": nn, "sum_dk": int(dims.sum()), "dk": dims.tolist()})
                 bar.update(1)
         out["lambda"] = rows
@@ -694,7 +695,7 @@ class ReportRun:
             rows = []
             for lam in s.lambdas:
                 out = pipe.generate(ncol, seed=FIGURE_SEED, nn=nn, temperature=lam)
-                dsum = int(pipe.model_._sampling_dims(lam).sum())
+                dsum = int(pipe.model_.sampling_ranks(lam).sum())
                 rows.append((f"lambda = {lam:g} (sum d_k = {dsum})", make_grid(out.images, ncols=ncol)))
             name = "lambda_samples_nn.png" if nn else "lambda_samples.png"
             labelled_rows(rows, self.fig_dir / name)
@@ -1247,20 +1248,6 @@ def write_markdown(run: ReportRun, total_s: float) -> str:
     return "\n".join(md)
 
 
-def _jsonable(o):
-    if isinstance(o, dict):
-        return {str(k): _jsonable(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_jsonable(v) for v in o]
-    if isinstance(o, (np.floating, float)):
-        return None if not math.isfinite(float(o)) else float(o)
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, Path):
-        return str(o)
-    return o
-
-
 def run_report(scale: str | Scale = "quick", data: str | os.PathLike | None = None, out: str | os.PathLike = "reports",
                progress: bool = True, command: str | None = None) -> Path:
     """Run the report and write ``<out>/reproduction.md`` (returned), ``reproduction.json`` and
@@ -1299,7 +1286,7 @@ def run_report(scale: str | Scale = "quick", data: str | os.PathLike | None = No
         "eval_seed": EVAL_SEED, "results": ctx.results, "stage_seconds": ctx.stage_seconds,
         "figures": ctx.figures,
     }
-    atomic_write_bytes(out / "reproduction.json", (json.dumps(_jsonable(payload), indent=1) + "\n").encode())
+    atomic_write_json(out / "reproduction.json", payload)
     return md_path
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from lrgmm.errors import NotFittedError
-from lrgmm.labels import LabelError
+from lrgmm.data.labels import LabelError
 from experiments.attribute_judge import (
     AttributeClassifier,
     accuracy,

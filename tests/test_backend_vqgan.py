@@ -46,7 +46,8 @@ from lrgmm.autoencoders.vqgan import (  # noqa: E402
 )
 from lrgmm.errors import ModelFileError, WeightsError  # noqa: E402
 from lrgmm.io.model_file import read_metadata  # noqa: E402
-from lrgmm.pipeline import AutoencoderOptionsWarning, FacePipeline  # noqa: E402
+from lrgmm.errors import AutoencoderOptionsWarning  # noqa: E402
+from lrgmm.pipeline import FacePipeline  # noqa: E402
 
 ATOL = 1e-4  # reference match, absolute, on latents and on [0, 1] images
 

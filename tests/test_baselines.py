@@ -21,7 +21,7 @@ from lrgmm.baselines import (
     make_generator,
 )
 from lrgmm.errors import NotFittedError
-from lrgmm.nn_projection import gather_pixels
+from lrgmm.core.nn_projection import gather_pixels
 from lrgmm.pipeline import FacePipeline
 
 

@@ -1,4 +1,4 @@
-"""Conditioning maths of lrgmm.conditional against dense float64 formulas, masks, blend, NN step."""
+"""Conditioning maths of lrgmm.core.conditioning against dense float64 formulas, masks, blend, NN step."""
 
 from __future__ import annotations
 
@@ -7,21 +7,26 @@ import math
 import pytest
 import torch
 
-from lrgmm.conditional import (
-    MaskError,
-    blend,
-    box_mask,
-    centre_box,
-    check_mask,
+from lrgmm.errors import MaskError
+
+from lrgmm.data.masks import blend, box_mask, centre_box, check_mask, feathered_alpha
+
+from lrgmm.core.conditioning import (
+
     component_factors,
+
     condition_low_rank,
-    feathered_alpha,
+
     nn_project_unknown,
+
     position_coordinates,
+
     sample_conditional,
+
     unknown_positions,
+
 )
-from lrgmm.mixture import LowRankGaussianMixture
+from lrgmm.core.mixture import LowRankGaussianMixture
 
 
 @pytest.fixture(scope="module")

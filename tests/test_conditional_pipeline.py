@@ -14,9 +14,10 @@ from conftest import utkface_images
 from PIL import Image
 
 from lrgmm.cli import main
-from lrgmm.conditional import box_mask, centre_box, fill_masked, unknown_positions
+from lrgmm.data.masks import box_mask, centre_box, fill_masked
+from lrgmm.core.conditioning import unknown_positions
 from lrgmm.io.images import load_image
-from lrgmm.labels import LabelError, LabelTable
+from lrgmm.data.labels import LabelError, LabelTable
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +209,7 @@ def test_complete_cli_defaults_are_the_api_defaults():
     import inspect
 
     from lrgmm.cli import build_parser
-    from lrgmm.conditional import complete_image
+    from lrgmm.pipeline.conditional import complete_image
 
     api = inspect.signature(complete_image).parameters
     args = build_parser().parse_args(["complete", "m.lrgmm", "photo.jpg", "--box", "1", "2", "3", "4", "-o", "out"])

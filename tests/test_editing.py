@@ -1,4 +1,4 @@
-"""Attribute edits (lrgmm.editing): the affine map, the Gaussian OT map, the Wasserstein fit,
+"""Attribute edits (lrgmm.editing, lrgmm.pipeline.editing): the affine map, the Gaussian OT map, the Wasserstein fit,
 edit files, FacePipeline.edit with the NN step, the command line and bad input."""
 
 from __future__ import annotations
@@ -10,16 +10,10 @@ import pytest
 import torch
 
 from lrgmm.cli import main
-from lrgmm.editing import (
-    AttributeEdit,
-    EditError,
-    EditFileError,
-    apply_affine,
-    gaussian_ot_matrix,
-    load_edit,
-    model_fingerprint,
-)
-from lrgmm.labels import LabelError
+from lrgmm.editing import AttributeEdit, load_edit, model_fingerprint
+from lrgmm.editing.maps import apply_affine, gaussian_ot_matrix
+from lrgmm.errors import EditError, EditFileError
+from lrgmm.data.labels import LabelError
 
 pytest.importorskip("geomloss")
 
@@ -202,7 +196,7 @@ def test_edit_refused_by_another_model(fitted64, faces64_encoded, gender_edit, t
 
 
 def test_edit_with_nn_copies_target_side_training_pixels(fitted64, gender_edit, tmp_path):
-    from lrgmm.nn_projection import gather_pixels
+    from lrgmm.core.nn_projection import gather_pixels
 
     files = fitted64.training_files_[:2]
     out = fitted64.edit(files, gender_edit, alphas=(-1, 0, 1), nn=True)
@@ -228,7 +222,7 @@ def test_edit_with_nn_copies_target_side_training_pixels(fitted64, gender_edit, 
 
 
 def test_edit_with_a_copy_budget(fitted64, gender_edit):
-    from lrgmm.nn_projection import gather_pixels
+    from lrgmm.core.nn_projection import gather_pixels
 
     files = fitted64.training_files_[:2]
     out = fitted64.edit(files, gender_edit, alphas=(-1, 1), nn=True, max_share=0.25)

@@ -13,7 +13,7 @@ from synthetic_faces import make_synthetic_faces
 from lrgmm.autoencoders import FakeAutoencoder, available, get_autoencoder
 from lrgmm.autoencoders.fake import LATENT_CHANNELS, _dct_basis, patch_patterns
 from lrgmm.errors import ParameterError
-from lrgmm.labels import utkface_labels
+from lrgmm.data.labels import utkface_labels
 from lrgmm.pipeline import FacePipeline
 
 

@@ -18,7 +18,6 @@ from lrgmm.errors import ImageInputError
 from lrgmm.io.images import (
     IMAGE_EXTENSIONS,
     InputReport,
-    iter_image_batches,
     iter_images,
     list_images,
     load_image,
@@ -296,16 +295,6 @@ def test_load_images_reports_every_problem(messy):
     np.testing.assert_array_equal(res.images[4], load_image(messy["gray"], 64))
 
 
-def test_batches_match_load_images(messy):
-    full = load_images(messy["dir"], 32, workers=1)
-    rep = InputReport()
-    batches = list(iter_image_batches(messy["dir"], 32, 2, report=rep))
-    assert [len(b) for b in batches] == [2, 2, 1]
-    np.testing.assert_array_equal(np.concatenate([b.images for b in batches]), full.images)
-    assert sum((b.paths for b in batches), []) == full.paths
-    assert rep.skipped == full.report.skipped and rep.n_used == 5
-
-
 def test_no_usable_image_lists_reasons(tmp_path):
     for i in range(7):
         (tmp_path / f"bad{i}.jpg").write_bytes(b"nope" * i)
@@ -415,7 +404,9 @@ def test_pillow_bomb_checks_never_escape(tmp_path):
     (DecompressionBombError); neither may become a traceback, even with warnings as errors."""
     import warnings
 
-    from lrgmm.conditional import MaskError, load_mask
+    from lrgmm.errors import MaskError
+
+    from lrgmm.data.masks import load_mask
 
     warn = _png(tmp_path / "warn.png", 10_000, 10_000, rows=1)  # 1e8 pixels: Pillow warns
     err = _png(tmp_path / "err.png", 20_000, 10_000, rows=1)  # 2e8 pixels: Pillow raises

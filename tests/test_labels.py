@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lrgmm.labels import (
+from lrgmm.data.labels import (
     LabelError,
     LabelTable,
     age_group,

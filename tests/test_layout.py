@@ -148,25 +148,6 @@ def test_every_error_and_warning_class_is_defined_in_errors():
     assert {"LrgmmError", "NotFittedError", "ParameterError", "LrgmmWarning", "EditError", "StudioError"} <= names
 
 
-@pytest.mark.parametrize(
-    "module, name",
-    [
-        ("lrgmm.editing", "EditError"), ("lrgmm.editing", "EditFileError"), ("lrgmm.labels", "LabelError"),
-        ("lrgmm.conditional", "MaskError"), ("lrgmm.evaluation", "EvalWarning"), ("lrgmm.evaluation", "FigureError"),
-        ("lrgmm.pipeline", "InputWarning"), ("lrgmm.pipeline", "AutoencoderOptionsWarning"),
-        ("lrgmm.pipeline", "EncodingInterrupted"), ("lrgmm.io.latent_cache", "LatentCacheWarning"),
-        ("lrgmm.io.images", "ImageTooLargeError"), ("lrgmm.metrics.features", "MissingExtractorError"),
-        ("lrgmm.studio.service", "StudioError"), ("lrgmm.studio.service", "TooLargeError"),
-    ],
-)
-def test_old_import_paths_still_give_the_same_class(module, name):
-    import importlib
-
-    if module.startswith("lrgmm.studio"):
-        pytest.importorskip("fastapi")
-    assert getattr(importlib.import_module(module), name) is getattr(lrgmm.errors, name)
-
-
 def test_error_hierarchy():
     e = lrgmm.errors
     errors = [c for _, c in inspect.getmembers(e, inspect.isclass) if issubclass(c, Exception)]
@@ -189,13 +170,13 @@ def test_error_hierarchy():
 
 def test_not_fitted_is_one_error_everywhere():
     from lrgmm.errors import NotFittedError
-    from lrgmm.model import LRGMM
+    from lrgmm.core.model import LRGMM
     from lrgmm.pipeline import FacePipeline
 
     class Probe:
         @property
         def model(self):
-            FacePipeline()._check_fitted()
+            FacePipeline().check_is_fitted()
 
     assert not hasattr(Probe(), "model")  # an AttributeError: hasattr says False, no traceback
     with pytest.raises(NotFittedError, match="FacePipeline is not fitted: call fit"):
@@ -212,7 +193,7 @@ def test_constructor_defaults_come_from_the_one_table():
     import inspect
 
     from lrgmm import DEFAULTS, LRGMM, FacePipeline, LowRankGaussianMixture
-    from lrgmm.nn_projection import nn_project
+    from lrgmm.core.nn_projection import nn_project
 
     for cls, own in ((LRGMM, set()), (FacePipeline, set()), (LowRankGaussianMixture, {"n_components"})):
         sig = inspect.signature(cls.__init__).parameters

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lrgmm.errors import FitError
-from lrgmm.mixture import LowRankGaussianMixture, low_rank_dims
+from lrgmm.core.mixture import LowRankGaussianMixture, low_rank_dims
 
 
 def _planted_mixture(n_per=150, d=60, k=3, rank=3, seed=0):
@@ -64,7 +64,7 @@ def test_score_matches_dense_gaussian_density():
 
 def test_gram_and_covariance_paths_agree():
     # d < m takes the d x d covariance path, d > m the Gram path: same eigenpairs.
-    from lrgmm.mixture import _top_eigen
+    from lrgmm.core.mixture import _top_eigen
 
     g = torch.Generator().manual_seed(3)
     a = torch.randn(30, 12, generator=g, dtype=torch.float64) * torch.linspace(5, 0.5, 12, dtype=torch.float64)
@@ -126,7 +126,7 @@ def test_beats_full_covariance_em_that_sticks_at_init():
 def test_tiny_components_are_removed_so_no_sample_copies_a_training_code():
     """An outlier that k-means++ seeds alone would make a rank-0 component whose every draw is
     that training code. It must be removed (with a warning) and its sample reassigned."""
-    from lrgmm.sampling import sample_components, sample_low_rank
+    from lrgmm.core.sampling import sample_components, sample_low_rank
 
     x, labels, _ = _planted_mixture(n_per=30, d=40, k=3, rank=2, seed=2)
     outlier = torch.full((1, 40), 200.0)

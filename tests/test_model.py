@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from lrgmm.errors import FitError, NotFittedError
-from lrgmm.model import LRGMM, default_n_components
+from lrgmm.core.model import LRGMM, default_n_components
 
 
 def _latents(n=40, c=8, h=6, w=6, seed=0):
@@ -82,7 +82,7 @@ def test_zero_samples():
 
 
 def test_nn_projection_does_not_modify_its_input():
-    from lrgmm.nn_projection import nn_project
+    from lrgmm.core.nn_projection import nn_project
 
     mem = torch.randn(10, 2, 4, 4)
     codes = torch.randn(3, 2, 4, 4)
@@ -125,7 +125,7 @@ def test_copy_budget_in_sample_and_as_model_default():
 
 def test_nn_order_in_sample_and_as_model_default():
     from lrgmm.errors import ParameterError
-    from lrgmm.nn_projection import nn_project
+    from lrgmm.core.nn_projection import nn_project
 
     y = _latents(n=40)
     m = LRGMM(n_channels=4, n_components=2, patch_size=3, max_share=None).fit(y)
@@ -165,8 +165,8 @@ def test_copy_budget_checks():
     allowed = torch.cat([(m.labels_ == 0).nonzero()[:5, 0], (m.labels_ == 1).nonzero()[:5, 0]])
     assert m.min_max_share(allowed=allowed) == 8 / 36
     with pytest.raises(BudgetError, match=r"allowed faces.*>= 0\.2223"):
-        m.sample_restricted(4, 0, weights=m.mixture_.weights_, allowed=allowed, max_share=0.2)
-    s = m.sample_restricted(30, 0, weights=m.mixture_.weights_, allowed=allowed, max_share=0.2223)
+        m.sample(4, 0, weights=m.mixture_.weights_, allowed=allowed, max_share=0.2)
+    s = m.sample(30, 0, weights=m.mixture_.weights_, allowed=allowed, max_share=0.2223)
     assert bool(torch.isin(s.provenance, allowed).all()) and int(_largest_counts(s.provenance, 40).max()) <= 8
     # Without the NN step there is nothing to budget, so nothing to refuse.
     assert m.sample(4, seed=0, nn=False, max_share=0.05).provenance is None
@@ -176,7 +176,7 @@ def test_copy_budget_checks():
     # faces) cannot meet it, each photo gives at most the even split ceil(36 / m).
     d = LRGMM(n_channels=4, n_components=2, patch_size=3, max_share=0.05).fit(y)
     assert int(_largest_counts(d.sample(30, seed=0).provenance, 40).max()) <= 2  # ceil(36 / 20)
-    r = d.sample_restricted(30, 0, weights=d.mixture_.weights_, allowed=allowed)
+    r = d.sample(30, 0, weights=d.mixture_.weights_, allowed=allowed)
     assert bool(torch.isin(r.provenance, allowed).all()) and int(_largest_counts(r.provenance, 40).max()) <= 8
     with pytest.raises(BudgetError, match=r"max_share >= 0\.0556"):
         d.sample(4, seed=0, max_share=0.05)  # asked for explicitly: refused

@@ -454,7 +454,7 @@ def test_info_on_damaged_metadata(model64_file, tmp_path, capsys):
 
 @pytest.mark.parametrize("t", [float("inf"), 1e308, float("nan"), 0.0, -0.1, 1.5])
 def test_lambda_must_be_finite_in_0_1(t):
-    from lrgmm.model import LRGMM
+    from lrgmm.core.model import LRGMM
 
     y = torch.randn(16, 4, 4, 4, generator=torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match=r"temperature \(lambda\) must be > 0 and <= 1 \(a finite number\)"):
@@ -465,7 +465,7 @@ def test_lambda_must_be_finite_in_0_1(t):
 
 
 def test_mixture_rank_of_a_huge_lambda_does_not_overflow():
-    from lrgmm.mixture import LowRankGaussianMixture, low_rank_dims
+    from lrgmm.core.mixture import LowRankGaussianMixture, low_rank_dims
 
     w = torch.tensor([0.25, 0.75])
     assert low_rank_dims(w, 64, 1e308).tolist() == [64, 64]  # every direction, not rank 1

@@ -220,7 +220,7 @@ BAD_EDITS = {
 
 @pytest.mark.parametrize("case", list(BAD_EDITS))
 def test_damaged_edit_file_is_named(case, tiny, tmp_path):
-    from lrgmm.editing import EditFileError
+    from lrgmm.errors import EditFileError
 
     meta_change, tensor_change, pattern = BAD_EDITS[case]
     bad = _rewrite_edit(tiny[2], tmp_path / "bad.edit", meta_change, tensor_change)
@@ -229,7 +229,7 @@ def test_damaged_edit_file_is_named(case, tiny, tmp_path):
 
 
 def test_edit_metadata_that_is_not_an_object(tiny, tmp_path):
-    from lrgmm.editing import EditFileError
+    from lrgmm.errors import EditFileError
 
     bad = _rewrite_edit(tiny[2], tmp_path / "bad.edit", raw="[1, 2]")
     with pytest.raises(EditFileError, match=r"bad\.edit: edit metadata is a JSON list, not an object"):

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lrgmm.nn_projection import box_sum, gather_pixels, nn_project
+from lrgmm.core.nn_projection import box_sum, gather_pixels, nn_project
 
 
 def _brute_force(query, memory, members, omega):
@@ -69,7 +69,7 @@ def test_empty_cluster_falls_back_to_all_and_blocks_agree(monkeypatch):
     codes = torch.randn(9, 2, 4, 4, generator=g)
     out, prov = nn_project(codes, torch.full((9,), 3), memory, labels, 3)
     assert prov.max() < 20
-    import lrgmm.nn_projection as nnp
+    import lrgmm.core.nn_projection as nnp
 
     monkeypatch.setattr(nnp, "_BLOCK_ELEMENTS", 20 * 16 * 2)  # forces query blocks of 2
     out2, prov2 = nn_project(codes, torch.full((9,), 3), memory, labels, 3)
@@ -90,7 +90,7 @@ def test_box_sum_is_zero_padded_window_sum():
 
 def _plain_reference(codes, components, memory, memory_labels, patch_size=5, iterations=1):
     """nn_project as it was before the copy budget (frozen copy): the bit-identity reference."""
-    from lrgmm.nn_projection import gather_pixels as gather
+    from lrgmm.core.nn_projection import gather_pixels as gather
 
     n, q, h, w = codes.shape
     out = codes.to(memory.dtype, copy=True)
@@ -166,7 +166,7 @@ def test_budget_holds_and_is_the_stable_assignment_over_thousands_of_faces():
     """Random shapes, patch sizes, clusters and budgets, 4,000+ faces: every output pixel is the
     named training pixel, provenance stays in the cluster, no face has more than cap positions
     from one photo, and no (position, photo) pair would both rather be together (stability)."""
-    from lrgmm.nn_projection import budget_cap, smallest_feasible_share
+    from lrgmm.core.nn_projection import budget_cap, smallest_feasible_share
 
     g = torch.Generator().manual_seed(2024)
     faces = binding = 0
@@ -232,7 +232,7 @@ def test_budget_is_served_nearest_first_exactly():
 def test_budget_result_does_not_depend_on_list_length_or_blocks(monkeypatch):
     """Short candidate lists run out and are recomputed longer (the slow path); the stable
     assignment is unique, so the provenance is the same for every list length and block size."""
-    import lrgmm.nn_projection as nnp
+    import lrgmm.core.nn_projection as nnp
 
     g = torch.Generator().manual_seed(3)
     memory = torch.randn(30, 4, 8, 8, generator=g, dtype=torch.float64)
@@ -297,7 +297,7 @@ def test_budget_counts_only_the_given_positions():
 
 def test_bad_and_infeasible_budgets():
     from lrgmm.errors import BudgetError, LrgmmError
-    from lrgmm.nn_projection import budget_cap, check_max_share, smallest_feasible_share
+    from lrgmm.core.nn_projection import budget_cap, check_max_share, smallest_feasible_share
 
     g = torch.Generator().manual_seed(0)
     memory = torch.randn(10, 2, 8, 8, generator=g)
@@ -380,7 +380,7 @@ def test_raster_order_with_omega_1_is_the_plain_step_and_blocks_agree(monkeypatc
     _, raster = nn_project(codes, comps, memory, labels, patch_size=1, order="raster")
     assert torch.equal(plain, raster)  # a 1 x 1 patch sees no neighbour: the order cannot matter
     _, r5 = nn_project(codes, comps, memory, labels, patch_size=5, order="raster", iterations=2)
-    import lrgmm.nn_projection as nnp
+    import lrgmm.core.nn_projection as nnp
 
     monkeypatch.setattr(nnp, "_BLOCK_ELEMENTS", 40 * 36 * 3)  # query blocks of a few faces
     _, r5b = nn_project(codes, comps, memory, labels, patch_size=5, order="raster", iterations=2)

@@ -23,9 +23,10 @@ from PIL import Image
 from lrgmm import weights
 from lrgmm.errors import FitError, ImageInputError, NotFittedError, WeightsError
 from lrgmm.io.images import to_uint8_hwc
-from lrgmm.model import LRGMM
-from lrgmm.pipeline import FacePipeline, InputWarning
-from lrgmm.provenance import index_colors
+from lrgmm.core.model import LRGMM
+from lrgmm.errors import InputWarning
+from lrgmm.pipeline import FacePipeline
+from lrgmm.core.provenance import index_colors
 
 
 def _gather(memory: torch.Tensor, prov: torch.Tensor) -> torch.Tensor:
@@ -295,8 +296,8 @@ def test_sampling_draws_as_before_and_in_any_batches(fitted64):
     one (n, r_max) normal draw, then the NN step), so a seed gives the faces it gave before; and
     ``iter_samples`` gives those same faces whatever the batch size (with the NN step every
     latent pixel is a copied training pixel: bit for bit)."""
-    from lrgmm.nn_projection import nn_project
-    from lrgmm.sampling import sample_components, sample_low_rank
+    from lrgmm.core.nn_projection import nn_project
+    from lrgmm.core.sampling import sample_components, sample_low_rank
 
     m = fitted64.model_
     mix, (q, h, w) = m.mixture_, m.codes_.shape[1:]
@@ -402,7 +403,7 @@ def test_generate_with_a_copy_budget(fitted64, tmp_path):
     # Attribute sampling goes through the same budget, over the labelled faces of each cluster:
     # with one face labelled female, its cluster holds one, so no budget can be met and the
     # error says so.
-    from lrgmm.conditional import where_weights
+    from lrgmm.pipeline.conditional import where_weights
     from lrgmm.errors import BudgetError
 
     labels = tmp_path / "one_female.csv"

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lrgmm.projector import PixelPCA
+from lrgmm.core.projector import PixelPCA
 
 
 def _latents(n=20, c=8, h=4, w=5, seed=0):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lrgmm.sampling import sample_components, sample_low_rank
+from lrgmm.core.sampling import sample_components, sample_low_rank
 
 
 def _component_params(d=12, r=4, seed=0):
@@ -66,7 +66,7 @@ def test_normal_stream_is_one_randn_call_whatever_the_pieces(dtype):
     and leaves the generator where the call leaves it."""
     import random
 
-    from lrgmm.sampling import NormalStream
+    from lrgmm.core.sampling import NormalStream
 
     rnd = random.Random(0)
     for r in (1, 3, 7, 16, 33):

@@ -519,8 +519,8 @@ def test_complete_is_the_python_api_completion(studio_env, fitted64):
     """``/api/complete`` runs the real ``FacePipeline.complete`` on a box: its faces are the
     Python API's, pixels away from the box are the input's, and the provenance maps name training
     faces on the generated positions and none (-1, transparent) on the observed ones."""
-    from lrgmm.conditional import box_mask
-    from lrgmm.provenance import index_colors
+    from lrgmm.data.masks import box_mask
+    from lrgmm.core.provenance import index_colors
 
     client, _studio, mid = studio_env
     grid = _generate(client, mid, n=2, seed=4)

@@ -3,10 +3,10 @@
 from ._version import __version__
 from .defaults import DEFAULTS
 from .errors import FitError, ImageInputError, LrgmmError, ModelFileError, NotFittedError, WeightsError
-from .mixture import LowRankGaussianMixture
-from .model import LRGMM, LatentSamples
+from .core.mixture import LowRankGaussianMixture
+from .core.model import LRGMM, LatentSamples
 from .pipeline import FacePipeline, Generated
-from .projector import PixelPCA
+from .core.projector import PixelPCA
 
 __all__ = [
     "DEFAULTS",

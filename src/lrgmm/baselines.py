@@ -52,11 +52,11 @@ import torch.nn.functional as F
 
 from .errors import NotFittedError
 from .limits import SAMPLE_BATCH_SIZE, check_n_samples
-from .mixture import LowRankGaussianMixture
-from .model import LatentSamples
-from .nn_projection import gather_pixels, nn_project
-from .pipeline import FacePipeline, Generated
-from .randomness import as_generator
+from .core.mixture import LowRankGaussianMixture
+from .core.model import LatentSamples
+from .core.nn_projection import gather_pixels, nn_project
+from .pipeline.face_pipeline import FacePipeline, Generated
+from .core.randomness import as_generator
 
 __all__ = [
     "BASELINES",
@@ -87,7 +87,7 @@ class BaselineGenerator:
     copies = False
 
     def __init__(self, pipeline: FacePipeline, *, random_state: int | None = 0):
-        pipeline._check_fitted()
+        pipeline.check_is_fitted()
         self.pipeline = pipeline
         self.random_state = random_state
         self.fit_seconds_: float | None = None
@@ -121,14 +121,14 @@ class BaselineGenerator:
     def _fit(self) -> None:
         pass
 
-    def _check_fitted(self) -> None:
+    def check_is_fitted(self) -> None:
         if self.fit_seconds_ is None:
             raise NotFittedError(f"{type(self).__name__} is not fitted: call fit() (or use make_generator)")
 
     # ----------------------------------------------------------------- sampling
     def sample(self, n: int, seed: int | torch.Generator | None = None) -> LatentSamples:
         """n latent samples: codes (n, q, h, w), latents P0*(codes), components, provenance."""
-        self._check_fitted()
+        self.check_is_fitted()
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
         gen = as_generator(seed if seed is not None else self.random_state)
@@ -145,7 +145,7 @@ class BaselineGenerator:
         One generator is drawn from batch after batch, so the first ``batch_size`` faces are
         those of ``generate(n, seed)``; later ones are reproducible for a fixed seed and batch
         size (unlike ``FacePipeline.generate_batches``, they depend on the batch size)."""
-        self._check_fitted()
+        self.check_is_fitted()
         check_n_samples(n)
         gen = as_generator(seed if seed is not None else self.random_state)
         pipe = self.pipeline
@@ -313,7 +313,7 @@ class FullGaussian(BaselineGenerator):
 
     def covariance(self) -> torch.Tensor:
         """The dense d0 x d0 Sigma (float64); for tests and inspection."""
-        self._check_fitted()
+        self.check_is_fitted()
         cov = self.factor_ @ self.factor_.T
         cov.diagonal().add_(self.iso_)
         return cov
@@ -437,7 +437,7 @@ class LRGMMNNGenerator(BaselineGenerator):
         return self
 
     def sample(self, n, seed=None):
-        self._check_fitted()
+        self.check_is_fitted()
         s = seed if seed is not None else self.random_state  # None: the model's random_state
         return self.pipeline.model_.sample(n, s, nn=self.nn, temperature=self.temperature,
                                            nn_iterations=self.nn_iterations, patch_size=self.patch_size,

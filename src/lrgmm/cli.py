@@ -43,7 +43,7 @@ def _opt(parser, func, name, *flags, help, **kw):
 
 
 def _add_model_options(p):
-    from .pipeline import FacePipeline
+    from .pipeline.face_pipeline import FacePipeline
 
     init = FacePipeline.__init__
     _opt(p, init, "autoencoder", help="autoencoder backend (see `lrgmm autoencoders`)")
@@ -86,7 +86,7 @@ def _backend_options(name: str, args) -> dict:
 
 
 def _add_sampling_options(p, n_default=16):
-    from .pipeline import FacePipeline
+    from .pipeline.face_pipeline import FacePipeline
 
     gen = FacePipeline.generate
     p.add_argument("-n", "--n", type=_face_count, default=n_default,
@@ -108,7 +108,7 @@ def _add_max_share_option(p, func) -> None:
 
 
 def _edit_defaults() -> dict:
-    from .pipeline import FacePipeline
+    from .pipeline.face_pipeline import FacePipeline
 
     return {n: _default(FacePipeline.edit, n) for n in ("alphas", "nn")}
 
@@ -150,7 +150,7 @@ def _positive_float(text: str) -> float:
 
 def _lambda(text: str) -> float:
     """``--temperature``: a finite number in (0, 1] (``inf`` used to overflow to rank 1)."""
-    from .model import check_temperature
+    from .core.model import check_temperature
 
     try:
         value = float(text)
@@ -164,7 +164,7 @@ def _lambda(text: str) -> float:
 
 def _max_share(text: str) -> float:
     """``--max-share``: a finite number in (0, 1]."""
-    from .nn_projection import check_max_share
+    from .core.nn_projection import check_max_share
 
     try:
         return check_max_share(text)
@@ -256,7 +256,7 @@ def _component_lines(fit: dict) -> list[str]:
 
 def cmd_fit(args) -> int:
     from .io.atomic import check_writable_target
-    from .pipeline import FacePipeline, InputWarning
+    from .pipeline.face_pipeline import FacePipeline, InputWarning
 
     check_writable_target(args.output)  # a bad -o fails now, not after the encoding and the fit
     check_nn_iterations(args.nn_iterations)  # stored in the model: refused now, not at sampling time
@@ -278,7 +278,7 @@ def cmd_fit(args) -> int:
 
 
 def cmd_forget(args) -> int:
-    from .forget_file import forget_model_file, record_path_for
+    from .pipeline.forget_file import forget_model_file, record_path_for
     from .io.atomic import check_writable_target
     from .io.model_file import read_metadata
 
@@ -316,7 +316,7 @@ def cmd_forget(args) -> int:
 def _load_pipeline(args):
     """The model file ``args.model`` with the backend options given on the command line."""
     from .io.model_file import read_metadata
-    from .pipeline import FacePipeline
+    from .pipeline.face_pipeline import FacePipeline
 
     name = read_metadata(args.model).get("autoencoder", {}).get("name", "taef2")
     options = _backend_options(name, args)
@@ -342,7 +342,7 @@ def cmd_sample(args) -> int:
     where = {"where": args.where, "labels_csv": args.labels} if args.where else {}
     lrgmm_method = args.method in (None, "lrgmm-nn", "lrgmm")
     if args.edit:
-        from .editing import load_edit
+        from .editing.attribute_edit import load_edit
 
         if not lrgmm_method:
             raise ParameterError("--edit works on the model's own faces; drop --method or --edit")
@@ -372,7 +372,7 @@ def cmd_sample(args) -> int:
         if where:
             raise ParameterError(f"--where works with the LR-GMM methods (lrgmm-nn, lrgmm), not --method {args.method}")
         batches = _baseline(args.method, pipe).generate_batches(args.n, seed)
-    from .pipeline import FaceWriter
+    from .pipeline.face_pipeline import FaceWriter
 
     clear_own_files(args.output, own)
     writer = FaceWriter(args.output, total=args.n, progress=not args.quiet)
@@ -390,7 +390,8 @@ def cmd_sample(args) -> int:
 
 
 def cmd_complete(args) -> int:
-    from .conditional import box_mask, complete_image
+    from .data.masks import box_mask
+    from .pipeline.conditional import complete_image
     from .io.output_folder import COMPLETE_FILES, check_output_folder, clear_own_files
 
     if args.nn:
@@ -452,7 +453,7 @@ def cmd_eval(args) -> int:
 
     generator, reference = args.model, None
     if args.method not in (None, "lrgmm-nn", "lrgmm"):
-        from .pipeline import FacePipeline
+        from .pipeline.face_pipeline import FacePipeline
 
         reference = FacePipeline.load(args.model, progress=not args.quiet)
         generator = _baseline(args.method, reference)
@@ -537,7 +538,7 @@ def _add_serve_parser(sub) -> None:
 
 def _load_for_edit(model: str, quiet: bool):
     from .errors import ModelFileError
-    from .pipeline import FacePipeline
+    from .pipeline.face_pipeline import FacePipeline
 
     if Path(model).is_dir():
         raise ModelFileError(
@@ -548,7 +549,7 @@ def _load_for_edit(model: str, quiet: bool):
 
 
 def cmd_edit_fit(args) -> int:
-    from .editing import AttributeEdit
+    from .editing.attribute_edit import AttributeEdit
     from .io.atomic import check_writable_target
 
     check_writable_target(args.output)  # before loading the model and fitting the edit
@@ -581,7 +582,7 @@ def _write_edits(out, args) -> None:
 
 
 def cmd_edit(args) -> int:
-    from .editing import load_edit
+    from .editing.attribute_edit import load_edit
     from .io.output_folder import EDIT_FILES, check_output_folder, clear_own_files
 
     check_output_folder(args.output, args.overwrite, EDIT_FILES)
@@ -670,7 +671,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", default=None, help="CSV 'file,<attribute>,...' labelling the training files (with --where)")
     p.set_defaults(func=cmd_sample)
 
-    from .conditional import complete_image
+    from .pipeline.conditional import complete_image
 
     p = sub.add_parser("complete", help="complete a masked face photo: several fillings of the hole, with provenance")
     p.add_argument("model")
@@ -703,7 +704,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, type=_output_path,
                    help="new model file (may be MODEL itself, replaced atomically)")
     p.add_argument("--record", type=_output_path, default=None, help="JSON record to write (default: OUTPUT.forget.json)")
-    from .forget_file import forget_model_file
+    from .pipeline.forget_file import forget_model_file
 
     _opt(p, forget_model_file, "check_faces", type=_check_count,
          help="faces drawn from the new model (latents only) to check that none copies from a forgotten photo; 0: none")
@@ -730,7 +731,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     from .evaluation import evaluate
-    from .pipeline import FacePipeline
+    from .pipeline.face_pipeline import FacePipeline
 
     p = sub.add_parser("eval", help="FID, KID, precision/recall and memorisation against held-out real faces")
     p.add_argument("model", help="a .lrgmm model file")
@@ -759,7 +760,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_eval)
 
-    from .editing import EDIT_METHODS, AttributeEdit
+    from .editing.attribute_edit import EDIT_METHODS, AttributeEdit
 
     fit_edit = AttributeEdit.fit
     p = sub.add_parser("edit-fit", help="learn an attribute edit (e.g. gender) for a model file")

@@ -14,13 +14,13 @@ Why these values (measurements in README "Method and defaults" and the reports):
 - ``temperature`` 0.12: lambda of eq. 4 (the paper's value).
 - ``patch_size`` 5, ``nn_iterations`` 1: omega and the NN projections of eq. 5 (the paper's).
 - ``nn_order`` "parallel": eq. 5 as printed, every position projected from the same input.
-  "raster" (position by position from the face as it stands, ``lrgmm.nn_projection``) lowers FID
+  "raster" (position by position from the face as it stands, ``lrgmm.core.nn_projection``) lowers FID
   from 46.7 to 38.2 at N = 1,024 but raises near copies to 8.6 % (fresh photos: 5 %), and the
   default is the lowest FID at the fresh-photo rate (reports/picture.md).
 - ``max_share`` 0.25: no face takes more than a quarter of its latent pixels from one training
   photo (the largest share was 97 % without it); at N = 1,024 it costs FID within the seed spread
   (reports/picture.md). A cluster too small for it gets the even split instead
-  (``lrgmm.nn_projection``, "Copy budget"), so the default never makes a call fail.
+  (``lrgmm.core.nn_projection``, "Copy budget"), so the default never makes a call fail.
 - ``density_rank`` 16: the rank of every component's density during EM, independent of its weight.
 - ``reg_covar`` 1e-3: floor of a component's isotropic variance (codes are whitened, so 1 is the
   average per-coordinate variance).
@@ -52,7 +52,7 @@ DEFAULTS = MappingProxyType({
     "min_component_size": 4,
 })
 
-# The orders the NN step can visit positions in (``nn_order``; ``lrgmm.nn_projection``).
+# The orders the NN step can visit positions in (``nn_order``; ``lrgmm.core.nn_projection``).
 NN_ORDERS = ("parallel", "raster")
 
 __all__ = ["DEFAULTS", "NN_ORDERS"]

@@ -16,7 +16,7 @@ import torch
 from .errors import ImageInputError
 from .io.images import list_images
 from .limits import check_n_samples
-from .pipeline import FacePipeline
+from .pipeline.face_pipeline import FacePipeline
 from .weights import shared_candidates
 
 

@@ -7,7 +7,7 @@ prints it on one line without a traceback. Anything else that escapes (a ``TypeE
 
 Many errors also derive from a built-in class (``ValueError``, ``OSError``...) so that code
 written against the built-in keeps catching them. The modules that raise them re-export them
-(``lrgmm.editing.EditError`` is ``lrgmm.errors.EditError``). Warnings derive from
+(``lrgmm.editing.attribute_edit.EditError`` is ``lrgmm.errors.EditError``). Warnings derive from
 ``LrgmmWarning``, a ``UserWarning``. This module imports nothing from the package.
 """
 

@@ -62,7 +62,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .errors import EvalWarning, FigureError, ParameterError  # noqa: F401  (re-exported)
-from .io.atomic import atomic_write_bytes
+from .io.atomic import atomic_write_bytes, atomic_write_json, jsonable
 from .io.images import InputReport, iter_images, load_images
 from .metrics.copying import DEFAULT_MIN_PER_CELL, CopyingReference, CopyingStats
 from .metrics.features import InceptionExtractor, quantize
@@ -76,7 +76,7 @@ from .metrics.memorisation import (
     provenance_statistics,
 )
 from .metrics.precision_recall import FEATURE_NOTE, PrecisionRecall, precision_recall
-from .pipeline import FacePipeline
+from .pipeline.face_pipeline import FacePipeline
 
 __all__ = [
     "ClosestFaces", "EvalResult", "EvalWarning", "Evaluator", "FigureError", "Generator", "evaluate",
@@ -91,28 +91,6 @@ class Generator(Protocol):
     """What ``evaluate`` can measure: ``generate(n, seed)`` -> object with ``.images``."""
 
     def generate(self, n: int, seed: int | None = None, **kwargs: Any) -> Any: ...
-
-
-def _finite_or_none(x):
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, (np.floating, float)):
-        return _finite_or_none(float(obj))
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
 
 
 @dataclass
@@ -240,7 +218,7 @@ class EvalResult:
             }
             for k, c in self.copying.items():
                 d["per_face"].setdefault(k, {})["authentic"] = c.authentic.astype(int)
-        return _jsonable(d)
+        return jsonable(d)
 
     def to_json(self, path: str | os.PathLike | None = None, per_face: bool = False) -> str:
         """The result as JSON text (non-finite numbers as null); written atomically to ``path``
@@ -343,7 +321,7 @@ def _resolve(generator, reference, progress: bool):
             "evaluate needs a fitted FacePipeline as reference (training set, projector, autoencoder): "
             "pass reference=..., or give the generator a `pipeline` attribute"
         )
-    reference._check_fitted()
+    reference.check_is_fitted()
     name = getattr(generator, "name", None) or type(generator).__name__
     return generator, reference, str(name)
 
@@ -447,7 +425,7 @@ class Evaluator:
             raise ParameterError(f"memorisation must be True, False or 'codes', got {memorisation!r}")
         if isinstance(reference, (str, os.PathLike)):
             reference = FacePipeline.load(reference, progress=progress)
-        reference._check_fitted()
+        reference.check_is_fitted()
         if not 0.0 <= near_copy_quantile < 1.0:
             raise ParameterError(f"near_copy_quantile must be in [0, 1), got {near_copy_quantile}")
         n_train = int(reference.model_.codes_.shape[0])
@@ -784,7 +762,7 @@ def memorisation_figure(result: EvalResult, reference: FacePipeline | Evaluator 
     def sources(i: int) -> list[tuple[int, float]]:
         if c.provenance is None:
             return []
-        from .provenance import provenance_shares
+        from .core.provenance import provenance_shares
 
         return [(j, sh) for j, sh in provenance_shares(c.provenance[i]) if j >= 0]
 
@@ -846,7 +824,7 @@ def memorisation_figure(result: EvalResult, reference: FacePipeline | Evaluator 
         "image_size": list(layout.size),
         "faces": records,
     }
-    atomic_write_bytes(json_path, (json.dumps(_jsonable(doc), indent=1, allow_nan=False) + "\n").encode())
+    atomic_write_json(json_path, doc)
     return png_path, json_path
 
 

@@ -39,6 +39,8 @@ install handlers at all.
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import secrets
 import signal
@@ -46,6 +48,8 @@ import stat
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+import numpy as np
 
 from ..errors import OutputPathError
 
@@ -207,3 +211,27 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically."""
     return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def jsonable(obj):
+    """``obj`` with what ``json`` cannot write turned into what it can: NumPy scalars and arrays
+    into numbers and lists, paths into strings, dict keys into strings, and non-finite floats
+    into None (JSON has no NaN or infinity)."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, (np.floating, float)):
+        return float(obj) if math.isfinite(float(obj)) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def atomic_write_json(path: str | os.PathLike, obj, indent: int | None = 1) -> Path:
+    """``jsonable(obj)`` as JSON (UTF-8, newline-terminated), written atomically."""
+    return atomic_write_bytes(path, (json.dumps(jsonable(obj), indent=indent) + "\n").encode())

@@ -571,27 +571,25 @@ def load_images(source: Source, resolution: int, *, workers: int | None = None) 
     return LoadedImages(arr, [it.path for it in items], [it.sha256 for it in items], report, resolution)
 
 
-def iter_image_batches(
-    source: Source, resolution: int, batch_size: int, *, report: InputReport | None = None,
-    workers: int | None = None,
-) -> Iterator[LoadedImages]:
-    """Like :func:`load_images`, in batches of at most ``batch_size`` images, for data sets
-    that should not sit in memory at once. The shared ``report`` is complete once exhausted."""
-    report = InputReport() if report is None else report
-    batch: list[LoadedImage] = []
+def prepare_tensor(images, resolution: int):
+    """(n, 3, H, W) or (3, H, W) RGB tensors in [0, 1] at the working resolution, as
+    ``prepare_image`` treats files: centre-cropped to a square, then resized (bilinear with
+    antialiasing); (n, 3, R, R) float32, clamped to [0, 1]."""
+    import torch
+    import torch.nn.functional as F
 
-    def emit() -> LoadedImages:
-        arr = np.stack([b.array for b in batch]).astype(np.float32, copy=False)
-        return LoadedImages(arr, [b.path for b in batch], [b.sha256 for b in batch], report, resolution)
-
-    for item in iter_images(source, resolution, report=report, workers=workers):
-        batch.append(item)
-        if len(batch) == batch_size:
-            yield emit()
-            batch = []
-    if batch:
-        yield emit()
-    report.error_if_empty()
+    x = torch.as_tensor(images, dtype=torch.float32)
+    if x.ndim == 3:
+        x = x[None]
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ImageInputError(f"image tensors must be (n, 3, H, W) or (3, H, W) RGB in [0, 1], got shape {tuple(x.shape)}")
+    h, w = x.shape[-2:]
+    if (h, w) == (resolution, resolution):
+        return x.clamp(0, 1)
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    x = x[:, :, top : top + side, left : left + side]
+    return F.interpolate(x, size=(resolution, resolution), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
 
 
 # --------------------------------------------------------------------------------------------

@@ -39,9 +39,9 @@ import torch
 
 from ..defaults import NN_ORDERS
 from ..errors import ModelFileError
-from ..mixture import LowRankGaussianMixture
-from ..model import LRGMM
-from ..projector import PixelPCA
+from ..core.mixture import LowRankGaussianMixture
+from ..core.model import LRGMM
+from ..core.projector import PixelPCA
 from .tensor_file import MetadataCheck, TensorFileFormat, check_tensor
 
 FORMAT_NAME = "lrgmm-model"

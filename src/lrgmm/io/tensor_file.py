@@ -1,6 +1,6 @@
 """Files of tensors plus one JSON metadata entry (safetensors; never a pickle).
 
-Model files (``lrgmm.io.model_file``) and edit files (``lrgmm.editing``) share the container and
+Model files (``lrgmm.io.model_file``) and edit files (``lrgmm.editing.attribute_edit``) share the container and
 its checks: the file exists, it is a readable safetensors file, it carries our metadata entry, the
 entry is a JSON object of our format, and its version is one this lrgmm reads. ``TensorFileFormat``
 describes one such format and the words its errors use; writes are atomic (``atomic_write``).

@@ -28,7 +28,7 @@ the nearest training sample *of the same cell* and cells from k-means on T with 
 assigned to the nearest centre, as there; the variance has the tie correction (exact copies give
 tied zero distances) and no continuity correction (their code shifts the mean by 0.5); cells
 without a held-out sample carry no weight and are left out rather than raising an error; the
-k-means is ``lrgmm.mixture``'s seeded k-means++ with Lloyd iterations, on the features as given
+k-means is ``lrgmm.core.mixture``'s seeded k-means++ with Lloyd iterations, on the features as given
 (no PCA to 64 dimensions as some later re-implementations do). Default cell count:
 min(50, n_train // 50, n_heldout // 50, n_generated // 50), at least 1: about 50 samples of each
 set per cell on average, so that most cells clear the 21-sample bar (with 20 on average about
@@ -225,9 +225,9 @@ def _assign(x: torch.Tensor, centres: torch.Tensor) -> np.ndarray:
 
 def fit_cells(train, n_cells: int, seed: int = 0) -> CellPartition:
     """Cells from k-means on the training rows (seeded k-means++ and Lloyd iterations, the
-    initialisation ``lrgmm.mixture`` uses for EM). Centres left without a training row are
+    initialisation ``lrgmm.core.mixture`` uses for EM). Centres left without a training row are
     dropped, so the partition may hold fewer than ``n_cells`` cells."""
-    from ..mixture import _kmeans_labels
+    from ..core.mixture import _kmeans_labels
 
     t = _flat(train)
     if not 1 <= n_cells <= t.shape[0]:

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..provenance import provenance_shares
+from ..core.provenance import provenance_shares
 
 __all__ = [
     "MemorisationStats", "memorisation", "near_copy_threshold", "nearest", "nearest_k", "provenance_statistics",
@@ -206,7 +206,7 @@ def memorisation(generated, train, heldout, quantile: float = DEFAULT_QUANTILE, 
 def provenance_statistics(provenance: torch.Tensor) -> dict:
     """Per-face provenance summary over (n, h, w) maps of training indices: the number of
     distinct training images a face's latent pixels come from and the largest share one image
-    provides (``lrgmm.provenance.provenance_shares``), as distributions over faces."""
+    provides (``lrgmm.core.provenance.provenance_shares``), as distributions over faces."""
     if provenance is None or len(provenance) == 0:
         return {}
     distinct = np.empty(len(provenance), dtype=np.int64)

@@ -102,7 +102,7 @@ class FitRequest(BaseModel):
 class EditRequest(BaseModel):
     grid: str
     face: int
-    attribute: str = Field("gender", description="attribute of lrgmm.labels (gender, age, race)")
+    attribute: str = Field("gender", description="attribute of lrgmm.data.labels (gender, age, race)")
     negative: str | None = None
     positive: str | None = None
     alphas: list[float] = Field(default_factory=lambda: [-2.0, -1.0, 0.0, 1.0, 2.0])

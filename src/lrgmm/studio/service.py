@@ -50,16 +50,16 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from ..conditional import box_mask
-from ..editing import AttributeEdit
+from ..data.masks import box_mask
+from ..editing.attribute_edit import AttributeEdit
 from ..errors import (  # noqa: F401  (re-exported)
     BusyError, ConflictError, FailedError, ImageInputError, LrgmmError, NotAvailableError, NotFoundError,
     OriginError, StudioError, TooLargeError, UnsupportedMediaError,
 )
 from ..io.images import MAX_IMAGE_PIXELS, InputReport, list_images, prepare_image, to_uint8_hwc
 from ..io.latent_cache import EncodedSet, encode_images
-from ..pipeline import FacePipeline
-from ..provenance import provenance_image, provenance_shares
+from ..pipeline.face_pipeline import FacePipeline
+from ..core.provenance import provenance_image, provenance_shares
 
 # The studio's errors (``StudioError`` and its subclasses, each with the HTTP status the API
 # answers with) are defined in ``lrgmm.errors``.
@@ -903,7 +903,7 @@ class Studio:
         }
 
     def provenance_png(self, grid_id: str, index: int) -> bytes:
-        """The colour-coded map (``lrgmm.provenance.provenance_image``) at the image's size; RGBA
+        """The colour-coded map (``lrgmm.core.provenance.provenance_image``) at the image's size; RGBA
         with observed positions transparent when there are any."""
         grid = self.grids.get(grid_id)
         rec = self.provenance(grid_id, index)  # checks

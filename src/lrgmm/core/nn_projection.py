@@ -84,8 +84,8 @@ import math
 
 import torch
 
-from .defaults import DEFAULTS, NN_ORDERS
-from .errors import BudgetError, ParameterError
+from ..defaults import DEFAULTS, NN_ORDERS
+from ..errors import BudgetError, ParameterError
 
 # Upper bound on the (queries x candidates x positions) distance block held at once.
 _BLOCK_ELEMENTS = 1 << 25

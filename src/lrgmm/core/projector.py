@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import FitError, ParameterError
+from ..errors import FitError, ParameterError
 
 
 # Latent pixels converted to float64 at a time (64 MiB): fit and transform never hold a float64

@@ -63,8 +63,8 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from .defaults import DEFAULTS
-from .errors import FitError, NotFittedError
+from ..defaults import DEFAULTS
+from ..errors import FitError, NotFittedError
 from .randomness import as_generator
 
 # Responsibilities below this are dropped from a component's M-step: their contribution to the

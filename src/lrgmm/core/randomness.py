@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .limits import check_seed
+from ..limits import check_seed
 
 RandomState = "int | torch.Generator | None"
 

@@ -86,7 +86,7 @@ same rule for the blur (median pixel distance) it kept a spread ratio of 0.84 af
 Not implemented from the paper: the sample weights a_i = 1 / (n_t^A n_s^A) for biased data sets
 (uniform weights are used), and the per-attribute lambda (one value for all).
 
-Labels come from ``lrgmm.labels`` (UTKFace names: gender, age groups child/adult/senior, race;
+Labels come from ``lrgmm.data.labels`` (UTKFace names: gender, age groups child/adult/senior, race;
 or a ``file,attribute`` CSV). Edit files are safetensors tensors plus JSON metadata that records
 the model's fingerprint (autoencoder, resolution, projector, training files): an edit is refused
 by any other model.
@@ -107,14 +107,17 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ._version import __version__
-from .errors import EditError, EditFileError, NotFittedError, OptionalDependencyError  # noqa: F401  (re-exported)
-from .generated import Generated
-from .io.tensor_file import MetadataCheck, TensorFileFormat, check_tensor
-from .labels import LabelError, LabelTable, canonical_category
-from .randomness import as_generator
+from .._version import __version__
+from ..errors import EditError, EditFileError, NotFittedError, OptionalDependencyError  # noqa: F401  (re-exported)
+from ..io.atomic import jsonable
+from ..io.tensor_file import MetadataCheck, TensorFileFormat, check_tensor
+from ..data.labels import LabelError, LabelTable, canonical_category
+from ..core.randomness import as_generator
+from .maps import apply_affine, affine_direction, fit_classifier, fit_gaussian_ot, fit_mean_difference, fit_wasserstein
 
 EDIT_METHODS = ("wasserstein", "mean_difference", "classifier", "gaussian_ot")
+# The fitting functions that need nothing but the two sides' codes.
+FITTERS = {"mean_difference": fit_mean_difference, "gaussian_ot": fit_gaussian_ot}
 FORMAT_NAME = "lrgmm-edit"
 FORMAT_VERSION = 1
 _METADATA_KEY = "lrgmm-edit"
@@ -127,22 +130,12 @@ EDIT_FORMAT = TensorFileFormat(
 )
 
 
-def _require_geomloss():
-    try:
-        from geomloss import SamplesLoss
-    except ImportError:
-        raise OptionalDependencyError(
-            "the Wasserstein edit needs GeomLoss: pip install 'lrgmm[edit]' (or pip install --no-deps geomloss)"
-        ) from None
-    return SamplesLoss
-
-
 # ----------------------------------------------------------------------------- model identity
 def model_fingerprint(pipe) -> str:
     """sha256 of what an edit depends on: the autoencoder (id, weights), the resolution, the
     projector P0 (its float64 tensors) and the ordered training files (the NN memory the edit's
     side labels index). Refitting the mixture alone (another K) keeps the fingerprint."""
-    pipe._check_fitted()
+    pipe.check_is_fitted()
     h = hashlib.sha256()
     ae = pipe.autoencoder_
     h.update(f"{ae.id}|{ae.weights_sha256}|{pipe.resolution}|".encode())
@@ -151,138 +144,6 @@ def model_fingerprint(pipe) -> str:
         h.update(t.detach().to(torch.float64).contiguous().numpy().tobytes())
     h.update("|".join(pipe.training_hashes_).encode())
     return h.hexdigest()
-
-
-# ----------------------------------------------------------------------------- the affine map
-def apply_affine(
-    codes: torch.Tensor,
-    alpha: float,
-    linear: torch.Tensor,
-    bias: torch.Tensor,
-    left: torch.Tensor | None = None,
-    right: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """z' = z + alpha H(z), H(z)(p) = A z(p) + b(p) + U (V^T vec z)(p)  (paper eq. 1).
-
-    codes (n, q, h, w); linear A (q, q); bias b (q, h, w); left U, right V (d0, r) or None.
-    Differentiable in every argument; all samples and positions at once."""
-    return codes + alpha * affine_direction(codes, linear, bias, left, right)
-
-
-def affine_direction(codes, linear, bias, left=None, right=None) -> torch.Tensor:
-    """H(z) of ``apply_affine`` (n, q, h, w)."""
-    dtype = codes.dtype
-    out = torch.einsum("ij,njhw->nihw", linear.to(dtype), codes) + bias.to(dtype)
-    if left is not None and right is not None and left.shape[1] > 0:
-        n = codes.shape[0]
-        out = out + ((codes.reshape(n, -1) @ right.to(dtype)) @ left.to(dtype).T).reshape(codes.shape)
-    return out
-
-
-def gaussian_ot_matrix(cov_source: torch.Tensor, cov_target: torch.Tensor) -> torch.Tensor:
-    """A = S_s^-1/2 (S_s^1/2 S_t S_s^1/2)^1/2 S_s^-1/2 in float64: the symmetric positive map with
-    A S_s A = S_t, the OT map between N(m_s, S_s) and N(m_t, S_t) being m_t + A (z - m_s)."""
-    s = cov_source.to(torch.float64)
-    t = cov_target.to(torch.float64)
-    ev, V = torch.linalg.eigh((s + s.T) / 2)
-    floor = max(float(ev.max()) * 1e-12, 1e-300)
-    ev = ev.clamp_min(floor)
-    s_half = (V * ev.sqrt()) @ V.T
-    s_ihalf = (V / ev.sqrt()) @ V.T
-    m = s_half @ t @ s_half
-    ew, W = torch.linalg.eigh((m + m.T) / 2)
-    m_half = (W * ew.clamp_min(0).sqrt()) @ W.T
-    a = s_ihalf @ m_half @ s_ihalf
-    return (a + a.T) / 2
-
-
-def _pixel_gaussian(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean field (q, h, w) and the channel covariance (q, q) pooled over positions, float64."""
-    x = codes.to(torch.float64)
-    n, q, h, w = x.shape
-    mean = x.mean(0)
-    r = (x - mean).permute(0, 2, 3, 1).reshape(-1, q)
-    cov = r.T @ r / max((n - 1) * h * w, 1)
-    return mean, cov
-
-
-# ----------------------------------------------------------------------------- latent classifiers
-def _fit_softmax(x: torch.Tensor, y: torch.Tensor, n_classes: int, l2: float, max_iter: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
-    """Multinomial logistic regression (mean cross-entropy + l2 ||W||^2) by L-BFGS, float64.
-    x (n, d), y (n,) int64 -> W (d, C), b (C,).
-
-    The minimiser lies in the span of the samples (representer theorem), so with n < d it is
-    solved for W = x^T beta on the n x n Gram matrix: the same optimum, n/d of the work."""
-    x = x.to(torch.float64)
-    n, d = x.shape
-    dual = n < d
-    gram = x @ x.T if dual else None
-    W = torch.zeros(n if dual else d, n_classes, dtype=torch.float64, requires_grad=True)
-    b = torch.zeros(n_classes, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([W, b], lr=1, max_iter=max_iter, tolerance_grad=1e-9, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        if dual:
-            kb = gram @ W
-            loss = torch.nn.functional.cross_entropy(kb + b, y) + l2 * (W * kb).sum()
-        else:
-            loss = torch.nn.functional.cross_entropy(x @ W + b, y) + l2 * (W * W).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    weights = x.T @ W.detach() if dual else W.detach()
-    return weights, b.detach()
-
-
-@dataclass
-class _Preserver:
-    """F of eq. 5: per other attribute, softmax probabilities scaled by sqrt(1 - |corr|)."""
-
-    weights: torch.Tensor  # (d0, C_total) float32
-    biases: torch.Tensor  # (C_total,)
-    scales: torch.Tensor  # (C_total,) sqrt(1 - |corr|)
-    groups: list[tuple[str, list[str]]]  # (attribute, categories) in column order
-    train_accuracy: dict = field(default_factory=dict)
-
-    def features(self, codes: torch.Tensor) -> torch.Tensor:
-        logits = codes.reshape(codes.shape[0], -1) @ self.weights + self.biases
-        out, start = [], 0
-        for _, cats in self.groups:
-            out.append(torch.softmax(logits[:, start : start + len(cats)], dim=1))
-            start += len(cats)
-        return torch.cat(out, 1) * self.scales
-
-
-def _fit_preserver(codes: torch.Tensor, target: np.ndarray, others: dict[str, list], l2: float) -> _Preserver | None:
-    """Train F on the labelled codes; None when no other attribute has two categories."""
-    flat = codes.reshape(codes.shape[0], -1)
-    ws, bs, scales, groups, acc = [], [], [], [], {}
-    t = target.astype(np.float64)
-    for name, labels in others.items():
-        lab = np.array([v if v is not None else "" for v in labels], dtype=object)
-        known = lab != ""
-        cats = sorted(set(lab[known].tolist()))
-        if len(cats) < 2 or known.sum() < 4:
-            continue
-        y = torch.tensor([cats.index(v) for v in lab[known]], dtype=torch.long)
-        W, b = _fit_softmax(flat[torch.from_numpy(known)], y, len(cats), l2)
-        pred = (flat[torch.from_numpy(known)].to(torch.float64) @ W + b).argmax(1)
-        acc[name] = round(float((pred == y).double().mean()), 4)
-        for c in cats:
-            ind = (lab[known] == c).astype(np.float64)
-            tt = t[known]
-            corr = 0.0
-            if ind.std() > 0 and tt.std() > 0:
-                corr = float(np.corrcoef(ind, tt)[0, 1])
-            scales.append(math.sqrt(max(0.0, 1.0 - abs(corr))))
-        ws.append(W.to(torch.float32))
-        bs.append(b.to(torch.float32))
-        groups.append((name, cats))
-    if not groups:
-        return None
-    return _Preserver(torch.cat(ws, 1), torch.cat(bs), torch.tensor(scales, dtype=torch.float32), groups, acc)
 
 
 # ----------------------------------------------------------------------------- the estimator
@@ -390,7 +251,7 @@ class AttributeEdit:
             attributes with more than two categories (age: child / adult / senior); for two
             categories the default is their canonical order (gender: male -> female).
         """
-        pipeline._check_fitted()
+        pipeline.check_is_fitted()
         if self.method not in EDIT_METHODS:
             raise EditError(f"unknown edit method {self.method!r}; use one of {', '.join(EDIT_METHODS)}")
         model = pipeline.model_
@@ -497,163 +358,33 @@ class AttributeEdit:
                 raise EditError(f"only {x.shape[0]} {name} codes; an edit needs at least {self.min_examples} per side")
         neg = negatives.to(torch.float32)
         pos = positives.to(torch.float32)
-        q, h, w = neg.shape[1:]
-        d0 = q * h * w
         start = time.perf_counter()
-        self.left_ = self.right_ = None
-        self.history_ = []
-        self.info_ = {}
-        m_s, m_t = neg.to(torch.float64).mean(0), pos.to(torch.float64).mean(0)
-        if self.method == "mean_difference":
-            self.linear_ = torch.zeros(q, q, dtype=torch.float64)
-            self.bias_ = (m_t - m_s).to(torch.float32)
+        if self.method == "wasserstein":
+            fitted = fit_wasserstein(
+                neg, pos, others or {}, as_generator(self.random_state), cost=self.cost, rank=self.rank,
+                preservation=self.preservation, blur=self.blur, preservation_blur=self.preservation_blur,
+                learning_rate=self.learning_rate, max_epochs=self.max_epochs, patience=self.patience,
+                validation_fraction=self.validation_fraction, scaling=self.scaling,
+                classifier_l2=self.classifier_l2, progress=self.progress,
+            )
         elif self.method == "classifier":
-            x = torch.cat([neg, pos]).reshape(-1, d0)
-            y = torch.cat([torch.zeros(len(neg)), torch.ones(len(pos))]).long()
-            W, b = _fit_softmax(x, y, 2, self.classifier_l2)
-            normal = W[:, 1] - W[:, 0]
-            normal = normal / normal.norm()
-            step = float((m_t - m_s).reshape(-1) @ normal)
-            self.linear_ = torch.zeros(q, q, dtype=torch.float64)
-            self.bias_ = (step * normal).reshape(q, h, w).to(torch.float32)
-            acc = float(((x.to(torch.float64) @ W + b).argmax(1) == y).double().mean())
-            self.info_.update(classifier_train_accuracy=round(acc, 4), classifier_step=round(step, 4))
-        elif self.method == "gaussian_ot":
-            (ms, cs), (mt, ct) = _pixel_gaussian(neg), _pixel_gaussian(pos)
-            a = gaussian_ot_matrix(cs, ct)
-            self.linear_ = a - torch.eye(q, dtype=torch.float64)
-            self.bias_ = (mt - torch.einsum("ij,jhw->ihw", a, ms)).to(torch.float32)
-            self.source_covariance_, self.target_covariance_ = cs, ct
+            fitted = fit_classifier(neg, pos, self.classifier_l2)
         else:
-            self._fit_wasserstein(neg, pos, others or {})
+            fitted = FITTERS[self.method](neg, pos)
+        self.linear_, self.bias_, self.left_, self.right_ = fitted.linear, fitted.bias, fitted.left, fitted.right
+        self.info_, self.history_ = fitted.info, fitted.history
         self.n_negative_, self.n_positive_ = int(neg.shape[0]), int(pos.shape[0])
-        self.code_shape_ = (q, h, w)
         self.fit_seconds_ = time.perf_counter() - start
         return self
 
-    def _fit_wasserstein(self, neg: torch.Tensor, pos: torch.Tensor, others: dict) -> None:
-        SamplesLoss = _require_geomloss()
-        gen = as_generator(self.random_state)
-        q, h, w = neg.shape[1:]
-        d0 = q * h * w
-        # Held-out codes for early stopping, per side.
-        def split(x):
-            perm = torch.randperm(x.shape[0], generator=gen)
-            n_val = max(2, round(self.validation_fraction * x.shape[0]))
-            return perm[n_val:], perm[:n_val]
-
-        tr_s, va_s = split(neg)
-        tr_t, va_t = split(pos)
-        if self.cost not in ("joint", "pixels"):
-            raise EditError(f"cost must be 'joint' or 'pixels', got {self.cost!r}")
-        pixels = self.cost == "pixels"
-
-        def points(x):  # (n, q, h, w) -> (n, d0) or, per position, (h w, n, q)
-            return x.permute(2, 3, 0, 1).reshape(h * w, x.shape[0], q).contiguous() if pixels else x.reshape(x.shape[0], -1)
-
-        blur = self.blur
-        if blur is None:
-            sub = torch.cat([neg, pos])
-            pick = torch.randperm(sub.shape[0], generator=gen)[:256]
-            pts = points(sub[pick])
-            dist = torch.cdist(pts, pts)
-            upper = torch.triu(torch.ones(len(pick), len(pick), dtype=torch.bool), 1)
-            blur = 1.0 * float((dist[..., upper] if pixels else dist[upper]).median())
-        loss_edit = SamplesLoss("sinkhorn", p=2, blur=blur, scaling=self.scaling, debias=True, backend="tensorized")
-        loss_pres = SamplesLoss("sinkhorn", p=2, blur=self.preservation_blur, scaling=self.scaling, debias=True, backend="tensorized")
-
-        preserver = None
-        if self.preservation > 0 and others:
-            target = np.concatenate([np.zeros(len(neg)), np.ones(len(pos))])
-            train_idx = np.concatenate([tr_s.numpy(), len(neg) + tr_t.numpy()])
-            allc = torch.cat([neg, pos])
-            preserver = _fit_preserver(
-                allc[torch.from_numpy(train_idx)], target[train_idx],
-                {a: [v[i] for i in train_idx] for a, v in others.items()}, self.classifier_l2,
-            )
-        A = torch.zeros(q, q, requires_grad=True)
-        b = torch.zeros(q, h, w, requires_grad=True)
-        params = [A, b]
-        U = V = None
-        if self.rank > 0:
-            U = torch.zeros(d0, self.rank, requires_grad=True)
-            V = (torch.randn(d0, self.rank, generator=gen) / math.sqrt(d0)).requires_grad_(True)
-            params += [U, V]
-        opt = torch.optim.Adam(params, lr=self.learning_rate)
-
-        def total(src, tgt):
-            edited = apply_affine(src, 1.0, A, b, U, V)
-            le = loss_edit(points(edited), points(tgt))
-            if pixels:
-                le = le.sum()
-            lp = torch.zeros(())
-            if preserver is not None:
-                lp = loss_pres(preserver.features(edited), preserver.features(src))
-            return le + self.preservation * lp, le, lp
-
-        xs, xt = neg[tr_s], pos[tr_t]
-        vs, vt = neg[va_s], pos[va_t]
-        batch = min(len(xs), len(xt))
-        best, best_epoch, best_state = math.inf, -1, None
-        bar = tqdm(range(self.max_epochs), desc=f"wasserstein edit (batch {batch})", unit="epoch", disable=not self.progress)
-        for epoch in bar:
-            ps = torch.randperm(len(xs), generator=gen)
-            pt = torch.randperm(len(xt), generator=gen)
-            big_is_src = len(xs) >= len(xt)
-            n_big = len(xs) if big_is_src else len(xt)
-            starts = [s for s in range(0, n_big, batch) if min(batch, n_big - s) >= max(1, batch // 2)]
-            train_losses = []
-            for s in starts:
-                if big_is_src:
-                    src, tgt = xs[ps[s : s + batch]], xt[pt]
-                else:
-                    src, tgt = xs[ps], xt[pt[s : s + batch]]
-                loss, _, _ = total(src, tgt)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                train_losses.append(float(loss.detach()))
-            with torch.no_grad():
-                val, val_edit, val_pres = (float(v) for v in total(vs, vt))
-            self.history_.append(
-                {"epoch": epoch, "train": float(np.mean(train_losses)), "validation": val,
-                 "validation_edit": val_edit, "validation_preservation": val_pres}
-            )
-            if val < best - 1e-6 * abs(best if math.isfinite(best) else 1.0):
-                best, best_epoch = val, epoch
-                best_state = [p.detach().clone() for p in params]
-            elif epoch - best_epoch >= self.patience:
-                break
-            bar.set_postfix(val=f"{val:.2f}", best=f"{best:.2f}")
-        bar.close()
-        A_best, b_best = best_state[0], best_state[1]
-        self.linear_ = A_best.to(torch.float64)
-        self.bias_ = b_best.to(torch.float32)
-        if self.rank > 0:
-            self.left_, self.right_ = best_state[2].to(torch.float32), best_state[3].to(torch.float32)
-        self.info_.update(
-            blur=round(blur, 6),
-            epsilon=round(blur**2, 6),
-            batch_size=batch,
-            epochs=len(self.history_),
-            best_epoch=best_epoch,
-            best_validation_loss=best,
-            initial_validation_loss=self.history_[0]["validation"] if self.history_ else None,
-            n_train=[len(xs), len(xt)],
-            n_validation=[len(vs), len(vt)],
-            preserved_attributes={n: c for n, c in preserver.groups} if preserver else {},
-            preservation_weights=[round(float(s) ** 2, 4) for s in preserver.scales] if preserver else [],
-            latent_classifier_train_accuracy=preserver.train_accuracy if preserver else {},
-        )
-
     # ------------------------------------------------------------------ using
-    def _check_fitted(self):
+    def check_is_fitted(self):
         if not hasattr(self, "linear_"):
             raise NotFittedError("this AttributeEdit is not fitted: call fit(pipeline, attribute=...) or load_edit(path)")
 
     def transform(self, codes: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
         """z + alpha H(z) for codes (n, q, h, w) (eq. 1), float32."""
-        self._check_fitted()
+        self.check_is_fitted()
         if tuple(codes.shape[1:]) != tuple(self.bias_.shape):
             raise EditError(f"this edit works on codes of shape {tuple(self.bias_.shape)}, got {tuple(codes.shape[1:])}")
         with torch.no_grad():
@@ -661,13 +392,13 @@ class AttributeEdit:
 
     def direction(self, codes: torch.Tensor) -> torch.Tensor:
         """H(z) (n, q, h, w)."""
-        self._check_fitted()
+        self.check_is_fitted()
         with torch.no_grad():
             return affine_direction(codes.to(torch.float32), self.linear_, self.bias_, self.left_, self.right_)
 
     def n_parameters(self) -> int:
         """Values of H: q^2 (A) + d0 (b) + 2 d0 r (U, V)."""
-        self._check_fitted()
+        self.check_is_fitted()
         n = self.linear_.numel() + self.bias_.numel()
         if self.left_ is not None:
             n += self.left_.numel() + self.right_.numel()
@@ -681,7 +412,7 @@ class AttributeEdit:
 
     def check_model(self, pipeline, path: str | Path | None = None) -> None:
         """Raise ``EditFileError`` unless this edit was fitted for ``pipeline``'s model."""
-        self._check_fitted()
+        self.check_is_fitted()
         fp = getattr(self, "model_fingerprint_", None)
         if fp is None:
             raise EditError("this edit was fitted on bare codes (fit_codes), not for a model: fit it with fit(pipeline, ...)")
@@ -695,7 +426,7 @@ class AttributeEdit:
             )
 
     def metadata(self) -> dict:
-        self._check_fitted()
+        self.check_is_fitted()
         return {
             "lrgmm_version": __version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -709,8 +440,8 @@ class AttributeEdit:
             "n_positive": self.n_positive_,
             "parameters": self.parameter_report(),
             "fit_seconds": round(self.fit_seconds_, 3),
-            "info": _jsonable(self.info_),
-            "history": _jsonable(self.history_),
+            "info": jsonable(self.info_),
+            "history": jsonable(self.history_),
         }
 
     def save(self, path: str | Path) -> Path:
@@ -724,18 +455,6 @@ class AttributeEdit:
         if hasattr(self, "attribute_"):
             return f"AttributeEdit({self.method}, {self.attribute_}: {self.negative_} -> {self.positive_})"
         return f"AttributeEdit(method={self.method!r})"
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
-    return obj
 
 
 def _check_edit_file(path, tensors: dict, meta: dict) -> None:
@@ -798,182 +517,8 @@ def load_edit(path: str | Path) -> AttributeEdit:
     edit.model_fingerprint_ = model.pop("fingerprint", None)
     edit.model_record_ = model
     edit.n_negative_, edit.n_positive_ = meta.get("n_negative"), meta.get("n_positive")
-    edit.code_shape_ = tuple(edit.bias_.shape)
     edit.fit_seconds_ = meta.get("fit_seconds", float("nan"))
     edit.info_ = meta.get("info", {})
     edit.history_ = meta.get("history", [])
     edit.path_ = str(path)
     return edit
-
-
-# ----------------------------------------------------------------------------- editing faces
-@dataclass
-class EditedFaces:
-    """What ``FacePipeline.edit`` returns.
-
-    images: (n_inputs, n_alphas, 3, R, R) float32 in [0, 1], the edited faces.
-    alphas: the alphas, one per column.
-    originals: (n_inputs, 3, R, R) the inputs as given (photos prepared at R, or generated faces).
-    codes: (n_inputs, n_alphas, q, h, w) the edited codes (after the NN step when it ran).
-    provenance: (n_inputs, n_alphas, h, w) int64 indices into ``training_files`` (NN step), or None.
-    training_files: the model's training files. inputs: a name per input. edit: a description.
-    """
-
-    images: torch.Tensor
-    alphas: list[float]
-    originals: torch.Tensor
-    codes: torch.Tensor
-    provenance: torch.Tensor | None
-    training_files: list[str]
-    inputs: list[str]
-    edit: dict = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def save(self, out_dir: str | Path, prefix: str = "edit") -> dict[str, list[Path]]:
-        """Write one strip PNG per input (``<prefix>_0000.png``: the input, then one face per
-        alpha), the strip of provenance maps beside it when the NN step ran
-        (``..._provenance.png``), ``grid.png`` (all strips) and ``edits.json`` (alphas, edit,
-        inputs, per-face provenance summary). Each file is written atomically."""
-        from .io.atomic import atomic_write_bytes
-        from .io.images import make_grid, save_png
-        from .provenance import provenance_image, provenance_shares
-
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        n_a = len(self.alphas)
-        written: dict[str, list[Path]] = {"strips": [], "provenance_strips": [], "grids": []}
-        size = self.images.shape[-1]
-        records = []
-        for i in range(len(self)):
-            stem = f"{prefix}_{i:04d}"
-            tiles = torch.cat([self.originals[i : i + 1], self.images[i]])
-            written["strips"].append(save_png(make_grid(tiles, ncols=n_a + 1), out / f"{stem}.png"))
-            rec = {"input": self.inputs[i], "strip": f"{stem}.png", "columns": ["input"] + [f"alpha={a:g}" for a in self.alphas]}
-            if self.provenance is not None:
-                maps = torch.stack([provenance_image(self.provenance[i, j], size) for j in range(n_a)])
-                maps = torch.cat([torch.ones(1, 3, size, size), maps])
-                written["provenance_strips"].append(save_png(make_grid(maps, ncols=n_a + 1), out / f"{stem}_provenance.png"))
-                rec["provenance"] = []
-                for j in range(n_a):
-                    shares = provenance_shares(self.provenance[i, j])
-                    rec["provenance"].append({
-                        "alpha": self.alphas[j],
-                        "distinct_training_images": len(shares),
-                        "largest_share": shares[0][1] if shares else 0.0,
-                        "map": self.provenance[i, j].tolist(),
-                    })
-            records.append(rec)
-        if len(self):
-            rows = torch.cat([torch.cat([self.originals[i : i + 1], self.images[i]]) for i in range(len(self))])
-            written["grids"].append(save_png(make_grid(rows, ncols=n_a + 1), out / "grid.png"))
-        summary = {"alphas": self.alphas, "edit": self.edit, "training_files": self.training_files if self.provenance is not None else None,
-                   "faces": records}
-        atomic_write_bytes(out / "edits.json", json.dumps(summary, indent=1).encode())
-        return written
-
-
-def _input_images(pipe, inputs) -> tuple[torch.Tensor, list[str]]:
-    """(n, 3, R, R) images in [0, 1] and names, from paths or a tensor."""
-    from .errors import ImageInputError
-    from .io.images import prepare_image
-
-    R = pipe.resolution
-    if isinstance(inputs, torch.Tensor):
-        x = inputs
-        if x.ndim == 3:
-            x = x.unsqueeze(0)
-        if x.ndim != 4 or x.shape[1] != 3:
-            raise EditError(f"image tensors must be (n, 3, H, W) RGB in [0, 1], got shape {tuple(inputs.shape)}")
-        x = x.to(torch.float32)
-        if x.shape[-2:] != (R, R):
-            x = torch.nn.functional.interpolate(x, size=(R, R), mode="bilinear", antialias=True, align_corners=False)
-        return x.clamp(0, 1), [f"tensor[{i}]" for i in range(x.shape[0])]
-    paths = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
-    if not paths:
-        raise ImageInputError("no input image given to edit")
-    arrays = []
-    for p in paths:
-        if Path(p).is_dir():
-            raise ImageInputError(f"{p} is a folder; give image files to edit")
-        arrays.append(torch.from_numpy(prepare_image(p, R).array))
-    return torch.stack(arrays), [str(p) for p in paths]
-
-
-def edit_faces(pipe, inputs, edit, alphas=(-2, -1, 0, 1, 2), nn: bool = True, seed: int | None = None,
-               max_share: float | None = None) -> EditedFaces:
-    """``FacePipeline.edit``: apply ``edit`` (an ``AttributeEdit`` or an edit file) at every
-    alpha to the inputs' codes, optionally NN-project, and decode.
-
-    inputs: image paths, an (n, 3, H, W) tensor in [0, 1] (resized to R when needed), a
-        ``Generated``, or an int n (n faces generated with ``seed`` first).
-    nn: after the edit, replace every latent pixel by the same-position pixel of the nearest
-        training code (omega x omega patch, eq. 5) of the target side: the positives for
-        alpha > 0, the negatives for alpha < 0, any training code at alpha = 0. Provenance maps
-        index ``pipe.training_files_``.
-    seed: only used when ``inputs`` is an int; the edit itself is deterministic.
-    max_share: copy budget of that NN step (``lrgmm.nn_projection``; default: the model's, None
-        there: no budget); the memory of each side must be able to meet it.
-    """
-    from .nn_projection import check_max_share, nn_project
-
-    pipe._check_fitted()
-    path = None
-    if not isinstance(edit, AttributeEdit):
-        path = edit
-        edit = load_edit(edit)
-    edit.check_model(pipe, path)
-    alphas = [float(a) for a in (alphas if isinstance(alphas, (list, tuple)) else [alphas])]
-    if not alphas or not all(math.isfinite(a) for a in alphas):
-        raise EditError(f"alphas must be finite numbers, got {alphas}")
-    model = pipe.model_
-    share = check_max_share(getattr(model, "max_share", None) if max_share is None else max_share)
-    if isinstance(inputs, int) and not isinstance(inputs, bool):
-        inputs = pipe.generate(inputs, seed, max_share=max_share)
-    if isinstance(inputs, Generated):
-        codes, originals = inputs.samples.codes, inputs.images
-        names = [f"generated[{i}] (seed {inputs.seed})" for i in range(len(inputs))]
-    else:
-        originals, names = _input_images(pipe, inputs)
-        with torch.no_grad():
-            latents = torch.cat([pipe.autoencoder_.encode(originals[s : s + pipe.batch_size])
-                                 for s in range(0, len(originals), max(1, pipe.batch_size))])
-        codes = model.projector_.transform(latents.to(torch.float32))
-    n, n_a = codes.shape[0], len(alphas)
-    edited = torch.stack([edit.transform(codes, a) for a in alphas], 1)  # (n, A, q, h, w)
-    flat = edited.reshape(n * n_a, *edited.shape[2:])
-    provenance = None
-    if nn:
-        side = edit.memory_side_.to(torch.long)
-        want = torch.tensor([1 if a > 0 else 0 for a in alphas]).repeat(n)
-        zero = torch.tensor([a == 0 for a in alphas]).repeat(n)
-        provenance = torch.empty(n * n_a, *flat.shape[2:], dtype=torch.long)
-        out = flat.clone()
-        omega, iters = model.patch_size, model.nn_iterations
-        strict = max_share is not None  # the model's default budget is met where the side can meet it
-        if (~zero).any():
-            rows = (~zero).nonzero().squeeze(1)
-            out[rows], provenance[rows] = nn_project(flat[rows], want[rows], model.codes_, side, omega, iters, share,
-                                                     strict=strict, order=model.nn_order)
-        if zero.any():
-            rows = zero.nonzero().squeeze(1)
-            any_side = torch.zeros(model.codes_.shape[0], dtype=torch.long)
-            out[rows], provenance[rows] = nn_project(flat[rows], torch.zeros(len(rows), dtype=torch.long), model.codes_,
-                                                     any_side, omega, iters, share, strict=strict, order=model.nn_order)
-        flat = out
-        provenance = provenance.reshape(n, n_a, *provenance.shape[1:])
-    images = pipe.decode(model.projector_.inverse_transform(flat))
-    desc = {"method": edit.method, "attribute": edit.attribute_, "negative": edit.negative_, "positive": edit.positive_,
-            "file": str(path) if path else None, "nn": nn, "n_parameters": edit.n_parameters(),
-            "max_share": share if nn else None}
-    return EditedFaces(
-        images=images.reshape(n, n_a, *images.shape[1:]),
-        alphas=alphas,
-        originals=originals.to(torch.float32),
-        codes=flat.reshape(n, n_a, *flat.shape[1:]),
-        provenance=provenance,
-        training_files=list(pipe.training_files_),
-        inputs=names,
-        edit=desc,
-    )

@@ -1,8 +1,8 @@
-"""``lrgmm forget`` on files: read a model file, forget photos (``lrgmm.forget``), write the new
+"""``lrgmm forget`` on files: read a model file, forget photos (``lrgmm.pipeline.forget``), write the new
 model and a JSON record of what was removed and checked.
 
-The refit itself is ``FacePipeline.forget`` (``lrgmm.forget.forget``); this module adds the files
-around it, so it sits above ``lrgmm.pipeline``, which imports ``lrgmm.forget``.
+The refit itself is ``FacePipeline.forget`` (``lrgmm.pipeline.forget.forget``); this module adds the files
+around it, so it sits above ``lrgmm.pipeline``, which imports ``lrgmm.pipeline.forget``.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import os
 import time
 from pathlib import Path
 
-from ._version import __version__
-from .errors import ForgetError
+from .._version import __version__
+from ..errors import ForgetError
 from .forget import CHECK_FACES, file_sha256
-from .io.atomic import atomic_write_bytes, check_writable_target
-from .pipeline import FacePipeline
+from ..io.atomic import atomic_write_bytes, check_writable_target
+from .face_pipeline import FacePipeline
 
 RECORD_FORMAT = "lrgmm-forget-record"
 RECORD_VERSION = 1

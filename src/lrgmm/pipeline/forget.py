@@ -41,7 +41,7 @@ What forgetting does not touch: the old model file (``lrgmm forget`` writes a ne
 the old with ``-o`` the same path), faces generated from the old model, and the latent cache, which
 still holds the photos' latents keyed by their hashes while the photos themselves are on disk.
 
-``lrgmm forget`` (``lrgmm.forget_file.forget_model_file``) wraps this in files: it reads the model
+``lrgmm forget`` (``lrgmm.pipeline.forget_file.forget_model_file``) wraps this in files: it reads the model
 file, writes the new one and a JSON record. This module never imports ``lrgmm.pipeline``: the new
 pipeline is built with the class of the one given.
 """
@@ -58,8 +58,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import FitError, ForgetError, ImageInputError, ParameterError
-from .io.images import InputReport, list_images
+from ..errors import FitError, ForgetError, ImageInputError, ParameterError
+from ..io.images import InputReport, list_images
 
 CHECK_FACES = 256  # faces drawn to check provenance: latents only, well under a second on 1,024 photos
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
@@ -119,7 +119,7 @@ def photo_hashes(photos) -> dict[str, list[str]]:
 def _training_latents(pipe, hashes: list[str], paths: list[str], progress: bool) -> tuple[torch.Tensor, dict]:
     """The (n, c, h, w) latents of the training photos ``hashes`` (recorded at ``paths``), in
     that order: from the latent cache, encoding only those it lacks from their recorded files."""
-    from .io.latent_cache import LatentCache, encode_images
+    from ..io.latent_cache import LatentCache, encode_images
 
     ae = pipe.autoencoder_
     ns = {"autoencoder_id": ae.id, "resolution": pipe.resolution}
@@ -234,7 +234,7 @@ def forget(pipe, photos, *, check_faces: int = CHECK_FACES, seed: int = 0, progr
     """``FacePipeline.forget``: a new fitted pipeline without ``photos`` (see the module docstring);
     ``pipe`` is left as it was. The new pipeline's ``forget_report_`` says what was removed, how
     the latents were found and what was checked."""
-    pipe._check_fitted()
+    pipe.check_is_fitted()
     progress = pipe.progress if progress is None else progress
     if isinstance(check_faces, bool) or int(check_faces) != check_faces or check_faces < 0:
         raise ParameterError(f"check_faces must be an integer >= 0, got {check_faces!r}")
@@ -259,7 +259,7 @@ def forget(pipe, photos, *, check_faces: int = CHECK_FACES, seed: int = 0, progr
     _check_codes(pipe, latents, keep)
     removed_latents = {}
     if pipe.cache:
-        from .io.latent_cache import LatentCache
+        from ..io.latent_cache import LatentCache
 
         removed_latents = LatentCache().get(removed, autoencoder_id=pipe.autoencoder_.id, resolution=pipe.resolution)
 
@@ -268,7 +268,7 @@ def forget(pipe, photos, *, check_faces: int = CHECK_FACES, seed: int = 0, progr
     params = {**pipe.get_params(), **{k: v for k, v in own.items() if k in pipe.get_params()}}
     params.update(autoencoder=pipe.autoencoder_, progress=progress)
     new = type(pipe)(**params)  # a FacePipeline, built without importing lrgmm.pipeline
-    from .io.latent_cache import EncodedSet
+    from ..io.latent_cache import EncodedSet
 
     report = InputReport(n_found=len(keep), n_used=len(keep), resolution=pipe.resolution)
     encoded = EncodedSet(latents, paths, hashes, report, pipe.resolution, pipe.autoencoder_.id,

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .defaults import DEFAULTS
-from .errors import FitError, NotFittedError, ParameterError
-from .limits import SAMPLE_BATCH_SIZE, check_n_samples, check_nn_iterations
+from ..defaults import DEFAULTS
+from ..errors import FitError, NotFittedError, ParameterError
+from ..limits import SAMPLE_BATCH_SIZE, check_n_samples, check_nn_iterations
 from .mixture import LowRankGaussianMixture, low_rank_dims
 from .nn_projection import check_budget_feasible, check_max_share, check_nn_order, nn_project, smallest_feasible_share
 from .projector import PixelPCA
@@ -86,11 +86,11 @@ class LRGMM:
     nn_order : {"parallel", "raster"}
         How one NN projection visits the positions: "parallel" is eq. 5 as printed (every
         position from the same input); "raster" takes them one by one, each patch read from the
-        face as it stands (``lrgmm.nn_projection``, "Order").
+        face as it stands (``lrgmm.core.nn_projection``, "Order").
     max_share : float or None
         Copy budget, the default of ``sample``: no generated face takes more than
         floor(max_share * h * w) of its latent pixels from any one training photo
-        (``lrgmm.nn_projection``, "Copy budget"). None: no budget (the paper's NN step).
+        (``lrgmm.core.nn_projection``, "Copy budget"). None: no budget (the paper's NN step).
     density_rank, reg_covar, max_iter, tol, n_init, min_component_size : EM settings of
         ``LowRankGaussianMixture`` (``density_rank``: the rank of every component's density during
         EM, independent of its weight; eq. 4's d_k is used for sampling only).
@@ -195,6 +195,8 @@ class LRGMM:
         patch_size: int | None = None,
         max_share: float | None = None,
         nn_order: str | None = None,
+        weights: torch.Tensor | None = None,
+        allowed: torch.Tensor | None = None,
     ) -> LatentSamples:
         """Draw n latents: component k ~ pi, low-rank Gaussian code (eq. 4), NN projection (eq. 5).
 
@@ -210,15 +212,15 @@ class LRGMM:
         turns a model's default budget off. A budget asked for here below ``min_max_share()``
         cannot be met by the smallest cluster and raises ``BudgetError`` before anything is drawn;
         the model's own default is met where it can be and is the even split elsewhere.
-        ``nn_order`` (default: the model's) is "parallel" or "raster" (``lrgmm.nn_projection``).
+        ``nn_order`` (default: the model's) is "parallel" or "raster" (``lrgmm.core.nn_projection``).
+        ``weights`` replaces the mixture weights pi (e.g. ``lrgmm.core.conditioning.attribute_weights``)
+        and ``allowed`` (training indices) restricts what the NN step copies from, each draw from
+        the allowed codes of its own cluster (all allowed codes when its cluster has none);
+        provenance indexes the full training list either way.
         """
-        return self.sample_restricted(n, seed, nn=nn, temperature=temperature, nn_iterations=nn_iterations,
-                                      patch_size=patch_size, max_share=max_share, nn_order=nn_order)
-
-    def sample_restricted(self, n: int, seed=None, *, weights=None, allowed=None, **options) -> LatentSamples:
-        """``sample`` with other component weights and NN memory (see ``iter_samples``), in one batch."""
-        nn = options.get("nn", True)
-        batches = list(self.iter_samples(n, seed, batch_size=max(1, n), weights=weights, allowed=allowed, **options))
+        batches = list(self.iter_samples(n, seed, batch_size=max(1, n), nn=nn, temperature=temperature,
+                                         nn_iterations=nn_iterations, patch_size=patch_size, max_share=max_share,
+                                         nn_order=nn_order, weights=weights, allowed=allowed))
         if batches:
             return batches[0]
         q, h, w = self.codes_.shape[1:]
@@ -260,7 +262,7 @@ class LRGMM:
         list either way. ``max_share`` (copy budget, see ``sample``) is checked against the
         clusters that can be drawn, within ``allowed``, before anything is drawn.
         """
-        self._check_fitted()
+        self.check_is_fitted()
         n = check_n_samples(n)
         if batch_size < 1:
             raise ParameterError(f"batch_size must be >= 1, got {batch_size}")
@@ -272,7 +274,7 @@ class LRGMM:
             check_nn_iterations(iterations)
             if isinstance(omega, bool) or int(omega) != omega or omega < 1 or omega % 2 != 1:
                 raise ParameterError(f"patch_size (omega) must be a positive odd integer, got {omega}")
-        dims = self._sampling_dims(temperature)
+        dims = self.sampling_ranks(temperature)
         mix = self.mixture_
         memory, labels = self.codes_, self.labels_
         if allowed is not None:
@@ -297,7 +299,7 @@ class LRGMM:
         """The smallest copy budget (``max_share``) that every cluster that can be drawn can meet:
         ceil(h w / m) / (h w) for the smallest such cluster, of m training photos (``weights``
         and ``allowed`` as in ``iter_samples``)."""
-        self._check_fitted()
+        self.check_is_fitted()
         h, w = self.codes_.shape[2:]
         return smallest_feasible_share(self._smallest_cluster(weights, allowed), h * w)
 
@@ -329,7 +331,9 @@ class LRGMM:
                     provenance = allowed[provenance]
             yield LatentSamples(self.projector_.inverse_transform(codes), codes, c, provenance)
 
-    def _sampling_dims(self, temperature: float | None) -> torch.Tensor:
+    def sampling_ranks(self, temperature: float | None = None) -> torch.Tensor:
+        """(K,) d_k(lambda) of eq. 4 at ``temperature`` (None: the fitted lambda), capped at the
+        stored ranks (with a warning when a higher lambda asks for more)."""
         mix = self.mixture_
         if temperature is None:
             return mix.ranks_
@@ -346,7 +350,8 @@ class LRGMM:
             )
         return torch.minimum(dims, mix.ranks_)
 
-    def _check_fitted(self):
+    def check_is_fitted(self) -> None:
+        """Raise ``NotFittedError`` unless ``fit`` has run."""
         if not hasattr(self, "mixture_"):
             raise NotFittedError("this LRGMM is not fitted yet: call fit(latents) first")
 
@@ -354,7 +359,7 @@ class LRGMM:
     def parameter_counts(self) -> dict[str, int]:
         """Values stored per part, as in the paper's appendix 3: the projector, the mixture, and
         the NN memory (N training codes of d0 values, plus their labels)."""
-        self._check_fitted()
+        self.check_is_fitted()
         return {
             "projector": self.projector_.n_parameters(),
             "mixture": self.mixture_.n_parameters(),

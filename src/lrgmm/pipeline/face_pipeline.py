@@ -18,21 +18,21 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .defaults import DEFAULTS
-from ._version import __version__
-from .autoencoders import Autoencoder, OptionalDependencyError, available, get_autoencoder
+from ..defaults import DEFAULTS
+from .._version import __version__
+from ..autoencoders import Autoencoder, OptionalDependencyError, available, get_autoencoder
 from .conditional import complete_image, generate_where, where_weights
 from .editing import edit_faces
-from .errors import (  # noqa: F401  (re-exported)
+from ..errors import (  # noqa: F401  (re-exported)
     AutoencoderOptionsWarning, EncodingInterrupted, InputWarning, ModelFileError, NotFittedError, WeightsError,
 )
 from .forget import forget as forget_photos
 from .generated import FaceWriter, FilePaths, Generated  # noqa: F401  (re-exported)
-from .io.latent_cache import EncodedSet, encode_images
-from .io.model_file import load_model_file, model_tensors, save_model_file
-from .limits import SAMPLE_BATCH_SIZE, check_n_samples
-from .model import LRGMM, check_temperature
-from .nn_projection import budget_in_force, check_max_share, check_nn_order
+from ..io.latent_cache import EncodedSet, encode_images
+from ..io.model_file import load_model_file, model_tensors, save_model_file
+from ..limits import SAMPLE_BATCH_SIZE, check_n_samples
+from ..core.model import LRGMM, check_temperature
+from ..core.nn_projection import budget_in_force, check_max_share, check_nn_order
 
 
 class FacePipeline:
@@ -178,14 +178,14 @@ class FacePipeline:
         held in memory: ``generate_batches`` / ``generate_to`` give the same faces in batches.
 
         ``where`` (``{"gender": "female"}`` or ``["gender=1", "age=senior"]``) samples faces with
-        those labels (``lrgmm.conditional.generate_where``): labels of the training files from
+        those labels (``lrgmm.pipeline.conditional.generate_where``): labels of the training files from
         their UTKFace names, or from ``labels_csv`` (``file,<attribute>...``).
 
         ``max_share`` (default: the model's) is the copy budget: no face takes more than
         floor(max_share * h * w) of its latent pixels from one training photo (``LRGMM.sample``);
         1 turns a model's default budget off. Recorded in ``settings`` (None: no budget).
         ``nn_order`` (default: the model's): "parallel" or "raster" (``LRGMM``)."""
-        self._check_fitted()
+        self.check_is_fitted()
         check_n_samples(n)
         extra = {}
         if where is not None:
@@ -248,7 +248,7 @@ class FacePipeline:
                           patch_size=None, max_share=None, nn_order=None, where=None,
                           labels_csv=None) -> tuple[Iterator[Generated], dict]:
         """(``generate_batches``'s iterator, the settings recorded with the faces)."""
-        self._check_fitted()
+        self.check_is_fitted()
         check_n_samples(n)
         step = max(1, self.batch_size)
         batch_size = -(-max(1, int(batch_size)) // step) * step
@@ -284,7 +284,7 @@ class FacePipeline:
         return writer.close(seed, settings)
 
     def complete(self, image, mask, n: int = 8, seed: int | None = None, **overrides):
-        """n completions of a masked photo (``lrgmm.conditional.complete_image``): ``image`` a
+        """n completions of a masked photo (``lrgmm.pipeline.conditional.complete_image``): ``image`` a
         path or a (3, H, W) tensor in [0, 1], ``mask`` a PNG path or an (H, W) bool array
         (True = missing) at the photo's size or the working resolution. ``overrides``: ``nn``,
         ``temperature``, ``noise``, ``patch_size``, ``nn_iterations``, ``max_share`` (copy budget
@@ -294,7 +294,7 @@ class FacePipeline:
 
     def edit(self, inputs, edit, alphas=(-2, -1, 0, 1, 2), nn: bool = True, seed: int | None = None,
              max_share: float | None = None):
-        """Edit faces along an attribute (``lrgmm.editing``): ``inputs`` are image paths, an
+        """Edit faces along an attribute (``lrgmm.editing.attribute_edit``): ``inputs`` are image paths, an
         (n, 3, H, W) tensor in [0, 1], a ``Generated`` or an int (faces generated with ``seed``);
         ``edit`` an ``AttributeEdit`` or an edit file made for this model. Returns
         ``EditedFaces`` (``.images`` (n_inputs, n_alphas, 3, R, R), ``.save(out_dir)``).
@@ -304,7 +304,7 @@ class FacePipeline:
     def forget(self, photos, *, check_faces: int = 256, seed: int = 0) -> "FacePipeline":
         """A new pipeline fitted without ``photos`` (image files, folders or sha256 hashes, matched
         by content): exactly the model a fit on the same folder without them gives, from the cached
-        latents (``lrgmm.forget``). This pipeline is left as it is. A photo not in the model raises
+        latents (``lrgmm.pipeline.forget``). This pipeline is left as it is. A photo not in the model raises
         ``ForgetError``; too few photos left, ``FitError``. Before returning, checks that the new
         model holds none of them: not in ``training_hashes_``, no NN memory code equal to theirs,
         and ``check_faces`` faces drawn with ``seed`` never copy from them. ``forget_report_`` on the
@@ -326,14 +326,14 @@ class FacePipeline:
             return torch.zeros(0, 3, size, size)
         return torch.cat(chunks)
 
-    def _check_fitted(self):
+    def check_is_fitted(self):
         if not hasattr(self, "model_"):
             raise NotFittedError("this FacePipeline is not fitted: call fit(folder) or FacePipeline.load(path)")
 
     # ------------------------------------------------------------- model files
     def metadata(self) -> dict:
         """Everything the model file records besides the tensors."""
-        self._check_fitted()
+        self.check_is_fitted()
         m = self.model_
         ae = self.autoencoder_
         n, q, h, w = m.codes_.shape

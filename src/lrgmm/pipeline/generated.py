@@ -3,7 +3,7 @@
 ``Generated`` holds a batch of faces with the latent samples they were decoded from;
 ``FaceWriter`` writes faces batch by batch in bounded memory (each file atomically) and the
 grids and ``samples.json`` at the end. They sit below ``lrgmm.pipeline`` (which makes them) and
-``lrgmm.editing`` (which edits them), so neither imports the other for them.
+``lrgmm.editing.attribute_edit`` (which edits them), so neither imports the other for them.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .io.atomic import atomic_write, atomic_write_bytes
-from .io.images import make_grid, save_png
-from .limits import GRID_FACES
-from .model import LatentSamples
-from .provenance import provenance_image, provenance_record
+from ..io.atomic import atomic_write, atomic_write_bytes
+from ..io.images import make_grid, save_png
+from ..limits import GRID_FACES
+from ..core.model import LatentSamples
+from ..core.provenance import provenance_image, provenance_record
 
 __all__ = ["FaceWriter", "FilePaths", "Generated"]
 
