@@ -48,6 +48,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from lrgmm.data.splits import seeded_subset
 from lrgmm.data.masks import blend, box_mask, centre_box, feathered_alpha, fill_masked, random_box
 
 from lrgmm.core.conditioning import complete_codes, conditional_mean_code, unknown_positions
@@ -110,8 +111,7 @@ def run(
     fig_dir = out / "conditional"
     folder = Path(data) if data is not None else find_demo_data()
     files = list_images(folder).paths
-    pick = torch.randperm(len(files), generator=torch.Generator().manual_seed(seed))[:n_train]
-    chosen = [files[i] for i in sorted(pick.tolist())]
+    chosen = seeded_subset(files, n_train, seed)
     pipe = FacePipeline(random_state=seed, progress=progress).fit(chosen)
     model = pipe.model_
     R = pipe.resolution

@@ -21,6 +21,7 @@ import warnings
 import torch
 
 import lrgmm.core.nn_projection as nnp
+from lrgmm.data.splits import seeded_subset
 from lrgmm import FacePipeline
 from lrgmm.demo import find_demo_data
 from lrgmm.io.images import list_images
@@ -56,11 +57,10 @@ def main() -> None:
     args = ap.parse_args()
 
     files = list_images(args.data or find_demo_data()).paths
-    pick = torch.randperm(len(files), generator=torch.Generator().manual_seed(0))[:1024]
     t = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        pipe = FacePipeline(progress=False).fit([files[i] for i in sorted(pick.tolist())])
+        pipe = FacePipeline(progress=False).fit(seeded_subset(files, 1024, 0))
     m = pipe.model_
     N, _, h, w = m.codes_.shape
     P, n, seed = h * w, args.n, 1

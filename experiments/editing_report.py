@@ -47,6 +47,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from lrgmm.data.splits import holdout_split
 from lrgmm.editing import AttributeEdit
 from lrgmm.io.atomic import atomic_write_bytes
 from lrgmm.io.images import list_images, load_images, make_grid
@@ -111,9 +112,7 @@ def run(
     fig_dir.mkdir(parents=True, exist_ok=True)
     folder = Path(data) if data is not None else find_demo_data()
     files = [str(p) for p in list_images(folder).paths]
-    perm = torch.randperm(len(files), generator=torch.Generator().manual_seed(SPLIT_SEED)).tolist()
-    reserve = [files[i] for i in perm[len(files) - HELDOUT_RESERVE:]]
-    pool = [files[i] for i in perm[: len(files) - HELDOUT_RESERVE]]
+    pool, reserve = holdout_split(files, HELDOUT_RESERVE, SPLIT_SEED)
     stages: dict[str, float] = {}
 
     def stage(name, t0):

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from lrgmm.data.splits import seeded_subset
 from lrgmm import FacePipeline
 from lrgmm.demo import find_demo_data
 from lrgmm.pipeline.forget_file import forget_model_file
@@ -35,8 +36,7 @@ def main() -> int:
     ap.add_argument("--out", default=None, help="folder for the model files (default: a temporary one)")
     args = ap.parse_args()
     files = list_images(Path(args.data) if args.data else find_demo_data()).paths
-    pick = torch.randperm(len(files), generator=torch.Generator().manual_seed(0))[:1024]
-    chosen = [files[i] for i in sorted(pick.tolist())]
+    chosen = seeded_subset(files, 1024, 0)
     out = Path(args.out or tempfile.mkdtemp(prefix="lrgmm-forget-"))
     out.mkdir(parents=True, exist_ok=True)
 

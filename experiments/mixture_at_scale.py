@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lrgmm.data.splits import holdout_split
 from lrgmm import FacePipeline
 from lrgmm.demo import find_demo_data
 from lrgmm.evaluation import Evaluator
@@ -44,10 +45,7 @@ SPLIT_SEED = 0
 
 def split(data: Path):
     files = [str(p) for p in list_images(data).paths]
-    perm = torch.randperm(len(files), generator=torch.Generator().manual_seed(SPLIT_SEED)).tolist()
-    heldout = [files[i] for i in perm[len(files) - HELDOUT_RESERVE:]]
-    pool = [files[i] for i in perm[: len(files) - HELDOUT_RESERVE]]
-    return pool, heldout
+    return holdout_split(files, HELDOUT_RESERVE, SPLIT_SEED)
 
 
 def row_summary(res, pipe, fit_s: float) -> dict:

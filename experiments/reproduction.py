@@ -50,6 +50,7 @@ import torch
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
+from lrgmm.data.splits import holdout_split
 from lrgmm.baselines import BASELINES, BaselineGenerator, LRGMMNNGenerator, make_generator
 from lrgmm.evaluation import EvalResult, EvalWarning, Evaluator, memorisation_figure
 from lrgmm.figures import font as _font
@@ -381,12 +382,10 @@ class ReportRun:
             raise ValueError(f"{c.data} holds {len(files)} images; the {s.name} scale needs at least {need}")
         if s.heldout_reserve < s.n_heldout + s.n_table:
             raise ValueError("heldout_reserve must hold the reference and the fresh-photo row")
-        perm = torch.randperm(len(files), generator=torch.Generator().manual_seed(SPLIT_SEED)).tolist()
-        reserve = [files[i] for i in perm[len(files) - s.heldout_reserve:]]
+        c.pool, reserve = holdout_split(files, s.heldout_reserve, SPLIT_SEED)
         c.files = files
         c.heldout = reserve[: s.n_heldout]
         c.fresh = reserve[s.n_heldout: s.n_heldout + s.n_table]
-        c.pool = [files[i] for i in perm[: len(files) - s.heldout_reserve]]
 
     def n_of(self, n: int | None) -> int:
         return len(self.c.pool) if n is None else int(n)

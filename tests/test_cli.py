@@ -992,7 +992,7 @@ def test_own_file_patterns_match_what_the_commands_write(cli_model, tmp_path, ca
 
 
 def test_interrupt_says_cached_only_when_an_encoding_was_interrupted(faces64, tmp_path, capsys, monkeypatch, lrgmm_cache):
-    from lrgmm import pipeline
+    from lrgmm.pipeline import face_pipeline as pipeline
 
     def interrupted_encoding(*a, **kw):
         raise KeyboardInterrupt

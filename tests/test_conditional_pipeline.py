@@ -228,3 +228,10 @@ def test_sample_where_needs_an_lrgmm_method(model64_file, tmp_path, capsys, lrgm
                         "-o", tmp_path / "out", "--quiet")
     assert rc == 2 and "--where works with the LR-GMM methods" in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_completion_without_seed_records_the_fresh_one(fitted64, heldout_face):
+    mask = box_mask(128, 40, 40, 88, 88)
+    out = fitted64.complete(heldout_face, mask, n=2)
+    assert isinstance(out.seed, int) and 0 <= out.seed < 2**31
+    assert torch.equal(out.images, fitted64.complete(heldout_face, mask, n=2, seed=out.seed).images)

@@ -282,7 +282,7 @@ def test_cli_forget_a_folder_of_renamed_copies(cli_setup, faces64, capsys):
     assert f"forgot photos/{names[3]} (given as person/me_0.png)" in out
     assert "refitted on 61 of 64 training photos with the model's own settings (61 latents from the cache" in out
     assert "256 faces drawn (seed 0) copy no latent pixel from them" in out
-    assert "record written to new.lrgmm.pipeline.forget.json" in out
+    assert "record written to new.lrgmm.forget.json" in out
     assert "note: faces.lrgmm still holds the forgotten photos" in out
 
     # The model `lrgmm fit` gives on the folder without them, file names included.
@@ -297,7 +297,7 @@ def test_cli_forget_a_folder_of_renamed_copies(cli_setup, faces64, capsys):
     assert new_meta["hyperparameters"] == fresh_meta["hyperparameters"]
 
     # The record.
-    rec = json.loads(Path("new.lrgmm.pipeline.forget.json").read_text())
+    rec = json.loads(Path("new.lrgmm.forget.json").read_text())
     assert rec["format"] == "lrgmm-forget-record" and rec["lrgmm_version"] == __version__
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4}", rec["time"])
     assert rec["model"] == {"path": "faces.lrgmm", "sha256": sha("faces.lrgmm"), "n_images": 64}
@@ -320,7 +320,7 @@ def test_cli_forget_in_place(cli_setup, faces64, capsys):
     rc, out, err = run(capsys, "forget", "faces.lrgmm", photo, "-o", "faces.lrgmm", "--quiet", "--check-faces", "0")
     assert rc == 0, err
     assert "still holds" not in out and "faces drawn" not in out
-    rec = json.loads(Path("faces.lrgmm.pipeline.forget.json").read_text())
+    rec = json.loads(Path("faces.lrgmm.forget.json").read_text())
     assert rec["model"]["sha256"] == old != rec["new_model"]["sha256"] == sha("faces.lrgmm")
     assert read_metadata("faces.lrgmm")["fit"]["n_images"] == 63
     assert rec["verification"]["faces_drawn"] == 0

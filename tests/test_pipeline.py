@@ -84,13 +84,33 @@ def test_generate(fitted64):
     r = fitted64.generate(4, seed=3, nn_order="raster")  # a sampling-time override of the model's order
     assert r.settings["nn_order"] == "raster"
     assert torch.equal(r.samples.provenance, fitted64.model_.sample(4, 3, nn_order="raster").provenance)
-    # No seed: the model's random_state (0) seeds the draw, as in scikit-learn.
-    assert torch.equal(fitted64.generate(1).samples.codes, fitted64.generate(1, seed=0).samples.codes)
+    # No seed: a fresh one, recorded, and the faces are those of that seed.
+    fresh = fitted64.generate(2)
+    assert isinstance(fresh.seed, int) and 0 <= fresh.seed < 2**31
+    assert torch.equal(fresh.images, fitted64.generate(2, seed=fresh.seed).images)
 
     plain = fitted64.generate(4, seed=3, nn=False)
     assert plain.samples.provenance is None and plain.settings["nn"] is False
     assert torch.equal(plain.samples.components, a.samples.components)  # same draw before the NN step
     assert not torch.equal(plain.samples.codes, a.samples.codes)
+
+
+def test_a_fresh_seed_is_recorded_where_the_faces_are_written(fitted64, tmp_path):
+    """seed=None is a fresh seed (lrgmm.core.randomness), and samples.json records it: the
+    recorded seed makes the same faces again."""
+    import json
+
+    fitted64.generate_to(tmp_path / "a", 2, progress=False)
+    seed = json.loads((tmp_path / "a" / "samples.json").read_text())["seed"]
+    assert isinstance(seed, int) and 0 <= seed < 2**31
+    again = fitted64.generate(2, seed=seed)
+    batches = list(fitted64.generate_batches(2))
+    assert isinstance(batches[0].seed, int)
+    assert torch.equal(batches[0].images, fitted64.generate(2, seed=batches[0].seed).images)
+    from lrgmm.io.images import load_image
+
+    first = sorted((tmp_path / "a").glob("face_*.png"))[0]
+    assert abs(load_image(first, 128) - again.images[0].numpy()).max() <= 1 / 255 + 1e-6
 
 
 def test_generate_needs_a_fitted_pipeline():

@@ -9,7 +9,8 @@ it needs on those codes, and exposes
 
 so ``lrgmm.evaluation.Evaluator`` measures them exactly like the pipeline itself (its
 ``pipeline`` attribute names the reference). Same generator + same seed + same n gives the same
-faces. ``seed=None`` falls back to the generator's ``random_state`` (as ``FacePipeline`` does).
+faces. ``seed=None`` is a fresh seed, recorded in ``Generated.seed`` (``lrgmm.core.randomness``);
+``random_state`` seeds the fit only.
 
 Registry::
 
@@ -56,7 +57,7 @@ from .core.mixture import LowRankGaussianMixture
 from .core.model import LatentSamples
 from .core.nn_projection import gather_pixels, nn_project
 from .pipeline.face_pipeline import FacePipeline, Generated
-from .core.randomness import as_generator
+from .core.randomness import as_generator, resolve_seed
 
 __all__ = [
     "BASELINES",
@@ -131,7 +132,7 @@ class BaselineGenerator:
         self.check_is_fitted()
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
-        gen = as_generator(seed if seed is not None else self.random_state)
+        gen = as_generator(seed)
         codes, comps, prov = self._sample(int(n), gen)
         codes = codes.to(torch.float32).contiguous()
         latents = self.pipeline.model_.projector_.inverse_transform(codes)
@@ -147,7 +148,8 @@ class BaselineGenerator:
         size (unlike ``FacePipeline.generate_batches``, they depend on the batch size)."""
         self.check_is_fitted()
         check_n_samples(n)
-        gen = as_generator(seed if seed is not None else self.random_state)
+        seed = resolve_seed(seed)
+        gen = as_generator(seed)
         pipe = self.pipeline
         settings = {"method": self.name, **self.params()}
         step = max(1, pipe.batch_size)  # whole decoder batches, as generate() decodes them
@@ -164,6 +166,7 @@ class BaselineGenerator:
     def generate(self, n: int, seed: int | None = None, **kwargs: Any) -> Generated:
         """n faces: ``sample`` then the pipeline's decoder. ``kwargs`` are not used by the
         baselines (accepted so callers can pass one set of options to every generator)."""
+        seed = resolve_seed(seed)
         samples = self.sample(n, seed)
         return Generated(
             images=self.pipeline.decode(samples.latents),
@@ -438,8 +441,7 @@ class LRGMMNNGenerator(BaselineGenerator):
 
     def sample(self, n, seed=None):
         self.check_is_fitted()
-        s = seed if seed is not None else self.random_state  # None: the model's random_state
-        return self.pipeline.model_.sample(n, s, nn=self.nn, temperature=self.temperature,
+        return self.pipeline.model_.sample(n, seed, nn=self.nn, temperature=self.temperature,
                                            nn_iterations=self.nn_iterations, patch_size=self.patch_size,
                                            max_share=self.max_share if self.nn else None, nn_order=self.nn_order)
 

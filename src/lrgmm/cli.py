@@ -20,7 +20,6 @@ import argparse
 import inspect
 import json
 import math
-import secrets
 import sys
 import warnings
 from pathlib import Path
@@ -28,6 +27,7 @@ from pathlib import Path
 from ._version import __version__
 from .defaults import NN_ORDERS
 from .errors import LrgmmError, ParameterError
+from .core.randomness import resolve_seed
 from .limits import MAX_SAMPLES, SEED_LIMIT, check_nn_iterations
 
 
@@ -211,10 +211,6 @@ def _add_overwrite_option(p) -> None:
                    help="write into a non-empty output folder, replacing lrgmm's own files there (others are kept)")
 
 
-def _fresh_seed() -> int:
-    return secrets.randbelow(2**31)
-
-
 def _info_lines(meta: dict) -> list[str]:
     """What a model holds, from its metadata alone (no weights or tensors needed)."""
     fit, hp, counts = meta["fit"], meta["hyperparameters"], meta["parameter_counts"]
@@ -338,7 +334,7 @@ def cmd_sample(args) -> int:
     own = EDIT_FILES if args.edit else SAMPLE_FILES
     check_output_folder(args.output, args.overwrite, own)  # before loading anything
     pipe = _load_pipeline(args)
-    seed = args.seed if args.seed is not None else _fresh_seed()
+    seed = resolve_seed(args.seed)
     where = {"where": args.where, "labels_csv": args.labels} if args.where else {}
     lrgmm_method = args.method in (None, "lrgmm-nn", "lrgmm")
     if args.edit:
@@ -399,7 +395,7 @@ def cmd_complete(args) -> int:
     check_output_folder(args.output, args.overwrite, COMPLETE_FILES)
     pipe = _load_pipeline(args)
     mask = box_mask(pipe.resolution, *args.box) if args.box else args.mask
-    seed = args.seed if args.seed is not None else _fresh_seed()
+    seed = resolve_seed(args.seed)
     out = complete_image(
         pipe, args.photo, mask, args.n, seed, nn=args.nn, temperature=args.temperature, noise=args.noise,
         patch_size=args.patch_size, nn_iterations=args.nn_iterations, threshold=args.threshold, feather=args.feather,

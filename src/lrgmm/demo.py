@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from .data.splits import seeded_subset
 from .errors import ImageInputError
 from .io.images import list_images
 from .limits import check_n_samples
@@ -59,8 +60,7 @@ def run_demo(
     files = list_images(folder).paths
     if len(files) < n_train:
         raise ImageInputError(f"{folder} holds {len(files)} images, fewer than the {n_train} asked for")
-    pick = torch.randperm(len(files), generator=torch.Generator().manual_seed(seed))[:n_train]
-    chosen = [files[i] for i in sorted(pick.tolist())]
+    chosen = seeded_subset(files, n_train, seed)
     pipe = FacePipeline(random_state=seed, progress=progress).fit(chosen)
     out = Path(out_dir)
     if before_writing is not None:

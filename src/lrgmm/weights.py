@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterator
 
 from lrgmm.errors import ParameterError, WeightsError
+from lrgmm.io.paths import ENV_CACHE_DIR, cache_dir  # noqa: F401  (re-exported)
 
 __all__ = [
     "WeightFile",
@@ -37,7 +38,6 @@ __all__ = [
 # Env var naming a directory of weights, checked before the per-user cache.
 ENV_WEIGHTS = "LRGMM_WEIGHTS"
 # Env var naming the root of the whole lrgmm cache (weights live under <root>/weights/<backend>).
-ENV_CACHE_DIR = "LRGMM_CACHE_DIR"
 
 _CHUNK = 1 << 20  # 1 MiB: big enough to hash fast, small enough to never hold a file in memory.
 
@@ -108,21 +108,6 @@ def _weight_file(backend: str, filename: str) -> WeightFile:
 
 # ---------------------------------------------------------------------------------------------
 # Directories
-
-
-def cache_dir() -> Path:
-    """Root of the per-user lrgmm cache.
-
-    ``$LRGMM_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/lrgmm``, else ``~/.cache/lrgmm``. Read on
-    every call (not at import) so tests and users can change the environment at run time.
-    """
-    root = os.environ.get(ENV_CACHE_DIR)
-    if root:
-        return Path(root).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    if xdg and os.path.isabs(os.path.expanduser(xdg)):  # the XDG spec says relative = unset
-        return Path(xdg).expanduser() / "lrgmm"
-    return Path.home() / ".cache" / "lrgmm"
 
 
 def weights_cache_dir(backend: str) -> Path:

@@ -167,18 +167,10 @@ class LRGMM:
         latents = latents.to(torch.float32)
         self.projector_ = PixelPCA(n_channels=q).fit(latents)
         self.codes_ = self.projector_.transform(latents)
-        self.mixture_ = LowRankGaussianMixture(
-            n_components=k,
-            temperature=self.temperature,
-            density_rank=self.density_rank,
-            reg_covar=self.reg_covar,
-            max_iter=self.max_iter,
-            tol=self.tol,
-            n_init=self.n_init,
-            random_state=self.random_state,
-            min_component_size=self.min_component_size,
-            verbose=self.verbose,
-        ).fit(self.codes_.reshape(n, -1))
+        # Every mixture parameter is an LRGMM parameter of the same name (K resolved above).
+        shared = inspect.signature(LowRankGaussianMixture.__init__).parameters.keys() - {"self", "n_components"}
+        self.mixture_ = LowRankGaussianMixture(n_components=k, **{p: getattr(self, p) for p in shared}).fit(
+            self.codes_.reshape(n, -1))
         self.labels_ = self.mixture_.labels_
         self.n_components_ = self.mixture_.n_components_
         return self
@@ -200,8 +192,8 @@ class LRGMM:
     ) -> LatentSamples:
         """Draw n latents: component k ~ pi, low-rank Gaussian code (eq. 4), NN projection (eq. 5).
 
-        ``seed`` (int or generator) makes the draw reproducible; None falls back to
-        ``random_state``. ``nn=False`` skips the NN step (the paper's "LR-GMM").
+        ``seed`` (int or generator) makes the draw reproducible; None draws fresh entropy
+        (``lrgmm.core.randomness``: ``random_state`` seeds the fit only). ``nn=False`` skips the NN step (the paper's "LR-GMM").
         ``temperature`` may lower lambda below the fitted one (fewer directions per component);
         a higher value is capped at the stored rank, with a warning: refit to raise it.
         n is at most ``lrgmm.limits.MAX_SAMPLES`` and ``nn_iterations`` at most
@@ -289,7 +281,7 @@ class LRGMM:
             h, w = self.codes_.shape[2:]
             where = "the smallest cluster that can be drawn" + (" (of the allowed faces)" if allowed is not None else "")
             check_budget_feasible(share, self._smallest_cluster(weights, allowed), h * w, where)
-        gen = as_generator(seed if seed is not None else self.random_state)
+        gen = as_generator(seed)
         comps = sample_components(mix.weights_ if weights is None else weights, n, gen)
         noise = NormalStream(n * mix.eigenvectors_.shape[1], gen, mix.means_.dtype)
         return self._batches(n, batch_size, comps, noise, dims, nn, memory, labels, allowed, omega, iterations, share,

@@ -3,6 +3,12 @@
 The NN step (eq. 5) returns, per generated face, an (h, w) map of training indices. This module
 turns it into what people look at: a colour-coded picture (one stable colour per training image)
 and the list of training files used with their share of the face's latent pixels.
+
+Index -1 marks a position that was not copied from a training photo: the observed part of a
+completed photo, or a position an edit left as it was. Every function here treats it alike: it
+is left out of the sources and their shares (shares are of the copied positions), and the
+picture shows it as the faded input image (or grey without one). This is the one place that
+renders and describes provenance: faces, completions, edits, the studio and the evaluation.
 """
 
 from __future__ import annotations
@@ -44,28 +50,39 @@ def index_colors(indices: torch.Tensor) -> torch.Tensor:
     return torch.gather(table, 0, idx).squeeze(0).to(torch.float32)
 
 
-def provenance_image(provenance: torch.Tensor, size: int) -> torch.Tensor:
-    """Colour-coded map of one face, upscaled without interpolation: (h, w) -> (3, size, size)."""
-    rgb = index_colors(provenance).permute(2, 0, 1)  # (3, h, w)
+def provenance_image(provenance: torch.Tensor, size: int, background: torch.Tensor | None = None) -> torch.Tensor:
+    """Colour-coded map of one face, upscaled without interpolation: (h, w) -> (3, size, size).
+    Positions of index -1 show ``background`` (3, size, size) faded towards white, or grey."""
     h, w = provenance.shape
     if size % h or size % w:
         raise ValueError(f"image size {size} is not a multiple of the latent grid {h}x{w}")
-    return rgb.repeat_interleave(size // h, 1).repeat_interleave(size // w, 2)
+    rgb = index_colors(provenance.clamp_min(0)).permute(2, 0, 1)  # (3, h, w)
+    rgb = rgb.repeat_interleave(size // h, 1).repeat_interleave(size // w, 2)
+    kept = provenance < 0
+    if not bool(kept.any()):
+        return rgb
+    kept = kept.repeat_interleave(size // h, 0).repeat_interleave(size // w, 1)
+    shown = torch.full_like(rgb, 0.5) if background is None else 0.35 * background.to(rgb.dtype) + 0.65
+    return torch.where(kept[None], shown, rgb)
 
 
 def provenance_shares(provenance: torch.Tensor) -> list[tuple[int, float]]:
-    """(training index, share of latent pixels) for one face's (h, w) map, largest share first."""
-    idx, counts = torch.unique(provenance.reshape(-1), return_counts=True)
-    total = provenance.numel()
+    """(training index, share of the copied latent pixels) for one face's (h, w) map, largest
+    share first; positions of index -1 are not counted."""
+    copied = provenance[provenance >= 0]
+    idx, counts = torch.unique(copied, return_counts=True)
+    total = max(copied.numel(), 1)
     order = torch.argsort(counts, descending=True, stable=True)
     return [(int(idx[o]), float(counts[o]) / total) for o in order]
 
 
 def provenance_record(provenance: torch.Tensor, training_files: list[str]) -> dict:
-    """JSON-ready description of one face's provenance."""
+    """JSON-ready description of one face's provenance: the map, how many positions were copied,
+    and the training files with their shares (largest first)."""
     shares = provenance_shares(provenance)
     return {
         "latent_grid": list(provenance.shape),
+        "copied_positions": int((provenance >= 0).sum()),
         "distinct_training_images": len(shares),
         "largest_share": shares[0][1] if shares else 0.0,
         "map": provenance.tolist(),

@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 
 from lrgmm.autoencoders.base import Autoencoder
 from lrgmm.errors import ImageInputError, LatentCacheWarning  # noqa: F401  (re-exported)
+from lrgmm.io.paths import cache_dir
 from lrgmm.io.images import (
     InputReport,
     LoadedImage,
@@ -88,13 +89,8 @@ def _write_shard(folder: Path, hashes: list[str], z: np.ndarray, autoencoder_id:
 
 
 def default_cache_root() -> Path:
-    """``$LRGMM_CACHE_DIR/latents``, else ``$XDG_CACHE_HOME/lrgmm/latents``, else
-    ``~/.cache/lrgmm/latents``."""
-    if os.environ.get("LRGMM_CACHE_DIR"):
-        return Path(os.environ["LRGMM_CACHE_DIR"]).expanduser() / "latents"
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "lrgmm" / "latents"
-    return Path.home() / ".cache" / "lrgmm" / "latents"
+    """``cache_dir() / "latents"`` (``lrgmm.io.paths``)."""
+    return cache_dir() / "latents"
 
 
 def _folder_name(autoencoder_id: str) -> str:

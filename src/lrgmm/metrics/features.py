@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 
 from ..errors import MissingExtractorError, ParameterError  # noqa: F401  (re-exported)
 from ..io.atomic import atomic_write_bytes
+from ..io.paths import cache_dir
 
 __all__ = [
     "FEATURE_DIM",
@@ -309,7 +310,7 @@ def files_set_key(hashes: Sequence[str], resolution: int) -> str:
 
 class FeatureCache:
     """One safetensors file per (extractor id, image set key) under ``root`` (default
-    ``lrgmm.weights.cache_dir() / "features"``, read at each call so ``$LRGMM_CACHE_DIR`` applies).
+    ``lrgmm.io.paths.cache_dir() / "features"``, read at each call so ``$LRGMM_CACHE_DIR`` applies).
     A file that cannot be read is ignored (and recomputed)."""
 
     def __init__(self, root: str | os.PathLike | None = None):
@@ -319,8 +320,6 @@ class FeatureCache:
     def root(self) -> Path:
         if self._root is not None:
             return self._root
-        from ..weights import cache_dir
-
         return cache_dir() / "features"
 
     def path(self, extractor_id: str, key: str) -> Path:

@@ -15,8 +15,8 @@ import torch
 from ..core.conditioning import attribute_weights, complete_codes, unknown_positions
 from ..core.model import LatentSamples
 from ..core.nn_projection import budget_in_force
-from ..core.provenance import index_colors
-from ..core.randomness import as_generator
+from ..core.provenance import provenance_image, provenance_record
+from ..core.randomness import as_generator, resolve_seed
 from ..data.labels import LabelError, LabelTable, parse_conditions
 from ..data.masks import blend, check_mask, feathered_alpha, fill_masked, load_mask
 from ..errors import MaskError, ParameterError
@@ -58,33 +58,12 @@ class Completions:
     def provenance_map(self, i: int) -> torch.Tensor:
         """Colour-coded provenance of completion i (3, R, R): one colour per training photo in the
         filled region, the faded original at observed positions."""
-        prov = self.samples.provenance[i]
-        R = self.images.shape[-1]
-        h, w = prov.shape
-        rgb = index_colors(prov.clamp_min(0)).permute(2, 0, 1)
-        rgb = rgb.repeat_interleave(R // h, 1).repeat_interleave(R // w, 2)
-        obs = (prov < 0).repeat_interleave(R // h, 0).repeat_interleave(R // w, 1)
-        faded = 0.35 * self.original + 0.65
-        return torch.where(obs[None], faded, rgb)
+        return provenance_image(self.samples.provenance[i], self.images.shape[-1], background=self.original)
 
     def provenance_record(self, i: int) -> dict:
         """The filled region's sources: training files and their share of the unknown positions."""
-        prov = self.samples.provenance[i]
-        filled = prov[prov >= 0]
-        idx, counts = torch.unique(filled, return_counts=True)
-        order = torch.argsort(counts, descending=True, stable=True)
-        total = max(filled.numel(), 1)
-        return {
-            "latent_grid": list(prov.shape),
-            "filled_positions": int(filled.numel()),
-            "component": int(self.samples.components[i]),
-            "distinct_training_images": int(idx.numel()),
-            "map": prov.tolist(),
-            "sources": [
-                {"index": int(idx[o]), "file": self.training_files[int(idx[o])], "share": round(float(counts[o]) / total, 6)}
-                for o in order
-            ],
-        }
+        record = provenance_record(self.samples.provenance[i], self.training_files)
+        return {"filled_positions": record["copied_positions"], "component": int(self.samples.components[i]), **record}
 
     def save(self, out_dir, prefix: str = "completion") -> dict[str, list]:
         """Write ``input.png`` (the photo), ``masked.png``, ``mask.png``, ``<prefix>_0000.png``
@@ -179,6 +158,7 @@ def complete_image(
     if n < 1:
         raise ParameterError(f"n must be at least 1, got {n}")
     model = pipe.model_
+    seed = resolve_seed(seed)
     original, m, _ = prepare_input(pipe, image, mask)
     h, w = model.codes_.shape[2:]
     unknown = unknown_positions(m, (h, w), threshold)
@@ -188,7 +168,7 @@ def complete_image(
         raise MaskError("the mask touches every latent position: nothing is observed to condition on")
     latent = pipe.autoencoder_.encode(fill_masked(original, m)[None])
     code = model.projector_.transform(latent)[0]
-    gen = as_generator(seed if seed is not None else model.random_state)
+    gen = as_generator(seed)
     comp = complete_codes(
         model, code, unknown, n, gen, nn=nn, temperature=temperature, noise=noise,
         patch_size=patch_size, nn_iterations=nn_iterations, max_share=max_share,
@@ -254,7 +234,7 @@ def generate_where(
     labelled training faces only (``LRGMM.sample(weights=..., allowed=...)``). Returns (LatentSamples, info dict)."""
     weights, allowed, info = where_weights(pipe, where, labels_csv)
     model = pipe.model_
-    gen = as_generator(seed if seed is not None else model.random_state)
+    gen = as_generator(seed)
     samples = model.sample(
         n, gen, weights=weights, allowed=allowed, nn=nn, temperature=temperature,
         patch_size=patch_size, nn_iterations=nn_iterations, max_share=max_share, nn_order=nn_order,

@@ -33,6 +33,7 @@ from ..io.model_file import load_model_file, model_tensors, save_model_file
 from ..limits import SAMPLE_BATCH_SIZE, check_n_samples
 from ..core.model import LRGMM, check_temperature
 from ..core.nn_projection import budget_in_force, check_max_share, check_nn_order
+from ..core.randomness import resolve_seed
 
 
 class FacePipeline:
@@ -174,7 +175,8 @@ class FacePipeline:
         labels_csv: str | Path | None = None,
     ) -> Generated:
         """Draw n latents (``LRGMM.sample``) and decode them. Same model + same seed + same n
-        gives bit-identical images. n is at most ``lrgmm.limits.MAX_SAMPLES``; all n faces are
+        gives bit-identical images; ``seed=None`` draws a fresh seed, recorded in
+        ``Generated.seed`` (``lrgmm.core.randomness``). n is at most ``lrgmm.limits.MAX_SAMPLES``; all n faces are
         held in memory: ``generate_batches`` / ``generate_to`` give the same faces in batches.
 
         ``where`` (``{"gender": "female"}`` or ``["gender=1", "age=senior"]``) samples faces with
@@ -187,6 +189,7 @@ class FacePipeline:
         ``nn_order`` (default: the model's): "parallel" or "raster" (``LRGMM``)."""
         self.check_is_fitted()
         check_n_samples(n)
+        seed = resolve_seed(seed)
         extra = {}
         if where is not None:
             samples, extra = generate_where(
@@ -239,8 +242,9 @@ class FacePipeline:
         size (``LRGMM.iter_samples``: the same draws; with the NN step bit for bit in practice,
         without it to float rounding after the first batch). The batch size is rounded up to a
         multiple of the decoder's ``batch_size``, so the decoder sees the batches ``generate``
-        gives it. Every option is checked before this returns."""
-        return self._generate_batches(n, seed, batch_size=batch_size, nn=nn, temperature=temperature,
+        gives it. Every option is checked before this returns. ``seed=None``: a fresh seed,
+        recorded in every batch's ``Generated.seed``."""
+        return self._generate_batches(n, resolve_seed(seed), batch_size=batch_size, nn=nn, temperature=temperature,
                                       nn_iterations=nn_iterations, patch_size=patch_size, max_share=max_share,
                                       nn_order=nn_order, where=where, labels_csv=labels_csv)[0]
 
@@ -276,6 +280,7 @@ class FacePipeline:
         (``generate_batches``; ``options`` are its keyword arguments): per-face files as each
         batch is decoded, the grids of the first 64 faces and ``samples.json`` at the end, a
         progress bar over the faces. Options are checked before the folder is created."""
+        seed = resolve_seed(seed)
         batches, settings = self._generate_batches(n, seed, **options)
         progress = self.progress if progress is None else progress
         writer = FaceWriter(out_dir, prefix, total=n, progress=progress)
