@@ -303,7 +303,7 @@ def test_codes_only_memorisation_matches_the_full_run(pipe48, dirs, env, result)
 def test_running_closest_is_the_global_top_k():
     """The top 16 kept as chunks stream by are the 16 smallest distances of the whole run (ties
     by position), with the right face's pixels: a property over random chunkings."""
-    from lrgmm.evaluation import _RunningClosest
+    from lrgmm.evaluation.evaluator import _RunningClosest
 
     for seed in range(6):
         rng = np.random.default_rng(seed)
