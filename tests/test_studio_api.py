@@ -24,7 +24,8 @@ from fastapi.testclient import TestClient
 
 from lrgmm.pipeline import FacePipeline
 from lrgmm.studio.app import create_app
-from lrgmm.studio.service import Limits, Studio, sanitize_filename
+from lrgmm.studio.service import Limits, Studio
+from lrgmm.studio.uploads import sanitize_filename
 
 
 BASE = "http://127.0.0.1"  # the studio answers only to the host names it serves (not "testserver")
@@ -377,7 +378,7 @@ def test_nearest_training_faces(studio_env, fitted64, faces64_dir, lrgmm_cache):
     _inception_or_skip()
     from lrgmm.evaluation import reconstruction_features, reconstruction_key
     from lrgmm.metrics import InceptionExtractor
-    from lrgmm.studio.service import NeighbourIndex
+    from lrgmm.studio.neighbours import NeighbourIndex
 
     client, studio, mid = studio_env
     ex = InceptionExtractor(cache=True, progress=False)
@@ -415,7 +416,7 @@ def test_nearest_training_faces(studio_env, fitted64, faces64_dir, lrgmm_cache):
     # A planted copy (a decoded training reconstruction) finds its training face, far closer
     # than training faces are to each other; a second request for the model computes nothing.
     copies = fitted64.decode(fitted64.model_.projector_.inverse_transform(fitted64.model_.codes_[[5, 9]]))
-    planted = studio._filled_grid(mid, "generate", {"seed": None}, copies, None, None)
+    planted = studio.grids.filled(mid, "generate", {"seed": None}, copies, None, None)
     for i, j in enumerate((5, 9)):
         r, computing = _nearest(client, planted.id, i)
         assert r.status_code == 200 and not computing
@@ -426,7 +427,7 @@ def test_nearest_training_faces(studio_env, fitted64, faces64_dir, lrgmm_cache):
     other = studio._add_model("again", fitted64, "file")
     g2 = _generate(client, other.id, n=1, seed=0)
     assert _nearest(client, g2["id"], 0)[0].status_code == 200
-    assert list(studio._neighbours) == [other.id] and isinstance(studio._neighbours[other.id], NeighbourIndex)
+    assert list(studio.neighbours.indices) == [other.id] and isinstance(studio.neighbours.indices[other.id], NeighbourIndex)
 
     _error(client.get(f"/api/grids/{grid['id']}/faces/3/nearest"), 404, "out of range")
     _error(client.get("/api/grids/nope/faces/0/nearest"), 404, "unknown grid")
@@ -449,7 +450,7 @@ def test_nearest_without_the_inception_network_is_501(studio_env, monkeypatch):
     monkeypatch.undo()  # a failure is forgotten once reported: the next request tries again
     _inception_or_skip()
     r = client.get(f"/api/grids/{grid['id']}/faces/0/nearest")
-    assert r.status_code in (200, 202) and studio._neighbours[mid].state in ("computing", "ready")
+    assert r.status_code in (200, 202) and studio.neighbours.indices[mid].state in ("computing", "ready")
 
 
 # ------------------------------------------------------------------------- edit / complete
@@ -707,7 +708,7 @@ def test_a_flood_of_fits_does_not_push_out_running_jobs(bare, monkeypatch):
         release.wait(30)
         job.state = "done"
 
-    monkeypatch.setattr(studio, "_run_fit", slow_fit)
+    monkeypatch.setattr(studio.fit_jobs, "_run", slow_fit)
     folder = client.get("/api/folders").json()[0]["name"]
     first = client.post("/api/fit", json={"folder": folder}).json()["id"]
     deadline = time.monotonic() + 10
@@ -844,7 +845,8 @@ def test_upload_size_messages_say_the_real_sizes(bare):
 
 def test_one_pixel_limit_for_uploads(bare):
     from lrgmm.io.images import MAX_IMAGE_PIXELS
-    from lrgmm.studio.service import TooLargeError, check_image_bytes
+    from lrgmm.errors import TooLargeError
+    from lrgmm.studio.uploads import check_image_bytes
 
     client, studio = bare
     assert MAX_IMAGE_PIXELS == 4096**2 and Limits().max_upload_pixels == Limits().max_data_pixels == MAX_IMAGE_PIXELS

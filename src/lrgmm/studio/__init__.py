@@ -2,11 +2,12 @@
 
     lrgmm serve faces.lrgmm --data photos/        # http://127.0.0.1:8765/
 
-``lrgmm.studio.service`` holds the state and the work (bounded worker pools, a bounded cache of
-generated faces, uploads, fit jobs); ``lrgmm.studio.app`` the HTTP API (FastAPI, described at
-``/openapi.json``) and the page (``static/``: plain HTML, CSS and JavaScript, nothing loaded from the
-internet); ``lrgmm.studio.server.serve`` runs it with uvicorn. Needs the ``studio`` extra:
-``pip install 'lrgmm[studio]'``.
+``lrgmm.studio.service`` holds the state and the work (``Studio``), with its parts in ``pools``
+(bounded worker pools), ``grids`` (a bounded cache of generated faces), ``uploads``, ``jobs`` (fit
+jobs) and ``neighbours`` (nearest training faces); ``lrgmm.studio.app`` the HTTP API (FastAPI,
+described at ``/openapi.json``) and the page (``static/``: plain HTML, CSS and JavaScript,
+nothing loaded from the internet); ``lrgmm.studio.server.serve`` runs it with uvicorn. Needs the
+``studio`` extra: ``pip install 'lrgmm[studio]'``.
 """
 
 from __future__ import annotations

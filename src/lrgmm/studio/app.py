@@ -55,8 +55,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import cookie_parser
 
 from ..defaults import DEFAULTS
-from ..errors import LrgmmError
-from .service import Studio, StudioError, TooLargeError, quote, size_text
+from ..errors import LrgmmError, StudioError, TooLargeError
+from .names import quote, size_text
+from .service import Studio
 
 STATIC = Path(__file__).parent / "static"
 SESSION_COOKIE = "lrgmm_session"
