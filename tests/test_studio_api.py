@@ -545,7 +545,7 @@ def test_complete_is_the_python_api_completion(studio_env, fitted64):
         assert torch.equal(generated, ref.unknown)  # the box's latent positions, and only those
         assert rec["observed_share"] == pytest.approx(1 - float(generated.float().mean()), abs=1e-6)
         assert {s["index"] for s in rec["sources"]} == set(prov[i][generated].tolist())
-        assert abs(sum(s["share"] for s in rec["sources"]) + rec["observed_share"] - 1) < 1e-5
+        assert abs(sum(s["share"] for s in rec["sources"]) - 1) < 1e-5  # shares of the generated positions
     # Its provenance picture: each training face's colour on the generated positions, transparent elsewhere.
     pm = np.asarray(Image.open(io.BytesIO(client.get(f"/api/grids/{done['id']}/faces/0/provenance.png").content)))
     assert pm.shape == (128, 128, 4)

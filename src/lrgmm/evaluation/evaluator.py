@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 import time
 import warnings
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..core.randomness import resolve_seed
 from ..errors import EvalWarning, ParameterError
 from ..io.images import InputReport, iter_images, load_images
 from ..metrics.copying import DEFAULT_MIN_PER_CELL, CopyingReference, CopyingStats
@@ -316,7 +316,7 @@ class Evaluator:
         # Features of generated faces are cached only for an explicit seed (a run that can be
         # repeated); fresh-seed runs would only fill the cache.
         cache_generated = seed is not None
-        seed = secrets.randbelow(2**31) if seed is None else int(seed)
+        seed = resolve_seed(seed)
         kwargs = dict(generate_kwargs or {})
         label = name or (getattr(gen, "name", None) if gen is not self.reference else None) or (
             "FacePipeline" if gen is self.reference else type(gen).__name__)

@@ -99,7 +99,7 @@ def draw_memorisation_figure(result: EvalResult, ref: FacePipeline, folder: str 
     def sources(i: int) -> list[tuple[int, float]]:
         if c.provenance is None:
             return []
-        return [(j, sh) for j, sh in provenance_shares(c.provenance[i]) if j >= 0]
+        return provenance_shares(c.provenance[i])
 
     rows, records = [], []
     for r, (face, dist) in enumerate(zip(c.indices, c.distances)):

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..core.provenance import provenance_image, provenance_shares
+from ..core.provenance import provenance_image
+from ..core.provenance import provenance_record as face_provenance
 from ..errors import BusyError, ConflictError, NotFoundError, StudioError
 from ..io.images import make_grid, to_uint8_hwc
 from .names import new_id, quote
@@ -193,26 +194,23 @@ def decode_grid(grid: Grid, pipe, loop: asyncio.AbstractEventLoop, pool, batch: 
 
 def provenance_record(grid: Grid, index: int, files: list, display_name) -> dict:
     """Which training face (of ``files``, named to clients by ``display_name``) each latent pixel
-    of face ``index`` came from, and their shares; -1 marks positions that were not generated."""
+    of face ``index`` came from, and their shares of the copied positions
+    (``lrgmm.core.provenance.provenance_record``); -1 marks positions that were not generated."""
     prov = grid.provenance_of(index)
-    shares = provenance_shares(prov)
+    record = face_provenance(prov, files)
     sources = [
-        {"index": i, "file": display_name(files[i]), "name": Path(files[i]).name, "share": round(s, 6),
-         "thumbnail": f"/api/models/{grid.model_id}/training/{i}.png"}
-        for i, s in shares if i >= 0
+        {**s, "file": display_name(files[s["index"]]), "name": Path(files[s["index"]]).name,
+         "thumbnail": f"/api/models/{grid.model_id}/training/{s['index']}.png"}
+        for s in record["sources"]
     ]
-    observed = sum(s for i, s in shares if i < 0)
     return {
         "grid": grid.id,
         "face": index,
         "model": grid.model_id,
         "component": int(grid.components[index]) if grid.components is not None else None,
         "settings": grid.settings,
-        "latent_grid": list(prov.shape),
-        "distinct_training_images": len(sources),
-        "largest_share": sources[0]["share"] if sources else 0.0,
-        "observed_share": round(observed, 6),
-        "map": prov.tolist(),
+        **record,
+        "observed_share": round(1 - record["copied_positions"] / prov.numel(), 6),
         "sources": sources,
     }
 
@@ -220,7 +218,7 @@ def provenance_record(grid: Grid, index: int, files: list, display_name) -> dict
 def provenance_png(prov: torch.Tensor, size: int) -> bytes:
     """The colour-coded map (``lrgmm.core.provenance.provenance_image``) of one face's provenance
     ``prov`` at ``size`` pixels; RGBA with observed positions transparent when there are any."""
-    rgb = to_uint8_hwc(provenance_image(prov.clamp(min=0), size))
+    rgb = to_uint8_hwc(provenance_image(prov, size))
     observed = prov < 0  # not generated (a completion's kept pixels): transparent
     if not bool(observed.any()):
         return png_bytes(rgb)

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from ..data.splits import seeded_subset
 from ..errors import ImageInputError, LrgmmError, NotFoundError, StudioError
 from ..io.images import InputReport
 from ..io.latent_cache import EncodedSet, encode_images
@@ -125,8 +126,7 @@ class FitJobs:
                 f"({len(paths)} images, at most {self.limits.max_fit_images} per fit), got {n}"
             )
         if n < len(paths):
-            pick = torch.randperm(len(paths), generator=torch.Generator().manual_seed(seed))[:n]
-            paths = [paths[i] for i in sorted(pick.tolist())]
+            paths = seeded_subset(paths, n, seed)
         job = FitJob(new_id("j"), source, n, total=n)
         options = {"random_state": seed, "n_components": n_components, "progress": False, **self.pipeline_options}
         if temperature is not None:

@@ -154,7 +154,7 @@ class Neighbours:
         dist, idx = nearest_k(feats, ni.features, k=3)
         shares = {}
         if grid.provenance is not None:
-            shares = {i: s for i, s in provenance_shares(grid.provenance[index]) if i >= 0}
+            shares = {i: s for i, s in provenance_shares(grid.provenance[index])}
         files = pipeline.training_files_
         return 200, {
             "state": "ready", "grid": grid.id, "face": index, "model": model_id, "space": "inception",

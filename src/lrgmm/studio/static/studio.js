@@ -276,7 +276,7 @@ async function showNearest(grid, index) {
       li.querySelector("img").src = s.thumbnail;
       const name = li.querySelector(".src-name");
       name.textContent = `#${s.index} ${s.name} — d ${s.distance.toFixed(2)}`
-        + (s.share !== null ? ` (gave ${(100 * s.share).toFixed(1)}% of this face)` : "");
+        + (s.share !== null ? ` (gave ${(100 * s.share).toFixed(1)}% of the copied pixels)` : "");
       name.title = s.file;
       list.appendChild(li);
     }
@@ -308,7 +308,7 @@ $("large").addEventListener("mousemove", (ev) => {
   $("hover-info").textContent = `latent pixel (row ${y}, col ${x}) ← training face #${idx}, same position (row ${y}, col ${x})`;
   $("hover-thumb").src = `/api/models/${S.prov.model}/training/${idx}.png?size=128`;
   Object.assign($("hover-thumb-box").style, { left: `${x * 96 / w}px`, top: `${y * 96 / h}px`, width: `${96 / w}px`, height: `${96 / h}px` });
-  $("hover-name").textContent = src ? `${src.name} (${(100 * src.share).toFixed(1)}% of this face)` : `#${idx}`;
+  $("hover-name").textContent = src ? `${src.name} (${(100 * src.share).toFixed(1)}% of the copied pixels)` : `#${idx}`;
   $("hover-source").hidden = false;
   const li = document.querySelector(`#sources li[data-index="${idx}"]`);
   if (li) {
