@@ -44,7 +44,7 @@ def training_pool(data: Path | None) -> list[Path]:
 
 def _latents(files):
     from lrgmm.autoencoders import get_autoencoder
-    from lrgmm.io.latent_cache import encode_images
+    from lrgmm.pipeline.encoding import encode_images
 
     return encode_images(files, get_autoencoder("taef2"), 128, 16, cache=True, progress=True).latents
 

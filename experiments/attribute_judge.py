@@ -25,6 +25,7 @@ from lrgmm.errors import NotFittedError
 from lrgmm.io.images import load_images
 from lrgmm.data.labels import LabelError, LabelTable
 from lrgmm.core.randomness import as_generator
+from lrgmm.editing.maps import fit_softmax
 from lrgmm.metrics.features import InceptionExtractor
 
 
@@ -43,7 +44,6 @@ class AttributeClassifier:
     categories_ : list of the category names, in the column order of ``predict_proba``.
     mean_, scale_ : (D,) standardisation of the features.
     coef_ : (C, D) float64 weights; ``intercept_`` : (C,).
-    n_iter_ : L-BFGS iterations run.
     """
 
     def __init__(self, l2: float = 1e-2, max_iter: int = 300, tol: float = 1e-7, balanced: bool = True):
@@ -71,23 +71,11 @@ class AttributeClassifier:
         self.mean_ = x.mean(0)
         self.scale_ = x.std(0) + 1e-6
         xt = torch.from_numpy((x - self.mean_) / self.scale_)
-        w = torch.zeros(len(cats), x.shape[1], dtype=torch.float64, requires_grad=True)
-        b = torch.zeros(len(cats), dtype=torch.float64, requires_grad=True)
-        opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=self.max_iter, tolerance_grad=self.tol,
-                                tolerance_change=1e-12, history_size=20, line_search_fn="strong_wolfe")
-
-        def closure():
-            opt.zero_grad()
-            logits = xt @ w.T + b
-            loss = (torch.nn.functional.cross_entropy(logits, y, reduction="none") * weights).sum() / weights.sum()
-            loss = loss + 0.5 * self.l2 * (w * w).sum()
-            loss.backward()
-            return loss
-
-        opt.step(closure)
-        self.n_iter_ = int(opt.state[opt._params[0]].get("n_iter", 0))
-        self.coef_ = w.detach().numpy()
-        self.intercept_ = b.detach().numpy()
+        # The regression of the latent classifiers (lrgmm.editing.maps), class-balanced; its
+        # penalty is l2 |W|^2, this judge's 0.5 l2 |W|^2.
+        w, b = fit_softmax(xt, y, len(cats), 0.5 * self.l2, max_iter=self.max_iter, sample_weight=weights, tol=self.tol)
+        self.coef_ = w.T.numpy()
+        self.intercept_ = b.numpy()
         self.categories_ = cats
         return self
 

@@ -41,7 +41,7 @@ def _real_data_reason() -> str | None:
     if not images.is_dir() or not any(images.glob("*.jpg")):
         return f"real face data not found: expected UTKFace JPEGs in {images} (the shared folder beside the checkout)"
     from lrgmm.errors import WeightsError
-    from lrgmm.weights import find_weights
+    from lrgmm.io.weights import find_weights
 
     try:
         for name in ("taef2_encoder.pth", "taef2_decoder.pth"):
@@ -75,7 +75,7 @@ def _hide_shared_when_faking():
     if REAL_DATA or not os.environ.get(FAKE_ENV):
         yield
         return
-    from lrgmm import weights
+    from lrgmm.io import weights
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(weights, "_shared_search_starts", lambda: [Path("/nonexistent/lrgmm-test/checkout")])
@@ -148,10 +148,10 @@ def rewrite_model_metadata(src: Path, dst: Path, change) -> Path:
 
 def taef2_record() -> dict:
     """The autoencoder record a model fitted with the real TAEF2 holds, computed as ``TAEF2`` does
-    from the two files' sha256 in ``lrgmm.weights.REGISTRY`` (no weights needed)."""
+    from the two files' sha256 in ``lrgmm.io.weights.REGISTRY`` (no weights needed)."""
     import hashlib
 
-    from lrgmm.weights import REGISTRY
+    from lrgmm.io.weights import REGISTRY
 
     sha = hashlib.sha256("".join(w.sha256 for w in REGISTRY["taef2"]).encode("ascii")).hexdigest()
     return {"name": "taef2", "id": f"taef2:{sha[:16]}", "weights_sha256": sha}

@@ -26,7 +26,8 @@ import pytest
 from conftest import N_FACES, REAL_DATA, TAEF2_WEIGHTS_DIR, as_taef2_model, rewrite_model_metadata, utkface_images
 from PIL import Image
 
-from lrgmm import __version__, cli, weights
+from lrgmm import __version__, cli
+from lrgmm.io import weights
 from lrgmm.cli import build_parser, main
 from lrgmm.demo import run_demo
 from lrgmm.errors import FitError
@@ -456,7 +457,7 @@ def test_fit_missing_weights(faces64, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv(weights.ENV_WEIGHTS, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setenv(weights.ENV_CACHE_DIR, str(tmp_path / "cache"))
+    monkeypatch.setenv("LRGMM_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(weights, "_shared_search_starts", lambda: [tmp_path / "nowhere"])
     rc, _, err = run(capsys, "fit", d, "-o", tmp_path / "out" / "m.lrgmm", "--quiet")  # the default: taef2
     assert_clean_error(rc, err, r"cannot find the taef2 weight file taef2_encoder\.pth.*`lrgmm weights download taef2`")
@@ -467,7 +468,7 @@ def test_info_needs_no_weights(cli_model, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv(weights.ENV_WEIGHTS, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setenv(weights.ENV_CACHE_DIR, str(tmp_path / "cache"))
+    monkeypatch.setenv("LRGMM_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(weights, "_shared_search_starts", lambda: [tmp_path / "nowhere"])
     rc, out, err = run(capsys, "info", cli_model[0], "--files")
     assert rc == 0, err

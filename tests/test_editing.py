@@ -181,7 +181,7 @@ def test_fit_on_model_labels_and_round_trip(fitted64, gender_edit, tmp_path):
 
 
 def test_edit_refused_by_another_model(fitted64, faces64_encoded, gender_edit, tmp_path):
-    from lrgmm.io.latent_cache import EncodedSet
+    from lrgmm.pipeline.encoding import EncodedSet
     from lrgmm.pipeline import FacePipeline
 
     e = faces64_encoded
@@ -295,7 +295,7 @@ def test_cli_end_to_end(model64_file, fitted64, faces64_encoded, tmp_path, lrgmm
     ):
         assert main(argv + ["--quiet"]) == 2
         assert not (tmp_path / "a.edit").exists()
-    from lrgmm.io.latent_cache import EncodedSet
+    from lrgmm.pipeline.encoding import EncodedSet
     from lrgmm.pipeline import FacePipeline
 
     e = faces64_encoded

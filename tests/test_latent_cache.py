@@ -19,13 +19,9 @@ from safetensors import safe_open
 from lrgmm.autoencoders.base import Autoencoder
 from lrgmm.errors import ImageInputError
 from lrgmm.io.images import load_images
-from lrgmm.io.latent_cache import (
-    EncodedSet,
-    LatentCache,
-    LatentCacheWarning,
-    default_cache_root,
-    encode_images,
-)
+from lrgmm.pipeline.encoding import EncodedSet, encode_images
+from lrgmm.io.latent_cache import LatentCache, default_cache_root
+from lrgmm.errors import LatentCacheWarning
 
 FACES = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "utkface" / "images"
 RES = 32

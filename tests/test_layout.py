@@ -93,6 +93,56 @@ def test_the_package_has_no_import_cycle():
     assert cycle is None, "import cycle: " + _describe(cycle, graph)
 
 
+# The architecture, bottom to top: a part may import only parts of lower layers (and itself).
+LAYERS = [
+    {"_version", "errors", "defaults"},
+    {"limits"},
+    {"core"},  # the method on tensors: projector, mixture, sampling, NN step, model, conditioning
+    {"io"},  # files: atomic writes, images, tensor and model files, latent cache, weights, paths
+    {"autoencoders", "data", "figures"},
+    {"editing", "metrics"},
+    {"pipeline"},  # images in, faces and provenance out
+    {"baselines", "evaluation", "demo"},
+    {"studio"},
+    {"cli"},
+    {"__main__", "lrgmm"},
+]
+
+
+def _part(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "lrgmm"
+
+
+def test_every_part_imports_only_lower_layers():
+    graph = import_graph()
+    layer = {part: i for i, parts in enumerate(LAYERS) for part in parts}
+    parts = {_part(m) for m in graph}
+    assert parts == set(layer), f"parts missing from LAYERS: {parts - set(layer)}; stale: {set(layer) - parts}"
+    upward = [
+        f"{a} (line {line}) imports {b}"
+        for a, deps in graph.items() for b, line in deps.items()
+        if _part(a) != _part(b) and layer[_part(b)] >= layer[_part(a)]
+    ]
+    assert upward == []
+
+
+def test_core_is_tensor_code_only():
+    """lrgmm.core reads and writes no files and draws no pictures: no file, image or JSON module,
+    nothing of lrgmm above the leaves."""
+    io_modules = {"os", "pathlib", "json", "PIL", "shutil", "tempfile", "io", "safetensors", "urllib"}
+    found = []
+    for f in sorted((PACKAGE_DIR / "core").rglob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            found += [f"{f.name}:{node.lineno} {n}" for n in names if n.split(".")[0] in io_modules]
+    assert found == []
+
+
 def test_no_submodule_imports_the_package_root():
     """``from . import __version__`` in a submodule imports ``lrgmm/__init__.py``, which imports
     the submodule: the version lives in ``lrgmm._version`` instead."""

@@ -26,7 +26,7 @@ from lrgmm.cli import _info_lines, main
 from lrgmm.editing import AttributeEdit, load_edit
 from lrgmm.errors import LrgmmError
 from lrgmm.io.images import InputReport
-from lrgmm.io.latent_cache import EncodedSet
+from lrgmm.pipeline.encoding import EncodedSet
 from lrgmm.io.model_file import read_metadata
 from lrgmm.pipeline import FacePipeline
 

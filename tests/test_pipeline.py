@@ -20,7 +20,7 @@ import torch
 from conftest import N_FACES, TAEF2_WEIGHTS_DIR, as_taef2_model
 from PIL import Image
 
-from lrgmm import weights
+from lrgmm.io import weights
 from lrgmm.errors import FitError, ImageInputError, NotFittedError, WeightsError
 from lrgmm.io.images import to_uint8_hwc
 from lrgmm.core.model import LRGMM
@@ -268,7 +268,7 @@ def no_weights(tmp_path, monkeypatch) -> Path:
     monkeypatch.delenv(weights.ENV_WEIGHTS, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setenv(weights.ENV_CACHE_DIR, str(tmp_path / "cache"))
+    monkeypatch.setenv("LRGMM_CACHE_DIR", str(tmp_path / "cache"))
     start = tmp_path / "checkout" / "main" / "src" / "lrgmm"
     start.mkdir(parents=True)
     monkeypatch.setattr(weights, "_shared_search_starts", lambda: [start])

@@ -24,7 +24,8 @@ from fastapi.testclient import TestClient
 
 from lrgmm.pipeline import FacePipeline
 from lrgmm.studio.app import create_app
-from lrgmm.studio.service import Limits, Studio
+from lrgmm.studio.limits import Limits
+from lrgmm.studio.service import Studio
 from lrgmm.studio.uploads import sanitize_filename
 
 

@@ -11,7 +11,7 @@ from conftest import utkface_images
 from PIL import Image
 
 from lrgmm.autoencoders import TAEF2, Autoencoder, available, get_autoencoder, register
-from lrgmm.weights import weight_files
+from lrgmm.io.weights import weight_files
 
 
 def load_faces(utkface_dir, n: int, size: int) -> torch.Tensor:

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from conftest import TAEF2_WEIGHTS_DIR
 
-from lrgmm import weights
+from lrgmm.io import weights
 from lrgmm.errors import WeightsError
-from lrgmm.weights import (
+from lrgmm.io.weights import (
     cache_dir,
     download_weights,
     find_weights,
@@ -45,7 +45,7 @@ def real_dir() -> Path:
 def isolated(tmp_path, monkeypatch) -> Path:
     """A private HOME/XDG cache, no lrgmm env vars, and a shared-folder walk that finds nothing."""
     monkeypatch.delenv(weights.ENV_WEIGHTS, raising=False)
-    monkeypatch.delenv(weights.ENV_CACHE_DIR, raising=False)
+    monkeypatch.delenv("LRGMM_CACHE_DIR", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     start = tmp_path / "checkout" / "main" / "src" / "lrgmm"
@@ -69,7 +69,7 @@ def test_cache_dir_env_precedence(isolated, monkeypatch):
     assert weights_cache_dir("taef2") == isolated / "xdg" / "lrgmm" / "weights" / "taef2"
     monkeypatch.delenv("XDG_CACHE_HOME")
     assert cache_dir() == isolated / "home" / ".cache" / "lrgmm"
-    monkeypatch.setenv(weights.ENV_CACHE_DIR, str(isolated / "mycache"))
+    monkeypatch.setenv("LRGMM_CACHE_DIR", str(isolated / "mycache"))
     assert weights_cache_dir("taef2") == isolated / "mycache" / "weights" / "taef2"
 
 

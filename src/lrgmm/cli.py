@@ -338,7 +338,7 @@ def cmd_sample(args) -> int:
     where = {"where": args.where, "labels_csv": args.labels} if args.where else {}
     lrgmm_method = args.method in (None, "lrgmm-nn", "lrgmm")
     if args.edit:
-        from .editing.attribute_edit import load_edit
+        from .editing import load_edit
 
         if not lrgmm_method:
             raise ParameterError("--edit works on the model's own faces; drop --method or --edit")
@@ -485,7 +485,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_weights_download(args) -> int:
-    from .weights import download_weights
+    from .io.weights import download_weights
 
     paths = download_weights(args.backend, dest_dir=args.dest, base_url=args.base_url, progress=not args.quiet)
     for p in paths:
@@ -545,7 +545,7 @@ def _load_for_edit(model: str, quiet: bool):
 
 
 def cmd_edit_fit(args) -> int:
-    from .editing.attribute_edit import AttributeEdit
+    from .editing import AttributeEdit
     from .io.atomic import check_writable_target
 
     check_writable_target(args.output)  # before loading the model and fitting the edit
@@ -578,7 +578,7 @@ def _write_edits(out, args) -> None:
 
 
 def cmd_edit(args) -> int:
-    from .editing.attribute_edit import load_edit
+    from .editing import load_edit
     from .io.output_folder import EDIT_FILES, check_output_folder, clear_own_files
 
     check_output_folder(args.output, args.overwrite, EDIT_FILES)
@@ -756,7 +756,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_eval)
 
-    from .editing.attribute_edit import EDIT_METHODS, AttributeEdit
+    from .editing import EDIT_METHODS, AttributeEdit
 
     fit_edit = AttributeEdit.fit
     p = sub.add_parser("edit-fit", help="learn an attribute edit (e.g. gender) for a model file")

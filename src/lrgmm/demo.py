@@ -18,7 +18,7 @@ from .errors import ImageInputError
 from .io.images import list_images
 from .limits import check_n_samples
 from .pipeline.face_pipeline import FacePipeline
-from .weights import shared_candidates
+from .io.weights import shared_candidates
 
 
 def find_demo_data() -> Path:

@@ -6,9 +6,8 @@ prints it on one line without a traceback. Anything else that escapes (a ``TypeE
 ``IndexError``, a bare ``ValueError`` from an internal check) is a bug and shows its traceback.
 
 Many errors also derive from a built-in class (``ValueError``, ``OSError``...) so that code
-written against the built-in keeps catching them. The modules that raise them re-export them
-(``lrgmm.editing.attribute_edit.EditError`` is ``lrgmm.errors.EditError``). Warnings derive from
-``LrgmmWarning``, a ``UserWarning``. This module imports nothing from the package.
+written against the built-in keeps catching them. Warnings derive from ``LrgmmWarning``, a
+``UserWarning``. This module imports nothing from the package.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ backend only has to ``register`` itself.
 
 Backends:
 
-- ``taef2``: the default, TAEF2 (weights found by lookup, see ``lrgmm.weights``).
+- ``taef2``: the default, TAEF2 (weights found by lookup, see ``lrgmm.io.weights``).
 - ``vqgan``: a taming-transformers VQGAN checkpoint + YAML config, the paper's autoencoder
   (:class:`VQGAN`; needs ``pip install 'lrgmm[diffusers]'``).
 - ``diffusers``: a local diffusers ``AutoencoderKL`` or ``VQModel`` folder (:class:`DiffusersVAE`;

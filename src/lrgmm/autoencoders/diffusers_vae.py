@@ -27,7 +27,7 @@ import torch
 
 from lrgmm.autoencoders._diffusers_base import DiffusersBackend, import_diffusers
 from lrgmm.errors import ParameterError, WeightsError
-from lrgmm.weights import sha256_file
+from lrgmm.io.weights import sha256_file
 
 __all__ = ["DiffusersVAE", "SUPPORTED_CLASSES"]
 

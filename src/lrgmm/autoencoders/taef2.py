@@ -17,7 +17,7 @@ from torch import nn
 
 from lrgmm.autoencoders.base import BatchedAutoencoder
 from lrgmm.errors import ParameterError, WeightsError
-from lrgmm.weights import find_weights, sha256_file
+from lrgmm.io.weights import find_weights, sha256_file
 
 __all__ = ["TAEF2", "build_encoder", "build_decoder"]
 
@@ -108,7 +108,7 @@ def _load_into(module: nn.Module, path: Path) -> None:
 class TAEF2(BatchedAutoencoder):
     """The TAEF2 backend: RGB in [0, 1] <-> 32 x H/8 x W/8 latents, eval mode, no gradients.
 
-    Weights are located with :func:`lrgmm.weights.find_weights` (explicit path, then
+    Weights are located with :func:`lrgmm.io.weights.find_weights` (explicit path, then
     ``$LRGMM_WEIGHTS``, the per-user cache, a checkout's ``shared/`` folder) and sha256-checked;
     nothing is downloaded here.
 

@@ -61,7 +61,7 @@ from lrgmm.autoencoders._diffusers_base import DiffusersBackend, import_diffuser
 from lrgmm.autoencoders.base import DIFFUSERS_EXTRA
 from lrgmm.autoencoders.checkpoints import load_state_dict
 from lrgmm.errors import OptionalDependencyError, ParameterError, WeightsError
-from lrgmm.weights import sha256_file
+from lrgmm.io.weights import sha256_file
 
 __all__ = [
     "VQGAN",

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import LabelError  # noqa: F401  (re-exported)
+from ..errors import LabelError
 
 
 # Age groups (years, inclusive lower bounds). Child: under 18, adult: 18-59, senior: 60 and over.

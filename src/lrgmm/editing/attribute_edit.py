@@ -108,7 +108,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .._version import __version__
-from ..errors import EditError, EditFileError, NotFittedError, OptionalDependencyError  # noqa: F401  (re-exported)
+from ..errors import EditError, EditFileError, NotFittedError
 from ..io.atomic import jsonable
 from ..io.tensor_file import MetadataCheck, TensorFileFormat, check_tensor
 from ..data.labels import LabelError, LabelTable, canonical_category
@@ -360,13 +360,10 @@ class AttributeEdit:
         pos = positives.to(torch.float32)
         start = time.perf_counter()
         if self.method == "wasserstein":
-            fitted = fit_wasserstein(
-                neg, pos, others or {}, as_generator(self.random_state), cost=self.cost, rank=self.rank,
-                preservation=self.preservation, blur=self.blur, preservation_blur=self.preservation_blur,
-                learning_rate=self.learning_rate, max_epochs=self.max_epochs, patience=self.patience,
-                validation_fraction=self.validation_fraction, scaling=self.scaling,
-                classifier_l2=self.classifier_l2, progress=self.progress,
-            )
+            # Every keyword option of fit_wasserstein is a parameter of this estimator.
+            options = inspect.signature(fit_wasserstein).parameters.keys() & self.get_params().keys()
+            fitted = fit_wasserstein(neg, pos, others or {}, as_generator(self.random_state),
+                                     **{k: getattr(self, k) for k in options})
         elif self.method == "classifier":
             fitted = fit_classifier(neg, pos, self.classifier_l2)
         else:

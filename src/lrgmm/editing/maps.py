@@ -96,27 +96,31 @@ def _pixel_gaussian(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 # ----------------------------------------------------------------------------- latent classifiers
-def fit_softmax(x: torch.Tensor, y: torch.Tensor, n_classes: int, l2: float, max_iter: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
-    """Multinomial logistic regression (mean cross-entropy + l2 ||W||^2) by L-BFGS, float64.
-    x (n, d), y (n,) int64 -> W (d, C), b (C,).
+def fit_softmax(x: torch.Tensor, y: torch.Tensor, n_classes: int, l2: float, max_iter: int = 100,
+                sample_weight: torch.Tensor | None = None, tol: float = 1e-9) -> tuple[torch.Tensor, torch.Tensor]:
+    """Multinomial logistic regression by L-BFGS, float64: the (``sample_weight``-weighted) mean
+    cross-entropy + l2 ||W||^2. x (n, d), y (n,) int64 -> W (d, C), b (C,).
 
     The minimiser lies in the span of the samples (representer theorem), so with n < d it is
     solved for W = x^T beta on the n x n Gram matrix: the same optimum, n/d of the work."""
     x = x.to(torch.float64)
     n, d = x.shape
+    weight = None if sample_weight is None else sample_weight.to(torch.float64) / sample_weight.sum()
     dual = n < d
     gram = x @ x.T if dual else None
     W = torch.zeros(n if dual else d, n_classes, dtype=torch.float64, requires_grad=True)
     b = torch.zeros(n_classes, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([W, b], lr=1, max_iter=max_iter, tolerance_grad=1e-9, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS([W, b], lr=1, max_iter=max_iter, tolerance_grad=tol, line_search_fn="strong_wolfe")
 
     def closure():
         opt.zero_grad()
-        if dual:
-            kb = gram @ W
-            loss = torch.nn.functional.cross_entropy(kb + b, y) + l2 * (W * kb).sum()
+        kb = gram @ W if dual else None
+        logits = (kb if dual else x @ W) + b
+        if weight is None:
+            loss = torch.nn.functional.cross_entropy(logits, y)
         else:
-            loss = torch.nn.functional.cross_entropy(x @ W + b, y) + l2 * (W * W).sum()
+            loss = (torch.nn.functional.cross_entropy(logits, y, reduction="none") * weight).sum()
+        loss = loss + l2 * ((W * kb).sum() if dual else (W * W).sum())
         loss.backward()
         return loss
 

@@ -51,12 +51,12 @@ import os
 import warnings
 from pathlib import Path
 
-from ..errors import EvalWarning, FigureError, ParameterError  # noqa: F401  (re-exported)
+from ..errors import EvalWarning, FigureError
 from ..io.atomic import check_writable_target
 from ..metrics.features import InceptionExtractor
 from ..metrics.memorisation import DEFAULT_QUANTILE
 from ..pipeline.face_pipeline import FacePipeline
-from .evaluator import Evaluator, Generator, reconstruction_features, reconstruction_key  # noqa: F401  (re-exported)
+from .evaluator import Evaluator, Generator, reconstruction_features, reconstruction_key
 from .figure import draw_memorisation_figure
 from .result import ClosestFaces, EvalResult
 

@@ -24,8 +24,8 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from lrgmm.errors import ImageInputError, ImageTooLargeError  # noqa: F401  (re-exported)
-from lrgmm.io.atomic import atomic_write_bytes  # noqa: F401  (re-exported)
+from lrgmm.errors import ImageInputError, ImageTooLargeError
+from lrgmm.io.atomic import atomic_write_bytes
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 """File suffixes treated as images (compared lower-cased)."""

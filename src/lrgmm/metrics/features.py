@@ -39,7 +39,7 @@ from safetensors import safe_open
 from safetensors.numpy import save as _st_save
 from tqdm.auto import tqdm
 
-from ..errors import MissingExtractorError, ParameterError  # noqa: F401  (re-exported)
+from ..errors import MissingExtractorError, ParameterError
 from ..io.atomic import atomic_write_bytes
 from ..io.paths import cache_dir
 

@@ -23,6 +23,8 @@ from ..errors import MaskError, ParameterError
 from ..io.atomic import atomic_write_bytes
 from ..io.images import make_grid, prepare_image, prepare_tensor, save_png
 
+N_COMPLETIONS = 8  # completions of one photo when the caller does not say (API, CLI and studio)
+
 
 @dataclass
 class Completions:
@@ -136,7 +138,7 @@ def complete_image(
     pipe,
     image,
     mask,
-    n: int = 8,
+    n: int = N_COMPLETIONS,
     seed: int | torch.Generator | None = None,
     *,
     nn: bool = True,

@@ -21,14 +21,14 @@ from tqdm.auto import tqdm
 from ..defaults import DEFAULTS
 from .._version import __version__
 from ..autoencoders import Autoencoder, OptionalDependencyError, available, get_autoencoder
-from .conditional import complete_image, generate_where, where_weights
+from .conditional import N_COMPLETIONS, complete_image, generate_where, where_weights
 from .editing import edit_faces
-from ..errors import (  # noqa: F401  (re-exported)
+from ..errors import (
     AutoencoderOptionsWarning, EncodingInterrupted, InputWarning, ModelFileError, NotFittedError, WeightsError,
 )
 from .forget import forget as forget_photos
-from .generated import FaceWriter, FilePaths, Generated  # noqa: F401  (re-exported)
-from ..io.latent_cache import EncodedSet, encode_images
+from .generated import FaceWriter, Generated
+from .encoding import EncodedSet, encode_images
 from ..io.model_file import load_model_file, model_tensors, save_model_file
 from ..limits import SAMPLE_BATCH_SIZE, check_n_samples
 from ..core.model import LRGMM, check_temperature
@@ -288,7 +288,7 @@ class FacePipeline:
             writer.write(batch)
         return writer.close(seed, settings)
 
-    def complete(self, image, mask, n: int = 8, seed: int | None = None, **overrides):
+    def complete(self, image, mask, n: int = N_COMPLETIONS, seed: int | None = None, **overrides):
         """n completions of a masked photo (``lrgmm.pipeline.conditional.complete_image``): ``image`` a
         path or a (3, H, W) tensor in [0, 1], ``mask`` a PNG path or an (H, W) bool array
         (True = missing) at the photo's size or the working resolution. ``overrides``: ``nn``,
@@ -299,7 +299,7 @@ class FacePipeline:
 
     def edit(self, inputs, edit, alphas=(-2, -1, 0, 1, 2), nn: bool = True, seed: int | None = None,
              max_share: float | None = None):
-        """Edit faces along an attribute (``lrgmm.editing.attribute_edit``): ``inputs`` are image paths, an
+        """Edit faces along an attribute (``lrgmm.pipeline.editing``): ``inputs`` are image paths, an
         (n, 3, H, W) tensor in [0, 1], a ``Generated`` or an int (faces generated with ``seed``);
         ``edit`` an ``AttributeEdit`` or an edit file made for this model. Returns
         ``EditedFaces`` (``.images`` (n_inputs, n_alphas, 3, R, R), ``.save(out_dir)``).

@@ -42,8 +42,8 @@ the old with ``-o`` the same path), faces generated from the old model, and the 
 still holds the photos' latents keyed by their hashes while the photos themselves are on disk.
 
 ``lrgmm forget`` (``lrgmm.pipeline.forget_file.forget_model_file``) wraps this in files: it reads the model
-file, writes the new one and a JSON record. This module never imports ``lrgmm.pipeline``: the new
-pipeline is built with the class of the one given.
+file, writes the new one and a JSON record. The new pipeline is built with the class of the one
+given (``FacePipeline`` imports this module for its ``forget`` method).
 """
 
 from __future__ import annotations
@@ -60,6 +60,8 @@ import torch
 
 from ..errors import FitError, ForgetError, ImageInputError, ParameterError
 from ..io.images import InputReport, list_images
+from ..io.latent_cache import LatentCache
+from .encoding import EncodedSet, encode_images
 
 CHECK_FACES = 256  # faces drawn to check provenance: latents only, well under a second on 1,024 photos
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
@@ -119,8 +121,6 @@ def photo_hashes(photos) -> dict[str, list[str]]:
 def _training_latents(pipe, hashes: list[str], paths: list[str], progress: bool) -> tuple[torch.Tensor, dict]:
     """The (n, c, h, w) latents of the training photos ``hashes`` (recorded at ``paths``), in
     that order: from the latent cache, encoding only those it lacks from their recorded files."""
-    from ..io.latent_cache import LatentCache, encode_images
-
     ae = pipe.autoencoder_
     ns = {"autoencoder_id": ae.id, "resolution": pipe.resolution}
     found: dict[str, np.ndarray] = {}
@@ -259,16 +259,13 @@ def forget(pipe, photos, *, check_faces: int = CHECK_FACES, seed: int = 0, progr
     _check_codes(pipe, latents, keep)
     removed_latents = {}
     if pipe.cache:
-        from ..io.latent_cache import LatentCache
-
         removed_latents = LatentCache().get(removed, autoencoder_id=pipe.autoencoder_.id, resolution=pipe.resolution)
 
     # The model's own settings; K as asked (the model's LRGMM keeps it: fit.n_components_requested).
     own = pipe.model_.get_params()
     params = {**pipe.get_params(), **{k: v for k, v in own.items() if k in pipe.get_params()}}
     params.update(autoencoder=pipe.autoencoder_, progress=progress)
-    new = type(pipe)(**params)  # a FacePipeline, built without importing lrgmm.pipeline
-    from ..io.latent_cache import EncodedSet
+    new = type(pipe)(**params)  # the FacePipeline class, which imports this module
 
     report = InputReport(n_found=len(keep), n_used=len(keep), resolution=pipe.resolution)
     encoded = EncodedSet(latents, paths, hashes, report, pipe.resolution, pipe.autoencoder_.id,

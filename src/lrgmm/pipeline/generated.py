@@ -2,8 +2,7 @@
 
 ``Generated`` holds a batch of faces with the latent samples they were decoded from;
 ``FaceWriter`` writes faces batch by batch in bounded memory (each file atomically) and the
-grids and ``samples.json`` at the end. They sit below ``lrgmm.pipeline`` (which makes them) and
-``lrgmm.editing.attribute_edit`` (which edits them), so neither imports the other for them.
+grids and ``samples.json`` at the end.
 """
 
 from __future__ import annotations

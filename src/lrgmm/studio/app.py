@@ -56,6 +56,7 @@ from starlette.requests import cookie_parser
 
 from ..defaults import DEFAULTS
 from ..errors import LrgmmError, StudioError, TooLargeError
+from ..pipeline.conditional import N_COMPLETIONS
 from .names import quote, size_text
 from .service import Studio
 
@@ -115,7 +116,7 @@ class CompleteRequest(BaseModel):
     grid: str
     face: int
     box: list[int] = Field(description="[x0, y0, x1, y1] in image pixels: the region to fill")
-    n: int = 4
+    n: int = N_COMPLETIONS
     seed: int = Field(0, ge=0, lt=2**63)
 
 

@@ -9,16 +9,16 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from ..data.splits import seeded_subset
 from ..errors import ImageInputError, LrgmmError, NotFoundError, StudioError
 from ..io.images import InputReport
-from ..io.latent_cache import EncodedSet, encode_images
+from ..pipeline.encoding import EncodedSet, encode_images
 from ..pipeline.face_pipeline import FacePipeline
 from .names import new_id, quote
+from .limits import Limits
 from .pools import WorkPool
 from .uploads import oversized_images
 
@@ -106,7 +106,7 @@ class FitJobs:
     as clients may see it (no server path)."""
 
     pool: WorkPool
-    limits: Any
+    limits: Limits
     pipeline_options: dict
     add_model: Callable[[str, FacePipeline], str]
     public: Callable[[str], str]

@@ -21,6 +21,7 @@ import torch
 from ..core.provenance import provenance_shares
 from ..errors import FailedError, NotAvailableError, StudioError
 from .grids import Grid
+from .limits import Limits
 from .pools import WorkPool
 
 
@@ -54,7 +55,7 @@ class Neighbours:
     studio's ``Limits`` (``max_neighbour_models``, ``neighbour_chunk``); ``display_name(path)``
     names a training file to clients, ``public(text)`` an error message."""
 
-    limits: Any
+    limits: Limits
     fit_pool: WorkPool
     decode_pool: WorkPool
     display_name: Callable[[str | Path], str]

@@ -76,7 +76,8 @@ def serve(
     import uvicorn
 
     from .app import create_app
-    from .service import Limits, Studio
+    from .limits import Limits
+    from .service import Studio
 
     check_port(port)
     if host not in ("127.0.0.1", "localhost", "::1"):

@@ -29,43 +29,18 @@ import numpy as np
 import torch
 
 from ..data.masks import box_mask
-from ..editing.attribute_edit import AttributeEdit
+from ..editing import AttributeEdit
 from ..errors import ImageInputError, NotAvailableError, NotFoundError, StudioError
-from ..io.images import MAX_IMAGE_PIXELS, list_images, prepare_image, to_uint8_hwc
+from ..io.images import list_images, prepare_image, to_uint8_hwc
+from ..pipeline.conditional import N_COMPLETIONS
 from ..pipeline.face_pipeline import FacePipeline
 from .grids import Grid, GridCache, decode_grid, png_bytes, provenance_png, provenance_record, tile_png
 from .jobs import FitJob, FitJobs
+from .limits import Limits
 from .names import new_id, quote
 from .neighbours import NeighbourIndex, Neighbours
 from .pools import WorkPool
 from .uploads import Upload, UploadStore
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Bounds on requests and on what the server keeps in memory."""
-
-    max_faces: int = 64  # faces per generate request
-    max_cached_faces: int = 512  # decoded faces kept across all grids (oldest grids dropped)
-    decode_batch: int = 4  # faces decoded per step: the first faces show after one small batch
-    max_nn_iterations: int = 5
-    max_upload_files: int = 256
-    max_upload_bytes: int = 8 * 2**20  # per file
-    max_upload_pixels: int = MAX_IMAGE_PIXELS  # per image (a small file can hold a huge, flat image)
-    max_request_bytes: int = 256 * 2**20  # per upload request, counted as the bytes arrive
-    max_json_bytes: int = 64 * 2**10  # per request other than uploads (JSON bodies are small)
-    max_uploads: int = 4  # upload folders kept per session (its oldest removed for a new one)
-    max_total_uploads: int = 64  # upload folders across sessions: beyond, new uploads are refused (503)
-    max_total_upload_bytes: int = 2 * 2**30  # bytes of uploads across sessions: beyond, refused (503)
-    upload_idle_s: float = 3600.0  # an upload unused this long may be removed to make room for others
-    max_data_pixels: int = MAX_IMAGE_PIXELS  # per image of a --data folder (larger ones are skipped)
-    max_fit_images: int = 4096
-    max_models: int = 8  # models fitted in the studio (oldest dropped); loaded models stay
-    max_queue: int = 64  # tasks waiting per pool before new work is refused (503)
-    max_jobs: int = 32  # finished fit jobs remembered
-    thumbnail_cache: int = 256
-    max_neighbour_models: int = 4  # models whose training faces' Inception features are kept in memory
-    neighbour_chunk: int = 32  # training faces decoded and measured per step (the progress granularity)
 
 
 @dataclass
@@ -420,7 +395,7 @@ class Studio:
         return self.grids.filled(grid.model_id, "edit", settings, images, None if prov is None else prov[0], None,
                                  labels=[f"alpha {a:g}" for a in alphas])
 
-    async def complete(self, grid_id: str, index: int, box: list[int], n: int = 4, seed: int = 0) -> Grid:
+    async def complete(self, grid_id: str, index: int, box: list[int], n: int = N_COMPLETIONS, seed: int = 0) -> Grid:
         """Fill a box of one face with n completions (``FacePipeline.complete``); the completions
         keep their provenance (-1 at observed positions)."""
         if not 1 <= n <= 16:

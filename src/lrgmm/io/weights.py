@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Iterator
 
 from lrgmm.errors import ParameterError, WeightsError
-from lrgmm.io.paths import ENV_CACHE_DIR, cache_dir  # noqa: F401  (re-exported)
+from lrgmm.io.paths import cache_dir
 
 __all__ = [
     "WeightFile",
