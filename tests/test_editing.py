@@ -207,8 +207,15 @@ def test_edit_with_nn_copies_target_side_training_pixels(fitted64, gender_edit, 
     assert prov.shape == (2, 3, 16, 16)
     assert bool((side[prov[:, 0]] == 0).all())  # alpha < 0: male training pixels
     assert bool((side[prov[:, 2]] == 1).all())  # alpha > 0: female training pixels
-    for j in range(3):  # every latent pixel is a real training latent pixel at its position
+    for j in (0, 2):  # every latent pixel is a real training latent pixel at its position
         assert torch.equal(out.codes[:, j], gather_pixels(mem, prov[:, j]))
+    # alpha = 0 moves nothing: no copy, and the face is the input's plain reconstruction.
+    assert bool((prov[:, 1] == -1).all())
+    from lrgmm.io.images import prepare_image
+
+    photos = torch.stack([torch.from_numpy(prepare_image(f, R).array) for f in files])
+    reconstruction = fitted64.decode(fitted64.autoencoder_.encode(photos))
+    assert torch.equal(out.images[:, 1], reconstruction)
     plain = fitted64.edit(files, gender_edit, alphas=(0, 1), nn=False)
     assert plain.provenance is None
     assert torch.allclose(plain.codes[:, 1], gender_edit.transform(plain.codes[:, 0], 1.0), atol=1e-5)
@@ -219,6 +226,33 @@ def test_edit_with_nn_copies_target_side_training_pixels(fitted64, gender_edit, 
     assert Image.open(written["strips"][0]).size == (2 + 4 * (R + 2), R + 4)
     rec = json.loads((tmp_path / "out" / "edits.json").read_text())
     assert rec["alphas"] == [-1.0, 0.0, 1.0] and rec["faces"][0]["provenance"][2]["alpha"] == 1.0
+    assert rec["faces"][0]["provenance"][1]["distinct_training_images"] == 0  # alpha = 0 copied nothing
+
+
+def test_an_edit_that_moves_some_positions_copies_only_there(fitted64, gender_edit):
+    """A partial edit (a bias on a few positions, no linear part) runs the NN step on the moved
+    positions only: the others keep the input's code and get provenance -1."""
+    import copy
+
+    from lrgmm.core.nn_projection import gather_pixels
+
+    local = copy.copy(gender_edit)
+    local.linear_ = torch.zeros_like(gender_edit.linear_)
+    local.left_ = local.right_ = None
+    local.bias_ = torch.zeros_like(gender_edit.bias_)
+    local.bias_[:, 4:8, 5:9] = gender_edit.bias_[:, 4:8, 5:9] + 0.5
+    files = fitted64.training_files_[:2]
+    out = fitted64.edit(files, local, alphas=(1,), nn=True)
+    prov = out.provenance[:, 0]
+    box = torch.zeros(16, 16, dtype=torch.bool)
+    box[4:8, 5:9] = True
+    assert bool((prov[:, box] >= 0).all()) and bool((prov[:, ~box] == -1).all())
+    plain = fitted64.edit(files, local, alphas=(0,), nn=False)
+    kept = out.codes[:, 0][:, :, ~box]
+    assert torch.equal(kept, plain.codes[:, 0][:, :, ~box])
+    copied = gather_pixels(fitted64.model_.codes_, prov.clamp_min(0))
+    assert torch.equal(out.codes[:, 0][:, :, box], copied[:, :, box])
+    assert bool((gender_edit.memory_side_[prov[:, box]] == 1).all())
 
 
 def test_edit_with_a_copy_budget(fitted64, gender_edit):

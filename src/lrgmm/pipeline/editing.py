@@ -110,10 +110,13 @@ def edit_faces(pipe, inputs, edit, alphas=(-2, -1, 0, 1, 2), nn: bool = True, se
 
     inputs: image paths, an (n, 3, H, W) tensor in [0, 1] (resized to R when needed), a
         ``Generated``, or an int n (n faces generated with ``seed`` first).
-    nn: after the edit, replace every latent pixel by the same-position pixel of the nearest
-        training code (omega x omega patch, eq. 5) of the target side: the positives for
-        alpha > 0, the negatives for alpha < 0, any training code at alpha = 0. Provenance maps
-        index ``pipe.training_files_``.
+    nn: after the edit, replace every latent pixel the edit moved by the same-position pixel of
+        the nearest training code (omega x omega patch, eq. 5) of the target side: the positives
+        for alpha > 0, the negatives for alpha < 0. Provenance maps index
+        ``pipe.training_files_``; -1 marks a position the edit did not move.
+    A latent pixel the edit did not move (all of them at alpha = 0) keeps the input's own latent,
+    not its rank-q code, as a completion keeps its observed part: alpha = 0 gives back the plain
+    reconstruction of a photo (or the generated face), with or without the NN step.
     seed: only used when ``inputs`` is an int; the edit itself is deterministic.
     max_share: copy budget of that NN step (``lrgmm.core.nn_projection``; default: the model's, None
         there: no budget); the memory of each side must be able to meet it.
@@ -140,30 +143,19 @@ def edit_faces(pipe, inputs, edit, alphas=(-2, -1, 0, 1, 2), nn: bool = True, se
             latents = torch.cat([pipe.autoencoder_.encode(originals[s : s + pipe.batch_size])
                                  for s in range(0, len(originals), max(1, pipe.batch_size))])
         codes = model.projector_.transform(latents.to(torch.float32))
+    if isinstance(inputs, Generated):
+        latents = inputs.samples.latents
     n, n_a = codes.shape[0], len(alphas)
     edited = torch.stack([edit.transform(codes, a) for a in alphas], 1)  # (n, A, q, h, w)
+    moved = _moved_positions(codes, edited).reshape(n * n_a, *codes.shape[2:])  # (n A, h, w)
     flat = edited.reshape(n * n_a, *edited.shape[2:])
     provenance = None
     if nn:
-        side = edit.memory_side_.to(torch.long)
-        want = torch.tensor([1 if a > 0 else 0 for a in alphas]).repeat(n)
-        zero = torch.tensor([a == 0 for a in alphas]).repeat(n)
-        provenance = torch.empty(n * n_a, *flat.shape[2:], dtype=torch.long)
-        out = flat.clone()
-        omega, iters = model.patch_size, model.nn_iterations
-        strict = max_share is not None  # the model's default budget is met where the side can meet it
-        if (~zero).any():
-            rows = (~zero).nonzero().squeeze(1)
-            out[rows], provenance[rows] = nn_project(flat[rows], want[rows], model.codes_, side, omega, iters, share,
-                                                     strict=strict, order=model.nn_order)
-        if zero.any():
-            rows = zero.nonzero().squeeze(1)
-            any_side = torch.zeros(model.codes_.shape[0], dtype=torch.long)
-            out[rows], provenance[rows] = nn_project(flat[rows], torch.zeros(len(rows), dtype=torch.long), model.codes_,
-                                                     any_side, omega, iters, share, strict=strict, order=model.nn_order)
-        flat = out
+        flat, provenance = _nn_on_moved(flat, moved, torch.tensor([1 if a > 0 else 0 for a in alphas]).repeat(n),
+                                        model, edit.memory_side_.to(torch.long), share, strict=max_share is not None)
         provenance = provenance.reshape(n, n_a, *provenance.shape[1:])
-    images = pipe.decode(model.projector_.inverse_transform(flat))
+    own = latents.to(torch.float32).repeat_interleave(n_a, 0)  # each input's latent, once per alpha
+    images = pipe.decode(torch.where(moved[:, None], model.projector_.inverse_transform(flat), own))
     desc = {"method": edit.method, "attribute": edit.attribute_, "negative": edit.negative_, "positive": edit.positive_,
             "file": str(path) if path else None, "nn": nn, "n_parameters": edit.n_parameters(),
             "max_share": share if nn else None}
@@ -177,3 +169,29 @@ def edit_faces(pipe, inputs, edit, alphas=(-2, -1, 0, 1, 2), nn: bool = True, se
         inputs=names,
         edit=desc,
     )
+
+
+def _moved_positions(codes: torch.Tensor, edited: torch.Tensor) -> torch.Tensor:
+    """(n, A, h, w) bool: latent positions where the edited codes (n, A, q, h, w) differ from the
+    input codes (n, q, h, w) by more than float rounding (relative 1e-6)."""
+    scale = 1 + codes.abs().amax(1)  # (n, h, w)
+    return (edited - codes[:, None]).abs().amax(2) > 1e-6 * scale[:, None]
+
+
+def _nn_on_moved(codes, moved, sides, model, memory_side, share, strict):
+    """The NN step (eq. 5) on the moved positions of each edited code (n, q, h, w), copying from
+    the training codes of its target side (``sides`` (n,) against ``memory_side``); unmoved
+    positions keep their code and get provenance -1. The copy budget counts the moved positions."""
+    out = codes.clone()
+    provenance = torch.full((codes.shape[0], *codes.shape[2:]), -1, dtype=torch.long)
+    options = {"patch_size": model.patch_size, "iterations": model.nn_iterations, "max_share": share,
+               "strict": strict, "order": model.nn_order}
+    everywhere = moved.all(2).all(1)
+    rows = everywhere.nonzero().squeeze(1)
+    if rows.numel():  # the usual case: an edit moves every position
+        out[rows], provenance[rows] = nn_project(codes[rows], sides[rows], model.codes_, memory_side, **options)
+    for r in (moved.any(2).any(1) & ~everywhere).nonzero().squeeze(1).tolist():
+        z, p = nn_project(codes[r : r + 1], sides[r : r + 1], model.codes_, memory_side, positions=moved[r], **options)
+        out[r] = torch.where(moved[r], z[0], codes[r])
+        provenance[r] = torch.where(moved[r], p[0], provenance[r])
+    return out, provenance
