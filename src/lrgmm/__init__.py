@@ -3,10 +3,8 @@
 from ._version import __version__
 from .defaults import DEFAULTS
 from .errors import FitError, ImageInputError, LrgmmError, ModelFileError, NotFittedError, WeightsError
-from .core.mixture import LowRankGaussianMixture
-from .core.model import LRGMM, LatentSamples
+from .core import LRGMM, LatentSamples, LowRankGaussianMixture, PixelPCA
 from .pipeline import FacePipeline, Generated
-from .core.projector import PixelPCA
 
 __all__ = [
     "DEFAULTS",
