@@ -493,7 +493,10 @@ def test_edit_is_the_python_api_edit(studio_env, fitted64):
     for k in range(3):
         rec = client.get(f"/api/grids/{out['id']}/faces/{k}/provenance.json").json()
         assert rec["map"] == ref.provenance[0, k].tolist()
-        assert abs(sum(src["share"] for src in rec["sources"]) - 1) < 1e-5
+        if k == 1:  # alpha 0 moves nothing: nothing copied, the input's own reconstruction
+            assert rec["sources"] == [] and rec["observed_share"] == 1.0
+        else:
+            assert abs(sum(src["share"] for src in rec["sources"]) - 1) < 1e-5
     assert list(studio._edits) == [(mid, "gender", "male", "female")]  # fitted once, kept
 
     plain = client.post("/api/edit", json={"grid": grid["id"], "face": 1, "alphas": [1], "nn": False,
