@@ -129,6 +129,21 @@ def test_settings_reach_the_sampler(studio_env, fitted64):
     assert rec["map"] == fitted64.generate(3, seed=2, nn_iterations=2).samples.provenance[0].tolist()
 
 
+def test_generate_in_raster_order(studio_env, fitted64):
+    client, _studio, mid = studio_env
+    info = next(m for m in client.get("/api/models").json() if m["id"] == mid)
+    assert info["nn_order"] == fitted64.model_.nn_order == "parallel"
+    grid = _generate(client, mid, n=4, seed=6, nn_order="raster")
+    assert grid["settings"]["nn_order"] == "raster"
+    ref = fitted64.model_.sample(4, 6, nn_order="raster").provenance
+    assert not torch.equal(ref, fitted64.model_.sample(4, 6).provenance)  # the order matters here
+    for i in range(4):
+        assert client.get(f"/api/grids/{grid['id']}/faces/{i}/provenance.json").json()["map"] == ref[i].tolist()
+    assert _generate(client, mid, n=2, seed=6)["settings"]["nn_order"] == "parallel"  # the model's
+    r = client.post("/api/generate", json={"model": mid, "n": 2, "nn_order": "zigzag"})
+    assert r.status_code == 422 and "nn_order" in r.text
+
+
 def test_generate_respects_max_share(studio_env, fitted64):
     client, _studio, mid = studio_env
     info = next(m for m in client.get("/api/models").json() if m["id"] == mid)

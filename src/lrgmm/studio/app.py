@@ -40,6 +40,7 @@ import hmac
 import ipaddress
 import json
 import secrets
+from typing import Literal
 from collections.abc import Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -54,7 +55,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import cookie_parser
 
-from ..defaults import DEFAULTS
+from ..defaults import DEFAULTS, NN_ORDERS
 from ..errors import LrgmmError, StudioError, TooLargeError
 from ..pipeline.conditional import N_COMPLETIONS
 from .names import quote, size_text
@@ -89,6 +90,8 @@ class GenerateRequest(BaseModel):
     max_share: float | None = Field(None, gt=0, le=1, description="copy budget: no face takes more than this share of "
                                     "its latent pixels from one training photo (default: the model's; 1 = none; at "
                                     "least the model's min_max_share from /api/models)")
+    nn_order: Literal[NN_ORDERS] | None = Field(None, description="order of the NN step: parallel (eq. 5) or raster "
+                                                "(position by position; default: the model's)")
     replaces: str | None = Field(None, description="id of a grid this one replaces: its remaining decoding is cancelled")
 
 
@@ -420,7 +423,8 @@ def create_app(studio: Studio | None = None, *, allowed_hosts: Iterable[str] = (
     @app.post("/api/generate", summary="Sample n faces; returns at once with per-face URLs that answer as faces are decoded")
     async def generate(req: GenerateRequest):
         grid = await studio.generate(req.model, req.n, req.seed, nn=req.nn, temperature=req.temperature,
-                                     nn_iterations=req.nn_iterations, replaces=req.replaces, max_share=req.max_share)
+                                     nn_iterations=req.nn_iterations, replaces=req.replaces, max_share=req.max_share,
+                                     nn_order=req.nn_order)
         return grid.info()
 
     @app.get("/api/grids/{grid_id}", summary="A grid's settings and decoding state")

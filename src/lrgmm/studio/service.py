@@ -66,6 +66,7 @@ class ModelEntry:
             "temperature": float(m.temperature),
             "nn_iterations": int(m.nn_iterations),
             "patch_size": int(m.patch_size),
+            "nn_order": m.nn_order,
             "max_share": m.max_share,  # the model's default copy budget (None: none)
             "min_max_share": m.min_max_share(),  # the smallest budget its clusters can meet
             "autoencoder": pipe.autoencoder_.id,
@@ -288,7 +289,7 @@ class Studio:
 
     async def generate(self, model_id: str, n: int, seed: int, nn: bool = True, temperature: float | None = None,
                        nn_iterations: int | None = None, replaces: str | None = None,
-                       max_share: float | None = None) -> Grid:
+                       max_share: float | None = None, nn_order: str | None = None) -> Grid:
         """Sample n latents at once (milliseconds), then queue their decoding in small batches;
         returns the grid at once, its faces become ready one batch at a time."""
         entry = self.model(model_id)
@@ -301,13 +302,14 @@ class Studio:
         pipe = entry.pipeline
         samples = await self.sample_pool.run(
             lambda: pipe.model_.sample(n, seed, nn=nn, temperature=temperature, nn_iterations=nn_iterations,
-                                       max_share=max_share)
+                                       max_share=max_share, nn_order=nn_order)
         )
         share = pipe.model_.max_share if max_share is None else max_share
         settings = {"seed": seed, "nn": nn, "n": n,
                     "temperature": pipe.model_.temperature if temperature is None else temperature,
                     "nn_iterations": (pipe.model_.nn_iterations if nn_iterations is None else nn_iterations) if nn else 0,
-                    "max_share": share if nn and share is not None and share < 1 else None}
+                    "max_share": share if nn and share is not None and share < 1 else None,
+                    "nn_order": (pipe.model_.nn_order if nn_order is None else nn_order) if nn else None}
         grid = self.grids.new(model_id, "generate", settings, n, samples.latents, samples.provenance, samples.components)
         self.decode_pool.submit(decode_grid, grid, pipe, asyncio.get_running_loop(), self.decode_pool,
                                 self.limits.decode_batch)

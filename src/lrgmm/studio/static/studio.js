@@ -67,6 +67,7 @@ function chooseModel(id) {
   const lam = $("lambda");
   lam.max = m.temperature; lam.value = m.temperature; $("lambda-out").textContent = m.temperature;
   $("iterations").value = m.nn_iterations; $("iterations-out").textContent = m.nn_iterations;
+  $("nn-order").value = m.nn_order;
   // The copy budget: from the smallest share this model's clusters can meet up to 1 (off).
   const share = $("max-share");
   share.min = Math.min(1, Math.ceil(m.min_max_share * 100 - 1e-9) / 100);
@@ -135,10 +136,11 @@ async function generate() {
   if (!S.model) return;
   const token = ++S.genToken;
   const nn = $("nn").checked;
-  $("iterations").disabled = $("max-share").disabled = !nn;
+  $("iterations").disabled = $("max-share").disabled = $("nn-order").disabled = !nn;
   const req = { model: S.model.id, n: +$("n-faces").value, seed: +$("seed").value, nn,
                 temperature: +$("lambda").value, nn_iterations: +$("iterations").value,
                 max_share: Math.max(+$("max-share").value, S.model.min_max_share),  // 1 = no budget
+                nn_order: $("nn-order").value,
                 replaces: S.grid ? S.grid.id : null };
   let grid;
   try { grid = await postJSON("/api/generate", req); } catch (e) { toast(e.message); return; }
@@ -190,7 +192,7 @@ function loadTile(grid, i) {
   if (tile) tile.querySelector("img").src = grid.faces[i].url;
 }
 
-for (const id of ["seed", "nn", "n-faces"]) $(id).addEventListener("change", () => scheduleGenerate());
+for (const id of ["seed", "nn", "n-faces", "nn-order"]) $(id).addEventListener("change", () => scheduleGenerate());
 $("lambda").addEventListener("input", () => { $("lambda-out").textContent = $("lambda").value; scheduleGenerate(); });
 $("iterations").addEventListener("input", () => { $("iterations-out").textContent = $("iterations").value; scheduleGenerate(); });
 $("max-share").addEventListener("input", () => { showShare(); scheduleGenerate(); });
