@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from lrgmm.data.splits import holdout_split
 from lrgmm import FacePipeline

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import sys
@@ -37,7 +36,7 @@ from PIL import Image, ImageDraw
 
 from lrgmm.baselines import LRGMMNNGenerator, make_generator
 from lrgmm.demo import find_demo_data
-from lrgmm.figures import font, labelled_rows, text_size
+from lrgmm.figures import font, labelled_rows
 from lrgmm.io.atomic import atomic_write_bytes
 from lrgmm.io.images import make_grid
 from experiments.reproduction import EVAL_SEED, FIGURE_SEED, SCALES, ReportRun, _Context, _gap, _row, timed_sampling

@@ -65,7 +65,7 @@ from lrgmm.metrics.precision_recall import precision_recall
 from lrgmm.core.model import default_n_components
 from lrgmm.errors import InputWarning
 from lrgmm.pipeline import FacePipeline
-from lrgmm.core.provenance import index_colors, provenance_image
+from lrgmm.core.provenance import provenance_image
 
 __all__ = ["SCALES", "Scale", "main", "run_report"]
 

@@ -11,7 +11,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 
 from .data.splits import seeded_subset
 from .errors import ImageInputError

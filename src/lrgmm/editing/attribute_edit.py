@@ -97,15 +97,12 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import math
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .._version import __version__
 from ..errors import EditError, EditFileError, NotFittedError
