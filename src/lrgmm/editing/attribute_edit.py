@@ -96,7 +96,6 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import json
 import time
 import warnings
 from pathlib import Path
