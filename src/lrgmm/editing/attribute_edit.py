@@ -112,8 +112,6 @@ from ..core.randomness import as_generator
 from .maps import apply_affine, affine_direction, fit_classifier, fit_gaussian_ot, fit_mean_difference, fit_wasserstein
 
 EDIT_METHODS = ("wasserstein", "mean_difference", "classifier", "gaussian_ot")
-# The fitting functions that need nothing but the two sides' codes.
-FITTERS = {"mean_difference": fit_mean_difference, "gaussian_ot": fit_gaussian_ot}
 FORMAT_NAME = "lrgmm-edit"
 FORMAT_VERSION = 1
 _METADATA_KEY = "lrgmm-edit"
@@ -362,8 +360,10 @@ class AttributeEdit:
                                      **{k: getattr(self, k) for k in options})
         elif self.method == "classifier":
             fitted = fit_classifier(neg, pos, self.classifier_l2)
+        elif self.method == "gaussian_ot":
+            fitted = fit_gaussian_ot(neg, pos)
         else:
-            fitted = FITTERS[self.method](neg, pos)
+            fitted = fit_mean_difference(neg, pos)
         self.linear_, self.bias_, self.left_, self.right_ = fitted.linear, fitted.bias, fitted.left, fitted.right
         self.info_, self.history_ = fitted.info, fitted.history
         self.n_negative_, self.n_positive_ = int(neg.shape[0]), int(pos.shape[0])

@@ -3,7 +3,7 @@
 H(z)(p) = A z(p) + b(p) + U (V^T vec z)(p) on codes (n, q, h, w); every fitting function takes
 the two sides' codes (negatives (n_s, q, h, w), positives (n_t, q, h, w), float32) and returns
 an ``AffineFit``. ``lrgmm.editing.attribute_edit`` explains the methods and their deviations
-from the paper, and chooses among them (``FITTERS``).
+from the paper, and chooses among them (``AttributeEdit.fit_codes``).
 """
 
 from __future__ import annotations

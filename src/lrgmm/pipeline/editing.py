@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from ..core.conditioning import nn_project_unknown
 from ..core.nn_projection import check_max_share, nn_project
 from ..core.provenance import provenance_image, provenance_shares
 from ..editing.attribute_edit import AttributeEdit, load_edit
@@ -181,7 +182,8 @@ def _moved_positions(codes: torch.Tensor, edited: torch.Tensor) -> torch.Tensor:
 def _nn_on_moved(codes, moved, sides, model, memory_side, share, strict):
     """The NN step (eq. 5) on the moved positions of each edited code (n, q, h, w), copying from
     the training codes of its target side (``sides`` (n,) against ``memory_side``); unmoved
-    positions keep their code and get provenance -1. The copy budget counts the moved positions."""
+    positions keep their code and get provenance -1, as a completion's observed positions do
+    (``nn_project_unknown``). The copy budget counts the moved positions."""
     out = codes.clone()
     provenance = torch.full((codes.shape[0], *codes.shape[2:]), -1, dtype=torch.long)
     options = {"patch_size": model.patch_size, "iterations": model.nn_iterations, "max_share": share,
@@ -191,7 +193,6 @@ def _nn_on_moved(codes, moved, sides, model, memory_side, share, strict):
     if rows.numel():  # the usual case: an edit moves every position
         out[rows], provenance[rows] = nn_project(codes[rows], sides[rows], model.codes_, memory_side, **options)
     for r in (moved.any(2).any(1) & ~everywhere).nonzero().squeeze(1).tolist():
-        z, p = nn_project(codes[r : r + 1], sides[r : r + 1], model.codes_, memory_side, positions=moved[r], **options)
-        out[r] = torch.where(moved[r], z[0], codes[r])
-        provenance[r] = torch.where(moved[r], p[0], provenance[r])
+        out[r : r + 1], provenance[r : r + 1] = nn_project_unknown(
+            codes[r : r + 1], sides[r : r + 1], model.codes_, memory_side, moved[r], codes[r], **options)
     return out, provenance
