@@ -58,6 +58,9 @@ CANDIDATES: dict[str, tuple[dict, dict]] = {
     "it2-share25": ({}, {"nn_iterations": 2, "max_share": 0.25}),
     "q32-share25": ({"n_channels": 32}, {"max_share": 0.25}),
     "lambda25": ({"temperature": 0.25}, {"max_share": 1}),
+    # More sampling directions per component: at K = 62 eq. 4 leaves each about 8 of lambda d0.
+    "lambda50-share25": ({"temperature": 0.5}, {"max_share": 0.25}),
+    "lambda100-share25": ({"temperature": 1.0}, {"max_share": 0.25}),
     "omega7": ({}, {"patch_size": 7, "max_share": 1}),
     "omega3": ({}, {"patch_size": 3, "max_share": 1}),
     "raster": ({}, {"nn_order": "raster", "max_share": 1}),

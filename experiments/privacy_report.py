@@ -20,7 +20,6 @@ figures, sample grids). ``python -m experiments.reproduction`` runs the same pri
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys

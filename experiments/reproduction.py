@@ -33,7 +33,6 @@ Figures are drawn with Pillow (no plotting library needed).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform

@@ -79,7 +79,7 @@ def test_generate(fitted64):
     assert float(a.images.std()) > 0.05  # faces, not a flat image
     assert a.seed == 3 and len(a) == 4
     assert a.settings == {"nn": True, "temperature": 0.12, "nn_iterations": 1, "patch_size": 5, "nn_order": "parallel",
-                          "max_share": 0.25}
+                          "max_share": 0.25, "precision": "fp32"}
     assert torch.equal(fitted64.generate(4, seed=3).images, a.images)
     r = fitted64.generate(4, seed=3, nn_order="raster")  # a sampling-time override of the model's order
     assert r.settings["nn_order"] == "raster"

@@ -77,6 +77,16 @@ def _add_backend_options(p):
                    help="VQGAN: snap latents to the codebook before decoding (recorded in the model)")
 
 
+def _add_precision_option(p, func=None):
+    """``--precision`` with its default from ``func``'s signature (default: ``FacePipeline``)."""
+    from .autoencoders.precision import PRECISIONS
+    from .pipeline.face_pipeline import FacePipeline
+
+    _opt(p, func or FacePipeline.__init__, "precision", choices=PRECISIONS,
+         help="the autoencoder's arithmetic: fp32, bf16, or auto (bf16 where the CPU/GPU has it natively: "
+              "AVX-512 BF16 or AMX; on other CPUs bf16 is emulated and slow)")
+
+
 def _backend_options(name: str, args) -> dict:
     from .autoencoders import backend_options
 
@@ -262,7 +272,8 @@ def cmd_fit(args) -> int:
     if options:
         from .autoencoders import get_autoencoder
 
-        params["autoencoder"] = get_autoencoder(args.autoencoder, batch_size=args.batch_size, **options)
+        params["autoencoder"] = get_autoencoder(args.autoencoder, batch_size=args.batch_size,
+                                                precision=args.precision, **options)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", InputWarning)  # the summary printed below says the same
         pipe = FacePipeline(**params).fit(args.sources if len(args.sources) > 1 else args.sources[0])
@@ -316,7 +327,8 @@ def _load_pipeline(args):
 
     name = read_metadata(args.model).get("autoencoder", {}).get("name", "taef2")
     options = _backend_options(name, args)
-    return FacePipeline.load(args.model, autoencoder_options=options or None, progress=not args.quiet)
+    return FacePipeline.load(args.model, autoencoder_options=options or None, progress=not args.quiet,
+                             precision=args.precision)
 
 
 def cmd_sample(args) -> int:
@@ -371,12 +383,12 @@ def cmd_sample(args) -> int:
     from .pipeline.face_pipeline import FaceWriter
 
     clear_own_files(args.output, own)
-    writer = FaceWriter(args.output, total=args.n, progress=not args.quiet)
     settings: dict = {}
-    for batch in batches:
-        writer.write(batch)
-        settings = batch.settings
-    written = writer.close(seed, settings)
+    with FaceWriter(args.output, total=args.n, progress=not args.quiet) as writer:
+        for batch in batches:  # drawn and decoded while the writer thread writes the one before
+            writer.write(batch)
+            settings = batch.settings
+        written = writer.close(seed, settings)
     shown = " (the first 64)" if args.n > 64 else ""
     print(f"{args.n} faces (seed {seed}) written to {args.output}/: grid.png{shown}, face_*.png"
           + (", face_*_provenance.png/.json, provenance_grid.png" if written["provenance_maps"] else ""))
@@ -434,7 +446,7 @@ def cmd_demo(args) -> int:
 
     check_output_folder(args.output, args.overwrite, DEMO_FILES)
     res = run_demo(args.data, args.n_train, args.n, args.output, args.seed, progress=not args.quiet,
-                   before_writing=lambda out: clear_own_files(out, DEMO_FILES))
+                   before_writing=lambda out: clear_own_files(out, DEMO_FILES), precision=args.precision)
     print("\n".join(_info_lines(res.pipeline.metadata())))
     print(f"\n{res.n_faces} new faces written to {res.out_dir}/")
     print(f"  grid:             {res.out_dir / 'grid.png'}")
@@ -504,7 +516,7 @@ def cmd_autoencoders(args) -> int:
 def cmd_serve(args) -> int:
     from .studio.server import serve
 
-    serve(args.models, args.data or (), host=args.host, port=args.port, workers=args.workers)
+    serve(args.models, args.data or (), host=args.host, port=args.port, workers=args.workers, precision=args.precision)
     return 0
 
 
@@ -529,10 +541,11 @@ def _add_serve_parser(sub) -> None:
     _opt(p, serve, "host", help="interface to bind; anything but loopback is reachable by others (no authentication)")
     _opt(p, serve, "port", type=_port_number, help="port (1..65535)")
     _opt(p, serve, "workers", type=_positive_int, help="decoding threads")
+    _add_precision_option(p, serve)
     p.set_defaults(func=cmd_serve)
 
 
-def _load_for_edit(model: str, quiet: bool):
+def _load_for_edit(model: str, quiet: bool, precision: str | None = None):
     from .errors import ModelFileError
     from .pipeline.face_pipeline import FacePipeline
 
@@ -541,7 +554,7 @@ def _load_for_edit(model: str, quiet: bool):
             f"{model} is a folder, not a model file: fit a model first (`lrgmm fit {model} -o faces.lrgmm`), "
             "then `lrgmm edit-fit faces.lrgmm --attribute ...` (add --data FOLDER to fit the edit on other labelled photos)"
         )
-    return FacePipeline.load(model, progress=not quiet)
+    return FacePipeline.load(model, progress=not quiet, **({"precision": precision} if precision else {}))
 
 
 def cmd_edit_fit(args) -> int:
@@ -582,7 +595,7 @@ def cmd_edit(args) -> int:
     from .io.output_folder import EDIT_FILES, check_output_folder, clear_own_files
 
     check_output_folder(args.output, args.overwrite, EDIT_FILES)
-    pipe = _load_for_edit(args.model, args.quiet)
+    pipe = _load_for_edit(args.model, args.quiet, args.precision)
     edit = load_edit(args.edit)
     edit.check_model(pipe, args.edit)
     out = pipe.edit(args.images, edit, alphas=args.alpha, nn=args.nn)
@@ -648,6 +661,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, type=_output_path, help="model file to write, e.g. faces.lrgmm")
     _add_model_options(p)
     _add_backend_options(p)
+    _add_precision_option(p)
     p.add_argument("--no-cache", action="store_true", help="do not read or write the latent cache")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_fit)
@@ -659,6 +673,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampling_options(p)
     _add_method_option(p)
     _add_backend_options(p)
+    _add_precision_option(p)
     p.add_argument("--edit", default=None, help="an edit file (`lrgmm edit-fit`): write strips of the faces edited at --alpha")
     p.add_argument("--alpha", type=float, nargs="+", default=None, help="edit strengths for --edit (default: -2 -1 0 1 2)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -690,6 +705,7 @@ def build_parser() -> argparse.ArgumentParser:
     _opt(p, complete_image, "threshold", type=float, help="a latent position is generated when more than this share of its pixel block is masked")
     _opt(p, complete_image, "feather", type=int, help="blend width in pixels outside the mask")
     _add_backend_options(p)
+    _add_precision_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_complete)
 
@@ -723,6 +739,7 @@ def build_parser() -> argparse.ArgumentParser:
     _opt(p, run_demo, "out_dir", "-o", "--output", type=_output_path, help="output folder (new or empty; see --overwrite)")
     _add_overwrite_option(p)
     _opt(p, run_demo, "seed", type=_seed, help="seed of the training subset, the fit and the samples")
+    _add_precision_option(p, run_demo)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_demo)
 
@@ -790,6 +807,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, nargs="+", default=list(ef["alphas"]),
                    help=f"edit strengths; > 0 towards the positive category (default: {' '.join(str(a) for a in ef['alphas'])})")
     p.add_argument("--no-nn", dest="nn", action="store_false", default=ef["nn"], help="skip the NN step after the edit")
+    _add_precision_option(p)
     p.add_argument("-o", "--output", required=True, type=_output_path, help="output folder (new or empty; see --overwrite)")
     _add_overwrite_option(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")

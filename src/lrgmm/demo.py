@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+from .autoencoders.precision import DEFAULT_PRECISION
 from .data.splits import seeded_subset
 from .errors import ImageInputError
 from .io.images import list_images
@@ -48,19 +49,21 @@ def run_demo(
     seed: int = 0,
     progress: bool = True,
     before_writing: Callable[[Path], None] | None = None,
+    precision: str = DEFAULT_PRECISION,
 ) -> DemoResult:
     """Fit a ``FacePipeline`` with default settings on ``n_train`` photos drawn with ``seed``
     from ``data``, generate ``n_samples`` faces with the same seed, and write them, their
     provenance maps, the grids and the model file to ``out_dir`` (batch by batch:
     ``FacePipeline.generate_to``). ``before_writing(out_dir)`` runs once the model is fitted,
-    before the first file is written (the command line clears an earlier run's files there)."""
+    before the first file is written (the command line clears an earlier run's files there).
+    ``precision``: the autoencoder's arithmetic (``FacePipeline``)."""
     check_n_samples(n_samples)
     folder = Path(data) if data is not None else find_demo_data()
     files = list_images(folder).paths
     if len(files) < n_train:
         raise ImageInputError(f"{folder} holds {len(files)} images, fewer than the {n_train} asked for")
     chosen = seeded_subset(files, n_train, seed)
-    pipe = FacePipeline(random_state=seed, progress=progress).fit(chosen)
+    pipe = FacePipeline(random_state=seed, progress=progress, precision=precision).fit(chosen)
     out = Path(out_dir)
     if before_writing is not None:
         before_writing(out)

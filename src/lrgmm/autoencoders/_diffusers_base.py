@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from lrgmm.autoencoders.base import DIFFUSERS_EXTRA, BatchedAutoencoder
-from lrgmm.errors import OptionalDependencyError, ParameterError
+from lrgmm.errors import OptionalDependencyError
 
 # Inputs may carry rounding noise from resizing; anything further out of [0, 1] is a caller bug.
 
@@ -27,11 +27,6 @@ def import_diffusers(backend: str):
         ) from None
     return diffusers
 
-
-def check_positive_int(value, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ParameterError(f"{what} must be a positive integer, got {value!r}")
-    return value
 
 
 class DiffusersBackend(BatchedAutoencoder):
@@ -49,10 +44,6 @@ class DiffusersBackend(BatchedAutoencoder):
     model: nn.Module
     latent_channels: int
     downscale: int
-
-    def _setup_run(self, device, batch_size) -> None:
-        self.batch_size = check_positive_int(batch_size, "batch_size")
-        self.device = torch.device(device)
 
     def _finish_model(self, model: nn.Module) -> nn.Module:
         # float32 already (built so, or loaded with torch_dtype=float32): only move it, as

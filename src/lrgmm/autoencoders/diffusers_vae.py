@@ -111,12 +111,13 @@ class DiffusersVAE(DiffusersBackend):
         requantize: bool = False,
         device: str | torch.device = "cpu",
         batch_size: int = 16,
+        precision: str = "fp32",
     ) -> None:
         if path is None:
             raise ParameterError(f"no diffusers model folder given; {_USAGE}")
         if not isinstance(requantize, bool):
             raise TypeError(f"requantize must be True or False, got {requantize!r}")
-        self._setup_run(device, batch_size)
+        self._setup_run(device, batch_size, precision)
         root = Path(path).expanduser().resolve()
         self.folder = _model_folder(root, subfolder)
         self.path = root

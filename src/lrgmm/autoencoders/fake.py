@@ -28,7 +28,6 @@ import math
 import torch
 
 from lrgmm.autoencoders.base import BatchedAutoencoder
-from lrgmm.errors import ParameterError
 
 __all__ = ["FakeAutoencoder", "patch_patterns"]
 
@@ -92,11 +91,8 @@ class FakeAutoencoder(BatchedAutoencoder):
     latent_channels = LATENT_CHANNELS
     downscale = DOWNSCALE
 
-    def __init__(self, device: str | torch.device = "cpu", batch_size: int = 16) -> None:
-        if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
-            raise ParameterError(f"batch_size must be a positive integer, got {batch_size!r}")
-        self.batch_size = int(batch_size)
-        self.device = torch.device(device)
+    def __init__(self, device: str | torch.device = "cpu", batch_size: int = 16, precision: str = "fp32") -> None:
+        self._setup_run(device, batch_size, precision)
         self.patterns = patch_patterns().to(torch.float32)  # (32, 192), orthonormal rows
         self.weights_sha256 = hashlib.sha256(f"{VERSION}:seed={MIX_SEED}".encode("ascii")).hexdigest()
 

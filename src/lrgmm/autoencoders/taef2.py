@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from lrgmm.autoencoders.base import BatchedAutoencoder
-from lrgmm.errors import ParameterError, WeightsError
+from lrgmm.errors import WeightsError
 from lrgmm.io.weights import find_weights, sha256_file
 
 __all__ = ["TAEF2", "build_encoder", "build_decoder"]
@@ -122,6 +122,7 @@ class TAEF2(BatchedAutoencoder):
 
     name = BACKEND
     preferred_q = 16
+    channels_last = True
     latent_channels = LATENT_CHANNELS
     downscale = DOWNSCALE
     # command-line option -> keyword argument (see lrgmm.autoencoders.backend_options)
@@ -134,11 +135,9 @@ class TAEF2(BatchedAutoencoder):
         weights_dir: str | Path | None = None,
         device: str | torch.device = "cpu",
         batch_size: int = 16,
+        precision: str = "fp32",
     ) -> None:
-        if int(batch_size) < 1:
-            raise ParameterError(f"batch_size must be a positive integer, got {batch_size!r}")
-        self.batch_size = int(batch_size)
-        self.device = torch.device(device)
+        self._setup_run(device, batch_size, precision)
 
         enc_file = find_weights(BACKEND, ENCODER_FILE, encoder_path or weights_dir)
         dec_file = find_weights(BACKEND, DECODER_FILE, decoder_path or weights_dir)
@@ -151,10 +150,11 @@ class TAEF2(BatchedAutoencoder):
         _load_into(self.encoder, enc_file)
         _load_into(self.decoder, dec_file)
         for net in (self.encoder, self.decoder):
-            net.eval().requires_grad_(False).to(self.device)
+            net.eval().requires_grad_(False).to(self.device, memory_format=torch.channels_last)
 
     def __repr__(self) -> str:
-        return f"TAEF2(id={self.id!r}, device={str(self.device)!r}, batch_size={self.batch_size})"
+        return (f"TAEF2(id={self.id!r}, device={str(self.device)!r}, batch_size={self.batch_size}, "
+                f"precision={self.precision!r})")
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         x = self._check_images(images)

@@ -433,13 +433,14 @@ class VQGAN(DiffusersBackend):
         requantize: bool = False,
         device: str | torch.device = "cpu",
         batch_size: int = 16,
+        precision: str = "fp32",
     ) -> None:
         if checkpoint is None or config is None:
             missing = " and ".join(n for n, v in (("checkpoint", checkpoint), ("config", config)) if v is None)
             raise ParameterError(f"no VQGAN {missing} given; {_USAGE}")
         if not isinstance(requantize, bool):
             raise TypeError(f"requantize must be True or False, got {requantize!r}")
-        self._setup_run(device, batch_size)
+        self._setup_run(device, batch_size, precision)
         self.requantize = requantize
         self.vq_config = read_vqgan_config(config)
         path = Path(checkpoint).expanduser()

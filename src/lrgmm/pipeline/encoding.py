@@ -13,7 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..autoencoders.base import Autoencoder
-from ..errors import LatentCacheWarning
+from ..errors import ImageInputError, LatentCacheWarning
 from ..io.images import InputReport, LoadedImage, Source, iter_images, list_images, prepare_image
 from ..io.latent_cache import LatentCache
 
@@ -30,6 +30,7 @@ class EncodedSet:
         resolution: image side the latents were encoded at.
         autoencoder_id: ``Autoencoder.id`` of the encoder.
         n_encoded: images encoded in this call; n_cached: images read from the cache.
+        precision: the encoder's arithmetic, "fp32" or "bf16" (part of the cache key).
     """
 
     latents: torch.Tensor
@@ -40,6 +41,7 @@ class EncodedSet:
     autoencoder_id: str
     n_encoded: int = 0
     n_cached: int = 0
+    precision: str = "fp32"
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -81,7 +83,8 @@ def encode_images(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     store = _resolve_cache(cache)
     ae_id = autoencoder.id
-    ns = {"autoencoder_id": ae_id, "resolution": resolution}
+    # bf16 latents are cached apart from fp32 ones (``Autoencoder.latent_key``).
+    ns = {"autoencoder_id": autoencoder.latent_key, "resolution": resolution}
     images = list_images(source)
     report = InputReport()
     known = store.known(**ns) if store is not None else set()
@@ -142,7 +145,7 @@ def encode_images(
             expected = tuple(autoencoder.latent_shape(resolution))
             wrong = [h for h, z in got.items() if tuple(z.shape) != expected]
             if wrong:
-                warnings.warn(f"{len(wrong)} cached latent(s) in {store.folder(ae_id, resolution)} have "
+                warnings.warn(f"{len(wrong)} cached latent(s) in {store.folder(autoencoder.latent_key, resolution)} have "
                               f"shape {tuple(got[wrong[0]].shape)}, expected {expected}; encoding again",
                               LatentCacheWarning, stacklevel=2)
             for h in wrong:
@@ -182,4 +185,5 @@ def encode_images(
         autoencoder_id=ae_id,
         n_encoded=counts["encoded"],
         n_cached=counts["cached"],
+        precision=autoencoder.precision,
     )

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from ..defaults import DEFAULTS
 from .._version import __version__
 from ..autoencoders import Autoencoder, OptionalDependencyError, available, get_autoencoder
+from ..autoencoders.precision import DEFAULT_PRECISION, check_precision
 from .conditional import N_COMPLETIONS, complete_image, generate_where, where_weights
 from .editing import edit_faces
 from ..errors import (
@@ -52,6 +53,10 @@ class FacePipeline:
         As in ``LRGMM`` (every ``LRGMM`` parameter is a pipeline parameter of the same name).
     batch_size : int
         Images per encoder/decoder batch.
+    precision : str
+        The autoencoder's arithmetic: "fp32", "bf16" or "auto" (bf16 where the hardware has it
+        natively; ``lrgmm.autoencoders.precision``). Used when the backend is built by name;
+        recorded with generated faces and, for the training latents, in the model file.
     cache : bool
         Reuse and store encoded latents in the per-user latent cache.
     progress : bool
@@ -86,6 +91,7 @@ class FacePipeline:
         random_state: int | None = DEFAULTS["random_state"],
         min_component_size: int = DEFAULTS["min_component_size"],
         batch_size: int = 16,
+        precision: str = DEFAULT_PRECISION,
         cache: bool = True,
         progress: bool = True,
     ):
@@ -106,6 +112,7 @@ class FacePipeline:
         self.random_state = random_state
         self.min_component_size = min_component_size
         self.batch_size = batch_size
+        self.precision = precision
         self.cache = cache
         self.progress = progress
 
@@ -115,7 +122,7 @@ class FacePipeline:
     def _resolve_autoencoder(self) -> Autoencoder:
         if isinstance(self.autoencoder, Autoencoder):
             return self.autoencoder
-        return get_autoencoder(self.autoencoder, batch_size=self.batch_size)
+        return get_autoencoder(self.autoencoder, batch_size=self.batch_size, precision=check_precision(self.precision))
 
     # ------------------------------------------------------------------ fitting
     def encode(self, source) -> EncodedSet:
@@ -156,6 +163,7 @@ class FacePipeline:
         self.fit_seconds_ = time.perf_counter() - start
         self.training_files_ = list(encoded.paths)
         self.training_hashes_ = list(encoded.hashes)
+        self.encoding_precision_ = encoded.precision
         self.report_ = encoded.report
         return self
 
@@ -219,6 +227,7 @@ class FacePipeline:
             "nn_order": self.model_.nn_order if nn_order is None else nn_order,
             # the copy budget in force (None: none; 1 is none too)
             "max_share": budget_in_force(share),
+            "precision": self.autoencoder_.precision,  # of the decoder that made the images
             **extra,
         }
 
@@ -283,10 +292,10 @@ class FacePipeline:
         seed = resolve_seed(seed)
         batches, settings = self._generate_batches(n, seed, **options)
         progress = self.progress if progress is None else progress
-        writer = FaceWriter(out_dir, prefix, total=n, progress=progress)
-        for batch in batches:
-            writer.write(batch)
-        return writer.close(seed, settings)
+        with FaceWriter(out_dir, prefix, total=n, progress=progress) as writer:
+            for batch in batches:  # drawn and decoded while the writer thread writes the one before
+                writer.write(batch)
+            return writer.close(seed, settings)
 
     def complete(self, image, mask, n: int = N_COMPLETIONS, seed: int | None = None, **overrides):
         """n completions of a masked photo (``lrgmm.pipeline.conditional.complete_image``): ``image`` a
@@ -367,6 +376,8 @@ class FacePipeline:
                 "mean_log_likelihood": m.mixture_.lower_bound_,
                 "explained_variance_ratio": m.projector_.explained_variance_ratio_,
                 "fit_seconds": round(self.fit_seconds_, 4),
+                # the encoder's arithmetic for the training latents ("fp32" for files written before it was recorded)
+                "encoding_precision": getattr(self, "encoding_precision_", "fp32"),
             },
             "parameter_counts": counts,
             "sizes": {
@@ -427,7 +438,8 @@ class FacePipeline:
             options = {**options, **autoencoder_options}
         try:
             if options:
-                ae = get_autoencoder(ae_arg, **{"batch_size": pipe.batch_size, **options})
+                ae = get_autoencoder(ae_arg, **{"batch_size": pipe.batch_size,
+                                                "precision": check_precision(pipe.precision), **options})
                 pipe.autoencoder = ae  # refitting this pipeline reuses the same backend
             else:
                 ae = pipe._resolve_autoencoder()
@@ -468,6 +480,7 @@ class FacePipeline:
         pipe.training_files_ = [f["path"] for f in meta.get("training_files", [])]
         pipe.training_hashes_ = [f["sha256"] for f in meta.get("training_files", [])]
         pipe.fit_seconds_ = meta.get("fit", {}).get("fit_seconds", float("nan"))
+        pipe.encoding_precision_ = meta.get("fit", {}).get("encoding_precision", "fp32")
         if len(pipe.training_files_) != model.codes_.shape[0]:
             raise ModelFileError(f"{path}: {len(pipe.training_files_)} training files listed for {model.codes_.shape[0]} codes; the file is corrupt")
         return pipe

@@ -2,12 +2,16 @@
 
 ``Generated`` holds a batch of faces with the latent samples they were decoded from;
 ``FaceWriter`` writes faces batch by batch in bounded memory (each file atomically) and the
-grids and ``samples.json`` at the end.
+grids and ``samples.json`` at the end. It writes on a thread of its own, so the PNG and JSON
+encoding of one batch overlaps the drawing and decoding of the next (zlib and file writes
+release the GIL); a bounded queue keeps memory flat when the disk is the slow side.
 """
 
 from __future__ import annotations
 
 import json
+import queue
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +54,7 @@ class Generated:
         share of latent pixels (``..._provenance.json``), plus ``grid.png`` and
         ``provenance_grid.png`` (the first 64 faces) and ``samples.json``. Each file is written
         atomically. ``FacePipeline.generate_to`` writes the same files batch by batch."""
-        writer = FaceWriter(out_dir, prefix, total=len(self), progress=progress, desc="writing")
+        writer = FaceWriter(out_dir, prefix, total=len(self), progress=progress, desc="writing", background=False)
         writer.write(self)
         return writer.close(self.seed, self.settings)
 
@@ -101,32 +105,109 @@ class FilePaths(Sequence):
 class FaceWriter:
     """Writes generated faces as they come, batch by batch, in memory bounded whatever n.
 
-    ``write(generated)`` writes each face of the batch at once (PNG, provenance map PNG and
-    JSON, atomically) under its global index (``generated.start`` is ignored: faces are numbered
-    in the order written) and keeps the first ``GRID_FACES`` faces and maps for the grids;
-    ``close(seed, settings)`` writes ``grid.png``, ``provenance_grid.png`` and ``samples.json``
-    and returns the written files per kind. A run stopped before ``close`` leaves the faces written
-    so far and no ``samples.json``.
+    ``write(generated)`` hands a batch over; each of its faces is written (PNG, provenance map
+    PNG and JSON, atomically) under its global index (``generated.start`` is ignored: faces are
+    numbered in the order handed over), and the first ``GRID_FACES`` faces and maps are kept for
+    the grids. ``close(seed, settings)`` waits for the faces, writes ``grid.png``,
+    ``provenance_grid.png`` and ``samples.json`` and returns the written files per kind. A run
+    stopped before ``close`` leaves the faces written so far and no ``samples.json``; used as a
+    context manager, an exception inside the block stops the writer after the file it is writing.
+
+    ``background`` (default True): write on a thread, at most ``max_pending`` batches waiting
+    (``write`` blocks beyond that); False writes inside ``write``. A write error (disk full, a
+    folder removed) is raised by the next ``write`` or by ``close``.
     """
 
     def __init__(self, out_dir: str | Path, prefix: str = "face", total: int | None = None,
-                 progress: bool = False, desc: str = "sampling"):
+                 progress: bool = False, desc: str = "sampling", *, background: bool = True, max_pending: int = 2):
         self.out, self.prefix, self.n = Path(out_dir), prefix, 0
         self.out.mkdir(parents=True, exist_ok=True)
         self.with_provenance: bool | None = None
         self._tiles: list[torch.Tensor] = []
         self._maps: list[torch.Tensor] = []
         self._bar = tqdm(total=total, desc=desc, unit="face", disable=not progress)
+        self._error: BaseException | None = None
+        self._stop = threading.Event()
+        self._queue: queue.Queue | None = None
+        self._thread: threading.Thread | None = None
+        if background:
+            self._queue = queue.Queue(maxsize=max(1, int(max_pending)))
+            self._thread = threading.Thread(target=self._drain, name="lrgmm-face-writer", daemon=True)
+            self._thread.start()
+
+    def __enter__(self) -> "FaceWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
 
     def write(self, gen: "Generated") -> None:
-        prov = gen.samples.provenance
-        has_prov = prov is not None
+        has_prov = gen.samples.provenance is not None
         if self.with_provenance is None:
             self.with_provenance = has_prov
         elif self.with_provenance != has_prov:
             raise ValueError("every batch must have provenance maps, or none")
+        self._raise_error()
+        if self._queue is None:
+            self._write_batch(gen)
+            return
+        while True:  # a bounded put that notices a writer which died meanwhile
+            try:
+                self._queue.put(gen, timeout=0.2)
+                return
+            except queue.Full:
+                self._raise_error()
+
+    def _drain(self) -> None:
+        while True:
+            gen = self._queue.get()
+            if gen is None or self._stop.is_set():
+                return
+            try:
+                self._write_batch(gen)
+            except BaseException as exc:  # handed to the caller's next write() or close()
+                self._error = exc
+                return
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _finish(self) -> None:
+        """Wait until every batch handed over is written (or the writer failed)."""
+        if self._thread is not None:
+            while self._thread.is_alive():
+                try:
+                    self._queue.put(None, timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
+            self._thread.join()
+            self._thread = None
+        self._raise_error()
+
+    def abort(self) -> None:
+        """Stop after the file being written; batches still waiting are dropped."""
+        self._stop.set()
+        if self._thread is not None:
+            while True:  # empty the queue so the sentinel fits
+                try:
+                    self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+        self._bar.close()
+
+    def _write_batch(self, gen: "Generated") -> None:
+        prov = gen.samples.provenance
+        has_prov = prov is not None
         size = gen.images.shape[-1]
         for i in range(len(gen)):
+            if self._stop.is_set():
+                return
             stem = f"{self.prefix}_{self.n:04d}"
             save_png(gen.images[i], self.out / f"{stem}.png")
             keep = len(self._tiles) < GRID_FACES
@@ -147,7 +228,10 @@ class FaceWriter:
             self._bar.update(1)
 
     def close(self, seed: int | None, settings: dict) -> dict[str, Sequence[Path]]:
-        self._bar.close()
+        try:
+            self._finish()
+        finally:
+            self._bar.close()
         n, prov = self.n, bool(self.with_provenance)
         names = {
             "faces": _FileNames(self.prefix, ".png", n),

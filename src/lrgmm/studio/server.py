@@ -3,6 +3,7 @@ command line can read ``serve``'s defaults; the extra is checked when the server
 
 from __future__ import annotations
 
+from ..autoencoders.precision import DEFAULT_PRECISION, check_precision
 from ..errors import LrgmmError, OptionalDependencyError
 
 
@@ -67,9 +68,12 @@ def serve(
     port: int = 8765,
     workers: int = 1,
     log_level: str = "warning",
+    precision: str = DEFAULT_PRECISION,
 ) -> None:
     """Start the studio with uvicorn and print its URL. Binds the loopback interface unless another
-    ``host`` is asked for explicitly (then with a warning: the studio has no authentication)."""
+    ``host`` is asked for explicitly (then with a warning: the studio has no authentication).
+    ``precision``: the autoencoder's arithmetic for every model it loads or fits ("fp32", "bf16",
+    "auto"; ``lrgmm.autoencoders.precision``)."""
     import sys
 
     _require_extra()
@@ -86,7 +90,8 @@ def serve(
     _check_port(host, port)
     # Studio removes its temporary folder itself when a --data folder or a model file is bad;
     # from here on, whatever ends the server (a failed bind, Ctrl-C) removes it too.
-    studio = Studio(models=models, data=data, workers=workers, limits=Limits())
+    check_precision(precision)
+    studio = Studio(models=models, data=data, workers=workers, limits=Limits(), pipeline_options={"precision": precision})
     try:
         names, any_ip = served_hosts(host)
         app = create_app(studio, allowed_hosts=names, any_ip=any_ip)

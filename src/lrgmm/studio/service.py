@@ -70,6 +70,7 @@ class ModelEntry:
             "max_share": m.max_share,  # the model's default copy budget (None: none)
             "min_max_share": m.min_max_share(),  # the smallest budget its clusters can meet
             "autoencoder": pipe.autoencoder_.id,
+            "precision": pipe.autoencoder_.precision,  # the decoder's arithmetic (serve --precision)
         }
 
 
@@ -170,7 +171,8 @@ class Studio:
 
     # ------------------------------------------------------------------ models
     def load_model(self, path) -> ModelEntry:
-        pipe = FacePipeline.load(path, progress=False)
+        run = {k: v for k, v in self.pipeline_options.items() if k in ("precision", "batch_size")}
+        pipe = FacePipeline.load(path, progress=False, **run)
         name = Path(path).name
         return self._add_model(name, pipe, "file")
 
@@ -309,7 +311,8 @@ class Studio:
                     "temperature": pipe.model_.temperature if temperature is None else temperature,
                     "nn_iterations": (pipe.model_.nn_iterations if nn_iterations is None else nn_iterations) if nn else 0,
                     "max_share": share if nn and share is not None and share < 1 else None,
-                    "nn_order": (pipe.model_.nn_order if nn_order is None else nn_order) if nn else None}
+                    "nn_order": (pipe.model_.nn_order if nn_order is None else nn_order) if nn else None,
+                    "precision": pipe.autoencoder_.precision}
         grid = self.grids.new(model_id, "generate", settings, n, samples.latents, samples.provenance, samples.components)
         self.decode_pool.submit(decode_grid, grid, pipe, asyncio.get_running_loop(), self.decode_pool,
                                 self.limits.decode_batch)
