@@ -100,12 +100,14 @@ def _chunk_seeds(seed: int, n_chunks: int) -> list[int]:
 
 
 def reconstruction_key(pipe: FacePipeline, codes: torch.Tensor) -> str:
-    """Identifies decode(P0*(codes)): autoencoder weights, resolution, projector, codes (the
-    feature cache key of ``reconstruction_features``)."""
+    """Identifies decode(P0*(codes)): autoencoder weights and precision, resolution, projector,
+    codes (the feature cache key of ``reconstruction_features``)."""
     ae = pipe.autoencoder_
     pr = pipe.model_.projector_
     h = hashlib.sha256()
-    h.update(f"{ae.id}|{ae.weights_sha256}|{pipe.resolution}|{tuple(codes.shape)}".encode())
+    # latent_key is the plain id in fp32 (keys made before precisions existed stay valid) and
+    # says "+bf16" otherwise: bf16 decodes are other images.
+    h.update(f"{ae.latent_key}|{ae.weights_sha256}|{pipe.resolution}|{tuple(codes.shape)}".encode())
     for t in (pr.mean_, pr.components_, pr.eigenvalues_, codes):
         h.update(t.detach().to("cpu").contiguous().numpy().tobytes())
     return "recon-" + h.hexdigest()
