@@ -260,15 +260,76 @@ def _component_lines(fit: dict) -> list[str]:
     return lines
 
 
+def _ray_encode(args, sources, options: dict) -> None:
+    """``--engine ray``: encode ``sources`` on Ray into the latent cache and say what happened."""
+    from .pipeline.ray_encoding import encode_on_ray
+
+    rep = encode_on_ray(sources, args.autoencoder, resolution=args.resolution, batch_size=args.batch_size,
+                        precision=args.precision, address=args.address, workers=args.workers, threads=args.threads,
+                        autoencoder_options=options, progress=not args.quiet)
+    where = f"the Ray cluster at {args.address}" if args.address else "a local Ray"
+    print(f"encoded {rep.encoded} photos on {where} ({rep.workers} workers x {rep.threads} threads, "
+          f"{rep.photos_per_second:.1f} photos/s); {rep.cached} were cached already, {len(rep.failed)} failed")
+
+
+def _add_engine_options(p) -> None:
+    from .pipeline.ray_encoding import ENGINES
+
+    g = p.add_argument_group("encoding engine", "where the photos are encoded (needs `pip install 'lrgmm[ray]'` for ray)")
+    g.add_argument("--engine", choices=ENGINES, default="local",
+                   help="local: in this process; ray: Ray workers fill the latent cache (default: local)")
+    g.add_argument("--address", default=None, help="Ray cluster address to join, e.g. ray://head:10001 or auto "
+                   "(default: start a local Ray on this machine)")
+    g.add_argument("--workers", type=_positive_int, default=None,
+                   help="Ray encoding actors (default: the cluster's CPUs divided by --threads)")
+    g.add_argument("--threads", type=_positive_int, default=None,
+                   help="torch threads per Ray actor (default: 1 on a local Ray, 2 on a cluster)")
+
+
+def _check_engine(args) -> None:
+    if args.engine != "ray" and (args.address or args.workers or args.threads):
+        raise ParameterError("--address, --workers and --threads are for --engine ray")
+    if args.engine == "ray" and getattr(args, "no_cache", False):
+        raise ParameterError("--engine ray hands the latents over through the latent cache: drop --no-cache")
+
+
+def cmd_encode(args) -> int:
+    from .pipeline.face_pipeline import FacePipeline, InputWarning
+
+    _check_engine(args)
+    sources = args.sources if len(args.sources) > 1 else args.sources[0]
+    options = _backend_options(args.autoencoder, args)
+    if args.engine == "ray":
+        _ray_encode(args, sources, options)
+    pipe = FacePipeline(autoencoder=args.autoencoder, resolution=args.resolution, batch_size=args.batch_size,
+                        precision=args.precision, progress=not args.quiet)
+    if options:
+        from .autoencoders import get_autoencoder
+
+        pipe.autoencoder = get_autoencoder(args.autoencoder, batch_size=args.batch_size, precision=args.precision,
+                                           **options)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InputWarning)  # the summary printed below says the same
+        encoded = pipe.encode(sources)
+    print(encoded.report.summary())
+    print(f"{len(encoded)} latents in the cache ({encoded.n_encoded} encoded in this process, {encoded.n_cached} "
+          f"read back; {encoded.autoencoder_id}, {encoded.resolution} px, {encoded.precision}); `lrgmm fit` with "
+          "the same autoencoder, resolution and precision reads them")
+    return 0
+
+
 def cmd_fit(args) -> int:
     from .io.atomic import check_writable_target
     from .pipeline.face_pipeline import FacePipeline, InputWarning
 
     check_writable_target(args.output)  # a bad -o fails now, not after the encoding and the fit
     check_nn_iterations(args.nn_iterations)  # stored in the model: refused now, not at sampling time
+    _check_engine(args)
     params = {k: getattr(args, k) for k in FacePipeline().get_params() if hasattr(args, k)}
     params.update(cache=not args.no_cache, progress=not args.quiet)
     options = _backend_options(args.autoencoder, args)
+    if args.engine == "ray":
+        _ray_encode(args, args.sources if len(args.sources) > 1 else args.sources[0], options)
     if options:
         from .autoencoders import get_autoencoder
 
@@ -663,8 +724,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backend_options(p)
     _add_precision_option(p)
     p.add_argument("--no-cache", action="store_true", help="do not read or write the latent cache")
+    _add_engine_options(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_fit)
+
+    from .pipeline.face_pipeline import FacePipeline
+
+    init = FacePipeline.__init__
+    p = sub.add_parser("encode", help="encode a folder of faces into the latent cache (in process or on Ray)")
+    p.add_argument("sources", nargs="+", help="folder(s) or image file(s)")
+    _opt(p, init, "autoencoder", help="autoencoder backend (see `lrgmm autoencoders`)")
+    _opt(p, init, "resolution", type=int, help="working image side in pixels")
+    _opt(p, init, "batch_size", type=_positive_int, help="images per encoder batch")
+    _add_backend_options(p)
+    _add_precision_option(p)
+    _add_engine_options(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_encode)
 
     p = sub.add_parser("sample", help="generate faces with provenance maps from a model file")
     p.add_argument("model")
