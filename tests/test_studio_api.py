@@ -960,3 +960,14 @@ def test_serve_port_is_checked_while_parsing(port, monkeypatch, capsys):
 
     with pytest.raises(LrgmmError, match="between 1 and 65535"):
         server.check_port(99999)
+
+
+def test_serve_precision_reaches_the_models_it_loads(model64_file):
+    """`lrgmm serve --precision bf16`: models loaded from files decode in bf16, and say so."""
+    studio = Studio(models=[model64_file], pipeline_options={"precision": "bf16"})
+    try:
+        (entry,) = studio.models.values()
+        assert entry.pipeline.autoencoder_.precision == "bf16"
+        assert entry.info()["precision"] == "bf16"
+    finally:
+        studio.close()

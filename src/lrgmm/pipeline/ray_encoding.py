@@ -186,8 +186,6 @@ def encode_on_ray(
         compute=ray.data.ActorPoolStrategy(size=workers),
         num_cpus=threads,
         batch_format="numpy",
-        # A failed actor is not restarted: its files are encoded again by the in-process pass.
-        max_restarts=0,
     )
     from tqdm.auto import tqdm
 
