@@ -228,7 +228,8 @@ def _info_lines(meta: dict) -> list[str]:
     c, h, w = meta["latent_shape"]
     mix = counts["mixture"]
     return [
-        f"autoencoder      {meta['autoencoder']['id']}  ({meta['resolution']} px -> {c}x{h}x{w} latents)",
+        f"autoencoder      {meta['autoencoder']['id']}  ({meta['resolution']} px -> {c}x{h}x{w} latents, "
+        f"encoded in {fit.get('encoding_precision', 'fp32')})",
         f"training images  {fit['n_images']}",
         f"projector        q = {q} of {c} channels, {100 * fit['explained_variance_ratio']:.1f}% of latent-pixel variance kept",
         f"mixture          K = {K}, d0 = {fit['d0']}, lambda = {hp['temperature']}, d_k = {fit['ranks']}",

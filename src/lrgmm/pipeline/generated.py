@@ -149,6 +149,8 @@ class FaceWriter:
         elif self.with_provenance != has_prov:
             raise ValueError("every batch must have provenance maps, or none")
         self._raise_error()
+        if self._stop.is_set():
+            raise RuntimeError("this FaceWriter was aborted; start a new one")
         if self._queue is None:
             self._write_batch(gen)
             return
