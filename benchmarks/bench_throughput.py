@@ -69,11 +69,18 @@ def timed(fn, reps: int) -> float:
 
 
 def gemm_gflops(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
+    """The faster of two GEMMs of 2 n^3 FLOPs: ``torch.mm`` (BLAS: MKL runs its AVX2 path on some
+    CPUs) and the same product as a 1x1 convolution on NHWC tensors (oneDNN, as TAEF2's layers)."""
     a = torch.randn(n, n).to(dtype)
     b = torch.randn(n, n).to(dtype)
+    side = int(n**0.5)
+    x = torch.randn(1, n, side, side).to(dtype).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(n, n, 1, 1).to(dtype).contiguous(memory_format=torch.channels_last)
+    conv = torch.nn.functional.conv2d
     with torch.inference_mode():
-        t = min(timed(lambda: a @ b, 1) for _ in range(reps))
-    return 2 * n**3 / t / 1e9
+        t_mm = min(timed(lambda: a @ b, 1) for _ in range(reps))
+        t_conv = min(timed(lambda: conv(x, w), 1) for _ in range(reps))
+    return max(2 * n**3 / t_mm, 2 * n * n * side * side / t_conv) / 1e9
 
 
 def flops_per_face(net: torch.nn.Module, x: torch.Tensor) -> float:
@@ -100,7 +107,7 @@ def autoencoders():
 def network_rows(setups, resolutions, peaks) -> list[dict]:
     rows = []
     for res in resolutions:
-        batch = 16 if res <= 128 else 8
+        batch = 16  # faces per timed call, run in the autoencoder's own batch size
         reps = 3 if res <= 128 else 2
         x = torch.rand(batch, 3, res, res)
         ref = setups[0][1]
@@ -119,16 +126,21 @@ def network_rows(setups, resolutions, peaks) -> list[dict]:
     return rows
 
 
-def batch_rows(setups, n: int = 64) -> list[dict]:
+BATCHES = (2, 4, 8, 16, 32)
+
+
+def batch_rows(n: int = 64) -> list[dict]:
     from lrgmm.autoencoders import TAEF2
 
     rows = []
+    x = torch.rand(n, 3, 128, 128)
     z = torch.randn(n, 32, 16, 16)
     for label, precision in (("fp32 NHWC", "fp32"), ("bf16 NHWC", "bf16")):
-        for bs in (4, 8, 16, 32, 64):
+        for bs in BATCHES:
             ae = TAEF2(batch_size=bs, precision=precision)
-            rows.append({"setup": label, "batch": bs, "dec_ms": 1e3 * timed(lambda: ae.decode(z), 2) / n})
-            log(f"decode batch {bs} {label}: {rows[-1]['dec_ms']:.1f} ms/face")
+            rows.append({"setup": label, "batch": bs, "enc_ms": 1e3 * timed(lambda: ae.encode(x), 2) / n,
+                         "dec_ms": 1e3 * timed(lambda: ae.decode(z), 2) / n})
+            log(f"batch {bs} {label}: encode {rows[-1]['enc_ms']:.1f}, decode {rows[-1]['dec_ms']:.1f} ms/face")
     return rows
 
 
@@ -193,16 +205,26 @@ def measure(args, avx2: bool) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out["end_to_end"] = end_to_end_rows(setups, files, resolutions, args.n_faces, Path(tmp))
     if not avx2:
-        out["batches"] = batch_rows(setups)
+        out["batches"] = batch_rows()
         out["files"] = file_rows(setups, files)
     return out
+
+
+def _default_batch() -> int:
+    import inspect
+
+    from lrgmm.autoencoders import TAEF2
+
+    return inspect.signature(TAEF2.__init__).parameters["batch_size"].default
 
 
 def markdown(args, argv, res: dict, avx2: dict | None) -> str:
     p = res["peaks"]
     lines = [SECTION, "", run_header("bench_throughput.py", argv) + f" CPU: {cpu_name()}.", "",
-             f"Machine peak, a 2048^3 GEMM: fp32 {p['fp32']:.0f} GFLOP/s, bf16 {p['bf16']:.0f} GFLOP/s.", "",
+             f"Machine peak, a 2048^3 GEMM (the faster of `torch.mm` and a 1x1 convolution on NHWC tensors): fp32 "
+             f"{p['fp32']:.0f} GFLOP/s, bf16 {p['bf16']:.0f} GFLOP/s.", "",
              "### TAEF2 per face (tensors in, tensors out)", "",
+             f"16 faces per call, run in TAEF2's default batches of {_default_batch()} faces.", "",
              "| px | setup | GFLOP/face enc / dec | encode ms | decode ms | encode GFLOP/s (% of peak) | decode GFLOP/s (% of peak) | decode vs before |",
              "|---|---|---|---|---|---|---|---|"]
     base = {r["res"]: r["dec_ms"] for r in res["networks"] if r["setup"].endswith("(before)")}
@@ -211,11 +233,12 @@ def markdown(args, argv, res: dict, avx2: dict | None) -> str:
                      f"{r['enc_ms']:.1f} | {r['dec_ms']:.1f} | {r['enc_gflops']:.0f} ({100 * r['enc_peak']:.0f} %) | "
                      f"{r['dec_gflops']:.0f} ({100 * r['dec_peak']:.0f} %) | {base[r['res']] / r['dec_ms']:.2f}x |")
     lines += ["", "Peak: the GEMM rate of the setup's precision (bf16 rows against the bf16 GEMM).", "",
-              "### Decoder batch size (128 px, 64 faces)", "", "| setup | " + " | ".join(
-                  f"batch {b}" for b in (4, 8, 16, 32, 64)) + " |", "|---|" + "---|" * 5]
+              "### Batch size (128 px, 64 faces; ms per face)", "", "| setup | " + " | ".join(
+                  f"batch {b}" for b in BATCHES) + " |", "|---|" + "---|" * len(BATCHES)]
     for label in ("fp32 NHWC", "bf16 NHWC"):
-        ms = [r["dec_ms"] for r in res["batches"] if r["setup"] == label]
-        lines.append(f"| {label} ms/face | " + " | ".join(f"{m:.1f}" for m in ms) + " |")
+        for key, what in (("enc_ms", "encode"), ("dec_ms", "decode")):
+            ms = [r[key] for r in res["batches"] if r["setup"] == label]
+            lines.append(f"| {label} {what} | " + " | ".join(f"{m:.1f}" for m in ms) + " |")
     lines += ["", "### Encoding photos from files (128 px, no cache)", "", "| setup | photos/s | vs before |", "|---|---|---|"]
     b = res["files"][0]["photos_s"]
     for r in res["files"]:

@@ -91,7 +91,7 @@ class FakeAutoencoder(BatchedAutoencoder):
     latent_channels = LATENT_CHANNELS
     downscale = DOWNSCALE
 
-    def __init__(self, device: str | torch.device = "cpu", batch_size: int = 16, precision: str = "fp32") -> None:
+    def __init__(self, device: str | torch.device = "cpu", batch_size: int = 8, precision: str = "fp32") -> None:
         self._setup_run(device, batch_size, precision)
         self.patterns = patch_patterns().to(torch.float32)  # (32, 192), orthonormal rows
         self.weights_sha256 = hashlib.sha256(f"{VERSION}:seed={MIX_SEED}".encode("ascii")).hexdigest()

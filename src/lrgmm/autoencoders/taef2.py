@@ -134,7 +134,7 @@ class TAEF2(BatchedAutoencoder):
         decoder_path: str | Path | None = None,
         weights_dir: str | Path | None = None,
         device: str | torch.device = "cpu",
-        batch_size: int = 16,
+        batch_size: int = 8,
         precision: str = "fp32",
     ) -> None:
         self._setup_run(device, batch_size, precision)

@@ -61,7 +61,7 @@ def encode_images(
     source: Source,
     autoencoder: Autoencoder,
     resolution: int = 128,
-    batch_size: int = 16,
+    batch_size: int = 8,
     cache: bool | LatentCache | None = True,
     progress: bool = True,
     *,

@@ -52,7 +52,8 @@ class FacePipeline:
     max_iter, tol, n_init, random_state, min_component_size
         As in ``LRGMM`` (every ``LRGMM`` parameter is a pipeline parameter of the same name).
     batch_size : int
-        Images per encoder/decoder batch.
+        Images per encoder/decoder batch. 8: TAEF2's activations then stay in the CPU's cache;
+        at 128 px, batches of 16 to 64 ran 1.2 to 1.8x slower per face (BENCHMARKS.md).
     precision : str
         The autoencoder's arithmetic: "fp32", "bf16" or "auto" (bf16 where the hardware has it
         natively; ``lrgmm.autoencoders.precision``). Used when the backend is built by name;
@@ -90,7 +91,7 @@ class FacePipeline:
         n_init: int = DEFAULTS["n_init"],
         random_state: int | None = DEFAULTS["random_state"],
         min_component_size: int = DEFAULTS["min_component_size"],
-        batch_size: int = 16,
+        batch_size: int = 8,
         precision: str = DEFAULT_PRECISION,
         cache: bool = True,
         progress: bool = True,

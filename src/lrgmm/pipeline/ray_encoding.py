@@ -135,7 +135,7 @@ def encode_on_ray(
     autoencoder: str = "taef2",
     *,
     resolution: int = 128,
-    batch_size: int = 16,
+    batch_size: int = 8,
     precision: str = "fp32",
     cache: LatentCache | None = None,
     address: str | None = None,
