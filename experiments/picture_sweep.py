@@ -61,6 +61,8 @@ CANDIDATES: dict[str, tuple[dict, dict]] = {
     # More sampling directions per component: at K = 62 eq. 4 leaves each about 8 of lambda d0.
     "lambda50-share25": ({"temperature": 0.5}, {"max_share": 0.25}),
     "lambda100-share25": ({"temperature": 1.0}, {"max_share": 0.25}),
+    "lambda100-raster-share25": ({"temperature": 1.0}, {"nn_order": "raster", "max_share": 0.25}),
+    "lambda100-raster-share10": ({"temperature": 1.0}, {"nn_order": "raster", "max_share": 0.1}),
     "omega7": ({}, {"patch_size": 7, "max_share": 1}),
     "omega3": ({}, {"patch_size": 3, "max_share": 1}),
     "raster": ({}, {"nn_order": "raster", "max_share": 1}),
