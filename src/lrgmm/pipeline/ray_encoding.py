@@ -177,7 +177,7 @@ def encode_on_ray(
     workers = workers or max(1, (cpus - (1 if address is None else 0)) // threads)
     report = RayEncodeReport(workers=workers, threads=threads)
     start = time.perf_counter()
-    ds = ray.data.read_binary_files(files, include_paths=True, ray_remote_args={"num_cpus": 0.25})
+    ds = ray.data.read_binary_files(files, include_paths=True, num_cpus=0.25)
     ds = ds.map_batches(
         _EncodeActor,
         fn_constructor_kwargs={"backend": autoencoder, "options": options, "precision": probe.precision,
