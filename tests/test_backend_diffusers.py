@@ -231,7 +231,8 @@ def test_fit_sample_and_model_file(kl_folder, kl, faces_dir, tmp_path, monkeypat
     path = pipe.save(tmp_path / "kl.lrgmm")
     record = read_metadata(path)["autoencoder"]
     assert record == {"name": "diffusers", "id": kl.id, "weights_sha256": kl.weights_sha256, "config": kl.config()}
-    loaded = FacePipeline.load(path, progress=False)
+    # the decoder's precision is the loader's choice: the same as the instance's gives the same faces
+    loaded = FacePipeline.load(path, progress=False, precision=kl.precision)
     assert isinstance(loaded.autoencoder_, DiffusersVAE) and loaded.autoencoder_ is not kl
     assert torch.equal(loaded.generate(3, seed=7).images, out.images)
 
