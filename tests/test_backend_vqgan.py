@@ -240,7 +240,7 @@ def test_fit_sample_and_model_file(vq_files, vqgan, faces_dir, tmp_path, monkeyp
     assert record["name"] == "vqgan" and record["id"] == vqgan.id
     assert record["config"] == vqgan.config()
     # rebuilt from the record alone: same images, bit for bit
-    loaded = FacePipeline.load(path, progress=False)
+    loaded = FacePipeline.load(path, progress=False, precision="fp32")  # the instances above are fp32
     assert isinstance(loaded.autoencoder_, VQGAN) and loaded.autoencoder_.requantize is False
     assert torch.equal(loaded.generate(4, seed=0).images, out.images)
 
@@ -252,7 +252,8 @@ def test_fit_sample_and_model_file(vq_files, vqgan, faces_dir, tmp_path, monkeyp
     assert not torch.equal(q_out.images, out.images)
     q_path = q_pipe.save(tmp_path / "vq_requant.lrgmm")
     assert read_metadata(q_path)["autoencoder"]["config"]["requantize"] is True
-    assert torch.equal(FacePipeline.load(q_path, progress=False).generate(4, seed=0).images, q_out.images)
+    assert torch.equal(FacePipeline.load(q_path, progress=False, precision="fp32").generate(4, seed=0).images,
+                       q_out.images)
     # an explicit backend with other options: allowed, with a warning naming the option
     with pytest.warns(AutoencoderOptionsWarning, match=r"requantize=False \(recorded True\)"):
         FacePipeline.load(q_path, autoencoder=vqgan, progress=False)
@@ -271,10 +272,11 @@ def test_fit_sample_and_model_file(vq_files, vqgan, faces_dir, tmp_path, monkeyp
         # or the new place as an option over the record (what `--ae-weights` maps to)
         opts = backend_options("vqgan", weights=moved / ckpt.name)
         assert opts == {"checkpoint": str(moved / ckpt.name)}
-        again = FacePipeline.load(path, autoencoder_options=opts, progress=False)
+        again = FacePipeline.load(path, autoencoder_options=opts, progress=False, precision="fp32")
         assert torch.equal(again.generate(4, seed=0).images, out.images)
         # decoding options too, without refitting: re-quantised images of the same samples
-        requant_again = FacePipeline.load(path, autoencoder_options={**opts, "requantize": True}, progress=False)
+        requant_again = FacePipeline.load(path, autoencoder_options={**opts, "requantize": True}, progress=False,
+                                          precision="fp32")
         assert torch.equal(requant_again.generate(4, seed=0).images, q_out.images)
     finally:
         shutil.move(str(moved / ckpt.name), ckpt)
