@@ -141,7 +141,7 @@ def test_evaluated_faces_are_the_sampled_faces(evaluator, pipe48, inception_file
 
 def test_evaluate_a_model_file(pipe48, dirs, env, tmp_path, result):
     path = pipe48.save(tmp_path / "m.lrgmm")
-    res = evaluate(path, dirs["real"], n=16, seed=0, progress=False)
+    res = evaluate(path, dirs["real"], n=16, seed=0, progress=False, precision=pipe48.autoencoder_.precision)
     assert res.generator == "m.lrgmm"
     assert res.fid == pytest.approx(result[0].fid, rel=1e-6)  # same model, same seed, same faces
 

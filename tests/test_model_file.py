@@ -77,7 +77,7 @@ def test_round_trip_restores_every_tensor_and_setting(fitted64, model64_file):
 
 def test_load_by_recorded_autoencoder_name(fitted64, model64_file):
     """Without an explicit autoencoder, load builds the recorded backend from its name."""
-    loaded = FacePipeline.load(model64_file, progress=False)
+    loaded = FacePipeline.load(model64_file, progress=False, precision=fitted64.autoencoder_.precision)
     assert loaded.autoencoder_.id == fitted64.autoencoder_.id
     assert loaded.resolution == 128 and loaded.n_components == 4 and loaded.n_channels == 16
     assert torch.equal(loaded.generate(2, seed=5).images, fitted64.generate(2, seed=5).images)

@@ -79,8 +79,9 @@ def test_precision_is_recorded_with_faces_and_in_the_model_file(faces64_encoded,
     out = pipe.generate(3, seed=1)
     assert out.settings["precision"] == "bf16"
     path = pipe.save(tmp_path / "m.lrgmm")
-    loaded = FacePipeline.load(path, progress=False)  # the run precision is the loader's choice
+    loaded = FacePipeline.load(path, progress=False, precision="fp32")  # the run precision is the loader's choice
     assert loaded.autoencoder_.precision == "fp32" and loaded.encoding_precision_ == "bf16"
+    assert loaded.training_encoder().precision == "bf16"  # new photos are encoded like the training ones
     assert loaded.metadata()["fit"]["encoding_precision"] == "bf16"
     written = loaded.generate_to(tmp_path / "faces", 3, seed=1, progress=False)
     summary = json.loads((tmp_path / "faces" / "samples.json").read_text())

@@ -66,9 +66,10 @@ __all__ = [
 ]
 
 
-def _resolve(generator, reference, progress: bool):
+def _resolve(generator, reference, progress: bool, precision: str | None = None):
+    run = {} if precision is None else {"precision": precision}
     if isinstance(generator, (str, os.PathLike)):
-        pipe = FacePipeline.load(generator, progress=progress)
+        pipe = FacePipeline.load(generator, progress=progress, **run)
         return pipe, pipe, Path(generator).name
     if reference is None:
         if isinstance(generator, FacePipeline):
@@ -76,7 +77,7 @@ def _resolve(generator, reference, progress: bool):
         elif isinstance(getattr(generator, "pipeline", None), FacePipeline):
             reference = generator.pipeline
     if isinstance(reference, (str, os.PathLike)):
-        reference = FacePipeline.load(reference, progress=progress)
+        reference = FacePipeline.load(reference, progress=progress, **run)
     if reference is None:
         raise ValueError(
             "evaluate needs a fitted FacePipeline as reference (training set, projector, autoencoder): "
@@ -122,6 +123,7 @@ def evaluate(
     progress: bool = True,
     extractor: InceptionExtractor | None = None,
     figures: str | os.PathLike | None = None,
+    precision: str | None = None,
 ) -> EvalResult:
     """Measure a generator against held-out real faces (see the module docstring).
 
@@ -132,13 +134,15 @@ def evaluate(
     generate_kwargs: passed to ``generate`` (e.g. ``{"nn": False}`` for plain LR-GMM).
     figures: a folder for the memorisation figure and its JSON (``memorisation_figure``; listed in
         ``result.files``); needs memorisation.
+    precision: the autoencoder's arithmetic for model files loaded here (None: ``FacePipeline``'s
+        default); Inception features are fp32 either way.
     The other parameters are those of ``Evaluator`` and ``Evaluator.evaluate``.
     """
     if figures is not None:
         if not memorisation:
             raise FigureError("the memorisation figure needs memorisation: drop memorisation=False (--memorisation none)")
         check_writable_target(Path(figures) / "memorisation.png")  # a bad folder fails now, not after the work
-    gen, ref, default_name = _resolve(generator, reference, progress)
+    gen, ref, default_name = _resolve(generator, reference, progress, precision)
     ev = Evaluator(
         ref, real, memorisation=memorisation, near_copy_quantile=near_copy_quantile, copying_cells=copying_cells,
         kid_subsets=kid_subsets,

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 import time
@@ -129,8 +130,15 @@ class FacePipeline:
     def encode(self, source) -> EncodedSet:
         """Encode a folder, a file or a list of them (cached; see ``lrgmm.io.latent_cache``).
         Skipped, duplicate and upsampled files are listed in ``.report`` and raise one
-        ``InputWarning``."""
-        ae = self.autoencoder_ if hasattr(self, "autoencoder_") else self._resolve_autoencoder()
+        ``InputWarning``. A fitted pipeline encodes at its training latents' precision
+        (``training_encoder``), so new codes compare with the model's own."""
+        if hasattr(self, "model_"):
+            ae = self.training_encoder()
+        else:
+            ae = self.autoencoder_ if hasattr(self, "autoencoder_") else self._resolve_autoencoder()
+        return self._encode(ae, source)
+
+    def _encode(self, ae: Autoencoder, source) -> EncodedSet:
         ae.latent_shape(self.resolution)  # validates the resolution before any work
         try:
             encoded = encode_images(source, ae, self.resolution, self.batch_size, self.cache, self.progress)
@@ -140,7 +148,7 @@ class FacePipeline:
             raise EncodingInterrupted("encoding interrupted; the latents encoded so far are cached") from exc
         r = encoded.report
         if r.skipped or r.skipped_folders or r.duplicates or r.upsampled:
-            warnings.warn("input images: " + r.summary().replace("\n", "\n  "), InputWarning, stacklevel=2)
+            warnings.warn("input images: " + r.summary().replace("\n", "\n  "), InputWarning, stacklevel=3)
         return encoded
 
     def fit(self, source) -> "FacePipeline":
@@ -149,7 +157,8 @@ class FacePipeline:
         check_max_share(self.max_share)
         check_nn_order(self.nn_order)
         self.autoencoder_ = self._resolve_autoencoder()
-        encoded = source if isinstance(source, EncodedSet) else self.encode(source)
+        # A refit encodes at this pipeline's precision, not at the previous model's.
+        encoded = source if isinstance(source, EncodedSet) else self._encode(self.autoencoder_, source)
         if encoded.autoencoder_id != self.autoencoder_.id or encoded.resolution != self.resolution:
             raise ValueError(
                 f"latents were encoded with {encoded.autoencoder_id} at {encoded.resolution}px, "
@@ -340,6 +349,19 @@ class FacePipeline:
             size = self.resolution
             return torch.zeros(0, 3, size, size)
         return torch.cat(chunks)
+
+    def training_encoder(self) -> Autoencoder:
+        """The autoencoder at the precision the training latents were encoded in (the model
+        file's ``fit.encoding_precision``): what must encode photos that join or are matched
+        against them (``forget``), whatever precision this pipeline decodes in."""
+        self.check_is_fitted()
+        ae = self.autoencoder_
+        wanted = getattr(self, "encoding_precision_", "fp32")
+        if ae.precision == wanted:
+            return ae
+        twin = copy.copy(ae)  # the same networks; only the arithmetic it runs them in differs
+        twin.precision = wanted
+        return twin
 
     def check_is_fitted(self):
         if not hasattr(self, "model_"):

@@ -121,8 +121,8 @@ def photo_hashes(photos) -> dict[str, list[str]]:
 def _training_latents(pipe, hashes: list[str], paths: list[str], progress: bool) -> tuple[torch.Tensor, dict]:
     """The (n, c, h, w) latents of the training photos ``hashes`` (recorded at ``paths``), in
     that order: from the latent cache, encoding only those it lacks from their recorded files."""
-    ae = pipe.autoencoder_
-    ns = {"autoencoder_id": ae.id, "resolution": pipe.resolution}
+    ae = pipe.training_encoder()  # the precision the model's latents were encoded in
+    ns = {"autoencoder_id": ae.latent_key, "resolution": pipe.resolution}
     found: dict[str, np.ndarray] = {}
     if pipe.cache:
         found = LatentCache().get(hashes, **ns)
@@ -259,7 +259,8 @@ def forget(pipe, photos, *, check_faces: int = CHECK_FACES, seed: int = 0, progr
     _check_codes(pipe, latents, keep)
     removed_latents = {}
     if pipe.cache:
-        removed_latents = LatentCache().get(removed, autoencoder_id=pipe.autoencoder_.id, resolution=pipe.resolution)
+        removed_latents = LatentCache().get(removed, autoencoder_id=pipe.training_encoder().latent_key,
+                                            resolution=pipe.resolution)
 
     # The model's own settings; K as asked (the model's LRGMM keeps it: fit.n_components_requested).
     own = pipe.model_.get_params()
@@ -269,7 +270,8 @@ def forget(pipe, photos, *, check_faces: int = CHECK_FACES, seed: int = 0, progr
 
     report = InputReport(n_found=len(keep), n_used=len(keep), resolution=pipe.resolution)
     encoded = EncodedSet(latents, paths, hashes, report, pipe.resolution, pipe.autoencoder_.id,
-                         n_encoded=sources["encoded"], n_cached=sources["from_cache"])
+                         n_encoded=sources["encoded"], n_cached=sources["from_cache"],
+                         precision=pipe.training_encoder().precision)
     try:
         new.fit(encoded)
     except FitError as e:
