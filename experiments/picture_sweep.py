@@ -27,7 +27,6 @@ import os
 import platform
 import sys
 import warnings
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,11 +34,10 @@ import torch
 from PIL import Image, ImageDraw
 
 from lrgmm.baselines import LRGMMNNGenerator, make_generator
-from lrgmm.demo import find_demo_data
 from lrgmm.figures import font, labelled_rows
 from lrgmm.io.atomic import atomic_write_bytes
 from lrgmm.io.images import make_grid
-from experiments.reproduction import EVAL_SEED, FIGURE_SEED, SCALES, ReportRun, _Context, _gap, _row, timed_sampling
+from experiments.reproduction import EVAL_SEED, FIGURE_SEED, ReportRun, _gap, _row, timed_sampling
 
 # name -> (pipeline parameters, generator keyword arguments); "latentpatch" is the baseline.
 CANDIDATES: dict[str, tuple[dict, dict]] = {
@@ -283,11 +281,9 @@ def main(argv=None) -> int:
     ap.add_argument("--no-grids", action="store_true", help="skip the side-by-side grid figure")
     args = ap.parse_args(argv)
 
-    scale = replace(SCALES[args.scale], train_sizes=(args.train,), fid_vs_n_extra=())
     cmd = "python -m experiments.picture_sweep " + " ".join(argv if argv is not None else sys.argv[1:])
-    ctx = _Context(scale=scale, data=args.data or find_demo_data(), out=args.out, progress=True, command=cmd.strip())
-    run = ReportRun(ctx)
-    run.split()
+    run = ReportRun.at_one_n(args.train, args.out, cmd, args.data, args.scale)
+    ctx = run.c
     args.out.mkdir(parents=True, exist_ok=True)
     store = args.out / "picture.jsonl"
     rows = _load_rows(store)

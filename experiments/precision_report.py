@@ -23,7 +23,6 @@ import os
 import platform
 import sys
 import warnings
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -31,12 +30,11 @@ import torch
 
 from lrgmm.autoencoders import get_autoencoder
 from lrgmm.baselines import LRGMMNNGenerator
-from lrgmm.demo import find_demo_data
 from lrgmm.figures import labelled_rows
 from lrgmm.io.atomic import atomic_write_bytes
 from lrgmm.io.images import make_grid
 from lrgmm.pipeline import FacePipeline
-from experiments.reproduction import EVAL_SEED, FIGURE_SEED, SCALES, ReportRun, _Context, _gap
+from experiments.reproduction import EVAL_SEED, FIGURE_SEED, ReportRun, _gap
 
 SETUPS = ("fp32", "bf16 decode", "bf16 encode + decode")
 METRICS = ("fid", "kid", "precision", "recall", "generation_ms")
@@ -111,11 +109,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=Path("reports"))
     args = ap.parse_args(argv)
 
-    scale = replace(SCALES["quick"], train_sizes=(args.train,), fid_vs_n_extra=())
     cmd = "python -m experiments.precision_report " + " ".join(argv if argv is not None else sys.argv[1:])
-    ctx = _Context(scale=scale, data=args.data or find_demo_data(), out=args.out, progress=True, command=cmd.strip())
-    run = ReportRun(ctx)
-    run.split()
+    run = ReportRun.at_one_n(args.train, args.out, cmd, args.data)
+    ctx = run.c
     args.out.mkdir(parents=True, exist_ok=True)
     store = args.out / "precision.jsonl"
     rows = [json.loads(line) for line in store.read_text().splitlines()] if store.exists() else []

@@ -13,22 +13,16 @@ from __future__ import annotations
 import sys
 import time
 import warnings
-from dataclasses import replace
 from pathlib import Path
 
-from lrgmm.demo import find_demo_data
 from experiments.picture_sweep import _generator
-from experiments.reproduction import EVAL_SEED, SCALES, ReportRun, _Context
+from experiments.reproduction import EVAL_SEED, ReportRun
 
 N_POOL = 19187
 
 
 def main(names: list[str]) -> int:
-    scale = replace(SCALES["quick"], train_sizes=(N_POOL,), fid_vs_n_extra=())
-    ctx = _Context(scale=scale, data=find_demo_data(), out=Path("reports/whole_split"), progress=True,
-                   command="python -m experiments.rank_screen " + " ".join(names))
-    run = ReportRun(ctx)
-    run.split()
+    run = ReportRun.at_one_n(N_POOL, Path("reports/whole_split"), "python -m experiments.rank_screen " + " ".join(names))
     for name in names:
         t = time.time()
         pipe, gen = _generator(run, N_POOL, name)

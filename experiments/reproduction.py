@@ -372,6 +372,19 @@ class ReportRun:
         self.c = ctx
         self.fig_dir = ctx.out / "figures"
 
+    @classmethod
+    def at_one_n(cls, train: int, out: Path, command: str, data: Path | None = None,
+                 scale: str = "quick") -> "ReportRun":
+        """A run on the report's split at one training size (the first ``train`` photos of the
+        pool), split done: what the single-N experiment scripts (picture_sweep, precision_report,
+        rank_screen) start from."""
+        from lrgmm.demo import find_demo_data
+
+        sc = replace(SCALES[scale], train_sizes=(train,), fid_vs_n_extra=())
+        run = cls(_Context(scale=sc, data=data or find_demo_data(), out=out, progress=True, command=command.strip()))
+        run.split()
+        return run
+
     # ------------------------------------------------------------------ data
     def split(self) -> None:
         c, s = self.c, self.c.scale

@@ -87,6 +87,16 @@ def _add_precision_option(p, func=None):
               "AVX-512 BF16 or AMX; on other CPUs bf16 is emulated and slow)")
 
 
+def _autoencoder_arg(args, options: dict):
+    """What ``FacePipeline(autoencoder=)`` gets: the backend's name, or the backend built here when
+    the command line gave it files or options (``--ae-weights`` ...)."""
+    if not options:
+        return args.autoencoder
+    from .autoencoders import get_autoencoder
+
+    return get_autoencoder(args.autoencoder, batch_size=args.batch_size, precision=args.precision, **options)
+
+
 def _backend_options(name: str, args) -> dict:
     from .autoencoders import backend_options
 
@@ -302,13 +312,8 @@ def cmd_encode(args) -> int:
     options = _backend_options(args.autoencoder, args)
     if args.engine == "ray":
         _ray_encode(args, sources, options)
-    pipe = FacePipeline(autoencoder=args.autoencoder, resolution=args.resolution, batch_size=args.batch_size,
-                        precision=args.precision, progress=not args.quiet)
-    if options:
-        from .autoencoders import get_autoencoder
-
-        pipe.autoencoder = get_autoencoder(args.autoencoder, batch_size=args.batch_size, precision=args.precision,
-                                           **options)
+    pipe = FacePipeline(autoencoder=_autoencoder_arg(args, options), resolution=args.resolution,
+                        batch_size=args.batch_size, precision=args.precision, progress=not args.quiet)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", InputWarning)  # the summary printed below says the same
         encoded = pipe.encode(sources)
@@ -331,11 +336,7 @@ def cmd_fit(args) -> int:
     options = _backend_options(args.autoencoder, args)
     if args.engine == "ray":
         _ray_encode(args, args.sources if len(args.sources) > 1 else args.sources[0], options)
-    if options:
-        from .autoencoders import get_autoencoder
-
-        params["autoencoder"] = get_autoencoder(args.autoencoder, batch_size=args.batch_size,
-                                                precision=args.precision, **options)
+    params["autoencoder"] = _autoencoder_arg(args, options)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", InputWarning)  # the summary printed below says the same
         pipe = FacePipeline(**params).fit(args.sources if len(args.sources) > 1 else args.sources[0])

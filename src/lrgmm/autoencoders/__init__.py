@@ -67,7 +67,8 @@ def available() -> list[str]:
 
 def get_autoencoder(name: str = "taef2", **kwargs) -> Autoencoder:
     """Build the backend registered as ``name`` with ``kwargs``: ``device``, ``batch_size`` and
-    ``precision`` ("fp32", "bf16", "auto"; ``lrgmm.autoencoders.precision``) for all; ``weights_dir`` (taef2); ``checkpoint``, ``config``, ``requantize`` (vqgan); ``path``,
+    ``precision`` ("fp32", "bf16", "auto"; ``lrgmm.autoencoders.precision``) for all;
+    ``weights_dir`` (taef2); ``checkpoint``, ``config``, ``requantize`` (vqgan); ``path``,
     ``subfolder``, ``requantize`` (diffusers)."""
     try:
         factory = _FACTORIES[name]

@@ -21,6 +21,13 @@ DIFFUSERS_EXTRA = "pip install 'lrgmm[diffusers]'"
 _RANGE_TOL = 1e-3
 
 
+def check_positive_int(value, what: str) -> int:
+    """``value`` if it is an int >= 1 (not a bool), else a ParameterError naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ParameterError(f"{what} must be a positive integer, got {value!r}")
+    return value
+
+
 class Autoencoder(abc.ABC):
     """A frozen, pretrained image autoencoder.
 
@@ -97,9 +104,7 @@ class BatchedAutoencoder(Autoencoder):
 
     def _setup_run(self, device, batch_size, precision) -> None:
         """Check and store the run options every backend takes."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ParameterError(f"batch_size must be a positive integer, got {batch_size!r}")
-        self.batch_size = batch_size
+        self.batch_size = check_positive_int(batch_size, "batch_size")
         self.device = torch.device(device)
         self.precision = resolve_precision(precision, self.device)
 

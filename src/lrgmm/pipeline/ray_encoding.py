@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ImageInputError, OptionalDependencyError, ParameterError
+from ..autoencoders.base import check_positive_int
+from ..errors import ImageInputError, OptionalDependencyError
 from ..io.images import Source, list_images, prepare_image
 from ..io.latent_cache import LatentCache
 
@@ -157,11 +158,10 @@ def encode_on_ray(
         ImageInputError: ``source`` does not exist or lists no image.
     """
     ray = _import_ray()
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ParameterError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_positive_int(batch_size, "batch_size")
     for name, value in (("workers", workers), ("threads", threads)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ParameterError(f"{name} must be a positive integer, got {value!r}")
+        if value is not None:
+            check_positive_int(value, name)
     from ..autoencoders import get_autoencoder
 
     options = dict(autoencoder_options or {})
