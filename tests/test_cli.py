@@ -247,6 +247,7 @@ def test_info(cli_model, capsys, lrgmm_cache):
     assert rc == 0, err
     counts = meta["parameter_counts"]
     assert "K = 1," in out and "d0 = 4096" in out
+    assert "lambda = 0.12 (from K)," in out  # the default: lambda from K (the paper's 0.12 at K <= 8)
     assert "q = 16 of 32 channels" in out
     assert f"d_k = {meta['fit']['ranks']}" in out
     assert meta["fit"]["ranks"] == [min(491, N_FACES - 1)]  # floor(0.12 * 1 * 4096) capped at N - 1

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lrgmm.errors import FitError
-from lrgmm.core.mixture import LowRankGaussianMixture, low_rank_dims
+from lrgmm.core.mixture import LowRankGaussianMixture, default_temperature, low_rank_dims
 
 
 def _planted_mixture(n_per=150, d=60, k=3, rank=3, seed=0):
@@ -89,6 +89,30 @@ def test_rank_follows_temperature_and_sample_count():
     assert int(gmm.ranks_[0]) == 9
     assert float(gmm.noise_variance_[0]) == pytest.approx(gmm.reg_covar)
     assert gmm.labels_.tolist() == [0] * 10
+
+
+def test_default_temperature_keeps_directions_per_component():
+    # The paper's 0.12 up to K = 8, then 0.12 K / 8, capped at 1.
+    assert [default_temperature(k) for k in (1, 2, 8)] == [0.12, 0.12, 0.12]
+    assert default_temperature(16) == pytest.approx(0.24) and default_temperature(64) == pytest.approx(0.96)
+    assert default_temperature(67) == 1.0 and default_temperature(500) == 1.0
+    # Equal weights: every component samples in floor(0.12 d0 / 8) directions at any K from 8 to
+    # 66 (within one of it: 0.12 K / 8 * (1 / K) rounds), where the paper's fixed lambda gives
+    # each 0.12 d0 / K.
+    for k in range(8, 67):
+        dims = low_rank_dims(torch.full((k,), 1 / k), 4096, default_temperature(k))
+        assert set(dims.tolist()) <= {60, 61}, (k, dims.unique())
+    assert low_rank_dims(torch.full((64,), 1 / 64), 4096, 0.12).unique().tolist() == [7]
+
+
+def test_temperature_none_is_resolved_at_fit():
+    x, labels = _planted_high_dim([120] * 12, d=800, rank=3, seed=3)
+    gmm = LowRankGaussianMixture(n_components=12, temperature=None, density_rank=4, random_state=0).fit(x)
+    assert gmm.temperature is None and gmm.temperature_ == pytest.approx(0.18)  # 0.12 * 12 / 8
+    want = low_rank_dims(gmm.weights_, 800, 0.18)
+    assert torch.equal(gmm.ranks_, torch.minimum(want, gmm.counts_ - 1))
+    explicit = LowRankGaussianMixture(n_components=12, temperature=0.18, density_rank=4, random_state=0).fit(x)
+    assert torch.equal(explicit.ranks_, gmm.ranks_) and torch.equal(explicit.eigenvectors_, gmm.eigenvectors_)
 
 
 def test_deterministic_for_a_seed():

@@ -428,7 +428,7 @@ class LRGMMNNGenerator(BaselineGenerator):
 
     def params(self):
         m = self.pipeline.model_
-        out = {"temperature": m.temperature if self.temperature is None else self.temperature}
+        out = {"temperature": m.temperature_ if self.temperature is None else self.temperature}
         if self.nn:
             out["nn_iterations"] = m.nn_iterations if self.nn_iterations is None else self.nn_iterations
             out["patch_size"] = m.patch_size if self.patch_size is None else self.patch_size

@@ -50,7 +50,8 @@ def _add_model_options(p):
     _opt(p, init, "resolution", type=int, help="working image side in pixels")
     _opt(p, init, "n_channels", "-q", "--n-channels", type=int, help="projector channels q; default: the autoencoder's preferred q")
     _opt(p, init, "n_components", "-K", "--n-components", type=_positive_int, help="mixture components K; default: round(N / 128) in [1, 64]")
-    _opt(p, init, "temperature", "--temperature", "--lambda", type=_lambda, help="lambda in (0, 1]: d_k = floor(lambda * pi_k * d0)")
+    _opt(p, init, "temperature", "--temperature", "--lambda", type=_lambda, help="lambda in (0, 1]: d_k = floor(lambda * pi_k * d0); "
+         "default: 0.12 max(K, 8) / 8, capped at 1 (the paper's 0.12 up to K = 8)")
     _opt(p, init, "patch_size", "--patch-size", "--omega", type=int, help="NN patch size omega (odd)")
     _opt(p, init, "nn_iterations", type=int, help="NN projections per sample")
     _opt(p, init, "nn_order", choices=NN_ORDERS, help="how the NN step visits the positions: parallel (eq. 5 as "
@@ -242,7 +243,8 @@ def _info_lines(meta: dict) -> list[str]:
         f"encoded in {fit.get('encoding_precision', 'fp32')})",
         f"training images  {fit['n_images']}",
         f"projector        q = {q} of {c} channels, {100 * fit['explained_variance_ratio']:.1f}% of latent-pixel variance kept",
-        f"mixture          K = {K}, d0 = {fit['d0']}, lambda = {hp['temperature']}, d_k = {fit['ranks']}",
+        f"mixture          K = {K}, d0 = {fit['d0']}, lambda = {hp['temperature']:.4g}"
+        + (" (from K)" if fit.get("temperature_requested", hp["temperature"]) is None else "") + f", d_k = {fit['ranks']}",
         f"                 EM: {fit['em_iterations']} iterations, converged: {fit['em_converged']}, fit {fit['fit_seconds']:.2f} s",
         f"NN step          omega = {hp['patch_size']}, iterations = {hp['nn_iterations']}, "
         f"order {hp.get('nn_order', 'parallel')}"

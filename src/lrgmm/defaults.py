@@ -11,7 +11,11 @@ Why these values (measurements in README "Method and defaults" and the reports):
   loses eyes and mouths.
 - ``n_components`` None: K = round(N / 128) in [1, 64] (the paper's K = 8 at N = 1,024, 64 at
   28k). At the whole 18,917-face split K = 16 scored worse than 64 (reports/mixture.md).
-- ``temperature`` 0.12: lambda of eq. 4 (the paper's value).
+- ``temperature`` None: lambda of eq. 4 from K, 0.12 max(K, 8) / 8 capped at 1
+  (``lrgmm.core.mixture.default_temperature``): the paper's 0.12 up to its K = 8 (so N <= ~1k is
+  unchanged), and above it the same ~61 directions per component instead of eq. 4's share
+  falling as 1/K (8 per component at the whole split's K = 64: recall 0.06, FID 45.9 against
+  39.6 with lambda = 1, reports/whole_split/rank_screen.md).
 - ``patch_size`` 5, ``nn_iterations`` 1: omega and the NN projections of eq. 5 (the paper's).
 - ``nn_order`` "parallel": eq. 5 as printed, every position projected from the same input.
   "raster" (position by position from the face as it stands, ``lrgmm.core.nn_projection``) lowers FID
@@ -38,7 +42,7 @@ from types import MappingProxyType
 DEFAULTS = MappingProxyType({
     "n_channels": None,
     "n_components": None,
-    "temperature": 0.12,
+    "temperature": None,
     "patch_size": 5,
     "nn_iterations": 1,
     "nn_order": "parallel",

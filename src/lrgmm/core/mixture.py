@@ -18,6 +18,15 @@ uses the paper's eq. 4 rank, computed once EM is done:
 
     d_k = max(1, floor(lambda * pi_k * d0))                                   (eq. 4)
 
+Eq. 4 shares lambda d0 directions among the components by weight, so at a fixed lambda a
+component's directions fall as 1/K: the paper's lambda = 0.12 gives each of its K = 8 components
+about 61 of d0 = 4,096, but each of the whole split's K = 64 only about 8, and those faces lose
+diversity (recall 0.06; reports/whole_split/rank_screen.md). ``temperature=None`` (the default)
+therefore takes lambda = 0.12 max(K, 8) / 8, capped at 1 (``default_temperature``): the paper's
+value up to its K = 8, and the same ~61 directions per component above. An explicit lambda is
+eq. 4's, as printed. Measured at the whole split (3 seeds x 1,000 faces, reports/whole_split/):
+see ``DEFAULTS``' docstring.
+
 The paper fits its GMM first (scikit-learn, full covariance) and takes eq. 4's low-rank
 approximation afterwards; tying the density's rank to pi_k inside EM (as this estimator did
 before) feeds back: a component that grows gains directions, explains more codes and grows
@@ -93,6 +102,18 @@ def low_rank_dims(weights: torch.Tensor, n_features: int, temperature: float) ->
     return dims.to(torch.long)
 
 
+# The paper's lambda (section 4.1) at its K for N ~ 1k; ``default_temperature`` scales it with K.
+PAPER_TEMPERATURE = 0.12
+PAPER_N_COMPONENTS = 8
+
+
+def default_temperature(n_components: int) -> float:
+    """lambda when none is given: 0.12 max(K, 8) / 8, capped at 1. Up to K = 8 the paper's 0.12;
+    above it each component keeps the ~0.12 d0 / 8 directions it has at K = 8 instead of eq. 4's
+    share falling as 1/K (module docstring)."""
+    return min(1.0, PAPER_TEMPERATURE * max(int(n_components), PAPER_N_COMPONENTS) / PAPER_N_COMPONENTS)
+
+
 def _check_lambda(temperature) -> None:
     """Any finite lambda > 0 (FullGMM asks for full rank with lambda = N; ``LRGMM`` keeps it in
     (0, 1]): inf and NaN are refused, not turned into a rank."""
@@ -152,9 +173,10 @@ class LowRankGaussianMixture:
     ----------
     n_components : int
         K.
-    temperature : float
-        lambda of eq. 4, in (0, 1]: component k samples in d_k = max(1, floor(lambda * pi_k * d0))
-        directions. Small values give sharper, less diverse samples. Does not enter EM.
+    temperature : float or None
+        lambda of eq. 4: component k samples in d_k = max(1, floor(lambda * pi_k * d0))
+        directions. Small values give sharper, less diverse samples. Does not enter EM. None:
+        ``default_temperature(n_components)`` (0.12 up to K = 8, scaled with K above).
     density_rank : int
         Rank r of every component's covariance model during EM (capped at n_k - 1); the isotropic
         variance accounts for the rest. The same for every component, so that a component's weight
@@ -185,6 +207,7 @@ class LowRankGaussianMixture:
     eigenvectors_ : (K, r_max, d0) float32; rows >= max(ranks_[k], density_ranks_[k]) are zero.
     eigenvalues_ : (K, r_max) float32, s_k (descending; zero beyond the stored rank).
     noise_variance_ : (K,) float32, sigma_k^2 of the density (mean eigenvalue beyond its rank).
+    temperature_ : float, the lambda the ranks were taken at (``temperature`` or its default).
     ranks_ : (K,) int64, d_k of eq. 4: the directions sampling uses.
     density_ranks_ : (K,) int64, the directions the density (E-step, ``predict``) uses.
     counts_ : (K,) int64, training codes per component (by hard label).
@@ -201,7 +224,7 @@ class LowRankGaussianMixture:
     def __init__(
         self,
         n_components: int = 8,
-        temperature: float = DEFAULTS["temperature"],
+        temperature: float | None = DEFAULTS["temperature"],
         density_rank: int = DEFAULTS["density_rank"],
         reg_covar: float = DEFAULTS["reg_covar"],
         max_iter: int = DEFAULTS["max_iter"],
@@ -226,7 +249,8 @@ class LowRankGaussianMixture:
     def _validate(self, x: torch.Tensor) -> tuple[int, int]:
         if x.ndim != 2:
             raise ValueError(f"codes must have shape (N, d0), got {tuple(x.shape)}")
-        _check_lambda(self.temperature)
+        if self.temperature is not None:
+            _check_lambda(self.temperature)
         n = x.shape[0]
         k = int(self.n_components)
         if k < 1:
@@ -251,6 +275,7 @@ class LowRankGaussianMixture:
         """Fit on (N, d0) codes: ``n_init`` k-means++ starts, EM from each, keep the most likely."""
         k, min_size = self._validate(x)
         n, d = x.shape
+        self.temperature_ = default_temperature(k) if self.temperature is None else float(self.temperature)
         # One float32 copy of the codes serves every pass; the M-step promotes only a
         # component's own samples to float64, and |x|^2 is accumulated once in float64.
         x32 = x.to(torch.float32)
@@ -340,7 +365,7 @@ class LowRankGaussianMixture:
         # of these parameters must still leave every component min_size samples.
         while True:
             nk = resp.sum(0)
-            sample_dims = low_rank_dims(nk / nk.sum(), x.shape[1], self.temperature)
+            sample_dims = low_rank_dims(nk / nk.sum(), x.shape[1], self.temperature_)
             params, dens, cache = self._refit(x, xsq, resp, cache, keep=sample_dims)
             log_prob, n_small = self._drop_small(dens + params.weights.log()[None, :], min_size)
             if not n_small:

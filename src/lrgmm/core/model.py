@@ -76,9 +76,12 @@ class LRGMM:
         point for 32-channel TAEF2 latents (SPEC.md; the paper's q=8 suited a 256-channel VQGAN).
     n_components : int or None
         K. None: ``default_n_components(N)``.
-    temperature : float
+    temperature : float or None
         lambda of eq. 4 (d_k = max(1, floor(lambda pi_k d0))): low = sharper, high = more diverse.
-        The fitted model stores the eigenvectors for this value; ``sample`` can use a lower one.
+        None: ``default_temperature(K)``, the paper's 0.12 up to K = 8 and 0.12 K / 8 above (capped
+        at 1), so that every component keeps about as many directions at any K
+        (``lrgmm.core.mixture``). The fitted model stores the eigenvectors for the lambda it used
+        (``temperature_``); ``sample`` can use a lower one.
     patch_size : int
         omega of eq. 6 (odd).
     nn_iterations : int
@@ -106,13 +109,14 @@ class LRGMM:
     codes_ : (N, q, h, w) float32 training codes P0(y_i), the NN memory.
     labels_ : (N,) int64 hard cluster of each training code.
     n_components_ : int, the K actually fitted.
+    temperature_ : float, the lambda of eq. 4 the sampling ranks were taken at.
     """
 
     def __init__(
         self,
         n_channels: int | None = DEFAULTS["n_channels"],
         n_components: int | None = DEFAULTS["n_components"],
-        temperature: float = DEFAULTS["temperature"],
+        temperature: float | None = DEFAULTS["temperature"],
         patch_size: int = DEFAULTS["patch_size"],
         nn_iterations: int = DEFAULTS["nn_iterations"],
         nn_order: str = DEFAULTS["nn_order"],
@@ -151,7 +155,8 @@ class LRGMM:
         """Fit P0 on all latent pixels, then the mixture on the N flattened codes."""
         if latents.ndim != 4:
             raise ValueError(f"latents must have shape (N, c, h, w), got {tuple(latents.shape)}")
-        check_temperature(self.temperature)
+        if self.temperature is not None:
+            check_temperature(self.temperature)
         check_max_share(self.max_share)
         check_nn_order(self.nn_order)
         n, c = latents.shape[:2]
@@ -173,6 +178,7 @@ class LRGMM:
             self.codes_.reshape(n, -1))
         self.labels_ = self.mixture_.labels_
         self.n_components_ = self.mixture_.n_components_
+        self.temperature_ = self.mixture_.temperature_
         return self
 
     # ----------------------------------------------------------------- sampling
@@ -330,12 +336,12 @@ class LRGMM:
         if temperature is None:
             return mix.ranks_
         temperature = check_temperature(temperature)
-        if temperature == self.temperature:
+        if temperature == self.temperature_:
             return mix.ranks_
         dims = low_rank_dims(mix.weights_, mix.means_.shape[1], temperature)
-        if bool((dims > mix.ranks_).any()) and temperature > self.temperature:
+        if bool((dims > mix.ranks_).any()) and temperature > self.temperature_:
             warnings.warn(
-                f"temperature {temperature} > fitted {self.temperature}: using the stored "
+                f"temperature {temperature} > fitted {self.temperature_}: using the stored "
                 f"{mix.ranks_.tolist()} directions; refit with temperature={temperature} to use more",
                 UserWarning,
                 stacklevel=3,

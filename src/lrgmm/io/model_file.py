@@ -14,7 +14,9 @@ eq. 4's rank, still load: their density ranks are their sampling ranks, as they 
         weights_sha256), resolution, latent_shape, hyperparameters, fit diagnostics,
         training_files [{path, sha256}], sizes and parameter counts. ``fit.n_components_requested``
         (the K asked for, null for K from N; optional, absent before ``lrgmm forget``) is what a refit
-        uses; ``hyperparameters.n_components`` is the K fitted. ``hyperparameters.max_share``
+        uses; ``hyperparameters.n_components`` is the K fitted. Likewise ``fit.temperature_requested``
+        (lambda as asked, null for lambda from K; optional) and ``hyperparameters.temperature``, the
+        lambda the sampling ranks were taken at. ``hyperparameters.max_share``
         (the default copy budget, a number in (0, 1] or null) is optional: files written before it
         existed load with no budget.
 
@@ -128,6 +130,7 @@ def validate_metadata(path, meta: dict) -> dict:
     c.dict("fit")
     n = c.int("fit.n_images", lo=1)
     c.int("fit.n_components_requested", lo=1, required=False, none_ok=True)  # K as asked (null: from N)
+    c.number("fit.temperature_requested", lo=0, hi=1, lo_open=True, required=False, none_ok=True)  # lambda as asked (null: from K)
     if c.int("fit.d0", lo=1) != q * h * w:
         c.fail("fit.d0", f"is {meta['fit']['d0']}, but q h w = {q} x {h} x {w} = {q * h * w}")
     c.ints("fit.ranks", length=k, lo=0, hi=q * h * w)
@@ -173,6 +176,10 @@ def load_model_file(path: str | Path) -> tuple[LRGMM, dict]:
     model = LRGMM(**{k: v for k, v in hp.items() if k in LRGMM().get_params()})
     if "n_components_requested" in meta["fit"]:  # K as asked; n_components_ below is the K fitted
         model.n_components = meta["fit"]["n_components_requested"]
+    # hyperparameters.temperature is the lambda the ranks were taken at; as asked, it may be null (from K).
+    model.temperature_ = float(hp["temperature"])
+    if "temperature_requested" in meta["fit"]:
+        model.temperature = meta["fit"]["temperature_requested"]
     proj = PixelPCA(n_channels=t["projector.components"].shape[0])
     proj.mean_, proj.components_, proj.eigenvalues_ = (
         t["projector.mean"],
@@ -191,6 +198,7 @@ def load_model_file(path: str | Path) -> tuple[LRGMM, dict]:
         random_state=model.random_state,
         min_component_size=model.min_component_size,
     )
+    mix.temperature_ = model.temperature_
     mix.weights_ = t["mixture.weights"]
     mix.means_ = t["mixture.means"]
     mix.eigenvectors_ = t["mixture.eigenvectors"]

@@ -182,7 +182,7 @@ def complete_image(
     images = blend(raw, original[None], alpha)
     settings = {
         "nn": nn,
-        "temperature": model.temperature if temperature is None else temperature,
+        "temperature": model.temperature_ if temperature is None else temperature,
         "noise": noise,
         "patch_size": model.patch_size if patch_size is None else patch_size,
         "nn_iterations": model.nn_iterations if nn_iterations is None else nn_iterations,

@@ -80,7 +80,7 @@ class FacePipeline:
         resolution: int = 128,
         n_channels: int | None = DEFAULTS["n_channels"],
         n_components: int | None = DEFAULTS["n_components"],
-        temperature: float = DEFAULTS["temperature"],
+        temperature: float | None = DEFAULTS["temperature"],
         patch_size: int = DEFAULTS["patch_size"],
         nn_iterations: int = DEFAULTS["nn_iterations"],
         nn_order: str = DEFAULTS["nn_order"],
@@ -153,7 +153,8 @@ class FacePipeline:
 
     def fit(self, source) -> "FacePipeline":
         """Fit on a folder, an image file list, or an ``EncodedSet`` from ``encode``."""
-        check_temperature(self.temperature)  # before the encoding, not after it
+        if self.temperature is not None:
+            check_temperature(self.temperature)  # before the encoding, not after it
         check_max_share(self.max_share)
         check_nn_order(self.nn_order)
         self.autoencoder_ = self._resolve_autoencoder()
@@ -231,7 +232,7 @@ class FacePipeline:
         share = self.model_.max_share if max_share is None else max_share
         return {
             "nn": nn,
-            "temperature": self.model_.temperature if temperature is None else temperature,
+            "temperature": self.model_.temperature_ if temperature is None else temperature,
             "nn_iterations": self.model_.nn_iterations if nn_iterations is None else nn_iterations,
             "patch_size": self.model_.patch_size if patch_size is None else patch_size,
             "nn_order": self.model_.nn_order if nn_order is None else nn_order,
@@ -381,12 +382,16 @@ class FacePipeline:
             "autoencoder": self._autoencoder_record(ae),
             "resolution": self.resolution,
             "latent_shape": list(ae.latent_shape(self.resolution)),
-            "hyperparameters": {**m.get_params(), "n_channels": q, "n_components": m.n_components_},
+            "hyperparameters": {**m.get_params(), "n_channels": q, "n_components": m.n_components_,
+                                "temperature": m.temperature_},
             "fit": {
                 "n_images": n,
                 # K as asked (None: from N); hyperparameters.n_components is the K fitted. ``forget``
                 # refits with it, as `lrgmm fit` would on the folder without the forgotten photos.
                 "n_components_requested": m.n_components,
+                # lambda as asked (None: from K, ``default_temperature``); hyperparameters.temperature
+                # is the lambda the sampling ranks were taken at.
+                "temperature_requested": m.temperature,
                 "d0": q * h * w,
                 "ranks": m.mixture_.ranks_.tolist(),
                 "density_ranks": m.mixture_.density_ranks_.tolist(),

@@ -63,7 +63,7 @@ class ModelEntry:
             "n_channels": int(m.codes_.shape[1]),
             "latent_grid": list(m.codes_.shape[2:]),
             "resolution": pipe.resolution,
-            "temperature": float(m.temperature),
+            "temperature": float(m.temperature_),
             "nn_iterations": int(m.nn_iterations),
             "patch_size": int(m.patch_size),
             "nn_order": m.nn_order,
@@ -278,7 +278,7 @@ class Studio:
         lim = self.limits
         if not 1 <= n <= lim.max_faces:
             raise StudioError(f"n must be between 1 and {lim.max_faces}, got {n}")
-        fitted = entry.pipeline.model_.temperature
+        fitted = entry.pipeline.model_.temperature_
         if temperature is not None and not (0 < temperature <= fitted and math.isfinite(temperature)):
             raise StudioError(f"temperature (lambda) must be in (0, {fitted}] for this model (its fitted lambda), got {temperature}")
         if nn_iterations is not None and not 1 <= nn_iterations <= lim.max_nn_iterations:
@@ -308,7 +308,7 @@ class Studio:
         )
         share = pipe.model_.max_share if max_share is None else max_share
         settings = {"seed": seed, "nn": nn, "n": n,
-                    "temperature": pipe.model_.temperature if temperature is None else temperature,
+                    "temperature": pipe.model_.temperature_ if temperature is None else temperature,
                     "nn_iterations": (pipe.model_.nn_iterations if nn_iterations is None else nn_iterations) if nn else 0,
                     "max_share": share if nn and share is not None and share < 1 else None,
                     "nn_order": (pipe.model_.nn_order if nn_order is None else nn_order) if nn else None,
