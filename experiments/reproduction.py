@@ -119,10 +119,11 @@ SCALES: dict[str, Scale] = {
         name="quick", heldout_reserve=3000, n_heldout=2000, train_sizes=(32, 256, 1024, None), n_table=100,
         n_sweep=100, sweep_n=1024, lambdas=(0.02, 0.06, 0.12, 0.25), qs=(4, 8, 16, 32), ks=(1, 4, 8, 16),
         omegas=(1, 3, 5, 7), nn_iterations=(1, 2, 3), fid_vs_n_extra=(128, 512), n_grid=16, n_timing=256, n_psnr=64,
-        inception_memorisation_max_n=2048, budgets=(1.0, 0.5, 0.25, 0.15), n_privacy=1000,
-        expected=("an estimated 2 hours on 2 CPU cores the first time: the whole split's encoding (~17 min) and the "
-                  "Inception features of the 2,000 reference photos (~10 min) are cached for later runs, the privacy "
-                  "section's 15 x 1,000 faces take ~40 min; the ex-post GMM on 19k codes needs ~11 GB"),
+        budgets=(1.0, 0.5, 0.25, 0.15), n_privacy=1000,
+        expected=("an estimated 2 hours on 2 CPU cores the first time: the whole split's encoding (~6 min), the "
+                  "Inception features of its 18,917 training reconstructions for the near-copy test (~20 min) and of "
+                  "the 2,000 reference photos are cached for later runs, the privacy section's 15 x 1,000 faces take "
+                  "~20 min; the ex-post GMM on 19k codes needs ~11 GB"),
     ),
     "full": Scale(
         name="full", heldout_reserve=3000, n_heldout=2000, train_sizes=(32, 1024, None), n_table=500, n_sweep=300,
@@ -487,6 +488,8 @@ class ReportRun:
             c.results["fit_info"][n] = {
                 "n_photos": n, "n_used": n_used, "K": pipe.model_.n_components_,
                 "K_requested": default_n_components(n_used), "ranks": pipe.model_.mixture_.ranks_.tolist(),
+                "lambda": pipe.model_.temperature_, "lambda_from_K": pipe.model_.temperature is None,
+                "weights": sorted((round(float(w), 4) for w in pipe.model_.mixture_.weights_), reverse=True),
                 "q": int(pipe.model_.codes_.shape[1]), "fit_s": pipe.fit_seconds_,
                 "input": pipe.report_.summary().splitlines()[0] if pipe.report_ else "",
             }
@@ -545,7 +548,7 @@ class ReportRun:
         # lambda: one fit at the largest lambda, sampled at each value (the paper's fig. 8: same
         # seed, same eigenvectors, more or fewer of them).
         t0 = time.perf_counter()
-        lam_max = max(max(s.lambdas), base.temperature)
+        lam_max = max(max(s.lambdas), base.model_.temperature_)
         pipe_l = self.pipeline(n, temperature=lam_max)
         rows = []
         for lam in s.lambdas:
@@ -752,7 +755,7 @@ class ReportRun:
 
         pipe = getattr(self, "sweep_pipe", None)
         if "lambda" in sw:
-            line_plot(panels(sw["lambda"], "lambda (temperature)", pipe.temperature if pipe else None, nn_split=True),
+            line_plot(panels(sw["lambda"], "lambda (temperature)", pipe.model_.temperature_ if pipe else None, nn_split=True),
                       self.fig_dir / "lambda_curve.png", title=f"lambda sweep, N = {c.results['sweep_n']}")
             c.figures["lambda_curve"] = "lambda_curve.png"
         if "q" in sw:
@@ -803,6 +806,14 @@ def _f(v, fmt="{:.1f}", none="–"):
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return none
     return fmt.format(v)
+
+
+def _weights(ws, show: int = 8) -> str:
+    """The largest ``show`` mixture weights, then how many more and their range."""
+    if not ws:
+        return "–"
+    head = ", ".join(f"{w:.3f}" for w in ws[:show])
+    return head + (f" and {len(ws) - show} more ({ws[-1]:.3f} to {ws[show]:.3f})" if len(ws) > show else "")
 
 
 def _pct(v):
@@ -1038,6 +1049,33 @@ def _privacy_md(priv: dict, figures: dict) -> list[str]:
     return md + [""]
 
 
+def _more_data_line(R: dict) -> list[str]:
+    """Does LR-GMM-NN get better with more data? Its FID and KID at the largest N against the
+    sweep N's (same n), beside the seed spread of the default (a difference of two single-seed
+    measurements has sd sqrt(2) sd)."""
+    table, noise = R.get("table", {}), R.get("sweeps", {}).get("noise")
+    sn = R.get("sweep_n")
+    if not table or sn not in table or not noise or noise.get("fid_sd") is None:
+        return []
+    big = max(table)
+    if big == sn:
+        return []
+    def nn_row(n):
+        return next((r for r in table[n] if r["method"] == "lrgmm-nn"), None)
+    a, b = nn_row(sn), nn_row(big)
+    if not a or not b:
+        return []
+    tol_fid, tol_kid = 2 * math.sqrt(2) * noise["fid_sd"], 2 * math.sqrt(2) * noise["kid_sd"]
+    d_fid, d_kid = b["fid"] - a["fid"], b["kid"] - a["kid"]
+    better = d_fid < -tol_fid and d_kid < -tol_kid
+    fi = R["fit_info"][big]
+    return [f"- More data: LR-GMM-NN at N = {fi['n_used']} against N = {R['fit_info'][sn]['n_used']}: FID "
+            f"{b['fid']:.1f} vs {a['fid']:.1f} ({d_fid:+.1f}), KID×10³ {1e3 * b['kid']:.2f} vs {1e3 * a['kid']:.2f} "
+            f"({1e3 * d_kid:+.2f}); 2√2 seed sd: {tol_fid:.1f} / {1e3 * tol_kid:.2f}: "
+            + ("**better beyond the seed spread**" if better else "not better beyond the seed spread")
+            + f"; largest mixture weight {max(fi.get('weights') or [float('nan')]):.3f} (K = {fi['K']})."]
+
+
 def write_markdown(run: ReportRun, total_s: float) -> str:
     c = run.c
     s = c.scale
@@ -1073,6 +1111,7 @@ def write_markdown(run: ReportRun, total_s: float) -> str:
                            f"precision {nn['precision']:.2f}, recall {nn['recall']:.2f}, near copies "
                            f"{_pct(nn['near_copy_inception'])}; lowest FID: {best['label']} ({best['fid']:.1f}). Expected shape: "
                            f"{sum(ok for ok, _ in checks)} of {len(checks)} checks agree.")
+    summary += _more_data_line(R)
     if summary:
         md += ["## Summary", ""] + summary + ["", "Details, and what the disagreements come from, under each table below.", ""]
     md += [
@@ -1120,7 +1159,9 @@ def write_markdown(run: ReportRun, total_s: float) -> str:
         fi = R["fit_info"][n]
         recon = next((r["fid_train_recon"] for r in rows if r.get("fid_train_recon") is not None), None)
         md += [f"### N = {fi['n_used']}" + (" (the whole training split)" if n == len(c.pool) else ""), "",
-               f"K = {fi['K']}, q = {fi['q']}, sum of ranks d_k = {sum(fi['ranks'])}; {fi['input']}. "
+               f"K = {fi['K']}, q = {fi['q']}, lambda = {_f(fi.get('lambda'), '{:.3g}')}"
+               f"{' (from K)' if fi.get('lambda_from_K') else ''}, sum of ranks d_k = {sum(fi['ranks'])}; "
+               f"mixture weights, largest first: {_weights(fi.get('weights'))}; {fi['input']}. "
                f"FID of the {fi['n_used']} training faces through the autoencoder (what copying them scores, at "
                f"n = {fi['n_used']}): {_f(recon)}.", ""]
         md += _table_md(rows)
@@ -1173,7 +1214,7 @@ def write_markdown(run: ReportRun, total_s: float) -> str:
     if "lambda" in sw:
         rows = sw["lambda"]
         md += [f"### lambda sweep (paper fig. 8; N = {sn}, n = {s.n_sweep} per point)", "",
-               f"One fit at lambda = {max(max(s.lambdas), run.sweep_pipe.temperature):g}, sampled with each lambda "
+               f"One fit at lambda = {max(max(s.lambdas), run.sweep_pipe.model_.temperature_):g}, sampled with each lambda "
                "(same seed, same eigenvectors, fewer or more of them per component, as in the paper's figure). "
                "Without the NN step:", "",
                f"![lambda samples, LR-GMM](figures/{F_.get('lambda')})", "", "With the NN step:", "",
@@ -1184,9 +1225,9 @@ def write_markdown(run: ReportRun, total_s: float) -> str:
             md.append(f"| {r['value']:g} | {r['sum_dk']} | {'yes' if r['nn'] else 'no'} | {_f(r['fid'])} | "
                       f"{_f(1e3 * r['kid'], '{:.2f}')} ± {_f(1e3 * r['kid_std'], '{:.2f}')} | {_f(r['precision'], '{:.2f}')} | "
                       f"{_f(r['recall'], '{:.2f}')} | {_pct(r['near_copy_inception'])} |")
-        v, info = _sweep_verdict([r for r in rows if r["nn"]], run.sweep_pipe.temperature, "lambda", noise)
+        v, info = _sweep_verdict([r for r in rows if r["nn"]], run.sweep_pipe.model_.temperature_, "lambda", noise)
         defaults["lambda (temperature)"] = info
-        md += ["", f"Default lambda = {run.sweep_pipe.temperature:g} (LR-GMM-NN): {v}.", ""]
+        md += ["", f"Default lambda = {run.sweep_pipe.model_.temperature_:g} (LR-GMM-NN): {v}.", ""]
     if "q" in sw:
         rows = sw["q"]
         md += [f"### q sweep (projector channels; N = {sn}, n = {s.n_sweep} per point)", "",

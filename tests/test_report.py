@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from lrgmm.baselines import BASELINES
-from experiments.reproduction import SCALES, line_plot, main
+from experiments.reproduction import SCALES, _more_data_line, _weights, line_plot, main
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +107,28 @@ def test_picture_sweep_end_to_end_and_resumes(taef2, faces64_dir, faces64_encode
     # A rerun measures only what is missing: nothing here.
     assert picture_sweep.main(argv + ["--no-grids"]) == 0
     assert len((out / "picture.jsonl").read_text().splitlines()) == 6
+
+
+def _nn_table(fid: float, kid: float) -> list[dict]:
+    return [{"method": "real-photos", "fid": 60.0, "kid": 0.0}, {"method": "lrgmm-nn", "fid": fid, "kid": kid}]
+
+
+def test_more_data_line_compares_against_the_seed_spread():
+    """The summary's "more data" verdict: better only when FID and KID both fall by more than 2 sqrt 2
+    seed sds (a difference of two single-seed measurements)."""
+    fit = {1024: {"n_used": 1023, "K": 7, "weights": [0.2]}, 18917: {"n_used": 18917, "K": 62, "weights": [0.026, 0.02]}}
+    noise = {"fid_sd": 1.0, "kid_sd": 0.001}
+    R = {"sweep_n": 1024, "fit_info": fit, "sweeps": {"noise": noise},
+         "table": {1024: _nn_table(80.0, 0.030), 18917: _nn_table(75.0, 0.025)}}
+    (line,) = _more_data_line(R)
+    assert "FID 75.0 vs 80.0 (-5.0)" in line and "**better beyond the seed spread**" in line
+    assert "largest mixture weight 0.026 (K = 62)" in line
+    R["table"][18917] = _nn_table(78.0, 0.025)  # FID down by 2 < 2 sqrt 2 = 2.83
+    assert "not better beyond the seed spread" in _more_data_line(R)[0]
+    R["sweeps"] = {}
+    assert _more_data_line(R) == []  # no seed spread, no verdict
+
+
+def test_weights_listing():
+    assert _weights([0.5, 0.3, 0.2], show=2) == "0.500, 0.300 and 1 more (0.200 to 0.200)"
+    assert _weights([0.6, 0.4]) == "0.600, 0.400" and _weights(None) == "–"
