@@ -93,7 +93,7 @@ def stage_fit(files):
         "seconds": seconds, "peak_mib": peak, "K": int(mix.n_components_), "em_iterations": int(mix.n_iter_),
         "max_weight": float(mix.weights_.max()), "weights": [round(float(w), 4) for w in mix.weights_],
         "hard_assignment": mix.hard_assignment_, "sample_ms": sample_ms,
-        "largest_cluster": int(mix.counts_.max()),
+        "largest_cluster": int(mix.counts_.max()), "lambda": m.temperature_, "sum_ranks": int(mix.ranks_.sum()),
     }
 
 
@@ -183,17 +183,18 @@ def main(argv=None):
         "",
         f"{run_header('bench_mixture.py', argv)} Training codes: the "
         "first N photos of the reproduction report's training pool, TAEF2 128 px, q = 16 (d0 = 4,096), "
-        "default K = round(N / 128) in [1, 64], lambda = 0.12. Fit = projector + mixture, encoding excluded; "
+        "default K = round(N / 128) in [1, 64], default lambda = 0.12 max(K, 8) / 8 (sum d_k: eq. 4's sampling "
+        "directions over all components). Fit = projector + mixture, encoding excluded; "
         "sampling = 1,000 LR-GMM-NN latents after a warm-up, decoding excluded. The previous EM (density rank = "
         "eq. 4's d_k) and scikit-learn's full-covariance `GaussianMixture` run on the same codes in the same run.",
         "",
-        "| N | K | fit | peak memory | EM iterations | largest weight | sampling ms/face | previous EM (its largest weight) | scikit-learn full |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| N | K | lambda | sum d_k | fit | peak memory | EM iterations | largest weight | sampling ms/face | previous EM (its largest weight) | scikit-learn full |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for n, ours, old, skl in rows:
         old_w = f" ({old['max_weight']:.2f})" if old and old.get("max_weight") is not None else ""
         lines.append(
-            f"| {n:,} | {ours['K']} | {ours['seconds']:.2f} s | +{ours['peak_mib']:.0f} MiB | {ours['em_iterations']} "
+            f"| {n:,} | {ours['K']} | {ours['lambda']:.3g} | {ours['sum_ranks']:,} | {ours['seconds']:.2f} s | +{ours['peak_mib']:.0f} MiB | {ours['em_iterations']} "
             f"| {ours['max_weight']:.3f} | {ours['sample_ms']:.3f} | {secs(old, 'old')}{old_w}, {ratio(old, ours)} "
             f"| {secs(skl, 'sklearn')}, {ratio(skl, ours)} |"
         )
