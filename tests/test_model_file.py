@@ -562,6 +562,8 @@ def test_lambda_as_asked_and_as_fitted_round_trip(fitted64, model64_file, tmp_pa
     model, meta = load_model_file(model64_file)
     assert model.temperature is None and model.temperature_ == fitted64.model_.temperature_ == 0.12
     assert model.get_params() == fitted64.model_.get_params()
+    pipe = FacePipeline.load(model64_file)  # the pipeline's parameters too are as asked
+    assert pipe.temperature is None and pipe.n_components == 4
     old = _rewrite(model64_file, tmp_path / "old.lrgmm", _set("fit.temperature_requested", _DELETE))
     before, _ = load_model_file(old)
     assert before.temperature == before.temperature_ == 0.12

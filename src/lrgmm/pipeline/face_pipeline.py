@@ -456,7 +456,10 @@ class FacePipeline:
         recorded_cfg = ae_meta.get("config") or {}
         ae_arg = autoencoder if autoencoder is not None else recorded_name
         accepted = inspect.signature(cls.__init__).parameters
-        kwargs = {k: v for k, v in meta.get("hyperparameters", {}).items() if k in accepted}
+        # K and lambda as asked (None: from N, from K), as the loaded model holds them: a refit of
+        # this pipeline resolves them again, as `lrgmm fit` would.
+        asked = {"n_components": model.n_components, "temperature": model.temperature}
+        kwargs = {k: v for k, v in {**meta.get("hyperparameters", {}), **asked}.items() if k in accepted}
         kwargs.update(autoencoder=ae_arg, resolution=int(meta.get("resolution", 128)), **params)
         pipe = cls(**kwargs)
         # A backend named as a string (the recorded one by default) is rebuilt with the recorded
