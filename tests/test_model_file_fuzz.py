@@ -117,7 +117,7 @@ def _open_model(path: Path) -> None:
     json.dumps(meta, allow_nan=False)
     pipe = FacePipeline.load(path, progress=False)
     pipe.generate(2, seed=0)
-    pipe.model_.sample(2, seed=1, nn=False, temperature=pipe.model_.temperature / 2)
+    pipe.model_.sample(2, seed=1, nn=False, temperature=pipe.model_.temperature_ / 2)
 
 
 def _fuzz(data: bytes, target: Path, open_file, cases) -> tuple[int, int, list[str]]:
