@@ -1054,8 +1054,9 @@ def _more_data_line(R: dict) -> list[str]:
     sweep N's (same n), beside the seed spread of the default (a difference of two single-seed
     measurements has sd sqrt(2) sd)."""
     table, noise = R.get("table", {}), R.get("sweeps", {}).get("noise")
-    sn = R.get("sweep_n")
-    if not table or sn not in table or not noise or noise.get("fid_sd") is None:
+    # ``sweep_n`` is the training codes used (duplicates dropped); the table is keyed by photos asked for.
+    sn = next((n for n in table if R["fit_info"][n]["n_used"] == R.get("sweep_n")), None)
+    if sn is None or not noise or noise.get("fid_sd") is None:
         return []
     big = max(table)
     if big == sn:

@@ -118,7 +118,7 @@ def test_more_data_line_compares_against_the_seed_spread():
     seed sds (a difference of two single-seed measurements)."""
     fit = {1024: {"n_used": 1023, "K": 7, "weights": [0.2]}, 18917: {"n_used": 18917, "K": 62, "weights": [0.026, 0.02]}}
     noise = {"fid_sd": 1.0, "kid_sd": 0.001}
-    R = {"sweep_n": 1024, "fit_info": fit, "sweeps": {"noise": noise},
+    R = {"sweep_n": 1023, "fit_info": fit, "sweeps": {"noise": noise},  # sweep_n: codes used, as the report stores it
          "table": {1024: _nn_table(80.0, 0.030), 18917: _nn_table(75.0, 0.025)}}
     (line,) = _more_data_line(R)
     assert "FID 75.0 vs 80.0 (-5.0)" in line and "**better beyond the seed spread**" in line

@@ -14,8 +14,9 @@ Why these values (measurements in README "Method and defaults" and the reports):
 - ``temperature`` None: lambda of eq. 4 from K, 0.12 max(K, 8) / 8 capped at 1
   (``lrgmm.core.mixture.default_temperature``): the paper's 0.12 up to its K = 8 (so N <= ~1k is
   unchanged), and above it the same ~61 directions per component instead of eq. 4's share
-  falling as 1/K (8 per component at the whole split's K = 64: recall 0.06, FID 45.9 against
-  39.6 with lambda = 1, reports/whole_split/rank_screen.md).
+  falling as 1/K (8 per component at the whole split's K = 64). At the whole split (3 seeds x
+  1,000 faces, reports/whole_split/picture.md): FID 40.5 +- 0.6, recall 0.15, near copies 2.7 %
+  against 45.5 +- 1.4, 0.06, 6.1 % with lambda = 0.12.
 - ``patch_size`` 5, ``nn_iterations`` 1: omega and the NN projections of eq. 5 (the paper's).
 - ``nn_order`` "parallel": eq. 5 as printed, every position projected from the same input.
   "raster" (position by position from the face as it stands, ``lrgmm.core.nn_projection``) lowers FID

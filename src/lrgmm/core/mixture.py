@@ -24,8 +24,7 @@ about 61 of d0 = 4,096, but each of the whole split's K = 64 only about 8, and t
 diversity (recall 0.06; reports/whole_split/rank_screen.md). ``temperature=None`` (the default)
 therefore takes lambda = 0.12 max(K, 8) / 8, capped at 1 (``default_temperature``): the paper's
 value up to its K = 8, and the same ~61 directions per component above. An explicit lambda is
-eq. 4's, as printed. Measured at the whole split (3 seeds x 1,000 faces, reports/whole_split/):
-see ``DEFAULTS``' docstring.
+eq. 4's, as printed (the whole split's numbers: ``lrgmm.defaults``).
 
 The paper fits its GMM first (scikit-learn, full covariance) and takes eq. 4's low-rank
 approximation afterwards; tying the density's rank to pi_k inside EM (as this estimator did
