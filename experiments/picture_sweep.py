@@ -31,13 +31,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
 
 from lrgmm.baselines import LRGMMNNGenerator, make_generator
-from lrgmm.figures import font, labelled_rows
+from lrgmm.figures import labelled_rows
 from lrgmm.io.atomic import atomic_write_bytes
 from lrgmm.io.images import make_grid
-from experiments.reproduction import EVAL_SEED, FIGURE_SEED, ReportRun, _gap, _row, timed_sampling
+from experiments.reproduction import EVAL_SEED, FIGURE_SEED, ReportRun, _gap, _row, frontier_plot, timed_sampling
 
 # name -> (pipeline parameters, generator keyword arguments); "latentpatch" is the baseline.
 # A candidate that does not set ``temperature`` is fitted with the paper's lambda = 0.12 (the
@@ -124,57 +123,6 @@ def _summary(rows: list[dict]) -> dict[str, dict]:
     return out
 
 
-def frontier_plot(summary: dict[str, dict], path: Path, fresh_rate: float = 0.05) -> Path:
-    """FID (y) against near copies (x, %) per candidate, seed sd as error bars; the fresh-photo
-    rate as a dashed vertical line. Pillow only."""
-    W, H, L, R, T, B = 760, 520, 70, 200, 40, 60
-    pts = [(n, 100 * s["near_copy_inception"], s["fid"], s.get("fid_sd") or 0.0)
-           for n, s in summary.items() if s.get("near_copy_inception") is not None and s.get("fid") is not None]
-    img = Image.new("RGB", (W, H), "white")
-    d = ImageDraw.Draw(img)
-    f, small = font(13), font(11)
-    if not pts:
-        d.text((L, T), "no rows with near copies", fill="black", font=f)
-        img.save(path)
-        return path
-    xs = [p[1] for p in pts] + [100 * fresh_rate]
-    ys = [p[2] - p[3] for p in pts] + [p[2] + p[3] for p in pts]
-    x0, x1 = 0.0, max(xs) * 1.15 + 0.5
-    y0, y1 = min(ys) - 0.5, max(ys) + 0.5
-
-    def px(x):
-        return L + (x - x0) / (x1 - x0) * (W - L - R)
-
-    def py(y):
-        return H - B - (y - y0) / (y1 - y0) * (H - T - B)
-
-    d.rectangle([L, T, W - R, H - B], outline="black")
-    for i in range(6):
-        xv = x0 + i * (x1 - x0) / 5
-        yv = y0 + i * (y1 - y0) / 5
-        d.text((px(xv) - 10, H - B + 6), f"{xv:.1f}", fill="black", font=small)
-        d.text((8, py(yv) - 6), f"{yv:.1f}", fill="black", font=small)
-    xf = px(100 * fresh_rate)
-    for yy in range(T, H - B, 8):
-        d.line([xf, yy, xf, min(yy + 4, H - B)], fill=(120, 120, 120))
-    d.text((xf + 4, H - B - 16), "fresh photos (5 %)", fill=(90, 90, 90), font=small)
-    d.text((L + (W - L - R) // 2 - 120, H - B + 26), "near copies, Inception space (% of faces)", fill="black", font=f)
-    d.text((8, T - 28), "FID (2,000 held-out photos; bars: seed sd)", fill="black", font=f)
-    palette = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
-               (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
-    for i, (name, x, y, sd) in enumerate(pts):
-        c = palette[i % len(palette)]
-        cx, cy = px(x), py(y)
-        d.line([cx, py(y - sd), cx, py(y + sd)], fill=c, width=2)
-        d.ellipse([cx - 5, cy - 5, cx + 5, cy + 5], fill=c)
-        d.text((cx + 7, cy - 7), name, fill=c, font=small)
-        d.ellipse([W - R + 12, T + 18 * i + 3, W - R + 22, T + 18 * i + 13], fill=c)
-        d.text((W - R + 28, T + 18 * i), f"{name} {y:.1f}", fill="black", font=small)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
-    return path
-
-
 def _pm(s: dict, key: str, fmt: str = "{:.2f}", scale: float = 1.0) -> str:
     v, sd = s.get(key), s.get(key + "_sd")
     if v is None:
@@ -231,7 +179,8 @@ def _verdict(summary: dict[str, dict], fresh_rate: float = 0.05) -> list[str]:
 def write_markdown(out: Path, rows: list[dict], meta: dict) -> Path:
     summary = _summary(rows)
     fig = out / "figures" / "picture"
-    frontier_plot(summary, fig / "frontier.png")
+    frontier_plot([(n, s.get("near_copy_inception"), s.get("fid"), s.get("fid_sd")) for n, s in summary.items()],
+                  fig / "frontier.png", ylabel=f"FID ({meta['n_reference']} held-out photos; bars: seed sd)")
     lines = [
         "# The picture: LR-GMM-NN candidates against the LatentPatch-style baseline",
         "",

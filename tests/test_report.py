@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from lrgmm.baselines import BASELINES
-from experiments.reproduction import SCALES, _more_data_line, _weights, line_plot, main
+from experiments.reproduction import SCALES, _against_baseline, _more_data_line, _weights, frontier_plot, line_plot, main
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,8 @@ def test_report_end_to_end(taef2, faces64_dir, faces64_encoded, lrgmm_cache, inc
     assert "re-implementation" in md and "no VGG16" in md and "biased upwards at small n" in md
     for section in ("Table 1 analogue", "Provenance maps", "Decoded centroids", "lambda sweep", "q sweep", "K sweep",
                     "omega sweep", "NN-iteration sweep", "FID against N", "Defaults the sweeps support",
-                    "Privacy: the copy budget and copying"):
+                    "Privacy: the copy budget and copying", "Main comparison (8 faces x 2 seeds per method)",
+                    "LR-GMM-NN against the LatentPatch-style baseline"):
         assert section in md, section
 
     data = json.loads((out / "reproduction.json").read_text())
@@ -58,6 +59,19 @@ def test_report_end_to_end(taef2, faces64_dir, faces64_encoded, lrgmm_cache, inc
         if r["max_share"] == 0.5:
             assert r["largest_share_max"] <= cap / 256  # the budget holds on every measured face
     assert [a["setting"] for a in priv["summary"]] == ["max_share = 1", "max_share = 0.5", "LatentPatch-style"]
+    # The main comparison: every method x seed, seed means; the privacy section reads the baseline's
+    # rows from it (same generator, n and seeds) instead of measuring them again.
+    main_ = data["results"]["main"]
+    block = main_["by_N"]["16"]
+    assert [(r["method"], r["seed"]) for r in block["rows"]] == [(m, s) for m in ("lrgmm-nn", "latentpatch") for s in (1, 2)]
+    assert all(r["n"] == 8 and r["near_copy_inception"] is not None for r in block["rows"])
+    assert [r["sample_ms"] is not None for r in block["rows"]] == [True, False, True, False]  # timed once, warm
+    nn = block["summary"][0]
+    assert nn["method"] == "lrgmm-nn" and nn["seeds"] == 2
+    assert nn["fid"] == pytest.approx((block["rows"][0]["fid"] + block["rows"][1]["fid"]) / 2)
+    assert priv["shared_with_main"] == ["LatentPatch-style"]
+    lp_priv = [r for r in priv["rows"] if r["setting"] == "LatentPatch-style"]
+    assert [r["fid"] for r in lp_priv] == [r["fid"] for r in block["rows"][2:]]
     assert "| C_T | authentic |" in md
     sweeps = data["results"]["sweeps"]
     assert [r["value"] for r in sweeps["q"]] == [8] and 0 < sweeps["q"][0]["psnr"] < sweeps["q"][0]["psnr_autoencoder"]
@@ -65,7 +79,7 @@ def test_report_end_to_end(taef2, faces64_dir, faces64_encoded, lrgmm_cache, inc
 
     figures = sorted(p.name for p in (out / "figures").iterdir())
     for name in ("samples_all.png", "provenance.png", "centroids.png", "lambda_samples.png", "lambda_curve.png",
-                 "q_curve.png", "K_curve.png", "omega_curve.png", "nn_iterations_curve.png", "fid_vs_n.png",
+                 "q_curve.png", "K_curve.png", "omega_curve.png", "nn_iterations_curve.png", "fid_vs_n.png", "frontier_N16.png",
                  "memorisation_LR-GMM-NN_inception.png", "memorisation_LatentPatch-style_re-implementation_inception.png"):
         assert name in figures
         assert f"figures/{name}" in md
@@ -127,6 +141,55 @@ def test_more_data_line_compares_against_the_seed_spread():
     assert "not better beyond the seed spread" in _more_data_line(R)[0]
     R["sweeps"] = {}
     assert _more_data_line(R) == []  # no seed spread, no verdict
+
+
+def _summary(method, fid, fid_sd, kid, kid_sd, **kw):
+    return {"method": method, "label": method, "N": kw.pop("N", 1023), "seeds": 3, "fid": fid, "fid_sd": fid_sd,
+            "kid": kid, "kid_sd": kid_sd, "near_copy_inception": 0.03, "largest_share_median": 0.13,
+            "precision": 0.65, "recall": 0.35, **kw}
+
+
+def test_more_data_line_from_the_main_comparison():
+    """With a main comparison at two N, the verdict compares seed means against twice the sd of
+    their difference (sqrt(sd_a²/3 + sd_b²/3)), not the single-seed table."""
+    fit = {1024: {"n_used": 1023, "K": 8, "weights": [0.2]}, 18917: {"n_used": 18917, "K": 62, "weights": [0.026]}}
+    small = {"summary": [_summary("lrgmm-nn", 46.0, 0.75, 0.0257, 0.0005)]}
+    big = {"summary": [_summary("lrgmm-nn", 40.5, 0.6, 0.0210, 0.0006, N=18917)]}
+    R = {"fit_info": fit, "main": {"n": 1000, "seeds": [1, 2, 3], "by_N": {1024: small, 18917: big}}}
+    (line,) = _more_data_line(R)
+    assert "1,000 faces x 3 seeds" in line and "(-5.50)" in line and "**better beyond the seed spread**" in line
+    assert "near copies at N = 18,917: 3 %" in line and "largest mixture weight 0.026 (K = 62)" in line
+    tol = 2 * math.sqrt(0.75 ** 2 / 3 + 0.6 ** 2 / 3)
+    big["summary"][0]["fid"] = 46.0 - 0.9 * tol  # within the spread on FID
+    assert "not better beyond the seed spread" in _more_data_line(R)[0]
+    # keys as JSON gives them back (strings) work the same
+    R["main"]["by_N"] = {"1024": small, "18917": big}
+    R["fit_info"] = {str(k): v for k, v in fit.items()}
+    assert "N = 18,917 against N = 1,023" in _more_data_line(R)[0]
+
+
+def test_against_baseline_needs_every_target():
+    lp = _summary("latentpatch", 43.0, 0.8, 0.022, 0.0006)
+    nn = _summary("lrgmm-nn", 40.0, 0.5, 0.019, 0.0005)
+    ok, text = _against_baseline(nn, lp)
+    assert ok and "FID -3.00" in text and "recall 0.350 (≥ 0.3: met)" in text
+    ok, text = _against_baseline({**nn, "recall": 0.15}, lp)
+    assert not ok and "recall 0.150 (≥ 0.3: not met)" in text
+    ok, text = _against_baseline({**nn, "near_copy_inception": 0.06}, lp)
+    assert not ok and "near copies 6 % (≤ 5 %: not met)" in text
+    ok, text = _against_baseline({**nn, "fid": 42.0}, lp)  # 1.0 below, 2 sd = 1.09
+    assert not ok and "not lower beyond the spread" in text
+
+
+def test_frontier_plot_draws_points_and_skips_unmeasured(tmp_path):
+    path = frontier_plot([("a", 0.03, 40.0, 0.5), ("b", 0.08, 36.0, None), ("c", None, 30.0, 1.0)], tmp_path / "f.png",
+                         title="N = 1023")
+    with Image.open(path) as im:
+        assert im.size == (900, 540)
+        px = im.convert("RGB").load()
+        assert any(px[x, y] != (255, 255, 255) for x in range(560, 900) for y in range(60, 120))  # legend drawn
+    empty = frontier_plot([("c", None, 30.0, 1.0)], tmp_path / "e.png")
+    assert empty.exists()
 
 
 def test_weights_listing():
