@@ -183,7 +183,7 @@ def main(argv=None):
         "",
         f"{run_header('bench_mixture.py', argv)} Training codes: the "
         "first N photos of the reproduction report's training pool, TAEF2 128 px, q = 16 (d0 = 4,096), "
-        "default K = round(N / 128) in [1, 64], default lambda = 0.12 max(K, 8) / 8 (sum d_k: eq. 4's sampling "
+        "default K = round(N / 128) in [1, 128], default lambda = 0.12 max(K, 8) / 8 (sum d_k: eq. 4's sampling "
         "directions over all components). Fit = projector + mixture, encoding excluded; "
         "sampling = 1,000 LR-GMM-NN latents after a warm-up, decoding excluded. The previous EM (density rank = "
         "eq. 4's d_k) and scikit-learn's full-covariance `GaussianMixture` run on the same codes in the same run.",

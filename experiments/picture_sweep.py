@@ -75,8 +75,9 @@ CANDIDATES: dict[str, tuple[dict, dict]] = {
     "raster-share10-lambda25": ({"temperature": 0.25}, {"nn_order": "raster", "max_share": 0.1}),
     "raster-share10-K1": ({"n_components": 1}, {"nn_order": "raster", "max_share": 0.1}),
     "q32-raster-share25": ({"n_channels": 32}, {"nn_order": "raster", "max_share": 0.25}),
-    # lambda from K (``default_temperature``: 0.12 max(K, 8) / 8), and the K sweep at the whole split.
-    "lambdaK-share25": ({"temperature": None}, {"max_share": 0.25}),
+    # lambda from K (``default_temperature``: 0.12 max(K, 8) / 8), and the K sweep at the whole split
+    # (K = 128 is the default there since this sweep; K = 64 was the default before).
+    "lambdaK-share25-K64": ({"temperature": None, "n_components": 64}, {"max_share": 0.25}),
     "lambdaK-share25-K32": ({"temperature": None, "n_components": 32}, {"max_share": 0.25}),
     "lambdaK-share25-K128": ({"temperature": None, "n_components": 128}, {"max_share": 0.25}),
     "lambdaK-raster-share25": ({"temperature": None}, {"nn_order": "raster", "max_share": 0.25}),

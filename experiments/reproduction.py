@@ -452,7 +452,7 @@ class ReportRun:
         rank_screen) start from."""
         from lrgmm.demo import find_demo_data
 
-        sc = replace(SCALES[scale], train_sizes=(train,), fid_vs_n_extra=())
+        sc = replace(SCALES[scale], train_sizes=(train,), fid_vs_n_extra=(), main_sizes=())
         run = cls(_Context(scale=sc, data=data or find_demo_data(), out=out, progress=True, command=command.strip()))
         run.split()
         return run

@@ -18,7 +18,8 @@ def _latents(n=40, c=8, h=6, w=6, seed=0):
 def test_default_k_follows_the_paper():
     assert default_n_components(32) == 1
     assert default_n_components(1023) == 8 and default_n_components(1024) == 8
-    assert default_n_components(28000) == 64
+    assert default_n_components(8192) == 64 and default_n_components(16384) == 128
+    assert default_n_components(18917) == 128 and default_n_components(28000) == 128  # capped
     assert default_n_components(2) == 1
 
 

@@ -49,7 +49,7 @@ def _add_model_options(p):
     _opt(p, init, "autoencoder", help="autoencoder backend (see `lrgmm autoencoders`)")
     _opt(p, init, "resolution", type=int, help="working image side in pixels")
     _opt(p, init, "n_channels", "-q", "--n-channels", type=int, help="projector channels q; default: the autoencoder's preferred q")
-    _opt(p, init, "n_components", "-K", "--n-components", type=_positive_int, help="mixture components K; default: round(N / 128) in [1, 64]")
+    _opt(p, init, "n_components", "-K", "--n-components", type=_positive_int, help="mixture components K; default: round(N / 128) in [1, 128]")
     _opt(p, init, "temperature", "--temperature", "--lambda", type=_lambda, help="lambda in (0, 1]: d_k = floor(lambda * pi_k * d0); "
          "default: 0.12 max(K, 8) / 8, capped at 1 (the paper's 0.12 up to K = 8)")
     _opt(p, init, "patch_size", "--patch-size", "--omega", type=int, help="NN patch size omega (odd)")

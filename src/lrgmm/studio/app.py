@@ -100,7 +100,7 @@ class FitRequest(BaseModel):
     upload: str | None = Field(None, description="an upload id from POST /api/uploads (same session)")
     n_images: int | None = Field(None, description="faces drawn from the folder (default: all)")
     seed: int = Field(0, ge=0, lt=2**63, description="seed of the subset and of the EM initialisation")
-    n_components: int | None = Field(None, ge=1, le=64, description="K (default: round(N / 128) in [1, 64])")
+    n_components: int | None = Field(None, ge=1, le=128, description="K (default: round(N / 128) in [1, 128])")
     temperature: float | None = Field(None, gt=0, le=1, description=f"lambda of the fit (default {DEFAULTS['temperature']})")
 
 
