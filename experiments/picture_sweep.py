@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from lrgmm.baselines import LRGMMNNGenerator, make_generator
+from lrgmm.core.model import default_n_components
 from lrgmm.figures import labelled_rows
 from lrgmm.io.atomic import atomic_write_bytes
 from lrgmm.io.images import make_grid
@@ -40,8 +41,11 @@ from experiments.reproduction import EVAL_SEED, FIGURE_SEED, ReportRun, _gap, _r
 
 # name -> (pipeline parameters, generator keyword arguments); "latentpatch" is the baseline.
 # A candidate that does not set ``temperature`` is fitted with the paper's lambda = 0.12 (the
-# default before lambda followed K), so its rows keep their meaning; None asks for the rule.
+# default before lambda followed K), and one that does not set ``n_components`` with K =
+# round(N / 128) in [1, 64] (the rule before the cap moved to 128), so rows on file keep their
+# meaning when a default moves; None asks for today's rule.
 PAPER_LAMBDA = {"temperature": 0.12}
+PREVIOUS_K_CAP = 64
 CANDIDATES: dict[str, tuple[dict, dict]] = {
     # The paper's NN step (parallel, no budget) and the LatentPatch-style baseline.
     "paper": ({}, {"max_share": 1}),
@@ -96,7 +100,8 @@ METRICS = ["fid", "kid", "precision", "recall", "near_copy_inception", "c_t", "l
 
 def _generator(run: ReportRun, n_train: int, name: str):
     pipe_params, gen_kwargs = CANDIDATES[name]
-    pipe = run.pipeline(n_train, **{**PAPER_LAMBDA, **pipe_params})
+    k = min(PREVIOUS_K_CAP, default_n_components(n_train))
+    pipe = run.pipeline(n_train, **{**PAPER_LAMBDA, "n_components": k, **pipe_params})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         if name == "latentpatch":

@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     scale = replace(SCALES[args.scale], name="privacy", train_sizes=(args.train,), sweep_n=args.train, fid_vs_n_extra=(),
-                    n_privacy=args.n, noise_seeds=args.seeds)
+                    main_sizes=(), n_privacy=args.n, noise_seeds=args.seeds)
     if args.budgets:
         scale = replace(scale, budgets=tuple(args.budgets))
     cmd = "python -m experiments.privacy_report " + " ".join(argv if argv is not None else sys.argv[1:])

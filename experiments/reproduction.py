@@ -125,8 +125,8 @@ SCALES: dict[str, Scale] = {
     "test": Scale(
         name="test", heldout_reserve=24, n_heldout=16, train_sizes=(16,), n_table=8, n_sweep=8, sweep_n=16,
         lambdas=(0.06,), qs=(8,), ks=(2,), omegas=(3,), nn_iterations=(2,), fid_vs_n_extra=(24,),
-        n_grid=4, n_timing=8, n_psnr=4, noise_seeds=2, budgets=(1.0, 0.5), n_privacy=8, main_sizes=(16,),
-        main_methods=("lrgmm-nn", "latentpatch"), n_main=8, expected="about a minute",
+        n_grid=4, n_timing=8, n_psnr=4, noise_seeds=2, budgets=(1.0, 0.5), n_privacy=12, main_sizes=(16,),
+        main_methods=("lrgmm-nn", "latentpatch"), n_main=12, expected="about a minute",
     ),
     "quick": Scale(
         name="quick", heldout_reserve=3000, n_heldout=2000, train_sizes=(32, 256, 1024, None), n_table=100,
@@ -146,9 +146,10 @@ SCALES: dict[str, Scale] = {
         omegas=(1, 3, 5, 7, 9), nn_iterations=(1, 2, 3, 4), fid_vs_n_extra=(128, 256, 512, 2048, 4096, 8192),
         n_grid=16, n_timing=256, n_psnr=128, budgets=(1.0, 0.5, 0.25, 0.15), n_privacy=1000, main_sizes=(1024, None),
         main_methods=("lrgmm-nn", "lrgmm", "latentpatch", "gmm10"), n_main=1000,
-        expected=("about 2.5 hours on 2 CPU cores the first time, an hour of which encodes the 19,187 training "
+        expected=("about 3 hours on 2 CPU cores the first time, an hour of which encodes the 19,187 training "
                   "photos (~17 min) and takes the Inception features of their reconstructions for the near-copy "
-                  "test (~45 min); both are cached, and a second run takes about 45 minutes"),
+                  "test (~45 min); both are cached, and a second run takes about 1.5 hours (the main comparison's "
+                  "24 x 1,000 faces: ~30 min)"),
     ),
 }
 
@@ -299,7 +300,8 @@ def frontier_plot(points: list[tuple], path: Path, fresh_rate: float = 0.05, tit
     FID seed sd or None), the sd drawn as a bar; the fresh-photo rate as a dashed vertical line
     (a generator left of it copies no more than new photos resemble the training set). Pillow only."""
     W, H, L, R, T, B = 900, 540, 70, 350, 58, 60
-    pts = [(lab, 100 * x, y, sd or 0.0) for lab, x, y, sd in points if x is not None and y is not None]
+    pts = [(lab, 100 * x, y, sd if sd is not None and math.isfinite(sd) else 0.0) for lab, x, y, sd in points
+           if x is not None and y is not None and math.isfinite(x) and math.isfinite(y)]
     img = Image.new("RGB", (W, H), "white")
     d = ImageDraw.Draw(img)
     f, small = _font(13), _font(11)
@@ -338,8 +340,11 @@ def frontier_plot(points: list[tuple], path: Path, fresh_rate: float = 0.05, tit
         col = _PALETTE[i % len(_PALETTE)]
         cx, cy = px(x), py(y)
         d.line([cx, py(y - sd), cx, py(y + sd)], fill=col, width=2)
-        d.ellipse([cx - 5, cy - 5, cx + 5, cy + 5], fill=col)
-        d.ellipse([W - R + 12, T + 18 * i + 3, W - R + 22, T + 18 * i + 13], fill=col)
+        # a shape per round of the palette, so that more than 10 points stay apart
+        mark = d.ellipse if i < len(_PALETTE) else d.rectangle if i < 2 * len(_PALETTE) else d.chord
+        extra = {"start": 180, "end": 360} if mark == d.chord else {}
+        mark([cx - 5, cy - 5, cx + 5, cy + 5], fill=col, **extra)
+        mark([W - R + 12, T + 18 * i + 3, W - R + 22, T + 18 * i + 13], fill=col, **extra)
         d.text((W - R + 28, T + 18 * i), f"{lab}: {y:.1f}", fill="black", font=small)
     img.save(path)
     return path
@@ -428,6 +433,7 @@ class _Context:
     evaluators: dict = field(default_factory=dict)  # N -> the table's Evaluator, kept where later stages measure
     generators: dict = field(default_factory=dict)  # (N, method) -> the table's fitted generator
     eval_results: dict = field(default_factory=dict)  # memo key -> EvalResult with nearest faces (figures)
+    main_keys: set = field(default_factory=set)  # memo keys the main comparison measured
     memo: dict = field(default_factory=dict)
     results: dict = field(default_factory=dict)
     figures: dict = field(default_factory=dict)
@@ -466,6 +472,8 @@ class ReportRun:
             raise ValueError(f"{c.data} holds {len(files)} images; the {s.name} scale needs at least {need}")
         if s.heldout_reserve < s.n_heldout + s.n_table:
             raise ValueError("heldout_reserve must hold the reference and the fresh-photo row")
+        if not set(s.main_methods) <= set(METHOD_ORDER):
+            raise ValueError(f"main_methods {s.main_methods}: known methods are {', '.join(METHOD_ORDER)}")
         if not set(s.main_sizes) <= set(s.train_sizes):
             raise ValueError(f"main_sizes {s.main_sizes} must be among the table's train_sizes {s.train_sizes}")
         c.pool, reserve = holdout_split(files, s.heldout_reserve, SPLIT_SEED)
@@ -617,13 +625,19 @@ class ReportRun:
             for name in s.main_methods:
                 gen = c.generators[(n, name)]
                 for seed in seeds:
-                    rows.append(self.measure(ev, gen, name, n_used, self._key(n, name, pipe), s.n_main,
-                                             time_sampling=seed == seeds[0], seed=seed))
+                    key = self._key(n, name, pipe)
+                    rows.append(self.measure(ev, gen, name, n_used, key, s.n_main, time_sampling=seed == seeds[0],
+                                             seed=seed))
+                    c.main_keys.add((key, s.n_main, seed))
                     bar.update(1)
             by_n[n] = {"N": n_used, "rows": rows, "summary": _seed_summary(rows, "method")}
             c.stage_seconds[f"main comparison, N = {n}"] = time.perf_counter() - t0
         bar.close()
         c.results["main"] = {"n": s.n_main, "seeds": seeds, "methods": list(s.main_methods), "by_N": by_n}
+        # Later stages use the sweep N's evaluator and baseline only (the full-rank GMM is ~0.7 GB).
+        sweep = self.n_of(s.sweep_n)
+        c.generators = {k: g for k, g in c.generators.items() if k == (sweep, "latentpatch")}
+        c.evaluators = {k: e for k, e in c.evaluators.items() if k == sweep}
 
     def sweeps(self) -> None:
         c, s = self.c, self.c.scale
@@ -755,7 +769,7 @@ class ReportRun:
         shared = []
         for setting, method, gen, budget, kw in settings:
             key = self._key(n, method, base, **kw)
-            if (key, s.n_privacy, seeds[0]) in c.memo:
+            if (key, s.n_privacy, seeds[0]) in c.main_keys:
                 shared.append(setting)
             for seed in seeds:
                 row = self.measure(ev, gen, method, n_used, key, s.n_privacy, time_sampling=seed == seeds[0], seed=seed)
@@ -1136,7 +1150,7 @@ def _against_baseline(nn: dict, lp: dict) -> tuple[bool, str]:
         v = nn.get(key)
         met = v is not None and (v <= bound if kind == "max" else v >= bound)
         ok &= met
-        shown = _pct(v) if kind == "max" else _f(v, "{:.3f}")
+        shown = _f(None if v is None else 100 * v, "{:.1f} %") if kind == "max" else _f(v, "{:.3f}")
         parts.append(f"{name} {shown} ({'≤' if kind == 'max' else '≥'} {_pct(bound) if kind == 'max' else bound}: "
                      f"{'met' if met else 'not met'})")
     return ok, "; ".join(parts)
@@ -1502,7 +1516,7 @@ def write_markdown(run: ReportRun, total_s: float) -> str:
     if "fid_vs_n" in F_:
         md += [f"### FID against N (n = {s.n_table} per point)", "",
                "Every method at the table's N, and LR-GMM / LR-GMM-NN at "
-               f"{', '.join(str(n) for n in s.fid_vs_n_extra) or 'no'} further N (K = round(N/128)).", "",
+               f"{', '.join(str(n) for n in s.fid_vs_n_extra) or 'no'} further N (the default K).", "",
                f"![FID against N](figures/{F_['fid_vs_n']})", ""]
         extra = R.get("fid_vs_n_extra", [])
         if extra:

@@ -35,7 +35,7 @@ def test_report_end_to_end(taef2, faces64_dir, faces64_encoded, lrgmm_cache, inc
     assert "re-implementation" in md and "no VGG16" in md and "biased upwards at small n" in md
     for section in ("Table 1 analogue", "Provenance maps", "Decoded centroids", "lambda sweep", "q sweep", "K sweep",
                     "omega sweep", "NN-iteration sweep", "FID against N", "Defaults the sweeps support",
-                    "Privacy: the copy budget and copying", "Main comparison (8 faces x 2 seeds per method)",
+                    "Privacy: the copy budget and copying", "Main comparison (12 faces x 2 seeds per method)",
                     "LR-GMM-NN against the LatentPatch-style baseline"):
         assert section in md, section
 
@@ -64,7 +64,7 @@ def test_report_end_to_end(taef2, faces64_dir, faces64_encoded, lrgmm_cache, inc
     main_ = data["results"]["main"]
     block = main_["by_N"]["16"]
     assert [(r["method"], r["seed"]) for r in block["rows"]] == [(m, s) for m in ("lrgmm-nn", "latentpatch") for s in (1, 2)]
-    assert all(r["n"] == 8 and r["near_copy_inception"] is not None for r in block["rows"])
+    assert all(r["n"] == 12 and r["near_copy_inception"] is not None for r in block["rows"])  # not the table's 8
     assert [r["sample_ms"] is not None for r in block["rows"]] == [True, False, True, False]  # timed once, warm
     nn = block["summary"][0]
     assert nn["method"] == "lrgmm-nn" and nn["seeds"] == 2
@@ -176,7 +176,7 @@ def test_against_baseline_needs_every_target():
     ok, text = _against_baseline({**nn, "recall": 0.15}, lp)
     assert not ok and "recall 0.150 (≥ 0.3: not met)" in text
     ok, text = _against_baseline({**nn, "near_copy_inception": 0.06}, lp)
-    assert not ok and "near copies 6 % (≤ 5 %: not met)" in text
+    assert not ok and "near copies 6.0 % (≤ 5 %: not met)" in text
     ok, text = _against_baseline({**nn, "fid": 42.0}, lp)  # 1.0 below, 2 sd = 1.09
     assert not ok and "not lower beyond the spread" in text
 
@@ -195,3 +195,21 @@ def test_frontier_plot_draws_points_and_skips_unmeasured(tmp_path):
 def test_weights_listing():
     assert _weights([0.5, 0.3, 0.2], show=2) == "0.500, 0.300 and 1 more (0.200 to 0.200)"
     assert _weights([0.6, 0.4]) == "0.600, 0.400" and _weights(None) == "–"
+
+
+@pytest.mark.slow
+def test_privacy_report_smoke(taef2, faces64_dir, faces64_encoded, lrgmm_cache, inception_file, tmp_path):
+    """The privacy report alone: the report's table at one N and its privacy section (no main
+    comparison at that N: the split must not ask for one)."""
+    from experiments import privacy_report
+
+    out = tmp_path / "reports"
+    argv = ["--scale", "test", "--data", str(faces64_dir), "--out", str(out), "--train", "16", "--n", "8",
+            "--seeds", "2", "--budgets", "1", "0.5"]
+    assert privacy_report.main(argv) == 0
+    md = (out / "privacy.md").read_text()
+    assert "| max_share = 0.5 |" in md and "| LatentPatch-style |" in md
+    rows = json.loads((out / "privacy.json").read_text())["privacy"]["rows"]
+    assert sorted((r["setting"], r["seed"]) for r in rows) == sorted(
+        (s, seed) for s in ("max_share = 1", "max_share = 0.5", "LatentPatch-style") for seed in (1, 2))
+    assert all(r["n"] == 8 for r in rows)

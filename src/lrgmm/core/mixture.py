@@ -20,10 +20,11 @@ uses the paper's eq. 4 rank, computed once EM is done:
 
 Eq. 4 shares lambda d0 directions among the components by weight, so at a fixed lambda a
 component's directions fall as 1/K: the paper's lambda = 0.12 gives each of its K = 8 components
-about 61 of d0 = 4,096, but each of K = 64 (the whole split) only about 8, and those faces lose
-diversity (recall 0.06; reports/whole_split/rank_screen.md). ``temperature=None`` (the default)
+about 61 of d0 = 4,096, but each of K = 64 only about 8, and those faces lose diversity (recall
+0.06 at the whole split; reports/whole_split/rank_screen.md). ``temperature=None`` (the default)
 therefore takes lambda = 0.12 max(K, 8) / 8, capped at 1 (``default_temperature``): the paper's
-value up to its K = 8, and the same ~61 directions per component above. An explicit lambda is
+value up to its K = 8, the same ~61 directions per component up to K = 66, and lambda = 1 above
+(the whole split's K = 128: ~32 per component). An explicit lambda is
 eq. 4's, as printed (the whole split's numbers: ``lrgmm.defaults``).
 
 The paper fits its GMM first (scikit-learn, full covariance) and takes eq. 4's low-rank
