@@ -85,6 +85,15 @@ CANDIDATES: dict[str, tuple[dict, dict]] = {
     "lambdaK-share25-K32": ({"temperature": None, "n_components": 32}, {"max_share": 0.25}),
     "lambdaK-share25-K128": ({"temperature": None, "n_components": 128}, {"max_share": 0.25}),
     "lambdaK-raster-share25": ({"temperature": None}, {"nn_order": "raster", "max_share": 0.25}),
+    "multiscale-share25": ({}, {"nn_order": "multiscale", "max_share": 0.25}),
+    "multiscale-share15": ({}, {"nn_order": "multiscale", "max_share": 0.15}),
+    "multiscale": ({}, {"nn_order": "multiscale", "max_share": 1}),
+    "lambdaK-raster-share25-K128": ({"temperature": None, "n_components": 128}, {"nn_order": "raster", "max_share": 0.25}),
+    "lambdaK-raster-share15-K128": ({"temperature": None, "n_components": 128}, {"nn_order": "raster", "max_share": 0.15}),
+    "lambdaK-multiscale-share25-K128": (
+        {"temperature": None, "n_components": 128},
+        {"nn_order": "multiscale", "max_share": 0.25},
+    ),
 }
 
 # Grids of the demo, made outside this script (their commands are in the captions); paths from the report.

@@ -254,6 +254,7 @@ def test_info(cli_model, capsys, lrgmm_cache):
     for key in ("projector", "mixture", "nn_memory"):
         assert f"{counts[key]:,}" in out
     assert counts["nn_memory"] == N_FACES * 4096
+    assert f"+ the training latents it copies, {N_FACES * 8192:,} (N x 32 x 16 x 16)" in out
     assert f"training images  {N_FACES}" in out
     # One line per component: weight, eq. 4's d_k, the density's rank, noise variance, faces.
     fit = meta["fit"]
@@ -265,7 +266,7 @@ def test_info(cli_model, capsys, lrgmm_cache):
     rc, out, err = run(capsys, "info", "--json", model)
     assert rc == 0, err
     parsed = json.loads(out)
-    assert parsed["format_version"] == 2 and parsed["parameter_counts"] == counts
+    assert parsed["format_version"] == 3 and parsed["parameter_counts"] == counts
     assert "training_files" not in parsed
     rc, out, _ = run(capsys, "info", "--json", "--files", model)
     assert len(json.loads(out)["training_files"]) == N_FACES
@@ -331,7 +332,7 @@ def _missing(src, dst):
 BAD_MODELS = {
     "truncated": (_truncated, r"not a readable lrgmm model file \(truncated or corrupt"),
     "garbage": (_garbage, "not a readable lrgmm model file"),
-    "newer": (_newer, r"format version 999, newer than this lrgmm reads \(2\)"),
+    "newer": (_newer, r"format version 999, newer than this lrgmm reads \(3\)"),
     "other-weights": (_other_ae, r"fitted with autoencoder 'taef2:abababababababab'.*same autoencoder weights"),
     "other-backend": (_unknown_ae, r"fitted with autoencoder 'vqgan', which is not available"),
     "missing": (_missing, r"does not exist; create one with `lrgmm fit"),

@@ -178,7 +178,7 @@ class CopyGenerator:
         m = self.pipeline.model_
         idx = torch.arange(n) % m.codes_.shape[0]
         codes = m.codes_[idx]
-        images = self.pipeline.decode(m.projector_.inverse_transform(codes))
+        images = self.pipeline.decode(m.latents_[idx])
         prov = idx.view(n, 1, 1).expand(n, *codes.shape[2:]).clone()
         return _Out(images, _Samples(codes=codes, provenance=prov))
 

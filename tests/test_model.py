@@ -35,11 +35,33 @@ def test_sample_shapes_provenance_and_determinism():
     copied = flat_mem[s.provenance.reshape(n, -1), torch.arange(h * w)].reshape(n, h, w, q).permute(0, 3, 1, 2)
     assert torch.equal(copied, s.codes)
     assert bool((m.labels_[s.provenance] == s.components[:, None, None]).all())
-    # The latents are P0* of the codes.
-    assert torch.allclose(s.latents, m.projector_.inverse_transform(s.codes))
+    # The decoder's latents are the copied training pixels themselves, all c channels: not their
+    # projection P0*(codes), which loses the channels the projector drops.
+    full = y[s.provenance.reshape(n, -1), :, torch.arange(h).repeat_interleave(w), torch.arange(w).repeat(h)]
+    assert torch.equal(s.latents, full.permute(0, 2, 1).reshape(n, 8, h, w))
+    assert (s.latents - m.projector_.inverse_transform(s.codes)).abs().max() > 0.01
     again = m.sample(10, seed=3)
     assert torch.equal(again.latents, s.latents) and torch.equal(again.provenance, s.provenance)
     assert not torch.equal(m.sample(10, seed=4).latents, s.latents)
+
+
+def test_decoder_latents_copy_only_where_there_is_a_source():
+    """Positions with provenance -1 (nothing copied: a completion's observed part) decode
+    P0*(code); the others take the training latent pixel; no provenance: P0*(codes) throughout;
+    a model without training latents (an old model file) decodes P0*(codes) everywhere."""
+    y = _latents()
+    m = LRGMM(n_channels=4, n_components=2, patch_size=3).fit(y)
+    codes = m.codes_[[3, 7]].clone()
+    prov = torch.full((2, 6, 6), -1, dtype=torch.long)
+    prov[0, 2, 4], prov[1, 0, 0] = 11, 5
+    out = m.decoder_latents(codes, prov)
+    plain = m.projector_.inverse_transform(codes)
+    assert torch.equal(out[0, :, 2, 4], y[11, :, 2, 4]) and torch.equal(out[1, :, 0, 0], y[5, :, 0, 0])
+    keep = prov[:, None].expand_as(out) < 0
+    assert torch.equal(out[keep], plain[keep])
+    assert torch.equal(m.decoder_latents(codes), plain)
+    m.latents_ = None
+    assert torch.equal(m.decoder_latents(codes, prov), plain)
 
 
 def test_plain_lr_gmm_and_lower_temperature():

@@ -26,9 +26,11 @@ from lrgmm.io.model_file import (
     FORMAT_VERSION,
     TENSOR_NAMES,
     TENSOR_NAMES_V2,
+    TENSOR_NAMES_V3,
     load_model_file,
     model_tensors,
     read_metadata,
+    save_model_file,
 )
 from lrgmm.pipeline import FacePipeline
 
@@ -66,8 +68,8 @@ def test_round_trip_reproduces_samples_exactly(fitted64, model64_file, ae):
 def test_round_trip_restores_every_tensor_and_setting(fitted64, model64_file):
     model, meta = load_model_file(model64_file)
     saved, got = model_tensors(fitted64.model_), model_tensors(model)
-    assert set(got) == set(TENSOR_NAMES + TENSOR_NAMES_V2)
-    for name in TENSOR_NAMES + TENSOR_NAMES_V2:
+    assert set(got) == set(TENSOR_NAMES + TENSOR_NAMES_V2 + TENSOR_NAMES_V3)
+    for name in TENSOR_NAMES + TENSOR_NAMES_V2 + TENSOR_NAMES_V3:
         assert got[name].dtype == saved[name].dtype, name
         assert torch.equal(got[name], saved[name]), name
     assert model.get_params() == fitted64.model_.get_params()
@@ -89,13 +91,14 @@ def test_file_is_plain_safetensors_not_pickle(model64_file):
     header, start = _safetensors_header(data)
     meta = json.loads(header.pop("__metadata__")["lrgmm"])
     assert meta["format"] == "lrgmm-model"
-    assert set(header) == set(TENSOR_NAMES + TENSOR_NAMES_V2)
+    assert set(header) == set(TENSOR_NAMES + TENSOR_NAMES_V2 + TENSOR_NAMES_V3)
     # The tensors tile the rest of the file exactly: nothing else (no pickled blob) is in it.
     spans = sorted(tuple(t["data_offsets"]) for t in header.values())
     assert spans[0][0] == 0 and spans[-1][1] == len(data) - start
     assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
     assert {t["dtype"] for t in header.values()} <= {"F32", "F64", "I64"}
     assert header["memory.codes"]["shape"] == [N_FACES, 16, 16, 16]
+    assert header["memory.latents"]["shape"] == [N_FACES, 32, 16, 16]
 
 
 def test_loading_never_unpickles(model64_file, ae, monkeypatch):
@@ -112,7 +115,7 @@ def test_loading_never_unpickles(model64_file, ae, monkeypatch):
 
 def test_metadata(fitted64, model64_file, ae, faces64_dir):
     meta = read_metadata(model64_file)
-    assert meta["format_version"] == FORMAT_VERSION == 2
+    assert meta["format_version"] == FORMAT_VERSION == 3
     assert meta["autoencoder"] == {"name": ae.name, "id": ae.id, "weights_sha256": ae.weights_sha256}
     assert len(meta["autoencoder"]["weights_sha256"]) == 64
     assert meta["resolution"] == 128 and meta["latent_shape"] == [32, 16, 16]
@@ -201,7 +204,7 @@ def test_folder_or_fifo_instead_of_a_file(tmp_path):
 
 def test_newer_format_version(model64_file, tmp_path):
     newer = rewrite_model_metadata(model64_file, tmp_path / "newer.lrgmm", lambda m: {**m, "format_version": 999})
-    with pytest.raises(ModelFileError, match=r"format version 999, newer than this lrgmm reads \(2\).*upgrade"):
+    with pytest.raises(ModelFileError, match=r"format version 999, newer than this lrgmm reads \(3\).*upgrade"):
         FacePipeline.load(newer)
     with pytest.raises(ModelFileError, match="999"):
         read_metadata(newer)  # `lrgmm info --json` refuses it too
@@ -505,7 +508,6 @@ def test_cli_refuses_bad_lambda(value, tmp_path, capsys, monkeypatch):
 
 def test_non_finite_metadata_is_refused_both_ways(fitted64, model64_file, tmp_path, capsys):
     from lrgmm.cli import main
-    from lrgmm.io.model_file import save_model_file
 
     # Reading: Python's json wrote `Infinity`, which no strict reader accepts; nor do we.
     for text in ("Infinity", "NaN", "1e999"):
@@ -540,7 +542,7 @@ def test_format_version_1_files_still_load(fitted64, model64_file, tmp_path):
     from safetensors.torch import save_file
 
     with safe_open(str(model64_file), framework="pt") as f:
-        tensors = {k: f.get_tensor(k) for k in f.keys() if k not in TENSOR_NAMES_V2}
+        tensors = {k: f.get_tensor(k) for k in f.keys() if k not in TENSOR_NAMES_V2 + TENSOR_NAMES_V3}
         meta = json.loads(f.metadata()["lrgmm"])
     meta["format_version"] = 1
     for key in ("density_ranks", "component_counts", "noise_variances", "hard_assignment"):
@@ -553,6 +555,32 @@ def test_format_version_1_files_still_load(fitted64, model64_file, tmp_path):
     a = fitted64.model_.sample(8, seed=0)
     b = model.sample(8, seed=0)
     assert torch.equal(a.codes, b.codes) and torch.equal(a.provenance, b.provenance)
+
+
+def test_format_version_2_files_load_and_decode_codes(fitted64, model64_file, tmp_path):
+    """Files written before the memory kept the training latents (format 2) load, draw the same
+    codes and provenance, and decode P0*(codes) as they did; saved again they stay format 2."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(model64_file), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys() if k not in TENSOR_NAMES_V3}
+        meta = json.loads(f.metadata()["lrgmm"])
+    meta["format_version"] = 2
+    old = tmp_path / "v2.lrgmm"
+    save_file(tensors, str(old), metadata={"lrgmm": json.dumps(meta)})
+    model, _ = load_model_file(old)
+    assert model.latents_ is None
+    a, b = fitted64.model_.sample(8, seed=0), model.sample(8, seed=0)
+    assert torch.equal(a.codes, b.codes) and torch.equal(a.provenance, b.provenance)
+    assert torch.equal(b.latents, model.projector_.inverse_transform(b.codes))
+    assert not torch.equal(a.latents, b.latents)  # the format 3 model decodes the full pixels
+    again = tmp_path / "again.lrgmm"
+    save_model_file(again, model, {k: v for k, v in meta.items() if k not in ("format", "format_version")})
+    assert read_metadata(again)["format_version"] == 2
+    assert load_model_file(again)[0].latents_ is None
 
 
 def test_lambda_as_asked_and_as_fitted_round_trip(fitted64, model64_file, tmp_path):

@@ -57,8 +57,8 @@ def test_provenance_names_the_copied_training_pixels(fitted64):
     assert torch.equal(s.codes, _gather(model.codes_, prov))
     # ... taken from a training image of the sample's own cluster.
     assert torch.equal(model.labels_[prov], s.components.view(-1, 1, 1).expand_as(prov))
-    # The decoder got exactly P0* of those codes.
-    assert torch.equal(s.latents, model.projector_.inverse_transform(s.codes))
+    # The decoder got exactly the training latents' pixels named by the map, all 32 channels.
+    assert torch.equal(s.latents, _gather(model.latents_, prov))
     # K = 4 on 64 faces: the draw used more than one cluster, and faces mix several sources.
     assert len(set(s.components.tolist())) > 1
     assert max(len(torch.unique(p)) for p in prov) > 1

@@ -128,15 +128,15 @@ class BaselineGenerator:
 
     # ----------------------------------------------------------------- sampling
     def sample(self, n: int, seed: int | torch.Generator | None = None) -> LatentSamples:
-        """n latent samples: codes (n, q, h, w), latents P0*(codes), components, provenance."""
+        """n latent samples: codes (n, q, h, w), latents (``LRGMM.decoder_latents``: the training
+        pixels themselves where a pixel was copied, P0*(codes) elsewhere), components, provenance."""
         self.check_is_fitted()
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
         gen = as_generator(seed)
         codes, comps, prov = self._sample(int(n), gen)
         codes = codes.to(torch.float32).contiguous()
-        latents = self.pipeline.model_.projector_.inverse_transform(codes)
-        return LatentSamples(latents, codes, comps, prov)
+        return LatentSamples(self.pipeline.model_.decoder_latents(codes, prov), codes, comps, prov)
 
     def _sample(self, n: int, gen: torch.Generator):
         raise NotImplementedError

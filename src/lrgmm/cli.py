@@ -251,7 +251,8 @@ def _info_lines(meta: dict) -> list[str]:
         + (f", copy budget max_share = {hp['max_share']}" if hp.get("max_share") is not None else ""),
         "parameters       projector {:,}  mixture {:,} (the paper: ~1M)  NN memory {:,} values (N x d0)".format(
             counts["projector"], mix, counts["nn_memory"]
-        ),
+        ) + (f" + the training latents it copies, {fit['n_images'] * c * h * w:,} (N x {c} x {h} x {w})"
+             if meta.get("format_version", 0) >= 3 else "  (format 2: copies decoded from their codes; refit for full pixels)"),
         *_component_lines(fit),
     ]
 

@@ -179,6 +179,7 @@ class LRGMM:
         latents = latents.to(torch.float32)
         self.projector_ = PixelPCA(n_channels=q).fit(latents)
         self.codes_ = self.projector_.transform(latents)
+        self.latents_ = latents  # the NN step's source pixels, all c channels (``decoder_latents``)
         # Every mixture parameter is an LRGMM parameter of the same name (K resolved above).
         shared = inspect.signature(LowRankGaussianMixture.__init__).parameters.keys() - {"self", "n_components"}
         self.mixture_ = LowRankGaussianMixture(n_components=k, **{p: getattr(self, p) for p in shared}).fit(
@@ -230,8 +231,8 @@ class LRGMM:
             return batches[0]
         q, h, w = self.codes_.shape[1:]
         codes = torch.zeros(0, q, h, w, dtype=self.codes_.dtype)
-        return LatentSamples(self.projector_.inverse_transform(codes), codes, torch.zeros(0, dtype=torch.long),
-                             torch.zeros(0, h, w, dtype=torch.long) if nn else None)
+        provenance = torch.zeros(0, h, w, dtype=torch.long) if nn else None
+        return LatentSamples(self.decoder_latents(codes, provenance), codes, torch.zeros(0, dtype=torch.long), provenance)
 
     def iter_samples(
         self,
@@ -334,7 +335,31 @@ class LRGMM:
                                                max_share=share, order=order, strict=strict)
                 if allowed is not None:
                     provenance = allowed[provenance]
-            yield LatentSamples(self.projector_.inverse_transform(codes), codes, c, provenance)
+            yield LatentSamples(self.decoder_latents(codes, provenance), codes, c, provenance)
+
+    def decoder_latents(self, codes: torch.Tensor, provenance: torch.Tensor | None = None) -> torch.Tensor:
+        """The decoder's input for codes (n, q, h, w): P0*(codes), except at the positions the NN
+        step filled (``provenance`` >= 0, an index into the training list), which take that
+        training photo's own latent pixel, all c channels.
+
+        Eq. 5 chooses the source on the rank-q codes; copying the source's full latent pixel rather
+        than its projection P0*(y_j(p)) gives the decoder exactly a training latent pixel. The q = 16
+        channels keep about 84 % of the TAEF2 latent variance; the rest is what the decoder needs
+        for detail: at N = 1,023 (1,000 faces against 2,000 held-out photos) FID 45.9 -> 39.5 and
+        recall 0.08 -> 0.19 for the same draws (reports/picture.md). A model loaded from a file
+        without the training latents (format 2 and older) decodes P0*(codes) everywhere.
+        """
+        out = self.projector_.inverse_transform(codes)
+        source = getattr(self, "latents_", None)
+        if provenance is None or source is None or provenance.numel() == 0:
+            return out
+        n, h, w = provenance.shape
+        rows = torch.arange(h).repeat_interleave(w)
+        cols = torch.arange(w).repeat(h)
+        # (n, hw, c) without a reordered copy of the whole memory
+        picked = source[provenance.reshape(n, h * w).clamp_min(0), :, rows, cols]
+        full = picked.permute(0, 2, 1).reshape(n, -1, h, w).to(out.dtype)
+        return torch.where((provenance >= 0)[:, None], full, out)
 
     def sampling_ranks(self, temperature: float | None = None) -> torch.Tensor:
         """(K,) d_k(lambda) of eq. 4 at ``temperature`` (None: the fitted lambda), capped at the

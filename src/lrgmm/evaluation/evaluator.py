@@ -99,14 +99,19 @@ def _chunk_seeds(seed: int, n_chunks: int) -> list[int]:
     return out
 
 
-def reconstruction_key(pipe: FacePipeline, codes: torch.Tensor) -> str:
-    """Identifies decode(P0*(codes)): autoencoder weights and precision, resolution, projector,
-    codes (the feature cache key of ``reconstruction_features``)."""
+def reconstruction_key(pipe: FacePipeline, codes: torch.Tensor, latents: torch.Tensor | None = None) -> str:
+    """Identifies decode(P0*(codes)), or decode(latents) when ``latents`` are given: autoencoder
+    weights and precision, resolution, projector, codes or latents (the feature cache key of
+    ``reconstruction_features``)."""
     ae = pipe.autoencoder_
     pr = pipe.model_.projector_
     h = hashlib.sha256()
     # latent_key is the plain id in fp32 (keys made before precisions existed stay valid) and
     # says "+bf16" otherwise: bf16 decodes are other images.
+    if latents is not None:
+        h.update(f"{ae.latent_key}|{ae.weights_sha256}|{pipe.resolution}|{tuple(latents.shape)}|full".encode())
+        h.update(latents.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        return "recon-full-" + h.hexdigest()
     h.update(f"{ae.latent_key}|{ae.weights_sha256}|{pipe.resolution}|{tuple(codes.shape)}".encode())
     for t in (pr.mean_, pr.components_, pr.eigenvalues_, codes):
         h.update(t.detach().to("cpu").contiguous().numpy().tobytes())
@@ -115,11 +120,12 @@ def reconstruction_key(pipe: FacePipeline, codes: torch.Tensor) -> str:
 
 def reconstruction_features(pipe: FacePipeline, codes: torch.Tensor, extractor: InceptionExtractor,
                             desc: str = "Inception features (reconstructions)", chunk: int = 256,
-                            on_chunk=None) -> np.ndarray:
-    """Inception features of decode(P0*(codes)) for a fitted ``pipe``, decoded and measured
-    ``chunk`` codes at a time, cached on disk under ``reconstruction_key`` (the evaluation and
-    the studio share the cache). ``on_chunk(done, total)`` is called before each chunk is
-    decoded (progress; it may raise to stop)."""
+                            on_chunk=None, latents: torch.Tensor | None = None) -> np.ndarray:
+    """Inception features of decode(P0*(codes)) for a fitted ``pipe`` or, when ``latents`` (the
+    same images' full latents) are given, of decode(latents), the photos' own reconstructions:
+    decoded and measured ``chunk`` images at a time, cached on disk under ``reconstruction_key``
+    (the evaluation and the studio share the cache). ``on_chunk(done, total)`` is called before
+    each chunk is decoded (progress; it may raise to stop)."""
     projector = pipe.model_.projector_
     n = int(codes.shape[0])
 
@@ -128,11 +134,12 @@ def reconstruction_features(pipe: FacePipeline, codes: torch.Tensor, extractor: 
             if on_chunk is not None:
                 on_chunk(s, n)
             with torch.no_grad():
-                yield pipe.decode(projector.inverse_transform(codes[s : s + chunk]), progress=False)
+                x = latents[s : s + chunk].to(torch.float32) if latents is not None else projector.inverse_transform(codes[s : s + chunk])
+                yield pipe.decode(x, progress=False)
         if on_chunk is not None:
             on_chunk(n, n)
 
-    return extractor.keyed_features(reconstruction_key(pipe, codes), batches, desc, {"kind": "reconstructions"})
+    return extractor.keyed_features(reconstruction_key(pipe, codes, latents), batches, desc, {"kind": "reconstructions"})
 
 
 # ---------------------------------------------------------------------------------- Evaluator
@@ -234,10 +241,13 @@ class Evaluator:
         """Identifies decode(P0*(codes)) (``reconstruction_key``)."""
         return reconstruction_key(self.reference, codes)
 
-    def reconstruction_features(self, codes: torch.Tensor, desc: str) -> np.ndarray:
-        """Inception features of decode(P0*(codes)), decoded and measured in chunks, cached
-        under a key of the codes, projector and autoencoder (``reconstruction_features``)."""
-        return reconstruction_features(self.reference, codes, self.extractor, desc)
+    def reconstruction_features(self, codes: torch.Tensor, desc: str, latents: torch.Tensor | None = None) -> np.ndarray:
+        """Inception features of the reconstructions: decode(latents) when the model keeps its
+        training latents (its NN step copies full latent pixels, so a copy is measured against the
+        photo's own reconstruction), decode(P0*(codes)) for a model without (format 2 files).
+        Decoded and measured in chunks, cached (``reconstruction_features``)."""
+        full = getattr(self.reference.model_, "latents_", None) is not None
+        return reconstruction_features(self.reference, codes, self.extractor, desc, latents=latents if full else None)
 
     # -------------------------------------------------------------- real side
     def _prepare_real(self) -> None:
@@ -276,7 +286,7 @@ class Evaluator:
             self.real_codes = ref.model_.projector_.transform(latents)
             if self.inception_memorisation:
                 self.real_recon_features = self.reconstruction_features(
-                    self.real_codes, "Inception features (held-out reconstructions)")
+                    self.real_codes, "Inception features (held-out reconstructions)", latents)
 
     # ---------------------------------------------------------- training side
     def _prepare_train(self) -> None:
@@ -286,7 +296,7 @@ class Evaluator:
         self.train_recon_features = None
         if self.inception_memorisation:
             self.train_recon_features = self.reconstruction_features(
-                self.train_codes, "Inception features (training reconstructions)")
+                self.train_codes, "Inception features (training reconstructions)", getattr(ref.model_, "latents_", None))
 
     def _copying(self, space: str, train, heldout, generated) -> CopyingStats:
         """C_T and authenticity in ``space``; the training side is prepared once per space."""

@@ -1,7 +1,9 @@
 """The ``.lrgmm`` model file: one safetensors file, tensors plus JSON metadata, never a pickle.
 
-Layout (format version 2; version 1 files, written before the density rank was separate from
-eq. 4's rank, still load: their density ranks are their sampling ranks, as they were fitted):
+Layout (format version 3; version 1 files, written before the density rank was separate from
+eq. 4's rank, still load: their density ranks are their sampling ranks, as they were fitted;
+version 1 and 2 files have no ``memory.latents`` and decode the rank-q codes of the pixels they
+copy, as they did: refit to copy full latent pixels):
 
     tensors
         projector.mean (c,) float64, projector.components (q, c) float64,
@@ -9,7 +11,8 @@ eq. 4's rank, still load: their density ranks are their sampling ranks, as they 
         mixture.weights (K,), mixture.means (K, d0), mixture.eigenvectors (K, r_max, d0),
         mixture.eigenvalues (K, r_max), mixture.noise_variance (K,) float32; mixture.ranks (K,) int64
         (eq. 4's sampling ranks), mixture.density_ranks (K,) int64, mixture.counts (K,) int64
-        memory.codes (N, q, h, w) float32, memory.labels (N,) int64
+        memory.codes (N, q, h, w) float32, memory.labels (N,) int64,
+        memory.latents (N, c, h, w) float32 (the training latents whose pixels the NN step copies)
     metadata["lrgmm"]: JSON with format, format_version, lrgmm_version, autoencoder (name, id,
         weights_sha256), resolution, latent_shape, hyperparameters, fit diagnostics,
         training_files [{path, sha256}], sizes and parameter counts. ``fit.n_components_requested``
@@ -47,7 +50,7 @@ from ..core.projector import PixelPCA
 from .tensor_file import MetadataCheck, TensorFileFormat, check_tensor
 
 FORMAT_NAME = "lrgmm-model"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 _METADATA_KEY = "lrgmm"
 MODEL_FORMAT = TensorFileFormat(
     FORMAT_NAME, FORMAT_VERSION, _METADATA_KEY, what="model", noun="lrgmm model file", error=ModelFileError,
@@ -70,6 +73,8 @@ TENSOR_NAMES = (
 )
 # Added in format version 2; derived from the version 1 tensors when absent.
 TENSOR_NAMES_V2 = ("mixture.density_ranks", "mixture.counts")
+# Added in format version 3; without it the NN step's pixels are decoded from their codes.
+TENSOR_NAMES_V3 = ("memory.latents",)
 
 
 def model_tensors(model: LRGMM) -> dict[str, torch.Tensor]:
@@ -77,14 +82,21 @@ def model_tensors(model: LRGMM) -> dict[str, torch.Tensor]:
     values = (
         p.mean_, p.components_, p.eigenvalues_,
         m.weights_, m.means_, m.eigenvectors_, m.eigenvalues_, m.noise_variance_, m.ranks_,
-        model.codes_, model.labels_, m.density_ranks_, m.counts_,
+        model.codes_, model.labels_, m.density_ranks_, m.counts_, model.latents_,
     )  # fmt: skip
-    return dict(zip(TENSOR_NAMES + TENSOR_NAMES_V2, values))
+    tensors = dict(zip(TENSOR_NAMES + TENSOR_NAMES_V2 + TENSOR_NAMES_V3, values))
+    if tensors["memory.latents"] is None:  # loaded from a format 2 file
+        del tensors["memory.latents"]
+    return tensors
 
 
 def save_model_file(path: str | Path, model: LRGMM, metadata: dict) -> None:
-    """Write a fitted model and its metadata atomically."""
-    MODEL_FORMAT.write(path, model_tensors(model), metadata)
+    """Write a fitted model and its metadata atomically; a model without training latents (read
+    from a format 2 file) is written as format 2, which it is."""
+    tensors = model_tensors(model)
+    if "memory.latents" not in tensors:
+        metadata = {**metadata, "format_version": 2}
+    MODEL_FORMAT.write(path, tensors, metadata)
 
 
 def read_metadata(path: str | Path) -> dict:
@@ -169,7 +181,9 @@ def load_model_file(path: str | Path) -> tuple[LRGMM, dict]:
     Raises ``ModelFileError`` for any file that is not a whole, consistent model."""
     t, meta = MODEL_FORMAT.read(path)
     validate_metadata(path, meta)
-    MODEL_FORMAT.require(path, t, TENSOR_NAMES + (TENSOR_NAMES_V2 if meta["format_version"] >= 2 else ()))
+    version = meta["format_version"]
+    MODEL_FORMAT.require(path, t, TENSOR_NAMES + (TENSOR_NAMES_V2 if version >= 2 else ())
+                         + (TENSOR_NAMES_V3 if version >= 3 else ()))
     _check_tensors(path, t, meta)
 
     hp = meta.get("hyperparameters", {})
@@ -216,6 +230,7 @@ def load_model_file(path: str | Path) -> tuple[LRGMM, dict]:
     mix.hard_assignment_ = fit.get("hard_assignment", float("nan"))
     model.projector_, model.mixture_ = proj, mix
     model.codes_, model.labels_ = t["memory.codes"], t["memory.labels"]
+    model.latents_ = t.get("memory.latents")
     model.n_components_ = mix.means_.shape[0]
     return model, meta
 
@@ -244,6 +259,8 @@ def _check_tensors(path, t: dict[str, torch.Tensor], meta: dict) -> None:
     ranks = check("mixture.ranks", i64, (k,))
     check("memory.codes", f32, (n, q, h, w))
     labels = check("memory.labels", i64, (n,))
+    if "memory.latents" in t:
+        check("memory.latents", f32, (n, ch, h, w))
 
     def bad(name, problem):
         raise ModelFileError(f"{path}: tensor '{name}' {problem}; the file is damaged, refit it with `lrgmm fit`")

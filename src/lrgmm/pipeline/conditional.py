@@ -175,7 +175,7 @@ def complete_image(
         model, code, unknown, n, gen, nn=nn, temperature=temperature, noise=noise,
         patch_size=patch_size, nn_iterations=nn_iterations, max_share=max_share,
     )
-    latents = model.projector_.inverse_transform(comp.codes)
+    latents = model.decoder_latents(comp.codes, comp.provenance)
     latents = torch.where(unknown, latents, latent)  # observed positions: the input's own latent
     raw = pipe.decode(latents).clamp(0, 1)
     alpha = feathered_alpha(m, feather)

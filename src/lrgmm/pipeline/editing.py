@@ -154,9 +154,8 @@ def edit_faces(pipe, inputs, edit, alphas=(-2, -1, 0, 1, 2), nn: bool = True, se
     if nn:
         flat, provenance = _nn_on_moved(flat, moved, torch.tensor([1 if a > 0 else 0 for a in alphas]).repeat(n),
                                         model, edit.memory_side_.to(torch.long), share, strict=max_share is not None)
-        provenance = provenance.reshape(n, n_a, *provenance.shape[1:])
     own = latents.to(torch.float32).repeat_interleave(n_a, 0)  # each input's latent, once per alpha
-    images = pipe.decode(torch.where(moved[:, None], model.projector_.inverse_transform(flat), own))
+    images = pipe.decode(torch.where(moved[:, None], model.decoder_latents(flat, provenance), own))
     desc = {"method": edit.method, "attribute": edit.attribute_, "negative": edit.negative_, "positive": edit.positive_,
             "file": str(path) if path else None, "nn": nn, "n_parameters": edit.n_parameters(),
             "max_share": share if nn else None}
@@ -165,7 +164,7 @@ def edit_faces(pipe, inputs, edit, alphas=(-2, -1, 0, 1, 2), nn: bool = True, se
         alphas=alphas,
         originals=originals.to(torch.float32),
         codes=flat.reshape(n, n_a, *flat.shape[1:]),
-        provenance=provenance,
+        provenance=None if provenance is None else provenance.reshape(n, n_a, *provenance.shape[1:]),
         training_files=list(pipe.training_files_),
         inputs=names,
         edit=desc,
