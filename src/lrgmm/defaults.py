@@ -61,6 +61,6 @@ DEFAULTS = MappingProxyType({
 })
 
 # The orders the NN step can visit positions in (``nn_order``; ``lrgmm.core.nn_projection``).
-NN_ORDERS = ("parallel", "raster", "multiscale")
+NN_ORDERS = ("parallel", "raster")
 
 __all__ = ["DEFAULTS", "NN_ORDERS"]

@@ -60,7 +60,8 @@ def check_temperature(value, name: str = "temperature (lambda)") -> float:
 class LatentSamples:
     """What ``LRGMM.sample`` returns.
 
-    latents: (n, c, h, w) float32, P0*(codes), ready for the decoder.
+    latents: (n, c, h, w) float32, ready for the decoder: the copied training latent pixels where
+        the NN step ran, P0*(codes) elsewhere (``LRGMM.decoder_latents``).
     codes: (n, q, h, w) float32, the projected codes z (after the NN step when it ran).
     components: (n,) int64, the mixture component k each sample was drawn from.
     provenance: (n, h, w) int64 index of the training image each latent pixel was copied from,
@@ -114,6 +115,9 @@ class LRGMM:
     projector_ : fitted ``PixelPCA``.
     mixture_ : fitted ``LowRankGaussianMixture``.
     codes_ : (N, q, h, w) float32 training codes P0(y_i), the NN memory.
+    latents_ : (N, c, h, w) float32 training latents y_i (the tensor given to ``fit``, not copied):
+        the pixels the NN step copies reach the decoder from here (``decoder_latents``); None
+        for a model read from a format 2 file.
     labels_ : (N,) int64 hard cluster of each training code.
     n_components_ : int, the K actually fitted.
     temperature_ : float, the lambda of eq. 4 the sampling ranks were taken at.

@@ -158,44 +158,27 @@ def _nearest(
     return out
 
 
-def visit_order(order: str, h: int, w: int) -> list[tuple[int, int]]:
-    """The positions of an (h, w) grid in the order a sequential NN step visits them.
-
-    "raster": row by row. "multiscale": the positions of a stride-4 lattice first (far enough
-    apart for omega <= 7 that each reads only the draw), then the rest of the stride-2 lattice,
-    then the others; raster order within a level (module docstring, "Order").
-    """
-    cells = [(i, j) for i in range(h) for j in range(w)]
-    if order == "multiscale":
-        def level(cell):
-            i, j = cell
-            return 2 if i % 4 == 0 and j % 4 == 0 else 1 if i % 2 == 0 and j % 2 == 0 else 0
-        cells.sort(key=level, reverse=True)  # stable: raster within a level
-    return cells
-
-
-def _nearest_sequential(
+def _nearest_raster(
     queries: torch.Tensor,
     memory: torch.Tensor,
     memory_box_sq: torch.Tensor,
     patch_size: int,
-    order: str = "raster",
     cap: int | None = None,
     counted: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Eq. 5 position by position in ``visit_order(order)``, each patch read from the face as it
-    stands: (n, h, w) indices into ``memory`` (module docstring, "Order").
+    """Eq. 5 position by position in raster order, each patch read from the face as it stands:
+    (n, h, w) indices into ``memory`` (module docstring, "Order").
 
     The window sums of <x(o), y_i(o)> are held for every position, (h, w, b, m), as in
     ``_distance_block``. Taking y_j(p) at p changes <x(p), y_i(p)> by
     delta = <y_j(p) - x(p), y_i(p)>, one (b, q) x (q, m) product, which is added to the sums of
-    every position whose window holds p. With ``cap``, a photo that gave ``cap`` counted
-    positions of a face is not offered to its later positions.
+    the positions still to come whose window holds p (the rest of p's row within rho, and the
+    next rho rows). With ``cap``, a photo that gave ``cap`` counted positions of a face is not
+    offered to its later positions.
     """
     n, q, h, w = queries.shape
     m = memory.shape[0]
     rho = patch_size // 2
-    cells = visit_order(order, h, w)
     mem_t, box_t = _memory_t(memory, memory_box_sq)  # (hw, q, m), (h, w, 1, m)
     mem_rows = memory.permute(2, 3, 0, 1)  # (h, w, m, q): y_i(p) by photo
     out = torch.empty(n, h, w, dtype=torch.long)
@@ -207,20 +190,22 @@ def _nearest_sequential(
         x = qs.permute(2, 3, 0, 1).contiguous()  # (h, w, b, q): the face as it stands
         sums = _window_sum(torch.bmm(x.reshape(h * w, b, q), mem_t).reshape(h, w, b, m), patch_size, (0, 1))
         used = torch.zeros(b, m, dtype=torch.long) if cap is not None else None
-        for i, j in cells:
-            cost = box_t[i, j] - 2 * sums[i, j]  # (b, m): patch distance minus box(|x|^2)(p)
-            counts_here = used is not None and (counted is None or bool(counted[i * w + j]))
-            if counts_here:
-                cost = cost.masked_fill(used >= cap, math.inf)
-            pick = cost.argmin(1)
-            out[start : start + b, i, j] = pick
-            new = mem_rows[i, j].index_select(0, pick)  # (b, q)
-            delta = (new - x[i, j]) @ mem_t[i * w + j]  # (b, m)
-            x[i, j] = new
-            if rho:
-                sums[max(0, i - rho) : i + rho + 1, max(0, j - rho) : j + rho + 1] += delta
-            if counts_here:
-                used[rows, pick] += 1
+        for i in range(h):
+            for j in range(w):
+                cost = box_t[i, j] - 2 * sums[i, j]  # (b, m): patch distance minus box(|x|^2)(p)
+                counts_here = used is not None and (counted is None or bool(counted[i * w + j]))
+                if counts_here:
+                    cost = cost.masked_fill(used >= cap, math.inf)
+                pick = cost.argmin(1)
+                out[start : start + b, i, j] = pick
+                new = mem_rows[i, j].index_select(0, pick)  # (b, q)
+                delta = (new - x[i, j]) @ mem_t[i * w + j]  # (b, m)
+                x[i, j] = new
+                if rho:
+                    sums[i, j + 1 : j + rho + 1] += delta
+                    sums[i + 1 : i + rho + 1, max(0, j - rho) : j + rho + 1] += delta
+                if counts_here:
+                    used[rows, pick] += 1
     return out
 
 
@@ -478,8 +463,8 @@ def nn_project(
         mem_k, box_k = memory[members], memory_box_sq[members]
         z = out[rows]
         for _ in range(iterations):
-            if order != "parallel":
-                local = _nearest_sequential(z, mem_k, box_k, patch_size, order, cap_k, counted)
+            if order == "raster":
+                local = _nearest_raster(z, mem_k, box_k, patch_size, cap_k, counted)
             elif cap_k is None:
                 local = _nearest(z, mem_k, box_k, patch_size)
             else:
