@@ -60,6 +60,8 @@ def test_completion_preserves_observed_region(fitted64, completions, heldout_fac
     s, y, x = torch.nonzero(out.unknown.expand(3, 16, 16), as_tuple=True)
     assert torch.equal(out.samples.codes[s, :, y, x], model.codes_[prov[s, y, x], :, y, x])
     assert torch.equal(model.labels_[prov[s, y, x]], out.samples.components[s])
+    # ... and the decoder got that training photo's own latent pixel there, all 32 channels
+    assert torch.equal(out.samples.latents[s, :, y, x], model.latents_[prov[s, y, x], :, y, x])
     # completions differ from one another inside the hole (other training pixels copied: few
     # on this 64-face model, whose clusters hold ~16 faces; reports/conditional.md measures the
     # diversity on 1,024), and fill it with a face, not the grey fill

@@ -209,6 +209,10 @@ def test_edit_with_nn_copies_target_side_training_pixels(fitted64, gender_edit, 
     assert bool((side[prov[:, 2]] == 1).all())  # alpha > 0: female training pixels
     for j in (0, 2):  # every latent pixel is a real training latent pixel at its position
         assert torch.equal(out.codes[:, j], gather_pixels(mem, prov[:, j]))
+    # ... and is decoded from that photo's own latent pixel, all 32 channels, not from its code
+    full = fitted64.decode(gather_pixels(fitted64.model_.latents_, prov[:, 2]))
+    assert torch.allclose(out.images[:, 2], full, atol=1e-4)
+    assert not torch.allclose(out.images[:, 2], fitted64.decode(fitted64.model_.projector_.inverse_transform(out.codes[:, 2])), atol=1e-2)
     # alpha = 0 moves nothing: no copy, and the face is the input's plain reconstruction.
     assert bool((prov[:, 1] == -1).all())
     from lrgmm.io.images import prepare_image
