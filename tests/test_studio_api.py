@@ -398,7 +398,8 @@ def test_nearest_training_faces(studio_env, fitted64, faces64_dir, lrgmm_cache):
 
     client, studio, mid = studio_env
     ex = InceptionExtractor(cache=True, progress=False)
-    key = reconstruction_key(fitted64, fitted64.model_.codes_)
+    lat = fitted64.model_.latents_  # the photos' own reconstructions: what generated faces copy from
+    key = reconstruction_key(fitted64, fitted64.model_.codes_, lat)
     cached_before = ex.cache.path(ex.id, key).is_file()
     grid = _generate(client, mid, n=3, seed=4)
     r, computing = _nearest(client, grid["id"], 1)
@@ -412,7 +413,7 @@ def test_nearest_training_faces(studio_env, fitted64, faces64_dir, lrgmm_cache):
     # ... once, into the on-disk feature cache, under the key lrgmm eval uses for the same
     # model's training reconstructions.
     assert ex.cache.path(ex.id, key).is_file()
-    train = reconstruction_features(fitted64, fitted64.model_.codes_, ex).astype(np.float64)  # a cache hit
+    train = reconstruction_features(fitted64, fitted64.model_.codes_, ex, latents=lat).astype(np.float64)  # a cache hit
     face = _decode_png(client.get(grid["faces"][1]["url"]).content)
     f = ex.features(torch.from_numpy(face.transpose(2, 0, 1).copy())[None], cache=False).astype(np.float64)
     full = np.linalg.norm(train - f, axis=1)
@@ -431,7 +432,7 @@ def test_nearest_training_faces(studio_env, fitted64, faces64_dir, lrgmm_cache):
 
     # A planted copy (a decoded training reconstruction) finds its training face, far closer
     # than training faces are to each other; a second request for the model computes nothing.
-    copies = fitted64.decode(fitted64.model_.projector_.inverse_transform(fitted64.model_.codes_[[5, 9]]))
+    copies = fitted64.decode(lat[[5, 9]])
     planted = studio.grids.filled(mid, "generate", {"seed": None}, copies, None, None)
     for i, j in enumerate((5, 9)):
         r, computing = _nearest(client, planted.id, i)
