@@ -65,6 +65,8 @@ CANDIDATES: dict[str, tuple[dict, dict]] = {
     "it2": ({}, {"nn_iterations": 2, "max_share": 1}),
     "it3": ({}, {"nn_iterations": 3, "max_share": 1}),
     "it2-share25": ({}, {"nn_iterations": 2, "max_share": 0.25}),
+    "it2-share10": ({}, {"nn_iterations": 2, "max_share": 0.1}),
+    "lambda100-it2-share25": ({"temperature": 1.0}, {"nn_iterations": 2, "max_share": 0.25}),
     "q32-share25": ({"n_channels": 32}, {"max_share": 0.25}),
     "lambda25": ({"temperature": 0.25}, {"max_share": 1}),
     # More sampling directions per component: at K = 62 eq. 4 leaves each about 8 of lambda d0.
@@ -92,6 +94,8 @@ CANDIDATES: dict[str, tuple[dict, dict]] = {
     "lambdaK-raster-share25": ({"temperature": None}, {"nn_order": "raster", "max_share": 0.25}),
     "lambdaK-raster-share25-K128": ({"temperature": None, "n_components": 128}, {"nn_order": "raster", "max_share": 0.25}),
     "lambdaK-raster-share15-K128": ({"temperature": None, "n_components": 128}, {"nn_order": "raster", "max_share": 0.15}),
+    "lambdaK-raster-share10-K128": ({"temperature": None, "n_components": 128}, {"nn_order": "raster", "max_share": 0.1}),
+    "lambdaK-it2-share25-K128": ({"temperature": None, "n_components": 128}, {"nn_iterations": 2, "max_share": 0.25}),
 }
 
 # Grids of the demo, made outside this script (their commands are in the captions); paths from the report.
@@ -203,10 +207,14 @@ def write_markdown(out: Path, rows: list[dict], meta: dict) -> Path:
         f"(each row: one candidate, one seed). Reference: {meta['n_reference']} held-out photos; training set: "
         f"the first {meta['train']} photos of the reproduction report's training pool.",
         "",
-        "Near copies: share of faces closer (Inception space) to a training reconstruction than 95 % of held-out "
+        "Every copied latent pixel is decoded from the training photo's own latent (all 32 channels; model format 3). "
+        "Near copies: share of faces closer (Inception space) to a training photo's reconstruction than 95 % of held-out "
         "photos are (fresh photos: 5 %). Largest share: the most latent pixels of one face copied from one "
         "training photo (median over faces, and the maximum).",
         "",
+        *([f"Rows measured when copies were decoded from their rank-16 codes: [picture_rank_q.md](picture_rank_q.md) "
+           "(their near copies were measured against rank-16 reconstructions too).", ""]
+          if (out / "picture_rank_q.md").exists() else []),
         "| candidate | seeds x faces | FID | KID x 1e3 | precision | recall | near copies % | C_T | largest share median / max % | sampling ms/face |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]

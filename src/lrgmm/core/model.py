@@ -36,7 +36,7 @@ def default_n_components(n_images: int) -> int:
     the whole 18,917-face split (3 seeds x 1,000 faces against 2,000 held-out photos) K = 128
     scored FID 38.7 +- 0.6 and KID x 1e3 19.6 +- 0.6 against 40.5 +- 0.6 and 21.0 +- 0.6 at K = 64
     (both beyond twice the sd of the difference; near copies 3.1 % and 2.7 %) and 43.8 at K = 32
-    (reports/whole_split/picture.md), so the cap is 128."""
+    (reports/whole_split/picture_rank_q.md), so the cap is 128."""
     return int(min(MAX_DEFAULT_COMPONENTS, max(1, round(n_images / 128))))
 
 
@@ -349,9 +349,11 @@ class LRGMM:
         Eq. 5 chooses the source on the rank-q codes; copying the source's full latent pixel rather
         than its projection P0*(y_j(p)) gives the decoder exactly a training latent pixel. The q = 16
         channels keep about 84 % of the TAEF2 latent variance; the rest is what the decoder needs
-        for detail: at N = 1,023 (1,000 faces against 2,000 held-out photos) FID 45.9 -> 39.5 and
-        recall 0.08 -> 0.19 for the same draws (reports/picture.md). A model loaded from a file
-        without the training latents (format 2 and older) decodes P0*(codes) everywhere.
+        for detail. At N = 1,023 (1,000 faces x 3 seeds against 2,000 held-out photos) the default
+        went from FID 46.7 +- 0.8 (reports/picture_rank_q.md) to 39.6 +- 0.8, recall 0.09 -> 0.19,
+        near copies 2.5 % (reports/picture.md); the same draws decoded both ways (one seed): FID
+        46.6 -> 39.5. A model loaded from a file without the training latents (format 2 and
+        older) decodes P0*(codes) everywhere.
         """
         out = self.projector_.inverse_transform(codes)
         source = getattr(self, "latents_", None)
