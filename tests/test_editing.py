@@ -220,9 +220,13 @@ def test_edit_with_nn_copies_target_side_training_pixels(fitted64, gender_edit, 
     photos = torch.stack([torch.from_numpy(prepare_image(f, R).array) for f in files])
     reconstruction = fitted64.decode(fitted64.autoencoder_.encode(photos))
     assert torch.equal(out.images[:, 1], reconstruction)
-    plain = fitted64.edit(files, gender_edit, alphas=(0, 1), nn=False)
+    plain = fitted64.edit(files, gender_edit, alphas=(0, 1e-3, 1), nn=False)
     assert plain.provenance is None
-    assert torch.allclose(plain.codes[:, 1], gender_edit.transform(plain.codes[:, 0], 1.0), atol=1e-5)
+    assert torch.allclose(plain.codes[:, 2], gender_edit.transform(plain.codes[:, 0], 1.0), atol=1e-5)
+    # Without the NN step the edit is continuous in alpha: a tiny alpha barely moves the face
+    # (the projector's dropped channels stay the input's), a full one moves it.
+    assert float((plain.images[:, 1] - plain.images[:, 0]).abs().max()) < 0.02
+    assert float((plain.images[:, 2] - plain.images[:, 0]).abs().mean()) > 0.01
     written = out.save(tmp_path / "out")
     assert len(written["strips"]) == 2 and len(written["provenance_strips"]) == 2
     from PIL import Image

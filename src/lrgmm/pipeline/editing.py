@@ -117,7 +117,9 @@ def edit_faces(pipe, inputs, edit, alphas=(-2, -1, 0, 1, 2), nn: bool = True, se
         ``pipe.training_files_``; -1 marks a position the edit did not move.
     A latent pixel the edit did not move (all of them at alpha = 0) keeps the input's own latent,
     not its rank-q code, as a completion keeps its observed part: alpha = 0 gives back the plain
-    reconstruction of a photo (or the generated face), with or without the NN step.
+    reconstruction of a photo (or the generated face), with or without the NN step. Without the
+    NN step a moved pixel is the input's own latent plus P0* of the edit's change, so the edit is
+    continuous in alpha; with it, the copied training photo's own latent pixel.
     seed: only used when ``inputs`` is an int; the edit itself is deterministic.
     max_share: copy budget of that NN step (``lrgmm.core.nn_projection``; default: the model's, None
         there: no budget); the memory of each side must be able to meet it.
@@ -155,7 +157,14 @@ def edit_faces(pipe, inputs, edit, alphas=(-2, -1, 0, 1, 2), nn: bool = True, se
         flat, provenance = _nn_on_moved(flat, moved, torch.tensor([1 if a > 0 else 0 for a in alphas]).repeat(n),
                                         model, edit.memory_side_.to(torch.long), share, strict=max_share is not None)
     own = latents.to(torch.float32).repeat_interleave(n_a, 0)  # each input's latent, once per alpha
-    images = pipe.decode(torch.where(moved[:, None], model.decoder_latents(flat, provenance), own))
+    if provenance is None:
+        # Without the NN step the edit's change in code space is added to the input's own latent,
+        # so the channels the projector drops stay the input's and a small alpha gives a small change.
+        p0 = model.projector_
+        new = own + p0.inverse_transform(flat) - p0.inverse_transform(codes.repeat_interleave(n_a, 0))
+    else:
+        new = model.decoder_latents(flat, provenance)  # copied positions: the training photo's own latent
+    images = pipe.decode(torch.where(moved[:, None], new, own))
     desc = {"method": edit.method, "attribute": edit.attribute_, "negative": edit.negative_, "positive": edit.positive_,
             "file": str(path) if path else None, "nn": nn, "n_parameters": edit.n_parameters(),
             "max_share": share if nn else None}
