@@ -326,7 +326,7 @@ def test_running_closest_is_the_global_top_k():
 
 
 class PlantedCopies:
-    """Per chunk, 3 copies of training faces (decoded training codes, provenance: that face),
+    """Per chunk, 3 copies of training faces (decoded training latents, provenance: that face),
     then LR-GMM-NN faces of the model: a mix of copies and new faces across chunks."""
 
     name = "planted copies"
@@ -341,7 +341,7 @@ class PlantedCopies:
         copy_codes = m.codes_[idx]
         new = self.pipeline.generate(n - k, seed=seed) if n > k else None
         codes = torch.cat([copy_codes] + ([new.samples.codes] if new else []))
-        copies = self.pipeline.decode(m.projector_.inverse_transform(copy_codes), progress=False)
+        copies = self.pipeline.decode(m.latents_[idx], progress=False)
         images = torch.cat([copies] + ([new.images] if new else []))
         prov = torch.cat([idx.view(k, 1, 1).expand(k, *codes.shape[2:])] + ([new.samples.provenance] if new else []))
         return _Out(images, _Samples(codes=codes, provenance=prov))
@@ -403,7 +403,7 @@ def test_memorisation_figure(evaluator, pipe48, tmp_path):
         assert [b[0] for b in row] == [b[0] for b in boxes[0]] and all(a[2] < b[0] for a, b in zip(row, row[1:]))
     assert all(a[0][3] < b[0][1] for a, b in zip(boxes, boxes[1:]))
     # Pixels: the generated face as generated (its chunk seed and position give it back), the
-    # training faces as decoded training reconstructions (up to one level: other decode batches).
+    # training faces as the photos' own reconstructions (up to one level: other decode batches).
     for k in (0, 9, 15):
         r = rows[k]
         again = gen.generate(8, seed=r["chunk_seed"]).images[r["index_in_chunk"]][None]
@@ -411,8 +411,7 @@ def test_memorisation_figure(evaluator, pipe48, tmp_path):
         np.testing.assert_array_equal(_crop(img, r["box"]), face)
         np.testing.assert_array_equal(res.closest.images[k].permute(1, 2, 0).numpy(), face)
         for x in r["nearest_training"]:
-            code = pipe48.model_.codes_[x["index"]][None]
-            rec = quantize(pipe48.decode(pipe48.model_.projector_.inverse_transform(code)))[0].permute(1, 2, 0).numpy()
+            rec = quantize(pipe48.decode(pipe48.model_.latents_[x["index"]][None]))[0].permute(1, 2, 0).numpy()
             assert np.abs(_crop(img, x["box"]).astype(int) - rec.astype(int)).max() <= 2
     # Near copies are framed in red: the frame around row 0's face, none around a row above threshold.
     x0, y0, _, _ = rows[0]["box"]
