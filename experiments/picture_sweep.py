@@ -93,8 +93,6 @@ CANDIDATES: dict[str, tuple[dict, dict]] = {
     "lambdaK-share25-K128": ({"temperature": None, "n_components": 128}, {"max_share": 0.25}),
     "lambdaK-raster-share25": ({"temperature": None}, {"nn_order": "raster", "max_share": 0.25}),
     "lambdaK-raster-share25-K128": ({"temperature": None, "n_components": 128}, {"nn_order": "raster", "max_share": 0.25}),
-    "lambdaK-raster-share15-K128": ({"temperature": None, "n_components": 128}, {"nn_order": "raster", "max_share": 0.15}),
-    "lambdaK-raster-share10-K128": ({"temperature": None, "n_components": 128}, {"nn_order": "raster", "max_share": 0.1}),
     "lambdaK-it2-share25-K128": ({"temperature": None, "n_components": 128}, {"nn_iterations": 2, "max_share": 0.25}),
 }
 

@@ -81,6 +81,8 @@ def test_fit(cli_model, faces64_dir):
     path, out = cli_model
     assert f"{N_FACES} of {N_FACES} image file(s) used" in out
     assert f"model written to {path}" in out
+    # the summary is the file's: a fresh fit keeps the training latents it copies (format 3)
+    assert f"+ the training latents it copies, {N_FACES * 8192:,}" in out and "format 2" not in out
     meta = read_metadata(path)
     assert meta["fit"]["n_images"] == N_FACES
     assert meta["hyperparameters"]["n_components"] == 1  # K from N = 64 (few-shot default)
@@ -671,6 +673,7 @@ def test_demo_small(faces64_dir, tmp_path, capsys, lrgmm_cache, demo_uses_ae):
     rc, out, err = run(capsys, "demo", "--data", faces64_dir, "--n-train", 48, "-n", 4, "-o", out_dir, "--quiet")
     assert rc == 0, err
     assert f"4 new faces written to {out_dir}/" in out
+    assert "+ the training latents it copies" in out and "format 2" not in out  # the written file's summary
     assert str(out_dir / "grid.png") in out and str(out_dir / "demo.lrgmm") in out
     with Image.open(out_dir / "grid.png") as im:
         assert im.size == (2 + 2 * 130, 2 + 2 * 130)

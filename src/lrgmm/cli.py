@@ -252,7 +252,7 @@ def _info_lines(meta: dict) -> list[str]:
         "parameters       projector {:,}  mixture {:,} (the paper: ~1M)  NN memory {:,} values (N x d0)".format(
             counts["projector"], mix, counts["nn_memory"]
         ) + (f" + the training latents it copies, {fit['n_images'] * c * h * w:,} (N x {c} x {h} x {w})"
-             if meta.get("format_version", 0) >= 3 else "  (format 2: copies decoded from their codes; refit for full pixels)"),
+             if meta["format_version"] >= 3 else "  (format 2: copies decoded from their codes; refit for full pixels)"),
         *_component_lines(fit),
     ]
 
@@ -345,7 +345,9 @@ def cmd_fit(args) -> int:
         pipe = FacePipeline(**params).fit(args.sources if len(args.sources) > 1 else args.sources[0])
     print(pipe.report_.summary())
     path = pipe.save(args.output)
-    print("\n".join(_info_lines(pipe.metadata())))
+    from .io.model_file import read_metadata
+
+    print("\n".join(_info_lines(read_metadata(path))))  # what was written, format version included
     print(f"model written to {path} ({path.stat().st_size / 2**20:.1f} MiB)")
     return 0
 
@@ -508,12 +510,13 @@ def cmd_info(args) -> int:
 
 def cmd_demo(args) -> int:
     from .demo import run_demo
+    from .io.model_file import read_metadata
     from .io.output_folder import DEMO_FILES, check_output_folder, clear_own_files
 
     check_output_folder(args.output, args.overwrite, DEMO_FILES)
     res = run_demo(args.data, args.n_train, args.n, args.output, args.seed, progress=not args.quiet,
                    before_writing=lambda out: clear_own_files(out, DEMO_FILES), precision=args.precision)
-    print("\n".join(_info_lines(res.pipeline.metadata())))
+    print("\n".join(_info_lines(read_metadata(res.model_path))))  # the written model's summary
     print(f"\n{res.n_faces} new faces written to {res.out_dir}/")
     print(f"  grid:             {res.out_dir / 'grid.png'}")
     print(f"  provenance maps:  {res.out_dir / 'provenance_grid.png'} (one colour per training face)")

@@ -356,7 +356,7 @@ class LRGMM:
         older) decodes P0*(codes) everywhere.
         """
         out = self.projector_.inverse_transform(codes)
-        source = getattr(self, "latents_", None)
+        source = self.latents_
         if provenance is None or source is None or provenance.numel() == 0:
             return out
         n, h, w = provenance.shape
@@ -366,6 +366,13 @@ class LRGMM:
         picked = source[provenance.reshape(n, h * w).clamp_min(0), :, rows, cols]
         full = picked.permute(0, 2, 1).reshape(n, -1, h, w).to(out.dtype)
         return torch.where((provenance >= 0)[:, None], full, out)
+
+    def training_latents(self, rows: torch.Tensor) -> torch.Tensor:
+        """The decoder input that reconstructs training photos ``rows``: their own latents, or
+        P0*(their codes) for a model read from a file without them (format 2)."""
+        if self.latents_ is not None:
+            return self.latents_[rows]
+        return self.projector_.inverse_transform(self.codes_[rows])
 
     def sampling_ranks(self, temperature: float | None = None) -> torch.Tensor:
         """(K,) d_k(lambda) of eq. 4 at ``temperature`` (None: the fitted lambda), capped at the

@@ -246,7 +246,7 @@ class Evaluator:
         training latents (its NN step copies full latent pixels, so a copy is measured against the
         photo's own reconstruction), decode(P0*(codes)) for a model without (format 2 files).
         Decoded and measured in chunks, cached (``reconstruction_features``)."""
-        full = getattr(self.reference.model_, "latents_", None) is not None
+        full = self.reference.model_.latents_ is not None
         return reconstruction_features(self.reference, codes, self.extractor, desc, latents=latents if full else None)
 
     # -------------------------------------------------------------- real side
@@ -296,7 +296,7 @@ class Evaluator:
         self.train_recon_features = None
         if self.inception_memorisation:
             self.train_recon_features = self.reconstruction_features(
-                self.train_codes, "Inception features (training reconstructions)", getattr(ref.model_, "latents_", None))
+                self.train_codes, "Inception features (training reconstructions)", ref.model_.latents_)
 
     def _copying(self, space: str, train, heldout, generated) -> CopyingStats:
         """C_T and authenticity in ``space``; the training side is prepared once per space."""

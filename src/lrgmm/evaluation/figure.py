@@ -87,12 +87,9 @@ def draw_memorisation_figure(result: EvalResult, ref: FacePipeline, folder: str 
     near_d = stats.to_train_k[c.indices][:, :neighbours]
     files = list(getattr(ref, "training_files_", []) or [])
     uniq, inverse = np.unique(near_j, return_inverse=True)
-    model, rows = ref.model_, torch.as_tensor(uniq)
     # The reconstructions the distances were measured to (``Evaluator.reconstruction_features``).
-    own = model.latents_[rows] if getattr(model, "latents_", None) is not None else None
     with torch.no_grad():
-        train_u8 = quantize(ref.decode(own if own is not None else model.projector_.inverse_transform(model.codes_[rows]),
-                                       progress=False))
+        train_u8 = quantize(ref.decode(ref.model_.training_latents(torch.as_tensor(uniq)), progress=False))
     inverse = inverse.reshape(near_j.shape)
     thr = stats.threshold
     q_pct = f"{100 * stats.quantile:g}"

@@ -115,7 +115,7 @@ class Neighbours:
             # the photos' own reconstructions where the model keeps its latents (what faces copy from)
             feats = reconstruction_features(pipe, pipe.model_.codes_, ex, "Inception features (studio)",
                                             chunk=self.limits.neighbour_chunk, on_chunk=progress,
-                                            latents=getattr(pipe.model_, "latents_", None))
+                                            latents=pipe.model_.latents_)
             n = feats.shape[0]
             if n >= 2:  # the scale of a distance: how far training faces are from each other
                 pick = np.random.default_rng(0).choice(n, size=min(256, n), replace=False)
