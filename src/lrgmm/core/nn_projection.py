@@ -136,8 +136,7 @@ def _distance_block(qs: torch.Tensor, mem_t: torch.Tensor, memory_box_sq_t: torc
 
 def _memory_t(memory: torch.Tensor, memory_box_sq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The memory in the distance block's layouts: codes (hw, q, m), box(|y|^2) (h, w, 1, m)."""
-    m, q, h, w = memory.shape
-    return memory.permute(2, 3, 1, 0).reshape(h * w, q, m), memory_box_sq.permute(1, 2, 0).unsqueeze(2)
+    return _position_major(memory).transpose(1, 2), memory_box_sq.permute(1, 2, 0).unsqueeze(2)
 
 
 def _nearest(
@@ -163,50 +162,124 @@ def _nearest_raster(
     memory: torch.Tensor,
     memory_box_sq: torch.Tensor,
     patch_size: int,
-    cap: int | None = None,
+    cap: torch.Tensor | None = None,
     counted: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Eq. 5 position by position in raster order, each patch read from the face as it stands:
-    (n, h, w) indices into ``memory`` (module docstring, "Order").
+    """Eq. 5 position by position in raster order, each patch read from the face as it stands,
+    for G clusters at once: (G, b, h, w) indices into each cluster's memory (module docstring,
+    "Order").
 
-    The window sums of <x(o), y_i(o)> are held for every position, (h, w, b, m), as in
+    queries (G, b, q, h, w): b faces of each cluster. memory (hw, G, m, q): each cluster's
+    training pixels position-major (``_position_major``), and memory_box_sq (h, w, G, m) =
+    box(|y_i|^2), both padded with entries whose box is +inf (never chosen). cap (G,) int64,
+    the copy budget of each cluster (more than the counted positions: none), or None. Padding
+    faces are projected too; the caller drops them.
+
+    The window sums of <x(o), y_i(o)> are held for every position, (h, w, G, b, m), as in
     ``_distance_block``. Taking y_j(p) at p changes <x(p), y_i(p)> by
-    delta = <y_j(p) - x(p), y_i(p)>, one (b, q) x (q, m) product, which is added to the sums of
-    the positions still to come whose window holds p (the rest of p's row within rho, and the
-    next rho rows). With ``cap``, a photo that gave ``cap`` counted positions of a face is not
-    offered to its later positions.
+    delta = <y_j(p) - x(p), y_i(p)>, one (b, q) x (q, m) product per cluster, which is added to
+    the sums of the positions still to come whose window holds p (the rest of p's row within
+    rho, and the next rho rows). With ``cap``, a photo that gave its cluster's cap of counted
+    positions of a face is not offered to its later positions. All clusters advance together,
+    so a position costs a handful of batched operations whatever K.
     """
-    n, q, h, w = queries.shape
-    m = memory.shape[0]
+    G, b, q, h, w = queries.shape
+    m = memory.shape[2]
     rho = patch_size // 2
-    mem_t, box_t = _memory_t(memory, memory_box_sq)  # (hw, q, m), (h, w, 1, m)
-    mem_rows = memory.permute(2, 3, 0, 1)  # (h, w, m, q): y_i(p) by photo
-    out = torch.empty(n, h, w, dtype=torch.long)
-    step = max(1, _BLOCK_ELEMENTS // max(m * h * w, 1))
-    for start in range(0, n, step):
-        qs = queries[start : start + step]
-        b = qs.shape[0]
-        rows = torch.arange(b)
-        x = qs.permute(2, 3, 0, 1).contiguous()  # (h, w, b, q): the face as it stands
-        sums = _window_sum(torch.bmm(x.reshape(h * w, b, q), mem_t).reshape(h, w, b, m), patch_size, (0, 1))
-        used = torch.zeros(b, m, dtype=torch.long) if cap is not None else None
-        for i in range(h):
-            for j in range(w):
-                cost = box_t[i, j] - 2 * sums[i, j]  # (b, m): patch distance minus box(|x|^2)(p)
-                counts_here = used is not None and (counted is None or bool(counted[i * w + j]))
-                if counts_here:
-                    cost = cost.masked_fill(used >= cap, math.inf)
-                pick = cost.argmin(1)
-                out[start : start + b, i, j] = pick
-                new = mem_rows[i, j].index_select(0, pick)  # (b, q)
-                delta = (new - x[i, j]) @ mem_t[i * w + j]  # (b, m)
-                x[i, j] = new
-                if rho:
-                    sums[i, j + 1 : j + rho + 1] += delta
-                    sums[i + 1 : i + rho + 1, max(0, j - rho) : j + rho + 1] += delta
-                if counts_here:
-                    used[rows, pick] += 1
+    mem_t = memory.transpose(2, 3)  # (hw, G, q, m): a transposed operand, which bmm takes as is
+    box_t = memory_box_sq.unsqueeze(3)  # (h, w, G, 1, m)
+    x = queries.permute(3, 4, 0, 1, 2).contiguous()  # (h, w, G, b, q): the face as it stands
+    sums = _window_sum(torch.matmul(x.reshape(h * w, G, b, q), mem_t).reshape(h, w, G, b, m), patch_size, (0, 1))
+    out = torch.empty(G, b, h, w, dtype=torch.long)
+    used = torch.zeros(G, b, m, dtype=torch.long) if cap is not None else None
+    limit = cap.view(G, 1, 1) if cap is not None else None
+    one = torch.ones(G, b, 1, dtype=torch.long)
+    cluster = torch.arange(G).view(G, 1)
+    for i in range(h):
+        for j in range(w):
+            cost = box_t[i, j] - 2 * sums[i, j]  # (G, b, m): patch distance minus box(|x|^2)(p)
+            counts_here = used is not None and (counted is None or bool(counted[i * w + j]))
+            if counts_here:
+                cost.masked_fill_(used >= limit, math.inf)
+            pick = cost.argmin(2)  # (G, b)
+            out[:, :, i, j] = pick
+            new = memory[i * w + j][cluster, pick]  # (G, b, q): y_pick(p)
+            delta = torch.bmm(new - x[i, j], mem_t[i * w + j])  # (G, b, m)
+            x[i, j] = new
+            if rho:
+                sums[i, j + 1 : j + rho + 1] += delta
+                sums[i + 1 : i + rho + 1, max(0, j - rho) : j + rho + 1] += delta
+            if counts_here:
+                used.scatter_add_(2, pick.unsqueeze(2), one)
     return out
+
+
+def _position_major(memory: torch.Tensor) -> torch.Tensor:
+    """(m, q, h, w) codes as (hw, m, q): one 2-D transpose, which torch blocks for the cache
+    (a 4-D permute of a whole-split memory copied several times slower)."""
+    m, q, h, w = memory.shape
+    return memory.reshape(m * q, h * w).t().contiguous().view(h * w, m, q)
+
+
+def _raster_batches(groups: list, components: torch.Tensor, q: int, hw: int):
+    """The raster step's work in batches of (members, cap, face rows) units run together.
+
+    A unit is a cluster's faces, split so that its window sums stay within ``_BLOCK_ELEMENTS``
+    as in ``_nearest``. Units are sorted by cluster size, so that padding every cluster of a
+    batch to the largest wastes little, and a batch grows while its window sums (G b m hw) and
+    padded memory (G m q hw) stay within the block (one unit always runs).
+    """
+    units = []
+    for k, members, cap_k in groups:
+        rows = (components == k).nonzero().squeeze(1)
+        step = max(1, _BLOCK_ELEMENTS // max(members.numel() * hw, 1))
+        units += [(members, cap_k, rows[s : s + step]) for s in range(0, rows.numel(), step)]
+    units.sort(key=lambda u: u[0].numel())
+    batch, b = [], 0
+    for unit in units:
+        m, b_next = unit[0].numel(), max(b, unit[2].numel())
+        if batch and (len(batch) + 1) * m * hw * max(b_next, q) > _BLOCK_ELEMENTS:
+            yield batch
+            batch, b_next = [], unit[2].numel()
+        batch.append(unit)
+        b = b_next
+    if batch:
+        yield batch
+
+
+def _project_raster(out, provenance, groups, components, memory, patch_size, iterations, n_counted,
+                    counted) -> None:
+    """The raster-order NN step for every cluster drawn, batched over clusters
+    (``_nearest_raster``): writes the projected codes and provenance rows in place."""
+    q, h, w = memory.shape[1:]
+    hw = h * w
+    for batch in _raster_batches(groups, components, q, hw):
+        G, m, b = len(batch), max(u[0].numel() for u in batch), max(u[2].numel() for u in batch)
+        # The batch's photos are gathered whole (rows of q h w) and turned position-major once.
+        everyone = torch.cat([u[0] for u in batch])
+        photos = memory.index_select(0, everyone)
+        mem_pos = _position_major(photos)  # (hw, sum m_g, q)
+        box_pos = box_sum((photos * photos).sum(1), patch_size).permute(1, 2, 0)  # (h, w, sum m_g)
+        mem = memory.new_zeros(hw, G, m, q)
+        box = memory.new_full((h, w, G, m), math.inf)
+        z = out.new_zeros(G, b, q, h, w)
+        start = 0
+        for g, (members, _, rows) in enumerate(batch):
+            size = members.numel()
+            mem[:, g, :size] = mem_pos[:, start : start + size]
+            box[:, :, g, :size] = box_pos[:, :, start : start + size]
+            z[g, : rows.numel()] = out[rows]
+            start += size
+        caps = None
+        if any(u[1] is not None for u in batch):
+            caps = torch.tensor([n_counted + 1 if u[1] is None else u[1] for u in batch])
+        pos, cluster = torch.arange(hw).view(1, 1, hw), torch.arange(G).view(G, 1, 1)
+        for _ in range(iterations):
+            local = _nearest_raster(z, mem, box, patch_size, caps, counted)  # (G, b, h, w)
+            z = mem[pos, cluster, local.reshape(G, b, hw)].transpose(2, 3).reshape(G, b, q, h, w)
+        for g, (members, _, rows) in enumerate(batch):
+            out[rows] = z[g, : rows.numel()]
+            provenance[rows] = members[local[g, : rows.numel()]]
 
 
 # --------------------------------------------------------------------------------------------
@@ -445,7 +518,6 @@ def nn_project(
     cap = budget_cap(max_share, n_counted) if n_counted else None
     out = codes.to(memory.dtype, copy=True)  # never write into the caller's tensor
     provenance = torch.empty(n, h, w, dtype=torch.long)
-    memory_box_sq = box_sum((memory * memory).sum(1), patch_size)
     groups = []
     for k in torch.unique(components).tolist():
         members = (memory_labels == k).nonzero().squeeze(1)
@@ -458,14 +530,16 @@ def nn_project(
             cap_k = max(cap, math.ceil(n_counted / members.numel()))
             cap_k = None if cap_k >= n_counted else cap_k
         groups.append((k, members, cap_k))
+    if order == "raster":
+        _project_raster(out, provenance, groups, components, memory, patch_size, iterations, n_counted, counted)
+        return out, provenance
     for k, members, cap_k in groups:
         rows = (components == k).nonzero().squeeze(1)
-        mem_k, box_k = memory[members], memory_box_sq[members]
+        mem_k = memory[members]
+        box_k = box_sum((mem_k * mem_k).sum(1), patch_size)  # box(|y_i|^2), for the photos drawn from only
         z = out[rows]
         for _ in range(iterations):
-            if order == "raster":
-                local = _nearest_raster(z, mem_k, box_k, patch_size, cap_k, counted)
-            elif cap_k is None:
+            if cap_k is None:
                 local = _nearest(z, mem_k, box_k, patch_size)
             else:
                 local = _nearest_with_budget(z, mem_k, box_k, patch_size, cap_k, counted)
