@@ -98,6 +98,8 @@ CANDIDATES: dict[str, tuple[dict, dict]] = {
     # strict=False): at the whole split the smallest cluster (4 photos) cannot meet 0.10.
     "lambdaK-raster-soft10-K128": ({"temperature": None, "n_components": 128, "nn_order": "raster", "max_share": 0.1}, {}),
     "lambdaK-raster-soft15-K128": ({"temperature": None, "n_components": 128, "nn_order": "raster", "max_share": 0.15}, {}),
+    "lambda100-it2-share20": ({"temperature": 1.0}, {"nn_iterations": 2, "max_share": 0.2}),
+    "lambdaK-it2-soft20-K128": ({"temperature": None, "n_components": 128, "nn_iterations": 2, "max_share": 0.2}, {}),
 }
 
 # Grids of the demo, made outside this script (their commands are in the captions); paths from the report.

@@ -389,6 +389,29 @@ def test_raster_order_with_omega_1_is_the_plain_step_and_blocks_agree(monkeypatc
         nn_project(codes, comps, memory, labels, patch_size=5, order="spiral")
 
 
+@pytest.mark.parametrize("block", [None, 5 * 30 * 3])
+def test_raster_order_batches_clusters_of_different_sizes_exactly(monkeypatch, block):
+    """Clusters run together, padded to the largest of their batch: every face is still the
+    brute-force raster projection in its own cluster, under its own cluster's cap (the even
+    split where a soft budget is too small for the cluster), however the clusters are batched."""
+    import lrgmm.core.nn_projection as nnp
+
+    if block is not None:  # a few faces and one or two clusters per batch
+        monkeypatch.setattr(nnp, "_BLOCK_ELEMENTS", block)
+    g = torch.Generator().manual_seed(21)
+    labels = torch.tensor([0] * 3 + [1] * 9 + [2] * 5 + [3] * 14)[torch.randperm(31, generator=g)]
+    memory = torch.randn(31, 3, 5, 6, generator=g, dtype=torch.float64)
+    comps = torch.tensor([3, 0, 1, 2, 3, 3, 1, 0, 2, 3, 1])
+    codes = torch.randn(comps.numel(), 3, 5, 6, generator=g, dtype=torch.float64)
+    out, prov = nn_project(codes, comps, memory, labels, patch_size=3, max_share=0.2, order="raster", strict=False)
+    for s, k in enumerate(comps.tolist()):
+        members = (labels == k).nonzero().squeeze(1)
+        cap = max(6, -(-30 // members.numel()))  # floor(0.2 * 30), or ceil(30 / m) where that is more
+        cap = None if cap >= 30 else cap
+        assert torch.equal(prov[s], _brute_force_raster(codes[s], memory, members, 3, cap)), s
+    assert torch.equal(out, gather_pixels(memory, prov))
+
+
 @pytest.mark.parametrize("order", ["parallel", "raster"])
 def test_default_budget_is_met_where_the_cluster_can_and_the_even_split_elsewhere(order):
     from lrgmm.errors import BudgetError
