@@ -22,6 +22,7 @@ import torch
 from conftest import N_FACES, REAL_DATA, rewrite_model_metadata, utkface_images
 
 from lrgmm import __version__
+from lrgmm.defaults import DEFAULTS
 from lrgmm.cli import build_parser, main
 from lrgmm.errors import FitError, ForgetError, ImageInputError
 from lrgmm.pipeline.forget import CHECK_FACES, _memory_holds, photo_hashes
@@ -222,7 +223,7 @@ def test_a_copy_budget_the_new_model_cannot_meet(fitted64, lrgmm_cache):
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=r"(?i).*(budget|max.share)", category=UserWarning)
         new = pipe.forget(fitted64.training_files_[0], check_faces=32)
-    assert new.model_.max_share == 1 / 256 and fitted64.model_.max_share == 0.25
+    assert new.model_.max_share == 1 / 256 and fitted64.model_.max_share == DEFAULTS["max_share"]
     v = new.forget_report_["verification"]
     assert v["passed"] and v["faces_drawn"] == 32 and "note" not in v
 

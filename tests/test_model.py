@@ -151,7 +151,7 @@ def test_nn_order_in_sample_and_as_model_default():
     from lrgmm.core.nn_projection import nn_project
 
     y = _latents(n=40)
-    m = LRGMM(n_channels=4, n_components=2, patch_size=3, max_share=None).fit(y)
+    m = LRGMM(n_channels=4, n_components=2, patch_size=3, nn_order="parallel", max_share=None).fit(y)
     plain = m.sample(30, seed=5)
     raster = m.sample(30, seed=5, nn_order="raster")
     assert torch.equal(raster.components, plain.components)
@@ -159,6 +159,7 @@ def test_nn_order_in_sample_and_as_model_default():
     # The raster faces are nn_project's raster order applied to the same draws.
     draws = m.sample(30, seed=5, nn=False).codes
     ref, ref_prov = nn_project(draws, plain.components, m.codes_, m.labels_, patch_size=3, order="raster")
+    assert torch.equal(nn_project(draws, plain.components, m.codes_, m.labels_, patch_size=3)[1], plain.provenance)
     assert torch.equal(raster.provenance, ref_prov) and torch.equal(raster.codes, ref)
     # The constructor's nn_order is the default of sample, is kept by get_params, and is checked by fit.
     d = LRGMM(n_channels=4, n_components=2, patch_size=3, nn_order="raster", max_share=None).fit(y)

@@ -121,13 +121,13 @@ def test_metadata(fitted64, model64_file, ae, faces64_dir):
     assert meta["resolution"] == 128 and meta["latent_shape"] == [32, 16, 16]
     hp = meta["hyperparameters"]
     # hyperparameters hold what was fitted (K and lambda); fit.*_requested what was asked (None: from N / K).
-    assert hp == {**fitted64.model_.get_params(), "n_channels": 16, "n_components": 4, "temperature": 0.12}
-    expected = {"n_channels": 16, "n_components": 4, "temperature": 0.12, "patch_size": 5, "nn_iterations": 1,
+    assert hp == {**fitted64.model_.get_params(), "n_channels": 16, "n_components": 4, "temperature": 1.0}
+    expected = {"n_channels": 16, "n_components": 4, "temperature": 1.0, "patch_size": 5, "nn_iterations": 1,
                 "reg_covar": 1e-3, "max_iter": 100, "tol": 1e-3, "random_state": 0}  # fmt: skip
     assert {k: hp[k] for k in expected} == expected
     fit = meta["fit"]
     assert fit["n_images"] == N_FACES and fit["d0"] == 16 * 16 * 16
-    assert fit["temperature_requested"] is None and fit["n_components_requested"] == 4  # lambda from K = 4
+    assert fit["temperature_requested"] == 1.0 and fit["n_components_requested"] == 4  # the default lambda, as asked
     assert fit["ranks"] == fitted64.model_.mixture_.ranks_.tolist() and len(fit["ranks"]) == 4
     assert sum(fit["weights"]) == pytest.approx(1.0, abs=1e-5)
     assert 0.5 < fit["explained_variance_ratio"] < 1.0
@@ -588,13 +588,18 @@ def test_lambda_as_asked_and_as_fitted_round_trip(fitted64, model64_file, tmp_pa
     the lambda asked for (null: from K). A refit (``forget``) asks the same; files written before
     lambda followed K (no temperature_requested) load with the recorded lambda as asked."""
     model, meta = load_model_file(model64_file)
-    assert model.temperature is None and model.temperature_ == fitted64.model_.temperature_ == 0.12
+    assert model.temperature == model.temperature_ == fitted64.model_.temperature_ == 1.0  # the default
     assert model.get_params() == fitted64.model_.get_params()
     pipe = FacePipeline.load(model64_file)  # the pipeline's parameters too are as asked
-    assert pipe.temperature is None and pipe.n_components == 4
+    assert pipe.temperature == 1.0 and pipe.n_components == 4
+    # Null (files fitted with lambda from K, the default of earlier releases) stays "from K".
+    from_k = _rewrite(model64_file, tmp_path / "from_k.lrgmm", _set("fit.temperature_requested", None))
+    m_k, _ = load_model_file(from_k)
+    assert m_k.temperature is None and m_k.temperature_ == 1.0
+    assert FacePipeline.load(from_k).temperature is None
     old = _rewrite(model64_file, tmp_path / "old.lrgmm", _set("fit.temperature_requested", _DELETE))
     before, _ = load_model_file(old)
-    assert before.temperature == before.temperature_ == 0.12
+    assert before.temperature == before.temperature_ == 1.0
     assert torch.equal(before.sample(4, seed=1).codes, fitted64.model_.sample(4, seed=1).codes)
     # An explicit lambda is kept as asked.
     odd = _rewrite(model64_file, tmp_path / "odd.lrgmm", _set("fit.temperature_requested", 0.05))

@@ -242,11 +242,14 @@ def test_uploads_in_the_page(studio_server, browser, shots, tmp_path, utkface_di
     with urllib.request.urlopen(studio_server + "api/status", timeout=5) as r:
         assert r.status == 200
     photos = utkface_images(utkface_dir)[:: len(utkface_images(utkface_dir)) // 12][:12]
+    # The grid on the page before the upload, so that the wait below is for the new model's grid.
+    before = page.evaluate("(document.querySelector('#grid .tile') || {dataset: {}}).dataset.grid || ''")
     page.set_input_files("#upload-files", [str(p) for p in photos])
     page.click("#upload-button")
     wait_until(page, "document.querySelector('#fit-message').textContent.startsWith('done')", timeout=120_000)
     assert "upload" in page.locator("#model-select option:checked").inner_text()
-    wait_until(page, "document.querySelectorAll('#grid .tile.loaded').length === 16", timeout=120_000)
+    wait_until(page, "(() => { const t = document.querySelectorAll('#grid .tile.loaded'); "
+               f"return t.length === 16 && t[0].dataset.grid !== {before!r}; }})()", timeout=120_000)
     page.locator("#grid .tile").first.click()
     page.wait_for_selector("#sources li")
     names = [n.split(" ", 1)[1].rsplit(" —", 1)[0] for n in page.locator("#sources li .src-name").all_inner_texts()]

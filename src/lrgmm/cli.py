@@ -51,13 +51,13 @@ def _add_model_options(p):
     _opt(p, init, "n_channels", "-q", "--n-channels", type=int, help="projector channels q; default: the autoencoder's preferred q")
     _opt(p, init, "n_components", "-K", "--n-components", type=_positive_int, help="mixture components K; default: round(N / 128) in [1, 128]")
     _opt(p, init, "temperature", "--temperature", "--lambda", type=_lambda, help="lambda in (0, 1]: d_k = floor(lambda * pi_k * d0); "
-         "default: 0.12 max(K, 8) / 8, capped at 1 (the paper's 0.12 up to K = 8)")
+         "the paper's is 0.12")
     _opt(p, init, "patch_size", "--patch-size", "--omega", type=int, help="NN patch size omega (odd)")
     _opt(p, init, "nn_iterations", type=int, help="NN projections per sample")
     _opt(p, init, "nn_order", choices=NN_ORDERS, help="how the NN step visits the positions: parallel (eq. 5 as "
          "printed) or raster (one by one, each patch read from the face as it stands)")
     _opt(p, init, "max_share", type=_max_share, help="copy budget stored as the model's default: no face takes more "
-         "than this share of its latent pixels from one training photo, in (0, 1]; default: no budget")
+         "than this share of its latent pixels from one training photo, in (0, 1]; 1: no budget")
     _opt(p, init, "density_rank", type=_non_negative_int, help="rank of every component's density during EM (eq. 4's d_k is for sampling)")
     _opt(p, init, "reg_covar", type=_positive_float, help="floor of the components' isotropic variance")
     _opt(p, init, "max_iter", type=int, help="maximum EM iterations")

@@ -13,23 +13,23 @@ Why these values (measurements in README "Method and defaults" and the reports):
   stops at 64 for 28k). At the whole 18,917-face split, 3 seeds x 1,000 faces: FID 43.8 (K = 32,
   one seed), 40.5 +- 0.6 (64), 38.7 +- 0.6 (128), near copies 2.7-3.1 %
   (reports/whole_split/picture_rank_q.md).
-- ``temperature`` None: lambda of eq. 4 from K, 0.12 max(K, 8) / 8 capped at 1
-  (``lrgmm.core.mixture.default_temperature``): the paper's 0.12 up to its K = 8 (so N <= ~1k is
-  unchanged), and above it the same ~61 directions per component instead of eq. 4's share
-  falling as 1/K (8 per component at K = 64). At the whole split with K = 64 (3 seeds x 1,000
-  faces, reports/whole_split/picture_rank_q.md): FID 40.5 +- 0.6, recall 0.15, near copies 2.7 %
-  against 45.5 +- 1.4, 0.06, 6.1 % with lambda = 0.12. From K = 67 lambda is 1 (K = 128: ~32
-  directions per component).
+- ``temperature`` 1: lambda of eq. 4, every one of the d0 sampling directions handed out over
+  the components (d_k = floor(pi_k d0)). The paper's 0.12 leaves each of K = 8 components ~61
+  directions and falls as 1/K; with the NN step in raster order, 1 gives better faces at every
+  N measured (reports/picture.md). A model file that records lambda as null ("from K", the rule
+  0.12 max(K, 8) / 8 capped at 1 of earlier releases, ``lrgmm.core.mixture.default_temperature``)
+  keeps it.
 - ``patch_size`` 5, ``nn_iterations`` 1: omega and the NN projections of eq. 5 (the paper's).
-- ``nn_order`` "parallel": eq. 5 as printed, every position projected from the same input.
-  "raster" (position by position from the face as it stands, ``lrgmm.core.nn_projection``) lowers FID
-  from 46.7 to 38.2 at N = 1,024 but raises near copies to 8.6 % (fresh photos: 5 %), and the
-  default is the lowest FID at the fresh-photo rate (reports/picture_rank_q.md, measured when copies
-  were decoded from their codes; reports/picture.md has the settings measured since).
-- ``max_share`` 0.25: no face takes more than a quarter of its latent pixels from one training
-  photo (the largest share was 97 % without it); at N = 1,024 it costs FID within the seed spread
-  (reports/picture_rank_q.md). A cluster too small for it gets the even split instead
-  (``lrgmm.core.nn_projection``, "Copy budget"), so the default never makes a call fail.
+- ``nn_order`` "raster" and ``max_share`` 0.10: the NN step visits the positions one by one, each
+  patch read from the face as it stands (``lrgmm.core.nn_projection``, "Order"), so a position
+  prefers the photo its copied neighbours came from: far fewer seams. It also copies more, which
+  the copy budget takes back: no face takes more than a tenth of its latent pixels from one
+  training photo. The default is the lowest FID measured at no more near copies than fresh photos
+  (5 %), 3 seeds x 1,000 faces against 2,000 held-out photos (reports/picture.md,
+  reports/whole_split/picture.md): FID_N1024 at N = 1,024 and FID_WHOLE at the whole split, against
+  the paper's parallel step with budget 0.25 (FID_OLD_N1024, FID_OLD_WHOLE). A cluster too small for the
+  budget gets the even split instead (``lrgmm.core.nn_projection``, "Copy budget"), so the default
+  never makes a call fail; "parallel" (eq. 5 as printed) is an option.
 - ``density_rank`` 16: the rank of every component's density during EM, independent of its weight.
 - ``reg_covar`` 1e-3: floor of a component's isotropic variance (codes are whitened, so 1 is the
   average per-coordinate variance).
@@ -47,11 +47,11 @@ from types import MappingProxyType
 DEFAULTS = MappingProxyType({
     "n_channels": None,
     "n_components": None,
-    "temperature": None,
+    "temperature": 1.0,
     "patch_size": 5,
     "nn_iterations": 1,
-    "nn_order": "parallel",
-    "max_share": 0.25,
+    "nn_order": "raster",
+    "max_share": 0.1,
     "density_rank": 16,
     "reg_covar": 1e-3,
     "max_iter": 100,

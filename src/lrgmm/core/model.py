@@ -86,10 +86,10 @@ class LRGMM:
         K. None: ``default_n_components(N)``.
     temperature : float or None
         lambda of eq. 4 (d_k = max(1, floor(lambda pi_k d0))): low = sharper, high = more diverse.
-        None: ``default_temperature(K)``, the paper's 0.12 up to K = 8 and 0.12 K / 8 above (capped
-        at 1), so that every component keeps about as many directions at any K
-        (``lrgmm.core.mixture``). The fitted model stores the eigenvectors for the lambda it used
-        (``temperature_``); ``sample`` can use a lower one.
+        Default 1 (``lrgmm.defaults``). None: ``default_temperature(K)``, the earlier rule (the
+        paper's 0.12 up to K = 8, 0.12 K / 8 above, capped at 1; ``lrgmm.core.mixture``). The
+        fitted model stores the eigenvectors for the lambda it used (``temperature_``); ``sample``
+        can use a lower one.
     patch_size : int
         omega of eq. 6 (odd).
     nn_iterations : int

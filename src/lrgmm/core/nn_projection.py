@@ -470,7 +470,7 @@ def nn_project(
     iterations: int = DEFAULTS["nn_iterations"],
     max_share: float | None = None,
     positions: torch.Tensor | None = None,
-    order: str = DEFAULTS["nn_order"],
+    order: str = "parallel",
     strict: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The NN step (eq. 5), iterated, optionally under a copy budget.

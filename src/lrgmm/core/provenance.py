@@ -84,7 +84,7 @@ def provenance_record(provenance: torch.Tensor, training_files: list[str]) -> di
         "latent_grid": list(provenance.shape),
         "copied_positions": int((provenance >= 0).sum()),
         "distinct_training_images": len(shares),
-        "largest_share": shares[0][1] if shares else 0.0,
+        "largest_share": round(shares[0][1], 6) if shares else 0.0,  # as rounded in "sources"
         "map": provenance.tolist(),
         "sources": [
             {"index": i, "file": training_files[i] if i < len(training_files) else None, "share": round(s, 6)}
