@@ -104,11 +104,12 @@ CANDIDATES: dict[str, tuple[dict, dict]] = {
 
 # Grids of the demo, made outside this script (their commands are in the captions); paths from the report.
 DEMO_GRIDS = [
-    ("figures/picture/demo_grid_previous.png", "The same model and draws as `docs/demo_grid.png`, each copied latent pixel decoded "
-     "from its rank-16 code as before (`lrgmm demo`, then the model's training latents dropped):"),
-    ("../docs/demo_grid.png", "The default now: each copied latent pixel decoded from the training photo's own latent "
-     "(parallel, copy budget 0.25; `lrgmm demo`, `docs/demo_grid.png`):"),
-    ("figures/picture/demo_grid_raster.png", "Raster order (`lrgmm sample demo_out/demo.lrgmm -n 64 --seed 0 --nn-order raster`):"),
+    ("figures/picture/demo_grid_previous.png", "Two releases ago: the paper's parallel step with a 0.25 budget, lambda "
+     "0.12, each copied latent pixel decoded from its rank-16 code:"),
+    ("figures/picture/demo_grid_parallel.png", "The previous release: the same, each copied latent pixel decoded from the "
+     "training photo's own latent:"),
+    ("../docs/demo_grid.png", "The default now (`lrgmm demo`, `docs/demo_grid.png`): raster order, a 0.10 budget, "
+     "lambda 1:"),
 ]
 MIN_SEEDS = 3  # a default is chosen only from settings measured with this many seeds
 METRICS = ["fid", "kid", "precision", "recall", "near_copy_inception", "c_t", "largest_share_median",

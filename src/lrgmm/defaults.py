@@ -15,8 +15,9 @@ Why these values (measurements in README "Method and defaults" and the reports):
   (reports/whole_split/picture_rank_q.md).
 - ``temperature`` 1: lambda of eq. 4, every one of the d0 sampling directions handed out over
   the components (d_k = floor(pi_k d0)). The paper's 0.12 leaves each of K = 8 components ~61
-  directions and falls as 1/K; with the NN step in raster order, 1 gives better faces at every
-  N measured (reports/picture.md). A model file that records lambda as null ("from K", the rule
+  directions and falls as 1/K. With all d0 directions shared out the draws vary more, and the
+  NN step in raster order copies less from them: at N = 1,024 near copies 4.6 % at lambda 1
+  against 5.7 % at 0.12 (one seed), FID 33.1 against 34.1 (reports/picture.md). A model file that records lambda as null ("from K", the rule
   0.12 max(K, 8) / 8 capped at 1 of earlier releases, ``lrgmm.core.mixture.default_temperature``)
   keeps it.
 - ``patch_size`` 5, ``nn_iterations`` 1: omega and the NN projections of eq. 5 (the paper's).
@@ -26,9 +27,10 @@ Why these values (measurements in README "Method and defaults" and the reports):
   the copy budget takes back: no face takes more than a tenth of its latent pixels from one
   training photo. The default is the lowest FID measured at no more near copies than fresh photos
   (5 %), 3 seeds x 1,000 faces against 2,000 held-out photos (reports/picture.md,
-  reports/whole_split/picture.md): FID_N1024 at N = 1,024 and FID_WHOLE at the whole split, against
-  the paper's parallel step with budget 0.25 (FID_OLD_N1024, FID_OLD_WHOLE). A cluster too small for the
-  budget gets the even split instead (``lrgmm.core.nn_projection``, "Copy budget"), so the default
+  reports/whole_split/picture.md): FID 33.10 +- 0.71 at N = 1,024 and 28.57 +- 0.43 at the
+  whole split, against 39.60 +- 0.83 and 32.16 +- 0.53 for the paper's parallel step with a 0.25
+  budget, and 36.19 +- 0.55 and 29.75 +- 0.14 for the LatentPatch-style baseline. A cluster too
+  small for the budget gets the even split instead (``lrgmm.core.nn_projection``, "Copy budget"), so the default
   never makes a call fail; "parallel" (eq. 5 as printed) is an option.
 - ``density_rank`` 16: the rank of every component's density during EM, independent of its weight.
 - ``reg_covar`` 1e-3: floor of a component's isotropic variance (codes are whitened, so 1 is the
