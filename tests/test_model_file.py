@@ -583,6 +583,21 @@ def test_format_version_2_files_load_and_decode_codes(fitted64, model64_file, tm
     assert load_model_file(again)[0].latents_ is None
 
 
+def test_files_older_than_the_nn_order_and_budget_keep_their_nn_step(fitted64, model64_file, tmp_path):
+    """A file without hyperparameters.nn_order or .max_share (written before they existed) loads
+    with the parallel order and the 0.25 budget it loaded with before the defaults moved, not
+    with today's raster order and 0.10."""
+    drop_order, drop_budget = _set("hyperparameters.nn_order", _DELETE), _set("hyperparameters.max_share", _DELETE)
+    old = _rewrite(model64_file, tmp_path / "old.lrgmm", lambda m: (drop_order(m), drop_budget(m)))
+    model, _ = load_model_file(old)
+    assert (model.nn_order, model.max_share) == ("parallel", 0.25)
+    pipe = FacePipeline.load(old)  # a refit (forget) keeps them too
+    assert (pipe.nn_order, pipe.max_share) == ("parallel", 0.25)
+    assert (fitted64.model_.nn_order, fitted64.model_.max_share) == ("raster", 0.1)
+    ref = fitted64.model_.sample(4, seed=2, nn_order="parallel", max_share=0.25)
+    assert torch.equal(model.sample(4, seed=2).provenance, ref.provenance)
+
+
 def test_lambda_as_asked_and_as_fitted_round_trip(fitted64, model64_file, tmp_path):
     """hyperparameters.temperature is the lambda the ranks were taken at; fit.temperature_requested
     the lambda asked for (null: from K). A refit (``forget``) asks the same; files written before

@@ -77,6 +77,10 @@ TENSOR_NAMES_V2 = ("mixture.density_ranks", "mixture.counts")
 TENSOR_NAMES_V3 = ("memory.latents",)
 
 
+# Hyperparameters absent from files older than them, and the values such files loaded with before
+# the defaults moved to raster order and a 0.10 budget (their faces stay as they were).
+_BEFORE_RECORDED = {"nn_order": "parallel", "max_share": 0.25}
+
 def model_tensors(model: LRGMM) -> dict[str, torch.Tensor]:
     p, m = model.projector_, model.mixture_
     values = (
@@ -187,7 +191,9 @@ def load_model_file(path: str | Path) -> tuple[LRGMM, dict]:
     _check_tensors(path, t, meta)
 
     hp = meta.get("hyperparameters", {})
-    model = LRGMM(**{k: v for k, v in hp.items() if k in LRGMM().get_params()})
+    # Files written before a hyperparameter existed keep the NN step they were loaded with before,
+    # not today's default.
+    model = LRGMM(**{**_BEFORE_RECORDED, **{k: v for k, v in hp.items() if k in LRGMM().get_params()}})
     if "n_components_requested" in meta["fit"]:  # K as asked; n_components_ below is the K fitted
         model.n_components = meta["fit"]["n_components_requested"]
     # hyperparameters.temperature is the lambda the ranks were taken at; as asked, it may be null (from K).
