@@ -30,9 +30,9 @@ still a training pixel of the cluster and provenance is unchanged in meaning. Wi
 ``patch_size`` 1 both orders give the same result. Cost: one (b, q) x (q, m) product and a few
 (b, m) updates per position on top of the parallel step's distance block (the window sums are
 updated, not recomputed), with every cluster drawn advancing together (padded to the largest
-of a batch), so the 256 positions run once per batch of clusters, not once per cluster. A copy budget in raster order is greedy in that order: a photo that gave cap
-counted positions of the face is not offered to its later positions (always possible while
-cap * m >= P).
+of a batch), so the 256 positions run once per batch of clusters, not once per cluster. A copy
+budget in raster order is greedy in that order: a photo that gave cap counted positions of
+the face is not offered to its later positions (always possible while cap * m >= P).
 
 Copy budget (``max_share``)
 ---------------------------

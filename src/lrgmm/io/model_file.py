@@ -81,6 +81,7 @@ TENSOR_NAMES_V3 = ("memory.latents",)
 # the defaults moved to raster order and a 0.10 budget (their faces stay as they were).
 _BEFORE_RECORDED = {"nn_order": "parallel", "max_share": 0.25}
 
+
 def model_tensors(model: LRGMM) -> dict[str, torch.Tensor]:
     p, m = model.projector_, model.mixture_
     values = (

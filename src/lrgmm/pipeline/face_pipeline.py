@@ -456,12 +456,10 @@ class FacePipeline:
         recorded_cfg = ae_meta.get("config") or {}
         ae_arg = autoencoder if autoencoder is not None else recorded_name
         accepted = inspect.signature(cls.__init__).parameters
-        # K and lambda as asked (None: from N, from K), as the loaded model holds them: a refit of
-        # this pipeline resolves them again, as `lrgmm fit` would. The NN order and budget as the
-        # model holds them too (a file older than them gets those it loaded with before).
-        asked = {"n_components": model.n_components, "temperature": model.temperature, "nn_order": model.nn_order,
-                 "max_share": model.max_share}
-        kwargs = {k: v for k, v in {**meta.get("hyperparameters", {}), **asked}.items() if k in accepted}
+        # The model's parameters as the loaded model holds them (``load_model_file``): K and lambda
+        # as asked (None: from N, from K), so a refit resolves them again as `lrgmm fit` would, and
+        # what a file older than a parameter was loaded with before.
+        kwargs = {k: v for k, v in {**meta.get("hyperparameters", {}), **model.get_params()}.items() if k in accepted}
         kwargs.update(autoencoder=ae_arg, resolution=int(meta.get("resolution", 128)), **params)
         pipe = cls(**kwargs)
         # A backend named as a string (the recorded one by default) is rebuilt with the recorded
