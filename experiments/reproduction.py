@@ -132,7 +132,7 @@ SCALES: dict[str, Scale] = {
         name="quick", heldout_reserve=3000, n_heldout=2000, train_sizes=(32, 256, 1024, None), n_table=100,
         n_sweep=100, sweep_n=1024, lambdas=(0.02, 0.06, 0.12, 0.25), qs=(4, 8, 16, 32), ks=(1, 4, 8, 16),
         omegas=(1, 3, 5, 7), nn_iterations=(1, 2, 3), fid_vs_n_extra=(128, 512), n_grid=16, n_timing=256, n_psnr=64,
-        budgets=(1.0, 0.5, 0.25, 0.15), n_privacy=1000, main_sizes=(1024, None),
+        budgets=(1.0, 0.25, 0.15, 0.1), n_privacy=1000, main_sizes=(1024, None),
         main_methods=("lrgmm-nn", "lrgmm", "latentpatch", "gmm10"), n_main=1000,
         expected=("an estimated 2 hours on 2 CPU cores the first time: the whole split's encoding (~6 min), the "
                   "Inception features of its 18,917 training reconstructions for the near-copy test (~20 min) and of "
@@ -144,7 +144,7 @@ SCALES: dict[str, Scale] = {
         name="full", heldout_reserve=3000, n_heldout=2000, train_sizes=(32, 1024, None), n_table=500, n_sweep=300,
         sweep_n=1024, lambdas=(0.01, 0.03, 0.06, 0.12, 0.25, 0.5), qs=(4, 8, 12, 16, 24, 32), ks=(1, 2, 4, 8, 16, 32),
         omegas=(1, 3, 5, 7, 9), nn_iterations=(1, 2, 3, 4), fid_vs_n_extra=(128, 256, 512, 2048, 4096, 8192),
-        n_grid=16, n_timing=256, n_psnr=128, budgets=(1.0, 0.5, 0.25, 0.15), n_privacy=1000, main_sizes=(1024, None),
+        n_grid=16, n_timing=256, n_psnr=128, budgets=(1.0, 0.25, 0.15, 0.1), n_privacy=1000, main_sizes=(1024, None),
         main_methods=("lrgmm-nn", "lrgmm", "latentpatch", "gmm10"), n_main=1000,
         expected=("about 3 hours on 2 CPU cores the first time, an hour of which encodes the 19,187 training "
                   "photos (~17 min) and takes the Inception features of their reconstructions for the near-copy "
@@ -781,7 +781,7 @@ class ReportRun:
                 bar.update(1)
         bar.close()
         c.results["privacy"] = {"N": n_used, "n": s.n_privacy, "seeds": seeds, "rows": rows,
-                                "shared_with_main": shared}
+                                "shared_with_main": shared, "nn_order": base.model_.nn_order}
         c.stage_seconds["privacy: copy budgets and copying"] = time.perf_counter() - t0
 
     def fid_vs_n(self) -> None:
@@ -1204,7 +1204,8 @@ def _privacy_md(priv: dict, figures: dict) -> list[str]:
     agg = _seed_summary(priv["rows"], "setting")
     md = [f"## Privacy: the copy budget and copying (N = {priv['N']}, {priv['n']} faces x {len(priv['seeds'])} seeds)", "",
           "LR-GMM-NN under each copy budget `max_share` (no face takes more than that share of its latent pixels "
-          "from one training photo; 1 = off, the paper's NN step) and the LatentPatch-style baseline, on the same "
+          f"from one training photo; 1 = off), the NN step in {priv.get('nn_order', 'parallel')} order, and the "
+          "LatentPatch-style baseline, on the same "
           "reference photos. Mean ± sd over the seeds. C_T: the data-copying test of Meehan et al. (AISTATS 2020; "
           "<< 0 copying, ~0 like new photos, >> 0 underfitting); authentic: share of faces farther from their "
           "nearest training face than that face is from its own nearest training neighbour (Alaa et al., ICML "
