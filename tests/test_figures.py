@@ -64,3 +64,16 @@ def test_labelled_rows_is_shared_with_the_report(tmp_path):
     assert img.shape == (22, 80, 3)
     assert (img[:10, 50:80] == 0).all() and (img[10:22, 50:70] == 255).all()
     assert not list((tmp_path / "sub").glob(".*.tmp"))  # written atomically: no temporary file left
+
+
+def test_nn_step_figure_shows_the_same_draws_with_and_without_the_nn_step(model64_file, tmp_path, capsys):
+    from experiments.figure_nn_step import main
+
+    out = tmp_path / "nn.png"
+    assert main(["--model", str(model64_file), "--n", "3", "--out", str(out)]) == 0
+    with Image.open(out) as im:
+        w, h = im.size
+    # three rows of three 128-px tiles (2-px padding), beside the label column
+    assert h == 3 * (128 + 4) and w > 3 * 128
+    assert main(["--model", str(tmp_path / "missing.lrgmm"), "--out", str(tmp_path / "x.png")]) == 2
+    assert "lrgmm demo" in capsys.readouterr().err and not (tmp_path / "x.png").exists()
