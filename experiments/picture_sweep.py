@@ -46,11 +46,11 @@ from experiments.reproduction import EVAL_SEED, FIGURE_SEED, ReportRun, _gap, _r
 
 # name -> (pipeline parameters, generator keyword arguments); "latentpatch" is the baseline.
 # A candidate that does not set ``temperature`` is fitted with the paper's lambda = 0.12 (the
-# default before lambda followed K), one that does not set ``nn_order`` uses the paper's parallel
-# step (the default before raster), and one that does not set ``n_components`` with K =
+# default before lambda followed K), one that does not set ``nn_order`` or ``spread`` uses the
+# paper's parallel step and psi = 1, and one that does not set ``n_components`` with K =
 # round(N / 128) in [1, 64] (the rule before the cap moved to 128), so rows on file keep their
 # meaning when a default moves; None asks for today's rule.
-PAPER_BASE = {"temperature": 0.12, "nn_order": "parallel"}
+PAPER_BASE = {"temperature": 0.12, "nn_order": "parallel", "spread": 1.0}
 PREVIOUS_K_CAP = 64
 CANDIDATES: dict[str, tuple[dict, dict]] = {
     # The paper's NN step (parallel, no budget) and the LatentPatch-style baseline.

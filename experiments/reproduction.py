@@ -599,7 +599,7 @@ class ReportRun:
     def _key(self, n: int, method: str, pipe: FacePipeline, **sample_kw) -> tuple:
         m = pipe.model_
         fit = (n, int(m.codes_.shape[1]), m.n_components if m.n_components is not None else default_n_components(m.codes_.shape[0]),
-               m.temperature, m.random_state)
+               m.temperature, m.random_state, m.spread)
         return (method, fit, tuple(sorted((k, v) for k, v in sample_kw.items() if v is not None)))
 
     def seeds(self) -> list[int]:

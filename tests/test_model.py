@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lrgmm.errors import FitError, NotFittedError
+from lrgmm.errors import FitError, NotFittedError, ParameterError
 from lrgmm.core.model import LRGMM, default_n_components
 
 
@@ -82,6 +82,26 @@ def test_plain_lr_gmm_and_lower_temperature():
         assert resid.abs().max() < 1e-3
     with pytest.warns(UserWarning, match="refit"):
         m.sample(2, seed=0, temperature=0.9)
+
+
+def test_spread_widens_the_draws_around_their_component_mean():
+    y = _latents()
+    m = LRGMM(n_channels=4, n_components=2, patch_size=3).fit(y)
+    assert m.spread == 1.0  # the paper's eq. 4 unless asked
+    base = m.sample(12, seed=4, nn=False)
+    wide = m.sample(12, seed=4, nn=False, spread=1.5)
+    assert torch.equal(wide.components, base.components)  # same draws, scaled
+    mu = m.mixture_.means_[base.components].reshape(base.codes.shape)
+    torch.testing.assert_close(wide.codes - mu, 1.5 * (base.codes - mu), rtol=1e-5, atol=1e-5)
+    # as the model's default, and through the NN step: the same faces as asking for it
+    m2 = LRGMM(n_channels=4, n_components=2, patch_size=3, spread=1.5).fit(y)
+    assert torch.equal(m2.sample(12, seed=4).provenance, m.sample(12, seed=4, spread=1.5).provenance)
+    assert torch.equal(m2.sample(12, seed=4, spread=1.0).codes, m.sample(12, seed=4).codes)
+    for bad in (0, -1.5, float("inf"), "wide", True):
+        with pytest.raises(ParameterError, match="spread"):
+            m.sample(2, seed=0, spread=bad)
+    with pytest.raises(ParameterError, match="spread"):
+        LRGMM(n_channels=4, spread=0).fit(y)
 
 
 def test_fit_errors_and_unfitted():

@@ -87,7 +87,9 @@ def test_load_by_recorded_autoencoder_name(fitted64, model64_file):
 
 def test_file_is_plain_safetensors_not_pickle(model64_file):
     data = model64_file.read_bytes()
-    assert not data.startswith(b"\x80") and not data.startswith(b"PK")  # pickle / torch zip
+    # Not a torch zip; and the 8 bytes a pickle's b"\x80" opcode would start are a little-endian
+    # header length (its low byte may well be 0x80) followed by that much JSON.
+    assert not data.startswith(b"PK") and data[8:10] == b'{"'
     header, start = _safetensors_header(data)
     meta = json.loads(header.pop("__metadata__")["lrgmm"])
     assert meta["format"] == "lrgmm-model"
@@ -367,6 +369,8 @@ BAD_METADATA = {
     "max_share 0": (_set("hyperparameters.max_share", 0), r"'hyperparameters\.max_share' is 0, expected > 0"),
     "max_share above 1": (_set("hyperparameters.max_share", 1.5), r"'hyperparameters\.max_share' is 1\.5, expected <= 1"),
     "max_share as text": (_set("hyperparameters.max_share", "0.2"), r"'hyperparameters\.max_share' .* not a finite number"),
+    "spread 0": (_set("hyperparameters.spread", 0), r"'hyperparameters\.spread' is 0, expected > 0"),
+    "spread as text": (_set("hyperparameters.spread", "1.5"), r"'hyperparameters\.spread' .* not a finite number"),
     "unknown nn_order": (_set("hyperparameters.nn_order", "spiral"), r"'hyperparameters\.nn_order' is 'spiral', not one of 'parallel', 'raster'"),
     "q above c": (_set("hyperparameters.n_channels", 64), r"'hyperparameters\.n_channels' is 64, expected <= 32"),
     "version as text": (_set("format_version", "1"), r"'format_version' is '1', not a version number"),
@@ -596,6 +600,18 @@ def test_files_older_than_the_nn_order_and_budget_keep_their_nn_step(fitted64, m
     assert (fitted64.model_.nn_order, fitted64.model_.max_share) == ("raster", 0.1)
     ref = fitted64.model_.sample(4, seed=2, nn_order="parallel", max_share=0.25)
     assert torch.equal(model.sample(4, seed=2).provenance, ref.provenance)
+
+
+def test_spread_is_recorded_and_older_files_sample_at_psi_1(fitted64, model64_file, tmp_path):
+    """hyperparameters.spread round-trips; a file written before it existed loads with psi = 1,
+    the draws it made then."""
+    model, meta = load_model_file(model64_file)
+    assert meta["hyperparameters"]["spread"] == model.spread == fitted64.model_.spread
+    old = _rewrite(model64_file, tmp_path / "old.lrgmm", _set("hyperparameters.spread", _DELETE))
+    loaded, _ = load_model_file(old)
+    assert loaded.spread == 1.0 and FacePipeline.load(old).spread == 1.0
+    ref = fitted64.model_.sample(4, seed=2, spread=1.0, nn=False)
+    torch.testing.assert_close(loaded.sample(4, seed=2, nn=False).codes, ref.codes)
 
 
 def test_lambda_as_asked_and_as_fitted_round_trip(fitted64, model64_file, tmp_path):

@@ -34,6 +34,20 @@ def test_empirical_covariance_matches_low_rank_model():
         assert resid.abs().max() < 1e-9
 
 
+def test_spread_scales_every_deviation_from_the_mean_exactly():
+    means, vecs, vals = _component_params()
+    comps = torch.tensor([0, 1, 1, 0, 1])
+    dims = torch.tensor([4, 2])
+    base = sample_low_rank(means, vecs, vals, dims, comps, torch.Generator().manual_seed(3))
+    for psi in (0.5, 1.5, 2.0):
+        z = sample_low_rank(means, vecs, vals, dims, comps, torch.Generator().manual_seed(3), spread=psi)
+        # same eps, so z - c_k is psi times the psi = 1 deviation (covariance psi^2 V^T diag(s) V)
+        torch.testing.assert_close(z - means[comps], psi * (base - means[comps]), rtol=1e-12, atol=1e-12)
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="spread"):
+            sample_low_rank(means, vecs, vals, dims, comps, torch.Generator(), spread=bad)
+
+
 def test_components_follow_weights_and_seed():
     w = torch.tensor([0.7, 0.2, 0.1])
     c = sample_components(w, 100_000, torch.Generator().manual_seed(0))

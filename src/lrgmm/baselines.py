@@ -406,7 +406,7 @@ class FullGMM(BaselineGenerator):
 class LRGMMNNGenerator(BaselineGenerator):
     """LR-GMM-NN (paper section 3, table 1): the pipeline's own model, with the NN step.
 
-    temperature, nn_iterations, patch_size, max_share: sampling-time overrides (``LRGMM.sample``;
+    temperature, spread, nn_iterations, patch_size, max_share: sampling-time overrides (``LRGMM.sample``;
     max_share = 1 turns a model's copy budget off). The fit time is the pipeline's (projector +
     mixture)."""
 
@@ -418,17 +418,19 @@ class LRGMMNNGenerator(BaselineGenerator):
 
     def __init__(self, pipeline, *, temperature: float | None = None, nn_iterations: int | None = None,
                  patch_size: int | None = None, max_share: float | None = None, nn_order: str | None = None,
-                 random_state: int | None = None):
+                 random_state: int | None = None, spread: float | None = None):
         super().__init__(pipeline, random_state=random_state)
         self.nn_order = nn_order
         self.temperature = temperature
+        self.spread = spread
         self.nn_iterations = nn_iterations
         self.patch_size = patch_size
         self.max_share = max_share
 
     def params(self):
         m = self.pipeline.model_
-        out = {"temperature": m.temperature_ if self.temperature is None else self.temperature}
+        out = {"temperature": m.temperature_ if self.temperature is None else self.temperature,
+               "spread": m.spread if self.spread is None else self.spread}
         if self.nn:
             out["nn_iterations"] = m.nn_iterations if self.nn_iterations is None else self.nn_iterations
             out["patch_size"] = m.patch_size if self.patch_size is None else self.patch_size
@@ -443,7 +445,8 @@ class LRGMMNNGenerator(BaselineGenerator):
         self.check_is_fitted()
         return self.pipeline.model_.sample(n, seed, nn=self.nn, temperature=self.temperature,
                                            nn_iterations=self.nn_iterations, patch_size=self.patch_size,
-                                           max_share=self.max_share if self.nn else None, nn_order=self.nn_order)
+                                           max_share=self.max_share if self.nn else None, nn_order=self.nn_order,
+                                           spread=self.spread)
 
 
 class LRGMMGenerator(LRGMMNNGenerator):

@@ -52,6 +52,8 @@ def _add_model_options(p):
     _opt(p, init, "n_components", "-K", "--n-components", type=_positive_int, help="mixture components K; default: round(N / 128) in [1, 128]")
     _opt(p, init, "temperature", "--temperature", "--lambda", type=_lambda, help="lambda in (0, 1]: d_k = floor(lambda * pi_k * d0); "
          "the paper's is 0.12")
+    _opt(p, init, "spread", "--spread", "--psi", type=_spread, help="psi > 0: every draw's deviation from its "
+         "component's mean is scaled by psi before the NN step; the paper's is 1")
     _opt(p, init, "patch_size", "--patch-size", "--omega", type=int, help="NN patch size omega (odd)")
     _opt(p, init, "nn_iterations", type=int, help="NN projections per sample")
     _opt(p, init, "nn_order", choices=NN_ORDERS, help="how the NN step visits the positions: parallel (eq. 5 as "
@@ -115,6 +117,8 @@ def _add_sampling_options(p, n_default=16):
     p.add_argument("--seed", type=_seed, default=None, help="seed; default: a fresh one, printed so the run can be repeated")
     p.add_argument("--no-nn", dest="nn", action="store_false", default=_default(gen, "nn"), help="skip the NN step (the paper's plain LR-GMM)")
     p.add_argument("--temperature", "--lambda", type=_lambda, default=None, help="lower lambda than the fitted one (default: the model's)")
+    p.add_argument("--spread", "--psi", type=_spread, default=None,
+                   help="psi > 0, the scale of each draw around its component's mean (default: the model's)")
     p.add_argument("--nn-iterations", type=int, default=None, help="NN projections per sample (default: the model's)")
     p.add_argument("--patch-size", "--omega", type=int, default=None, help="NN patch size (default: the model's)")
     p.add_argument("--nn-order", choices=NN_ORDERS, default=None,
@@ -183,6 +187,16 @@ def _lambda(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be a finite number in (0, 1], got {text}") from None
 
 
+def _spread(text: str) -> float:
+    """``--spread``: a finite number > 0."""
+    from .core.model import check_spread
+
+    try:
+        return check_spread(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}") from None
+
+
 def _max_share(text: str) -> float:
     """``--max-share``: a finite number in (0, 1]."""
     from .core.nn_projection import check_max_share
@@ -244,7 +258,8 @@ def _info_lines(meta: dict) -> list[str]:
         f"training images  {fit['n_images']}",
         f"projector        q = {q} of {c} channels, {100 * fit['explained_variance_ratio']:.1f}% of latent-pixel variance kept",
         f"mixture          K = {K}, d0 = {fit['d0']}, lambda = {hp['temperature']:.4g}"
-        + (" (from K)" if fit.get("temperature_requested", hp["temperature"]) is None else "") + f", d_k = {fit['ranks']}",
+        + (" (from K)" if fit.get("temperature_requested", hp["temperature"]) is None else "")
+        + f", psi = {hp.get('spread', 1.0):g}, d_k = {fit['ranks']}",
         f"                 EM: {fit['em_iterations']} iterations, converged: {fit['em_converged']}, fit {fit['fit_seconds']:.2f} s",
         f"NN step          omega = {hp['patch_size']}, iterations = {hp['nn_iterations']}, "
         f"order {hp.get('nn_order', 'parallel')}"
@@ -426,8 +441,7 @@ def cmd_sample(args) -> int:
         edit.check_model(pipe, args.edit)  # before generating anything
         out = pipe.generate(args.n, seed, nn=args.nn and args.method != "lrgmm", temperature=args.temperature,
                             nn_iterations=args.nn_iterations, patch_size=args.patch_size, max_share=args.max_share,
-                            nn_order=args.nn_order,
-                            **where)
+                            nn_order=args.nn_order, spread=args.spread, **where)
         alphas = args.alpha if args.alpha is not None else list(_edit_defaults()["alphas"])
         edited = pipe.edit(out, edit, alphas=alphas, nn=args.nn, max_share=args.max_share)
         print(f"seed {seed}")
@@ -439,12 +453,14 @@ def cmd_sample(args) -> int:
         batches = pipe.generate_batches(
             args.n, seed, nn=args.nn and args.method != "lrgmm", temperature=args.temperature,
             nn_iterations=args.nn_iterations, patch_size=args.patch_size, max_share=args.max_share,
-            nn_order=args.nn_order, **where)
+            nn_order=args.nn_order, spread=args.spread, **where)
     else:
         if args.max_share is not None:
             raise ParameterError(f"--max-share works with the LR-GMM-NN method, not --method {args.method}")
         if args.nn_order is not None:
             raise ParameterError(f"--nn-order works with the LR-GMM-NN method, not --method {args.method}")
+        if args.spread is not None:
+            raise ParameterError(f"--spread works with the LR-GMM methods (lrgmm-nn, lrgmm), not --method {args.method}")
         if where:
             raise ParameterError(f"--where works with the LR-GMM methods (lrgmm-nn, lrgmm), not --method {args.method}")
         batches = _baseline(args.method, pipe).generate_batches(args.n, seed)

@@ -50,6 +50,7 @@ DEFAULTS = MappingProxyType({
     "n_channels": None,
     "n_components": None,
     "temperature": 1.0,
+    "spread": 1.0,
     "patch_size": 5,
     "nn_iterations": 1,
     "nn_order": "raster",

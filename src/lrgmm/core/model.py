@@ -56,6 +56,17 @@ def check_temperature(value, name: str = "temperature (lambda)") -> float:
     return t
 
 
+def check_spread(value, name: str = "spread (psi)") -> float:
+    """``value`` as a float when it is a finite number > 0, else ``ParameterError``."""
+    try:
+        t = float(value)
+    except (TypeError, ValueError):
+        raise ParameterError(f"{name} must be a number > 0, got {value!r}") from None
+    if isinstance(value, bool) or not (math.isfinite(t) and t > 0):
+        raise ParameterError(f"{name} must be > 0 (a finite number; 1 is the paper's eq. 4), got {value}")
+    return t
+
+
 @dataclass
 class LatentSamples:
     """What ``LRGMM.sample`` returns.
@@ -90,6 +101,10 @@ class LRGMM:
         paper's 0.12 up to K = 8, 0.12 K / 8 above, capped at 1; ``lrgmm.core.mixture``). The
         fitted model stores the eigenvectors for the lambda it used (``temperature_``); ``sample``
         can use a lower one.
+    spread : float
+        psi, the scale of every draw's deviation from its component's mean (z = c_k + psi V_k^T
+        diag(s_k)^(1/2) eps; ``lrgmm.core.sampling``), the default of ``sample``. 1 is the paper's
+        eq. 4; the default 1.5 widens the draws before the NN step (``lrgmm.defaults``: why).
     patch_size : int
         omega of eq. 6 (odd).
     nn_iterations : int
@@ -128,6 +143,7 @@ class LRGMM:
         n_channels: int | None = DEFAULTS["n_channels"],
         n_components: int | None = DEFAULTS["n_components"],
         temperature: float | None = DEFAULTS["temperature"],
+        spread: float = DEFAULTS["spread"],
         patch_size: int = DEFAULTS["patch_size"],
         nn_iterations: int = DEFAULTS["nn_iterations"],
         nn_order: str = DEFAULTS["nn_order"],
@@ -144,6 +160,7 @@ class LRGMM:
         self.n_channels = n_channels
         self.n_components = n_components
         self.temperature = temperature
+        self.spread = spread
         self.patch_size = patch_size
         self.nn_iterations = nn_iterations
         self.nn_order = nn_order
@@ -168,6 +185,7 @@ class LRGMM:
             raise ValueError(f"latents must have shape (N, c, h, w), got {tuple(latents.shape)}")
         if self.temperature is not None:
             check_temperature(self.temperature)
+        check_spread(self.spread)
         check_max_share(self.max_share)
         check_nn_order(self.nn_order)
         n, c = latents.shape[:2]
@@ -207,6 +225,7 @@ class LRGMM:
         nn_order: str | None = None,
         weights: torch.Tensor | None = None,
         allowed: torch.Tensor | None = None,
+        spread: float | None = None,
     ) -> LatentSamples:
         """Draw n latents: component k ~ pi, low-rank Gaussian code (eq. 4), NN projection (eq. 5).
 
@@ -214,6 +233,8 @@ class LRGMM:
         (``lrgmm.core.randomness``: ``random_state`` seeds the fit only). ``nn=False`` skips the NN step (the paper's "LR-GMM").
         ``temperature`` may lower lambda below the fitted one (fewer directions per component);
         a higher value is capped at the stored rank, with a warning: refit to raise it.
+        ``spread`` (default: the model's) is psi, the scale of each draw around its component's
+        mean (``lrgmm.core.sampling``).
         n is at most ``lrgmm.limits.MAX_SAMPLES`` and ``nn_iterations`` at most
         ``MAX_NN_ITERATIONS``; for many faces use ``iter_samples``, which gives the same draws
         batch by batch.
@@ -230,7 +251,7 @@ class LRGMM:
         """
         batches = list(self.iter_samples(n, seed, batch_size=max(1, n), nn=nn, temperature=temperature,
                                          nn_iterations=nn_iterations, patch_size=patch_size, max_share=max_share,
-                                         nn_order=nn_order, weights=weights, allowed=allowed))
+                                         nn_order=nn_order, weights=weights, allowed=allowed, spread=spread))
         if batches:
             return batches[0]
         q, h, w = self.codes_.shape[1:]
@@ -252,6 +273,7 @@ class LRGMM:
         weights: torch.Tensor | None = None,
         allowed: torch.Tensor | None = None,
         nn_order: str | None = None,
+        spread: float | None = None,
     ) -> Iterator[LatentSamples]:
         """``sample`` in batches of ``batch_size``: memory does not grow with n.
 
@@ -280,6 +302,7 @@ class LRGMM:
         omega = self.patch_size if patch_size is None else patch_size
         share = check_max_share(self.max_share if max_share is None else max_share)
         order = check_nn_order(self.nn_order if nn_order is None else nn_order)
+        psi = check_spread(self.spread if spread is None else spread)
         if nn:  # the NN step's options, checked before anything is drawn
             check_nn_iterations(iterations)
             if isinstance(omega, bool) or int(omega) != omega or omega < 1 or omega % 2 != 1:
@@ -303,7 +326,7 @@ class LRGMM:
         comps = sample_components(mix.weights_ if weights is None else weights, n, gen)
         noise = NormalStream(n * mix.eigenvectors_.shape[1], gen, mix.means_.dtype)
         return self._batches(n, batch_size, comps, noise, dims, nn, memory, labels, allowed, omega, iterations, share,
-                             order, strict)
+                             order, strict, psi)
 
     def min_max_share(self, weights: torch.Tensor | None = None, allowed: torch.Tensor | None = None) -> float:
         """The smallest copy budget (``max_share``) that every cluster that can be drawn can meet:
@@ -325,14 +348,15 @@ class LRGMM:
         return int(drawn.min()) if drawn.numel() else int(labels.numel())
 
     def _batches(self, n, batch_size, comps, noise, dims, nn, memory, labels, allowed, omega, iterations, share=None,
-                 order="parallel", strict=True):
+                 order="parallel", strict=True, spread=1.0):
         mix = self.mixture_
         q, h, w = self.codes_.shape[1:]
         r_max = mix.eigenvectors_.shape[1]
         for start in range(0, n, batch_size):
             c = comps[start : start + batch_size]
             eps = noise.take(c.shape[0] * r_max).reshape(-1, r_max)
-            codes = low_rank_from_noise(mix.means_, mix.eigenvectors_, mix.eigenvalues_, dims, c, eps).reshape(-1, q, h, w)
+            codes = low_rank_from_noise(mix.means_, mix.eigenvectors_, mix.eigenvalues_, dims, c, eps,
+                                        spread).reshape(-1, q, h, w)
             provenance = None
             if nn:
                 codes, provenance = nn_project(codes, c, memory, labels, patch_size=omega, iterations=iterations,

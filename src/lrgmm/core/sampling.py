@@ -25,13 +25,16 @@ def sample_low_rank(
     dims: torch.Tensor,
     components: torch.Tensor,
     generator: torch.Generator,
+    spread: float = 1.0,
 ) -> torch.Tensor:
     """Low-rank Gaussian draws, one per entry of ``components`` (eq. 4, with the + 1/2 power).
 
-        z = c_k + V_k^T diag(s_k)^(1/2) eps,   eps ~ N(0, I_{d_k})
+        z = c_k + psi V_k^T diag(s_k)^(1/2) eps,   eps ~ N(0, I_{d_k})
 
     The paper prints diag(sqrt(s_k))^(-1) here; that is a typo (SPEC.md): the covariance of z
-    must be V_k^T diag(s_k) V_k, which needs the square root of the eigenvalues.
+    must be V_k^T diag(s_k) V_k, which needs the square root of the eigenvalues. psi
+    (``spread``) is 1 in the paper; psi > 1 widens every draw around its component's mean, as a
+    truncation psi above 1 does in StyleGAN (``lrgmm.defaults``: why the default is 1.5).
 
     Args:
         means: (K, d0) c_k.
@@ -40,6 +43,7 @@ def sample_low_rank(
         dims: (K,) d_k <= r_max, how many leading directions each component samples in.
         components: (n,) the component of each draw.
         generator: source of eps.
+        spread: psi, the scale of every draw's deviation from its mean (> 0).
     Returns:
         (n, d0) codes, in the dtype of ``means``.
     """
@@ -47,7 +51,7 @@ def sample_low_rank(
     # One (n, r_max) draw in sample order, so a sample's eps does not depend on how the others are
     # grouped by component; directions beyond d_k are masked out.
     eps = torch.randn(components.shape[0], r_max, generator=generator, dtype=means.dtype)
-    return low_rank_from_noise(means, eigenvectors, eigenvalues, dims, components, eps)
+    return low_rank_from_noise(means, eigenvectors, eigenvalues, dims, components, eps, spread)
 
 
 def low_rank_from_noise(
@@ -57,15 +61,19 @@ def low_rank_from_noise(
     dims: torch.Tensor,
     components: torch.Tensor,
     eps: torch.Tensor,
+    spread: float = 1.0,
 ) -> torch.Tensor:
-    """``sample_low_rank`` with the (n, r_max) standard normal draws given: z = c_k + V_k^T
-    diag(s_k)^(1/2) eps[:, :d_k]. Each row depends on its own eps and component only."""
+    """``sample_low_rank`` with the (n, r_max) standard normal draws given: z = c_k + psi V_k^T
+    diag(s_k)^(1/2) eps[:, :d_k], psi = ``spread``. Each row depends on its own eps and
+    component only."""
     r_max = eigenvectors.shape[1]
     if bool((dims > r_max).any()):
         raise ValueError(f"dims {dims.tolist()} exceed the {r_max} stored eigenvectors")
+    if not spread > 0:
+        raise ValueError(f"spread must be > 0, got {spread}")
     eps = eps.to(means.dtype)
     keep = torch.arange(r_max)[None, :] < dims[components][:, None]
-    coef = eps * eigenvalues[components].to(means.dtype).clamp_min(0).sqrt() * keep
+    coef = eps * (spread * eigenvalues[components].to(means.dtype).clamp_min(0).sqrt()) * keep
     z = means[components].clone()
     for k in torch.unique(components).tolist():
         idx = (components == k).nonzero().squeeze(1)

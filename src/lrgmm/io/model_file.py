@@ -21,7 +21,8 @@ copy, as they did: refit to copy full latent pixels):
         (lambda as asked, null for lambda from K; optional) and ``hyperparameters.temperature``, the
         lambda the sampling ranks were taken at. ``hyperparameters.max_share``
         (the default copy budget, a number in (0, 1] or null) is optional: files written before it
-        existed load with no budget.
+        existed load with no budget. ``hyperparameters.spread`` (psi of the draws, > 0) is optional
+        too: files written before it load with psi = 1, as they sampled.
 
 Writes go to a temporary file in the destination folder, then ``os.replace``: a crash leaves the
 previous file (or nothing), never half a model.
@@ -78,8 +79,8 @@ TENSOR_NAMES_V3 = ("memory.latents",)
 
 
 # Hyperparameters absent from files older than them, and the values such files loaded with before
-# the defaults moved to raster order and a 0.10 budget (their faces stay as they were).
-_BEFORE_RECORDED = {"nn_order": "parallel", "max_share": 0.25}
+# the defaults moved to raster order, a 0.10 budget and psi = 1.5 (their faces stay as they were).
+_BEFORE_RECORDED = {"nn_order": "parallel", "max_share": 0.25, "spread": 1.0}
 
 
 def model_tensors(model: LRGMM) -> dict[str, torch.Tensor]:
@@ -135,6 +136,7 @@ def validate_metadata(path, meta: dict) -> dict:
     c.int("hyperparameters.nn_iterations", lo=1)
     c.str("hyperparameters.nn_order", required=False, choices=NN_ORDERS)  # absent in files before it: parallel
     c.number("hyperparameters.max_share", lo=0, hi=1, lo_open=True, required=False, none_ok=True)  # copy budget
+    c.number("hyperparameters.spread", lo=0, lo_open=True, required=False)  # psi; absent before it: 1
     c.number("hyperparameters.reg_covar", lo=0, required=False)
     c.int("hyperparameters.max_iter", lo=0, required=False)
     c.number("hyperparameters.tol", lo=0, required=False)

@@ -230,6 +230,7 @@ def generate_where(
     patch_size: int | None = None,
     max_share: float | None = None,
     nn_order: str | None = None,
+    spread: float | None = None,
 ):
     """Attribute-conditional latents for ``FacePipeline.generate(where=...)``: the component
     weights given the labels (``attribute_weights``), eq. 4 draws, and the NN step over the
@@ -239,7 +240,7 @@ def generate_where(
     gen = as_generator(seed)
     samples = model.sample(
         n, gen, weights=weights, allowed=allowed, nn=nn, temperature=temperature,
-        patch_size=patch_size, nn_iterations=nn_iterations, max_share=max_share, nn_order=nn_order,
+        patch_size=patch_size, nn_iterations=nn_iterations, max_share=max_share, nn_order=nn_order, spread=spread,
     )
     return samples, info
 

@@ -33,7 +33,7 @@ from .generated import FaceWriter, Generated
 from .encoding import EncodedSet, encode_images
 from ..io.model_file import load_model_file, model_tensors, save_model_file
 from ..limits import SAMPLE_BATCH_SIZE, check_n_samples
-from ..core.model import LRGMM, check_temperature
+from ..core.model import LRGMM, check_spread, check_temperature
 from ..core.nn_projection import budget_in_force, check_max_share, check_nn_order
 from ..core.randomness import resolve_seed
 
@@ -49,7 +49,7 @@ class FacePipeline:
         Working image side in pixels (images are centre-cropped and resized to it).
     n_channels : int or None
         q. None: the autoencoder's ``preferred_q`` (16 for TAEF2).
-    n_components, temperature, patch_size, nn_iterations, nn_order, max_share, density_rank, reg_covar,
+    n_components, temperature, spread, patch_size, nn_iterations, nn_order, max_share, density_rank, reg_covar,
     max_iter, tol, n_init, random_state, min_component_size
         As in ``LRGMM`` (every ``LRGMM`` parameter is a pipeline parameter of the same name).
     batch_size : int
@@ -81,6 +81,7 @@ class FacePipeline:
         n_channels: int | None = DEFAULTS["n_channels"],
         n_components: int | None = DEFAULTS["n_components"],
         temperature: float | None = DEFAULTS["temperature"],
+        spread: float = DEFAULTS["spread"],
         patch_size: int = DEFAULTS["patch_size"],
         nn_iterations: int = DEFAULTS["nn_iterations"],
         nn_order: str = DEFAULTS["nn_order"],
@@ -102,6 +103,7 @@ class FacePipeline:
         self.n_channels = n_channels
         self.n_components = n_components
         self.temperature = temperature
+        self.spread = spread
         self.patch_size = patch_size
         self.nn_iterations = nn_iterations
         self.nn_order = nn_order
@@ -155,6 +157,7 @@ class FacePipeline:
         """Fit on a folder, an image file list, or an ``EncodedSet`` from ``encode``."""
         if self.temperature is not None:
             check_temperature(self.temperature)  # before the encoding, not after it
+        check_spread(self.spread)
         check_max_share(self.max_share)
         check_nn_order(self.nn_order)
         self.autoencoder_ = self._resolve_autoencoder()
@@ -192,6 +195,7 @@ class FacePipeline:
         nn_order: str | None = None,
         where: dict | list[str] | None = None,
         labels_csv: str | Path | None = None,
+        spread: float | None = None,
     ) -> Generated:
         """Draw n latents (``LRGMM.sample``) and decode them. Same model + same seed + same n
         gives bit-identical images; ``seed=None`` draws a fresh seed, recorded in
@@ -205,7 +209,8 @@ class FacePipeline:
         ``max_share`` (default: the model's) is the copy budget: no face takes more than
         floor(max_share * h * w) of its latent pixels from one training photo (``LRGMM.sample``);
         1 turns a model's default budget off. Recorded in ``settings`` (None: no budget).
-        ``nn_order`` (default: the model's): "parallel" or "raster" (``LRGMM``)."""
+        ``nn_order`` (default: the model's): "parallel" or "raster" (``LRGMM``). ``spread`` (default:
+        the model's): psi, the scale of each draw around its component's mean (``LRGMM``)."""
         self.check_is_fitted()
         check_n_samples(n)
         seed = resolve_seed(seed)
@@ -214,25 +219,28 @@ class FacePipeline:
             samples, extra = generate_where(
                 self, n, seed, where, labels_csv, nn=nn, temperature=temperature,
                 nn_iterations=nn_iterations, patch_size=patch_size, max_share=max_share, nn_order=nn_order,
+                spread=spread,
             )
         else:
             samples = self.model_.sample(
                 n, seed, nn=nn, temperature=temperature, nn_iterations=nn_iterations, patch_size=patch_size,
-                max_share=max_share, nn_order=nn_order,
+                max_share=max_share, nn_order=nn_order, spread=spread,
             )
         return Generated(
             images=self.decode(samples.latents),
             samples=samples,
             training_files=self.training_files_,
             seed=seed,
-            settings=self._settings(nn, temperature, nn_iterations, patch_size, extra, max_share, nn_order),
+            settings=self._settings(nn, temperature, nn_iterations, patch_size, extra, max_share, nn_order, spread),
         )
 
-    def _settings(self, nn, temperature, nn_iterations, patch_size, extra, max_share=None, nn_order=None) -> dict:
+    def _settings(self, nn, temperature, nn_iterations, patch_size, extra, max_share=None, nn_order=None,
+                  spread=None) -> dict:
         share = self.model_.max_share if max_share is None else max_share
         return {
             "nn": nn,
             "temperature": self.model_.temperature_ if temperature is None else temperature,
+            "spread": self.model_.spread if spread is None else float(spread),
             "nn_iterations": self.model_.nn_iterations if nn_iterations is None else nn_iterations,
             "patch_size": self.model_.patch_size if patch_size is None else patch_size,
             "nn_order": self.model_.nn_order if nn_order is None else nn_order,
@@ -256,6 +264,7 @@ class FacePipeline:
         nn_order: str | None = None,
         where: dict | list[str] | None = None,
         labels_csv: str | Path | None = None,
+        spread: float | None = None,
     ) -> Iterator[Generated]:
         """``generate`` batch by batch (``Generated.start`` is each batch's first index): memory
         does not grow with n, and the faces are those of ``generate(n, seed)`` whatever the batch
@@ -266,11 +275,11 @@ class FacePipeline:
         recorded in every batch's ``Generated.seed``."""
         return self._generate_batches(n, resolve_seed(seed), batch_size=batch_size, nn=nn, temperature=temperature,
                                       nn_iterations=nn_iterations, patch_size=patch_size, max_share=max_share,
-                                      nn_order=nn_order, where=where, labels_csv=labels_csv)[0]
+                                      nn_order=nn_order, where=where, labels_csv=labels_csv, spread=spread)[0]
 
     def _generate_batches(self, n, seed, *, batch_size=SAMPLE_BATCH_SIZE, nn=True, temperature=None, nn_iterations=None,
                           patch_size=None, max_share=None, nn_order=None, where=None,
-                          labels_csv=None) -> tuple[Iterator[Generated], dict]:
+                          labels_csv=None, spread=None) -> tuple[Iterator[Generated], dict]:
         """(``generate_batches``'s iterator, the settings recorded with the faces)."""
         self.check_is_fitted()
         check_n_samples(n)
@@ -282,8 +291,9 @@ class FacePipeline:
         batches = self.model_.iter_samples(
             n, seed, batch_size=batch_size, nn=nn, temperature=temperature, nn_iterations=nn_iterations,
             patch_size=patch_size, max_share=max_share, weights=weights, allowed=allowed, nn_order=nn_order,
+            spread=spread,
         )
-        settings = self._settings(nn, temperature, nn_iterations, patch_size, extra, max_share, nn_order)
+        settings = self._settings(nn, temperature, nn_iterations, patch_size, extra, max_share, nn_order, spread)
 
         def decoded() -> Iterator[Generated]:
             start = 0

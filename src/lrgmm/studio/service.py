@@ -64,6 +64,7 @@ class ModelEntry:
             "latent_grid": list(m.codes_.shape[2:]),
             "resolution": pipe.resolution,
             "temperature": float(m.temperature_),
+            "spread": float(m.spread),  # psi of the draws (the model's; not a studio control)
             "nn_iterations": int(m.nn_iterations),
             "patch_size": int(m.patch_size),
             "nn_order": m.nn_order,
@@ -309,6 +310,7 @@ class Studio:
         share = pipe.model_.max_share if max_share is None else max_share
         settings = {"seed": seed, "nn": nn, "n": n,
                     "temperature": pipe.model_.temperature_ if temperature is None else temperature,
+                    "spread": pipe.model_.spread,
                     "nn_iterations": (pipe.model_.nn_iterations if nn_iterations is None else nn_iterations) if nn else 0,
                     "max_share": share if nn and share is not None and share < 1 else None,
                     "nn_order": (pipe.model_.nn_order if nn_order is None else nn_order) if nn else None,
