@@ -186,6 +186,29 @@ def test_fit_with_a_copy_budget_stores_the_default(faces64_dir, cli_model, tmp_p
     assert e.value.code == 2 and "argument --max-share: must be a number in (0, 1]" in capsys.readouterr().err
 
 
+def test_spread_in_fit_and_sample(faces64_dir, cli_model, tmp_path, capsys, lrgmm_cache):
+    model, _ = cli_model
+    default = read_metadata(model)["hyperparameters"]["spread"]
+    assert f"psi = {default:g}" in run(capsys, "info", model)[1]
+    _sample(capsys, model, tmp_path / "wide", "-n", 4, "--seed", 1, "--spread", "2", "--no-nn")
+    _sample(capsys, model, tmp_path / "same", "-n", 4, "--seed", 1, "--no-nn")
+    wide = json.loads((tmp_path / "wide" / "samples.json").read_text())["settings"]
+    assert wide["spread"] == 2.0
+    assert json.loads((tmp_path / "same" / "samples.json").read_text())["settings"]["spread"] == default
+    assert (tmp_path / "wide" / "face_0000.png").read_bytes() != (tmp_path / "same" / "face_0000.png").read_bytes()
+    rc, out, err = _fit(capsys, faces64_dir, tmp_path / "w.lrgmm", "--psi", "1.25")
+    assert rc == 0, err
+    assert read_metadata(tmp_path / "w.lrgmm")["hyperparameters"]["spread"] == 1.25
+    for bad in ("0", "-1", "nan", "wide"):
+        with pytest.raises(SystemExit) as e:
+            run(capsys, "sample", model, "-o", tmp_path / "o", "-n", 1, "--spread", bad)
+        assert e.value.code == 2 and "argument --spread/--psi: must be a finite number > 0" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    rc, _, err = run(capsys, "sample", model, "-o", tmp_path / "o", "-n", 1, "--quiet", "--spread", "2",
+                     "--method", "normal")
+    assert_clean_error(rc, err, r"--spread works with the LR-GMM methods \(lrgmm-nn, lrgmm\), not --method normal")
+
+
 def test_eval_passes_the_copy_budget(tmp_path, capsys, monkeypatch):
     import functools
 
