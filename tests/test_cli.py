@@ -194,7 +194,7 @@ def test_spread_in_fit_and_sample(faces64_dir, cli_model, tmp_path, capsys, lrgm
     _sample(capsys, model, tmp_path / "same", "-n", 4, "--seed", 1, "--no-nn")
     wide = json.loads((tmp_path / "wide" / "samples.json").read_text())["settings"]
     assert wide["spread"] == 2.0
-    assert json.loads((tmp_path / "same" / "samples.json").read_text())["settings"]["spread"] == default
+    assert json.loads((tmp_path / "same" / "samples.json").read_text())["settings"]["spread"] == 1.0  # no NN step
     assert (tmp_path / "wide" / "face_0000.png").read_bytes() != (tmp_path / "same" / "face_0000.png").read_bytes()
     rc, out, err = _fit(capsys, faces64_dir, tmp_path / "w.lrgmm", "--psi", "1.25")
     assert rc == 0, err

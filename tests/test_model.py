@@ -97,6 +97,9 @@ def test_spread_widens_the_draws_around_their_component_mean():
     m2 = LRGMM(n_channels=4, n_components=2, patch_size=3, spread=1.5).fit(y)
     assert torch.equal(m2.sample(12, seed=4).provenance, m.sample(12, seed=4, spread=1.5).provenance)
     assert torch.equal(m2.sample(12, seed=4, spread=1.0).codes, m.sample(12, seed=4).codes)
+    # without the NN step the draws are the fitted density's (psi = 1) unless psi is asked for
+    torch.testing.assert_close(m2.sample(12, seed=4, nn=False).codes, base.codes)
+    torch.testing.assert_close(m2.sample(12, seed=4, nn=False, spread=1.5).codes, wide.codes)
     for bad in (0, -1.5, float("inf"), "wide", True):
         with pytest.raises(ParameterError, match="spread"):
             m.sample(2, seed=0, spread=bad)

@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from .errors import NotFittedError
 from .limits import SAMPLE_BATCH_SIZE, check_n_samples
 from .core.mixture import LowRankGaussianMixture
-from .core.model import LatentSamples
+from .core.model import LatentSamples, resolve_spread
 from .core.nn_projection import gather_pixels, nn_project
 from .pipeline.face_pipeline import FacePipeline, Generated
 from .core.randomness import as_generator, resolve_seed
@@ -430,7 +430,7 @@ class LRGMMNNGenerator(BaselineGenerator):
     def params(self):
         m = self.pipeline.model_
         out = {"temperature": m.temperature_ if self.temperature is None else self.temperature,
-               "spread": m.spread if self.spread is None else self.spread}
+               "spread": resolve_spread(m.spread, self.spread, self.nn)}
         if self.nn:
             out["nn_iterations"] = m.nn_iterations if self.nn_iterations is None else self.nn_iterations
             out["patch_size"] = m.patch_size if self.patch_size is None else self.patch_size

@@ -67,6 +67,15 @@ def check_spread(value, name: str = "spread (psi)") -> float:
     return t
 
 
+def resolve_spread(model_spread: float, spread: float | None, nn: bool) -> float:
+    """The psi a draw uses: ``spread`` when given, else the model's with the NN step and 1 (the
+    fitted density) without it. A psi above 1 widens the draws that the NN step then pulls back to
+    training pixels; decoded as they are, wider draws only leave the density."""
+    if spread is not None:
+        return spread
+    return model_spread if nn else 1.0
+
+
 @dataclass
 class LatentSamples:
     """What ``LRGMM.sample`` returns.
@@ -103,8 +112,9 @@ class LRGMM:
         can use a lower one.
     spread : float
         psi, the scale of every draw's deviation from its component's mean (z = c_k + psi V_k^T
-        diag(s_k)^(1/2) eps; ``lrgmm.core.sampling``), the default of ``sample``. 1 is the paper's
-        eq. 4; the default 1.5 widens the draws before the NN step (``lrgmm.defaults``: why).
+        diag(s_k)^(1/2) eps; ``lrgmm.core.sampling``), the default of ``sample`` for draws that go
+        through the NN step; draws decoded without it use psi = 1, the fitted density, unless
+        asked (``resolve_spread``). 1 is the paper's eq. 4 (``lrgmm.defaults``: the default).
     patch_size : int
         omega of eq. 6 (odd).
     nn_iterations : int
@@ -233,8 +243,9 @@ class LRGMM:
         (``lrgmm.core.randomness``: ``random_state`` seeds the fit only). ``nn=False`` skips the NN step (the paper's "LR-GMM").
         ``temperature`` may lower lambda below the fitted one (fewer directions per component);
         a higher value is capped at the stored rank, with a warning: refit to raise it.
-        ``spread`` (default: the model's) is psi, the scale of each draw around its component's
-        mean (``lrgmm.core.sampling``).
+        ``spread`` is psi, the scale of each draw around its component's mean
+        (``lrgmm.core.sampling``); default: the model's with the NN step, 1 without it
+        (``resolve_spread``).
         n is at most ``lrgmm.limits.MAX_SAMPLES`` and ``nn_iterations`` at most
         ``MAX_NN_ITERATIONS``; for many faces use ``iter_samples``, which gives the same draws
         batch by batch.
@@ -302,7 +313,7 @@ class LRGMM:
         omega = self.patch_size if patch_size is None else patch_size
         share = check_max_share(self.max_share if max_share is None else max_share)
         order = check_nn_order(self.nn_order if nn_order is None else nn_order)
-        psi = check_spread(self.spread if spread is None else spread)
+        psi = check_spread(resolve_spread(self.spread, spread, nn))
         if nn:  # the NN step's options, checked before anything is drawn
             check_nn_iterations(iterations)
             if isinstance(omega, bool) or int(omega) != omega or omega < 1 or omega % 2 != 1:

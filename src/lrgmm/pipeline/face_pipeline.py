@@ -33,7 +33,7 @@ from .generated import FaceWriter, Generated
 from .encoding import EncodedSet, encode_images
 from ..io.model_file import load_model_file, model_tensors, save_model_file
 from ..limits import SAMPLE_BATCH_SIZE, check_n_samples
-from ..core.model import LRGMM, check_spread, check_temperature
+from ..core.model import LRGMM, check_spread, check_temperature, resolve_spread
 from ..core.nn_projection import budget_in_force, check_max_share, check_nn_order
 from ..core.randomness import resolve_seed
 
@@ -209,8 +209,9 @@ class FacePipeline:
         ``max_share`` (default: the model's) is the copy budget: no face takes more than
         floor(max_share * h * w) of its latent pixels from one training photo (``LRGMM.sample``);
         1 turns a model's default budget off. Recorded in ``settings`` (None: no budget).
-        ``nn_order`` (default: the model's): "parallel" or "raster" (``LRGMM``). ``spread`` (default:
-        the model's): psi, the scale of each draw around its component's mean (``LRGMM``)."""
+        ``nn_order`` (default: the model's): "parallel" or "raster" (``LRGMM``). ``spread``: psi, the
+        scale of each draw around its component's mean (default: the model's with the NN step, 1
+        without; ``LRGMM``)."""
         self.check_is_fitted()
         check_n_samples(n)
         seed = resolve_seed(seed)
@@ -240,7 +241,7 @@ class FacePipeline:
         return {
             "nn": nn,
             "temperature": self.model_.temperature_ if temperature is None else temperature,
-            "spread": self.model_.spread if spread is None else float(spread),
+            "spread": float(resolve_spread(self.model_.spread, spread, nn)),
             "nn_iterations": self.model_.nn_iterations if nn_iterations is None else nn_iterations,
             "patch_size": self.model_.patch_size if patch_size is None else patch_size,
             "nn_order": self.model_.nn_order if nn_order is None else nn_order,

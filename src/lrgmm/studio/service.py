@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..core.model import resolve_spread
 from ..data.masks import box_mask
 from ..editing import AttributeEdit
 from ..errors import ImageInputError, NotAvailableError, NotFoundError, StudioError
@@ -310,7 +311,7 @@ class Studio:
         share = pipe.model_.max_share if max_share is None else max_share
         settings = {"seed": seed, "nn": nn, "n": n,
                     "temperature": pipe.model_.temperature_ if temperature is None else temperature,
-                    "spread": pipe.model_.spread,
+                    "spread": resolve_spread(pipe.model_.spread, None, nn),
                     "nn_iterations": (pipe.model_.nn_iterations if nn_iterations is None else nn_iterations) if nn else 0,
                     "max_share": share if nn and share is not None and share < 1 else None,
                     "nn_order": (pipe.model_.nn_order if nn_order is None else nn_order) if nn else None,
