@@ -107,6 +107,12 @@ CANDIDATES: dict[str, tuple[dict, dict]] = {
     "lambda100-raster-soft10-K16": ({"temperature": 1.0, "n_components": 16, "nn_order": "raster", "max_share": 0.1}, {}),
     "lambda100-raster-share10-omega3": ({"temperature": 1.0}, {"nn_order": "raster", "max_share": 0.1, "patch_size": 3}),
     "lambda100-raster-share15": ({"temperature": 1.0}, {"nn_order": "raster", "max_share": 0.15}),
+    # psi (``spread``): each draw widened around its component's mean before the NN step; K and
+    # the budget as the model's defaults (today's K rule; a budget a cluster cannot meet is the
+    # even split there).
+    **{f"psi{round(100 * psi)}-raster-share{round(100 * share)}": (
+        {"temperature": 1.0, "n_components": None, "nn_order": "raster", "max_share": share, "spread": psi}, {})
+       for psi in (1.25, 1.5, 1.75, 2.0) for share in (0.1, 0.15, 0.2, 0.25)},
 }
 
 # Grids of the demo, made outside this script (their commands are in the captions); paths from the report.
