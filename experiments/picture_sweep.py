@@ -117,12 +117,13 @@ CANDIDATES: dict[str, tuple[dict, dict]] = {
 
 # Grids of the demo, made outside this script (their commands are in the captions); paths from the report.
 DEMO_GRIDS = [
-    ("figures/picture/demo_grid_previous.png", "Two releases ago: the paper's parallel step with a 0.25 budget, lambda "
+    ("figures/picture/demo_grid_previous.png", "Three releases ago: the paper's parallel step with a 0.25 budget, lambda "
      "0.12, each copied latent pixel decoded from its rank-16 code:"),
-    ("figures/picture/demo_grid_parallel.png", "The previous release: the same, each copied latent pixel decoded from the "
+    ("figures/picture/demo_grid_parallel.png", "Two releases ago: the same, each copied latent pixel decoded from the "
      "training photo's own latent:"),
-    ("../docs/demo_grid.png", "The default now (`lrgmm demo`, `docs/demo_grid.png`): raster order, a 0.10 budget, "
-     "lambda 1:"),
+    ("figures/picture/demo_grid_raster.png", "The previous release: raster order, a 0.10 budget, lambda 1, psi 1:"),
+    ("../docs/demo_grid.png", "The default now (`lrgmm demo`, `docs/demo_grid.png`): raster order, a 0.20 budget, "
+     "lambda 1, psi 1.5:"),
 ]
 MIN_SEEDS = 3  # a default is chosen only from settings measured with this many seeds
 METRICS = ["fid", "kid", "precision", "recall", "near_copy_inception", "c_t", "largest_share_median",

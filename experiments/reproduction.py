@@ -132,7 +132,7 @@ SCALES: dict[str, Scale] = {
         name="quick", heldout_reserve=3000, n_heldout=2000, train_sizes=(32, 256, 1024, None), n_table=100,
         n_sweep=100, sweep_n=1024, lambdas=(0.02, 0.06, 0.12, 0.25), qs=(4, 8, 16, 32), ks=(1, 4, 8, 16),
         omegas=(1, 3, 5, 7), nn_iterations=(1, 2, 3), fid_vs_n_extra=(128, 512), n_grid=16, n_timing=256, n_psnr=64,
-        budgets=(1.0, 0.25, 0.15, 0.1), n_privacy=1000, main_sizes=(1024, None),
+        budgets=(1.0, 0.25, 0.2, 0.1), n_privacy=1000, main_sizes=(1024, None),
         main_methods=("lrgmm-nn", "lrgmm", "latentpatch", "gmm10"), n_main=1000,
         expected=("an estimated 2 hours on 2 CPU cores the first time: the whole split's encoding (~6 min), the "
                   "Inception features of its 18,917 training reconstructions for the near-copy test (~20 min) and of "
@@ -144,7 +144,7 @@ SCALES: dict[str, Scale] = {
         name="full", heldout_reserve=3000, n_heldout=2000, train_sizes=(32, 1024, None), n_table=500, n_sweep=300,
         sweep_n=1024, lambdas=(0.01, 0.03, 0.06, 0.12, 0.25, 0.5), qs=(4, 8, 12, 16, 24, 32), ks=(1, 2, 4, 8, 16, 32),
         omegas=(1, 3, 5, 7, 9), nn_iterations=(1, 2, 3, 4), fid_vs_n_extra=(128, 256, 512, 2048, 4096, 8192),
-        n_grid=16, n_timing=256, n_psnr=128, budgets=(1.0, 0.25, 0.15, 0.1), n_privacy=1000, main_sizes=(1024, None),
+        n_grid=16, n_timing=256, n_psnr=128, budgets=(1.0, 0.25, 0.2, 0.1), n_privacy=1000, main_sizes=(1024, None),
         main_methods=("lrgmm-nn", "lrgmm", "latentpatch", "gmm10"), n_main=1000,
         expected=("about 3 hours on 2 CPU cores the first time, an hour of which encodes the 19,187 training "
                   "photos (~17 min) and takes the Inception features of their reconstructions for the near-copy "

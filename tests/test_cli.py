@@ -175,7 +175,7 @@ def test_fit_with_a_copy_budget_stores_the_default(faces64_dir, cli_model, tmp_p
     assert rc == 0, err
     assert "copy budget max_share = 0.2" in out
     assert read_metadata(tmp_path / "b.lrgmm")["hyperparameters"]["max_share"] == 0.2
-    assert "copy budget max_share = 0.1" in run(capsys, "info", cli_model[0])[1]  # the default
+    assert "copy budget max_share = 0.2" in run(capsys, "info", cli_model[0])[1]  # the default
     _sample(capsys, tmp_path / "b.lrgmm", tmp_path / "s", "-n", 6, "--seed", 3)
     assert max(_largest_shares(tmp_path / "s", 6)) <= 0.2
     assert json.loads((tmp_path / "s" / "samples.json").read_text())["settings"]["max_share"] == 0.2

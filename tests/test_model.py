@@ -86,8 +86,7 @@ def test_plain_lr_gmm_and_lower_temperature():
 
 def test_spread_widens_the_draws_around_their_component_mean():
     y = _latents()
-    m = LRGMM(n_channels=4, n_components=2, patch_size=3).fit(y)
-    assert m.spread == 1.0  # the paper's eq. 4 unless asked
+    m = LRGMM(n_channels=4, n_components=2, patch_size=3, spread=1.0).fit(y)  # the paper's eq. 4
     base = m.sample(12, seed=4, nn=False)
     wide = m.sample(12, seed=4, nn=False, spread=1.5)
     assert torch.equal(wide.components, base.components)  # same draws, scaled
@@ -180,7 +179,7 @@ def test_nn_order_in_sample_and_as_model_default():
     assert torch.equal(raster.components, plain.components)
     assert not torch.equal(raster.provenance, plain.provenance)  # the order changes what is copied
     # The raster faces are nn_project's raster order applied to the same draws.
-    draws = m.sample(30, seed=5, nn=False).codes
+    draws = m.sample(30, seed=5, nn=False, spread=m.spread).codes  # the draws the NN step starts from
     ref, ref_prov = nn_project(draws, plain.components, m.codes_, m.labels_, patch_size=3, order="raster")
     assert torch.equal(nn_project(draws, plain.components, m.codes_, m.labels_, patch_size=3)[1], plain.provenance)
     assert torch.equal(raster.provenance, ref_prov) and torch.equal(raster.codes, ref)

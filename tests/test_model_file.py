@@ -597,7 +597,7 @@ def test_files_older_than_the_nn_order_and_budget_keep_their_nn_step(fitted64, m
     assert (model.nn_order, model.max_share) == ("parallel", 0.25)
     pipe = FacePipeline.load(old)  # a refit (forget) keeps them too
     assert (pipe.nn_order, pipe.max_share) == ("parallel", 0.25)
-    assert (fitted64.model_.nn_order, fitted64.model_.max_share) == ("raster", 0.1)
+    assert (fitted64.model_.nn_order, fitted64.model_.max_share, fitted64.model_.spread) == ("raster", 0.2, 1.5)
     ref = fitted64.model_.sample(4, seed=2, nn_order="parallel", max_share=0.25)
     assert torch.equal(model.sample(4, seed=2).provenance, ref.provenance)
 

@@ -78,8 +78,8 @@ def test_generate(fitted64):
     assert float(a.images.min()) >= 0.0 and float(a.images.max()) <= 1.0
     assert float(a.images.std()) > 0.05  # faces, not a flat image
     assert a.seed == 3 and len(a) == 4
-    assert a.settings == {"nn": True, "temperature": 1.0, "nn_iterations": 1, "patch_size": 5, "nn_order": "raster",
-                          "max_share": 0.1, "precision": "fp32"}
+    assert a.settings == {"nn": True, "temperature": 1.0, "spread": 1.5, "nn_iterations": 1, "patch_size": 5,
+                          "nn_order": "raster", "max_share": 0.2, "precision": "fp32"}
     assert torch.equal(fitted64.generate(4, seed=3).images, a.images)
     r = fitted64.generate(4, seed=3, nn_order="raster")  # a sampling-time override of the model's order
     assert r.settings["nn_order"] == "raster"
@@ -324,7 +324,7 @@ def test_sampling_draws_as_before_and_in_any_batches(fitted64):
     for n in (1, 64, 150):
         gen = torch.Generator().manual_seed(7)
         comps = sample_components(mix.weights_, n, gen)
-        flat = sample_low_rank(mix.means_, mix.eigenvectors_, mix.eigenvalues_, mix.ranks_, comps, gen)
+        flat = sample_low_rank(mix.means_, mix.eigenvectors_, mix.eigenvalues_, mix.ranks_, comps, gen, m.spread)
         codes, prov = nn_project(flat.reshape(n, q, h, w), comps, m.codes_, m.labels_, m.patch_size, m.nn_iterations,
                                  m.max_share, order=m.nn_order, strict=False)  # the model's default budget and order
         s = m.sample(n, seed=7)

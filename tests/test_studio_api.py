@@ -147,7 +147,7 @@ def test_generate_in_raster_order(studio_env, fitted64):
 def test_generate_respects_max_share(studio_env, fitted64):
     client, _studio, mid = studio_env
     info = next(m for m in client.get("/api/models").json() if m["id"] == mid)
-    assert info["max_share"] == 0.1 and info["min_max_share"] == fitted64.model_.min_max_share()  # the default
+    assert info["max_share"] == 0.2 and info["spread"] == 1.5 and info["min_max_share"] == fitted64.model_.min_max_share()  # the default
     share = max(0.25, info["min_max_share"])
     plain = fitted64.model_.sample(6, 5, max_share=1).provenance
     assert max(int(torch.bincount(p.reshape(-1)).max()) for p in plain) > share * 256  # it binds here

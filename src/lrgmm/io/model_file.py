@@ -79,7 +79,7 @@ TENSOR_NAMES_V3 = ("memory.latents",)
 
 
 # Hyperparameters absent from files older than them, and the values such files loaded with before
-# the defaults moved to raster order, a 0.10 budget and psi = 1.5 (their faces stay as they were).
+# the defaults moved to raster order, a 0.20 budget and psi = 1.5 (their faces stay as they were).
 _BEFORE_RECORDED = {"nn_order": "parallel", "max_share": 0.25, "spread": 1.0}
 
 
