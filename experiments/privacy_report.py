@@ -8,8 +8,8 @@ the last 3,000 photos held out, 2,000 of them the reference), restricted to N = 
 
 - its table for every generator (100 faces each) with the copying columns: C_T (Meehan et al.
   2020) and the authentic share (Alaa et al. 2022), on Inception features;
-- its privacy stage: LR-GMM-NN under the copy budgets 1 (off), 0.5, 0.25 and 0.15, and the
-  LatentPatch-style baseline, ``--n`` faces per seed and ``--seeds`` seeds each (FID, KID,
+- its privacy stage: LR-GMM-NN under the quick scale's copy budgets (``SCALES["quick"].budgets``:
+  1 (off), 0.25, 0.20 (the default) and 0.10), and the LatentPatch-style baseline, ``--n`` faces per seed and ``--seeds`` seeds each (FID, KID,
   precision/recall, near copies, C_T, authenticity, largest single-photo share), with the
   memorisation figure of both generators.
 
@@ -43,7 +43,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--train", type=int, default=1024, help="training photos N")
     ap.add_argument("--budgets", type=float, nargs="+", default=None,
-                    help="copy budgets to measure (default: the report's 1 0.5 0.25 0.15; 1 = off)")
+                    help="copy budgets to measure (default: the report's, "
+                         + " ".join(f"{b:g}" for b in SCALES["quick"].budgets) + "; 1 = off)")
     ap.add_argument("--scale", choices=["quick", "test"], default="quick",
                     help="the report scale whose split and reference sizes are used (test: a smoke run on a few photos)")
     args = ap.parse_args(argv)
