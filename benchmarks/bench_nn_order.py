@@ -7,7 +7,8 @@ pool (``all``: the whole pool), for each N given; 1,000 LR-GMM-NN latents per se
 excluded; the copied pixels' latents gathered), the median of ``--repeat`` runs after a warm-up,
 in one process: eq. 5 in parallel (the paper's step) and in raster order, each without and with
 a copy budget of 0.25; raster order with 0.20 (the default) and 0.10 budgets; two parallel
-iterations with a 0.20 budget. psi (``spread``) scales the draws and costs nothing here. Budgets are set as the model's default, so a cluster too small for one gets the even
+iterations with a 0.20 budget. psi (``spread``) scales the draws and costs nothing here.
+Budgets are set as the model's default, so a cluster too small for one gets the even
 split instead (``lrgmm.core.nn_projection``, "Copy budget").
 """
 

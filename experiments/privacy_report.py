@@ -9,7 +9,8 @@ the last 3,000 photos held out, 2,000 of them the reference), restricted to N = 
 - its table for every generator (100 faces each) with the copying columns: C_T (Meehan et al.
   2020) and the authentic share (Alaa et al. 2022), on Inception features;
 - its privacy stage: LR-GMM-NN under the quick scale's copy budgets (``SCALES["quick"].budgets``:
-  1 (off), 0.25, 0.20 (the default) and 0.10), and the LatentPatch-style baseline, ``--n`` faces per seed and ``--seeds`` seeds each (FID, KID,
+  1 (off), 0.25, 0.20 (the default) and 0.10), and the LatentPatch-style baseline, ``--n``
+  faces per seed and ``--seeds`` seeds each (FID, KID,
   precision/recall, near copies, C_T, authenticity, largest single-photo share), with the
   memorisation figure of both generators.
 

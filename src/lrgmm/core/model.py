@@ -47,23 +47,23 @@ def check_temperature(value, name: str = "temperature (lambda)") -> float:
     inf or 1e308 overflowed the int64 rank (to rank 1, silently) and wrote ``Infinity`` into
     the model's JSON. The mixture alone (``LowRankGaussianMixture``) accepts any finite lambda
     > 0: the full-rank GMM baseline uses lambda = N to keep every direction."""
-    try:
-        t = float(value)
-    except (TypeError, ValueError):
-        raise ParameterError(f"{name} must be a number in (0, 1], got {value!r}") from None
-    if isinstance(value, bool) or not (math.isfinite(t) and 0 < t <= 1):
-        raise ParameterError(f"{name} must be > 0 and <= 1 (a finite number), got {value}")
-    return t
+    return _check_number(value, name, lambda t: 0 < t <= 1, "a number in (0, 1]", "> 0 and <= 1 (a finite number)")
 
 
 def check_spread(value, name: str = "spread (psi)") -> float:
     """``value`` as a float when it is a finite number > 0, else ``ParameterError``."""
+    return _check_number(value, name, lambda t: t > 0, "a number > 0", "> 0 (a finite number; 1 is the paper's eq. 4)")
+
+
+def _check_number(value, name: str, ok, kind: str, bounds: str) -> float:
+    """``value`` as a float when it is a finite number (not a bool) for which ``ok`` holds, else a
+    ``ParameterError`` naming ``kind`` (not a number) or ``bounds`` (out of range)."""
     try:
         t = float(value)
     except (TypeError, ValueError):
-        raise ParameterError(f"{name} must be a number > 0, got {value!r}") from None
-    if isinstance(value, bool) or not (math.isfinite(t) and t > 0):
-        raise ParameterError(f"{name} must be > 0 (a finite number; 1 is the paper's eq. 4), got {value}")
+        raise ParameterError(f"{name} must be {kind}, got {value!r}") from None
+    if isinstance(value, bool) or not (math.isfinite(t) and ok(t)):
+        raise ParameterError(f"{name} must be {bounds}, got {value}")
     return t
 
 
