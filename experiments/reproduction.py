@@ -417,6 +417,17 @@ def _git_commit() -> str:
     return "unknown"
 
 
+def _load_note() -> str:
+    """The load average at the end, and whether it says other jobs shared the CPU: this run's own
+    threads account for up to ``torch.get_num_threads()`` of it."""
+    load = os.getloadavg()
+    own = min(torch.get_num_threads(), os.cpu_count() or 1)
+    shared = max(load) > own + 0.5
+    return (f"Load average at the end: {', '.join(f'{x:.1f}' for x in load)} "
+            + ("(above this run's own threads: other jobs shared the CPU, times are indicative)." if shared
+               else f"(no more than this run's {own} threads: times are comparable)."))
+
+
 @dataclass
 class _Context:
     scale: Scale
@@ -441,6 +452,9 @@ class _Context:
     per_face_ms: dict = field(default_factory=dict)
     extractor: InceptionExtractor | None = None
     default_data: bool = False
+    # Read before the run writes its figures, which are tracked files: read at the end, every
+    # report would call its own commit dirty.
+    commit: str = field(default_factory=_git_commit)
 
 
 class ReportRun:
@@ -1323,9 +1337,8 @@ def write_markdown(run: ReportRun, total_s: float) -> str:
         "",
         f"**Scale: `{s.name}`.** Produced by `{c.command}` in {total_s / 60:.1f} min on "
         f"{platform.machine()}, {os.cpu_count()} CPU cores ({torch.get_num_threads()} torch threads), "
-        f"torch {torch.__version__}, lrgmm commit {_git_commit()}, {time.strftime('%Y-%m-%d %H:%M %Z')}. "
-        f"Load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())} (other jobs shared the CPU: "
-        "times are indicative).",
+        f"torch {torch.__version__}, lrgmm commit {c.commit}, {time.strftime('%Y-%m-%d %H:%M %Z')}. "
+        + _load_note(),
         "",
     ]
     if s.name != "full":

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from lrgmm.baselines import BASELINES
-from experiments.reproduction import SCALES, _against_baseline, _more_data_line, _weights, frontier_plot, line_plot, main
+from experiments.reproduction import (SCALES, _against_baseline, _load_note, _more_data_line, _weights, frontier_plot,
+                                      line_plot, main)
 
 
 @pytest.fixture(scope="module")
@@ -190,6 +191,19 @@ def test_frontier_plot_draws_points_and_skips_unmeasured(tmp_path):
         assert any(px[x, y] != (255, 255, 255) for x in range(560, 900) for y in range(60, 120))  # legend drawn
     empty = frontier_plot([("c", None, 30.0, 1.0)], tmp_path / "e.png")
     assert empty.exists()
+
+
+def test_load_note_blames_other_jobs_only_above_the_runs_own_threads(monkeypatch):
+    import os
+
+    import torch
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.0, 2.1, 1.9))
+    assert _load_note() == "Load average at the end: 2.0, 2.1, 1.9 (no more than this run's 2 threads: times are comparable)."
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.0, 3.1, 2.4))  # another job during the run
+    assert "other jobs shared the CPU" in _load_note()
 
 
 def test_weights_listing():
