@@ -452,9 +452,7 @@ class _Context:
     per_face_ms: dict = field(default_factory=dict)
     extractor: InceptionExtractor | None = None
     default_data: bool = False
-    # Read before the run writes its figures, which are tracked files: read at the end, every
-    # report would call its own commit dirty.
-    commit: str = field(default_factory=_git_commit)
+    commit: str = "unknown"  # set by run_report before any stage writes (see there)
 
 
 class ReportRun:
@@ -1578,7 +1576,10 @@ def run_report(scale: str | Scale = "quick", data: str | os.PathLike | None = No
     out = Path(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     cmd = command or f"python -m experiments.reproduction --scale {sc.name} --out {out}"
-    ctx = _Context(scale=sc, data=Path(data), out=out, progress=progress, command=cmd, default_data=default_data)
+    # The commit is read before the run writes its figures, which are tracked files: read at the
+    # end, every report would call its own commit dirty.
+    ctx = _Context(scale=sc, data=Path(data), out=out, progress=progress, command=cmd, default_data=default_data,
+                   commit=_git_commit())
     run = ReportRun(ctx)
     start = time.perf_counter()
     stages = [("data split", run.split), ("table", run.table), ("main comparison", run.main_comparison),
